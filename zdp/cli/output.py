@@ -1,0 +1,32 @@
+"""How the CLI talks to people: one clear line on error, never a traceback."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any, NoReturn
+
+from pydantic import BaseModel
+from rich.console import Console
+
+console = Console(highlight=False)
+err_console = Console(stderr=True, highlight=False)
+
+# Exit codes shared by every command. Deployment outcomes have their own (see zdp.cli.deploy).
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+
+
+def fail(message: str, code: int = EXIT_ERROR) -> NoReturn:
+    """Print `error: message` on stderr as one line and exit with `code`."""
+    err_console.print(f"[bold red]error:[/] {message}", soft_wrap=True)
+    raise SystemExit(code)
+
+
+def print_json(value: Any) -> None:
+    """Print a model or plain value as JSON on stdout (for CI and scripts)."""
+    if isinstance(value, BaseModel):
+        sys.stdout.write(value.model_dump_json(indent=2) + "\n")
+    else:
+        sys.stdout.write(json.dumps(value, indent=2, default=str) + "\n")

@@ -1,0 +1,309 @@
+"""Data that crosses Temporal and the CLI: releases, requests, risk, verdicts and the timeline.
+
+Every model here is pydantic v2 and travels through `pydantic_data_converter`, so workflows,
+activities, the CLI and tests all speak the same types. Nothing in this module does I/O.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from enum import StrEnum
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+TASK_QUEUE = "zdp-deployments"
+DEFAULT_STEPS: tuple[int, ...] = (1, 5, 25, 100)
+
+_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+_DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
+
+
+def deployment_id(app: str, environment: str) -> str:
+    """The workflow id: one deployment at a time per app and environment."""
+    return f"deploy-{app}-{environment}"
+
+
+class Strategy(StrEnum):
+    canary = "canary"
+    blue_green = "blue-green"
+
+
+class Phase(StrEnum):
+    verify = "verify"
+    assess_risk = "assess_risk"
+    await_approval = "await_approval"
+    provision = "provision"
+    shift = "shift"
+    promote = "promote"
+    rollback = "rollback"
+    paused = "paused"
+    done = "done"
+
+
+class Outcome(StrEnum):
+    promoted = "promoted"
+    rolled_back = "rolled_back"
+    rejected = "rejected"
+    expired = "expired"
+    aborted = "aborted"
+    failed = "failed"
+
+
+class RiskLevel(StrEnum):
+    low = "low"
+    medium = "medium"
+    high = "high"
+    critical = "critical"
+
+
+class Criticality(StrEnum):
+    low = "low"
+    medium = "medium"
+    high = "high"
+    critical = "critical"
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=False)
+
+
+# --------------------------------------------------------------------------- releases
+
+
+class Artifact(_Model):
+    """What runs: an OCI image pinned by digest (Kubernetes) or a built wheel (local runtime)."""
+
+    kind: Literal["oci-image", "wheel"]
+    reference: str = Field(min_length=1)
+    digest: str
+
+    @field_validator("digest")
+    @classmethod
+    def _digest_is_sha256(cls, value: str) -> str:
+        if not _DIGEST.match(value):
+            raise ValueError("digest must be 'sha256:' followed by 64 lowercase hex digits")
+        return value
+
+
+class ChangeMetadata(_Model):
+    """What changed, as risk scoring sees it. Filled from git by `zdp release create`."""
+
+    commit: str | None = None
+    lines_changed: int = Field(default=0, ge=0)
+    files_changed: int = Field(default=0, ge=0)
+    migrations: bool = False
+    config_changed: bool = False
+    dependencies_changed: bool = False
+    ticket: str | None = None
+    author: str | None = None
+
+
+class ReleaseManifest(_Model):
+    """A release: exactly what gets deployed, and what changed since the last one."""
+
+    app: str
+    version: str = Field(min_length=1, max_length=128)
+    artifact: Artifact
+    config_overrides: dict[str, str] = Field(default_factory=dict)
+    change: ChangeMetadata = Field(default_factory=ChangeMetadata)
+    created_at: datetime | None = None
+
+    @field_validator("app")
+    @classmethod
+    def _app_is_a_name(cls, value: str) -> str:
+        if not _NAME.match(value):
+            raise ValueError("app must be a DNS-style name: lowercase letters, digits and '-'")
+        return value
+
+
+class DsseSignature(_Model):
+    keyid: str = ""
+    sig: str
+
+
+class DsseEnvelope(_Model):
+    """A DSSE envelope (secure-systems-lab/dsse v1.0.0): payload and signatures base64-encoded."""
+
+    payloadType: str  # noqa: N815  (field names are the DSSE spec's)
+    payload: str
+    signatures: list[DsseSignature] = Field(default_factory=list)
+
+
+class VerifiedRelease(_Model):
+    """A release whose envelope verified against a trusted key; the manifest is the signed one."""
+
+    manifest: ReleaseManifest
+    signer_fingerprint: str
+    statement_digest: str
+
+
+# --------------------------------------------------------------------------- risk and policy
+
+
+class RiskFactor(_Model):
+    name: str
+    detail: str
+    points: int
+
+
+class RiskAssessment(_Model):
+    score: int = Field(ge=0, le=100)
+    level: RiskLevel
+    factors: list[RiskFactor]
+
+
+class GateThresholds(_Model):
+    """How strict the health gate is at each step. Stricter means a lower error budget."""
+
+    max_error_ratio: float = Field(default=0.01, ge=0.0, le=1.0)
+    min_samples: int = Field(default=3, ge=1)
+    probe_interval_seconds: float = Field(default=0.05, gt=0.0)
+    max_latency_ms: float = Field(default=250.0, gt=0.0)
+
+
+class PolicyDecision(_Model):
+    """What the policy makes of a risk assessment for one app and environment."""
+
+    approvals_required: int = Field(ge=0)
+    allowed_approvers: list[str]
+    steps: list[int]
+    bake_seconds: float = Field(ge=0.0)
+    gate: GateThresholds
+    rationale: str = ""
+
+
+class RiskReport(_Model):
+    assessment: RiskAssessment
+    decision: PolicyDecision
+
+
+# --------------------------------------------------------------------------- runtime and health
+
+
+class Deployed(_Model):
+    app: str
+    slot: str
+    version: str
+    endpoints: list[str]
+
+
+class ProbeResult(_Model):
+    endpoint: str
+    ok: bool
+    latency_ms: float
+    status_code: int | None = None
+    error: str | None = None
+
+
+class GateResult(StrEnum):
+    passed = "pass"
+    failed = "fail"
+    inconclusive = "inconclusive"
+
+
+class GateVerdict(_Model):
+    result: GateResult
+    reason: str
+    slot: str
+    samples: int
+    evidence: dict[str, float] = Field(default_factory=dict)
+    thresholds: dict[str, float] = Field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------- the deployment
+
+
+class DeploymentRequest(_Model):
+    """Input of DeploymentWorkflow. The release is trusted only after the verify phase."""
+
+    app: str
+    environment: str
+    release: DsseEnvelope
+    strategy: Strategy = Strategy.canary
+    steps: list[int] | None = None
+    bake_seconds: float | None = Field(default=None, ge=0.0)
+    initiator: str = Field(min_length=1)
+    change_ref: str | None = None
+    reason: str | None = None
+    approval_timeout_seconds: float = Field(default=4 * 3600.0, gt=0.0)
+    standby_seconds: float = Field(default=0.0, ge=0.0)
+
+    @field_validator("steps")
+    @classmethod
+    def _steps_rise_to_100(cls, value: list[int] | None) -> list[int] | None:
+        if value is None:
+            return value
+        if not value or value[-1] != 100:
+            raise ValueError("steps must end at 100")
+        if any(not 0 < s <= 100 for s in value) or value != sorted(set(value)):
+            raise ValueError("steps must be strictly increasing percentages between 1 and 100")
+        return value
+
+    @model_validator(mode="after")
+    def _names(self) -> DeploymentRequest:
+        for label, value in (("app", self.app), ("environment", self.environment)):
+            if not _NAME.match(value):
+                raise ValueError(f"{label} must be a DNS-style name: lowercase letters, digits, '-'")
+        return self
+
+
+class ApprovalInput(_Model):
+    """An approve or reject message, from the CLI, Slack, or a signal-only client."""
+
+    approver: str = Field(min_length=1)
+    reason: str | None = None
+
+
+class PromoteInput(_Model):
+    approver: str = Field(min_length=1)
+    reason: str | None = None
+
+
+class AbortInput(_Model):
+    actor: str = "operator"
+    reason: str | None = None
+
+
+class ApprovalRecord(_Model):
+    approver: str
+    decision: Literal["approve", "reject"]
+    at: datetime
+    reason: str | None = None
+
+
+class TimelineEvent(_Model):
+    """One line of the forensic record."""
+
+    at: datetime
+    phase: Phase
+    kind: str
+    message: str
+    actor: str | None = None
+    data: dict[str, Any] = Field(default_factory=dict)
+
+
+class DeploymentStatus(_Model):
+    deployment_id: str
+    app: str
+    environment: str
+    version: str | None
+    strategy: Strategy
+    phase: Phase
+    paused: bool = False
+    outcome: Outcome | None = None
+    cause: str | None = None
+    weights: dict[str, int] = Field(default_factory=dict)
+    step_index: int | None = None
+    steps: list[int] = Field(default_factory=list)
+    risk: RiskAssessment | None = None
+    approvals_required: int = 0
+    approvals: list[ApprovalRecord] = Field(default_factory=list)
+
+
+class DeploymentResult(_Model):
+    outcome: Outcome
+    cause: str | None = None
+    status: DeploymentStatus
+    timeline: list[TimelineEvent]
