@@ -245,7 +245,9 @@ class DeploymentRequest(_Model):
     def _names(self) -> DeploymentRequest:
         for label, value in (("app", self.app), ("environment", self.environment)):
             if not _NAME.match(value):
-                raise ValueError(f"{label} must be a DNS-style name: lowercase letters, digits, '-'")
+                raise ValueError(
+                    f"{label} must be a DNS-style name: lowercase letters, digits, '-'"
+                )
         return self
 
 
@@ -307,3 +309,52 @@ class DeploymentResult(_Model):
     cause: str | None = None
     status: DeploymentStatus
     timeline: list[TimelineEvent]
+
+
+# --------------------------------------------------------------------------- activity inputs
+
+
+class VerifyReleaseInput(_Model):
+    app: str
+    envelope: DsseEnvelope
+
+
+class AssessRiskInput(_Model):
+    app: str
+    environment: str
+    manifest: ReleaseManifest
+    at: datetime
+    requested_steps: list[int] | None = None
+    requested_bake_seconds: float | None = None
+
+
+class ProvisionInput(_Model):
+    manifest: ReleaseManifest
+    slot: str
+
+
+class RetireInput(_Model):
+    app: str
+    slot: str
+    version: str | None = None
+
+
+class WeightsInput(_Model):
+    app: str
+    weights: dict[str, int]
+
+    @field_validator("weights")
+    @classmethod
+    def _weights_sum_to_100(cls, value: dict[str, int]) -> dict[str, int]:
+        if any(w < 0 for w in value.values()) or sum(value.values()) != 100:
+            raise ValueError(f"weights must be non-negative and sum to 100, got {value}")
+        return value
+
+
+class GateInput(_Model):
+    app: str
+    slot: str
+    version: str
+    bake_seconds: float
+    thresholds: GateThresholds
+    label: str = ""

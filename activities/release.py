@@ -1,0 +1,42 @@
+"""Activity: verify a signed release against the engine's trusted keys."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from temporalio import activity
+
+from activities._support import to_application_error
+from zdp.errors import ReleaseVerificationError, ZdpError
+from zdp.models import VerifiedRelease, VerifyReleaseInput
+from zdp.release import verify_envelope
+from zdp.signing import load_trusted_keys
+
+
+def default_trusted_keys_dir() -> Path:
+    """ZDP_TRUSTED_KEYS, else $ZDP_HOME/trusted-keys."""
+    explicit = os.environ.get("ZDP_TRUSTED_KEYS")
+    if explicit:
+        return Path(explicit)
+    return Path(os.environ.get("ZDP_HOME", ".zdp")) / "trusted-keys"
+
+
+class ReleaseActivities:
+    def __init__(self, trusted_keys_dir: Path | None = None) -> None:
+        self.trusted_keys_dir = trusted_keys_dir or default_trusted_keys_dir()
+
+    @activity.defn
+    async def verify_release(self, request: VerifyReleaseInput) -> VerifiedRelease:
+        """Trust the release only if a trusted key signed it and it names this app."""
+        try:
+            verified = verify_envelope(request.envelope, load_trusted_keys(self.trusted_keys_dir))
+        except ZdpError as err:
+            raise to_application_error(err) from None
+        if verified.manifest.app != request.app:
+            raise to_application_error(
+                ReleaseVerificationError(
+                    f"release is for app '{verified.manifest.app}', not '{request.app}'"
+                )
+            )
+        return verified

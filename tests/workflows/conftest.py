@@ -1,0 +1,182 @@
+"""Workflow test kit: signed releases, a seeded in-memory platform, and a worker per test."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_asyncio
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from temporalio.client import Client, WorkflowHandle
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
+
+from workers.worker import Platform, build_worker
+from zdp import deployments
+from zdp.config import EngineConfig, load_config
+from zdp.models import (
+    Artifact,
+    ChangeMetadata,
+    Deployed,
+    DeploymentRequest,
+    DeploymentResult,
+    DeploymentStatus,
+    DsseEnvelope,
+    ReleaseManifest,
+    Strategy,
+)
+from zdp.platforms.memory import STATE, MemoryProbe, MemoryRouter, MemoryRuntime, MemoryState
+from zdp.release import sign_manifest
+
+HERE = Path(__file__).parent
+APP = "webshop"
+
+
+@dataclass
+class Signer:
+    key: Ed25519PrivateKey
+    trusted_dir: Path
+
+    def release(self, version: str, **change: Any) -> DsseEnvelope:
+        manifest = ReleaseManifest(
+            app=APP,
+            version=version,
+            artifact=Artifact(
+                kind="wheel",
+                reference=f"webshop-{version}-py3-none-any.whl",
+                digest="sha256:" + (version.encode().hex() * 64)[:64],
+            ),
+            change=ChangeMetadata(lines_changed=10, files_changed=1, **change),
+        )
+        return sign_manifest(manifest, self.key)
+
+
+@pytest.fixture(scope="session")
+def signer(tmp_path_factory: pytest.TempPathFactory) -> Signer:
+    trusted = tmp_path_factory.mktemp("trusted-keys")
+    key = Ed25519PrivateKey.generate()
+    (trusted / "release-ci.pub").write_bytes(
+        key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
+    return Signer(key=key, trusted_dir=trusted)
+
+
+@pytest.fixture(scope="session")
+def engine_config() -> EngineConfig:
+    return load_config(HERE / "engine.yaml")
+
+
+@pytest.fixture
+def platform() -> MemoryState:
+    """The in-memory platform with v1 serving 100% from `stable` (and `blue`)."""
+    STATE.reset()
+    for slot in ("stable", "blue"):
+        STATE.deployed[(APP, slot)] = Deployed(
+            app=APP, slot=slot, version="1.0.0", endpoints=[f"memory://{APP}/{slot}/1.0.0/0"]
+        )
+    STATE.weights[APP] = {"stable": 100}
+    return STATE
+
+
+@dataclass
+class Harness:
+    client: Client
+    task_queue: str
+    signer: Signer
+    config: EngineConfig
+    state: MemoryState
+
+    def worker(self, graceful_shutdown: timedelta = timedelta(seconds=5)) -> Worker:
+        return build_worker(
+            self.client,
+            Platform(MemoryRuntime(self.state), MemoryRouter(self.state), MemoryProbe(self.state)),
+            config=self.config,
+            trusted_keys_dir=self.signer.trusted_dir,
+            task_queue=self.task_queue,
+            graceful_shutdown=graceful_shutdown,
+        )
+
+    def request(self, version: str = "2.0.0", **overrides: Any) -> DeploymentRequest:
+        fields: dict[str, Any] = {
+            "app": APP,
+            "environment": "dev",
+            "release": self.signer.release(version),
+            "strategy": Strategy.canary,
+            "initiator": "ci-bot",
+            "change_ref": "CHG-1001",
+            "reason": "test deployment",
+        }
+        fields.update(overrides)
+        return DeploymentRequest(**fields)
+
+    async def start(self, request: DeploymentRequest) -> WorkflowHandle[Any, DeploymentResult]:
+        return await deployments.start_deployment(self.client, request, task_queue=self.task_queue)
+
+    async def deploy(self, request: DeploymentRequest) -> DeploymentResult:
+        handle = await self.start(request)
+        return await asyncio.wait_for(handle.result(), timeout=60)
+
+    async def status(self, handle: WorkflowHandle[Any, Any]) -> DeploymentStatus:
+        return await handle.query("status", result_type=DeploymentStatus)
+
+    async def wait_for(
+        self,
+        handle: WorkflowHandle[Any, Any],
+        condition: Callable[[DeploymentStatus], bool],
+        timeout: float = 30.0,
+    ) -> DeploymentStatus:
+        """Poll the status query until `condition` holds; fail with the last status if not."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        while True:
+            current = await self.status(handle)
+            if condition(current):
+                return current
+            if asyncio.get_running_loop().time() > deadline:
+                pytest.fail(f"condition not met within {timeout} s; last status: {current}")
+            await asyncio.sleep(0.05)
+
+
+@pytest_asyncio.fixture
+async def kit(
+    temporal_env: WorkflowEnvironment,
+    signer: Signer,
+    engine_config: EngineConfig,
+    platform: MemoryState,
+) -> AsyncIterator[Harness]:
+    """A task queue of its own and no worker yet; leftover deployments are terminated after."""
+    h = Harness(
+        client=temporal_env.client,
+        task_queue=f"test-{uuid.uuid4().hex[:8]}",
+        signer=signer,
+        config=engine_config,
+        state=platform,
+    )
+    yield h
+    for env in ("dev", "prod"):
+        await _terminate_if_running(h.client, f"deploy-{APP}-{env}")
+
+
+@pytest_asyncio.fixture
+async def harness(kit: Harness) -> AsyncIterator[Harness]:
+    """The kit with a worker running for the whole test."""
+    async with kit.worker():
+        yield kit
+
+
+async def _terminate_if_running(client: Client, workflow_id: str) -> None:
+    try:
+        if await deployments.is_running(client, workflow_id):
+            await client.get_workflow_handle(workflow_id).terminate("test cleanup")
+    except Exception:  # noqa: BLE001 - cleanup of a workflow that may never have existed
+        pass
+
+

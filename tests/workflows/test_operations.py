@@ -1,0 +1,99 @@
+"""Operators steer a running deployment: pause, resume, promote early; workers come and go."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+from datetime import timedelta
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from tests.workflows.conftest import APP, Harness
+from zdp import deployments
+from zdp.models import Outcome, Phase
+from zdp.release import sign_manifest
+
+
+async def test_pause_holds_the_current_weight_until_resumed(harness: Harness) -> None:
+    handle = await harness.start(harness.request("2.0.0", bake_seconds=0.3))
+    await harness.wait_for(handle, lambda s: s.weights.get("canary") == 1)
+    await deployments.send_signal(harness.client, handle.id, "pause")
+    held = await harness.wait_for(handle, lambda s: s.paused)
+    await asyncio.sleep(1.0)  # three bakes' worth: a running deployment would have moved on
+    still = await harness.status(handle)
+    assert still.paused and still.weights == held.weights and still.step_index == held.step_index
+
+    await deployments.send_signal(harness.client, handle.id, "resume")
+    result = await asyncio.wait_for(handle.result(), 60)
+    assert result.outcome is Outcome.promoted
+    kinds = [e.kind for e in result.timeline]
+    assert kinds.index("paused") < kinds.index("resumed")
+
+
+async def test_promote_skips_the_remaining_steps(harness: Harness) -> None:
+    handle = await harness.start(harness.request("2.0.0", bake_seconds=30))
+    await harness.wait_for(handle, lambda s: s.weights.get("canary") == 1)
+    with pytest.raises(deployments.RequestRefused, match="mallory may not promote"):
+        await deployments.promote(harness.client, handle.id, "mallory")
+    await deployments.promote(harness.client, handle.id, "bob", "hotfix for incident INC-7")
+    result = await asyncio.wait_for(handle.result(), 20)
+
+    assert result.outcome is Outcome.promoted
+    weights = [d for op, d in harness.state.ops(APP) if op == "weights"]
+    assert weights == ["canary=1,stable=99", "canary=100,stable=0", "canary=0,stable=100"]
+
+
+async def test_worker_stopped_mid_deployment_and_a_new_worker_finishes_it(kit: Harness) -> None:
+    first = kit.worker(graceful_shutdown=timedelta(0))
+    running = asyncio.create_task(first.run())
+    handle = await kit.start(kit.request("2.0.0", bake_seconds=1.0))
+    await kit.wait_for(handle, lambda s: s.weights.get("canary") == 5)
+    await first.shutdown()  # the gate in flight is cut off mid-bake
+    await asyncio.gather(running, return_exceptions=True)
+    stuck_at = dict(kit.state.weights[APP])
+    await asyncio.sleep(1.0)
+    assert kit.state.weights[APP] == stuck_at  # nobody is driving it now
+
+    async with kit.worker():
+        result = await asyncio.wait_for(handle.result(), 60)
+
+    assert result.outcome is Outcome.promoted
+    weights = [d for op, d in kit.state.ops(APP) if op == "weights"]
+    # Every step applied exactly once, in order: nothing lost, nothing repeated.
+    assert weights == [
+        "canary=1,stable=99",
+        "canary=5,stable=95",
+        "canary=25,stable=75",
+        "canary=100,stable=0",
+        "canary=0,stable=100",
+    ]
+
+
+async def test_tampered_release_is_rejected_before_anything_is_provisioned(
+    harness: Harness,
+) -> None:
+    envelope = harness.signer.release("2.0.0")
+    statement = json.loads(base64.b64decode(envelope.payload))
+    statement["predicate"]["version"] = "2.0.0-evil"
+    envelope.payload = base64.b64encode(json.dumps(statement).encode()).decode()
+
+    result = await harness.deploy(harness.request("2.0.0", release=envelope))
+    assert result.outcome is Outcome.rejected
+    assert result.cause and result.cause.startswith("release rejected:")
+    assert not [op for op in harness.state.ops(APP) if op[0] in ("provision", "weights")]
+
+
+async def test_release_from_an_unknown_signer_is_rejected(harness: Harness) -> None:
+    stranger = Ed25519PrivateKey.generate()
+    manifest = harness.signer.release("2.0.0")
+    decoded = json.loads(base64.b64decode(manifest.payload))
+    from zdp.models import ReleaseManifest
+
+    envelope = sign_manifest(ReleaseManifest.model_validate(decoded["predicate"]), stranger)
+    result = await harness.deploy(harness.request("2.0.0", release=envelope))
+    assert result.outcome is Outcome.rejected
+    assert result.cause and "unknown key" in result.cause
+    assert result.status.phase is Phase.done
+    assert not [op for op in harness.state.ops(APP) if op[0] == "provision"]

@@ -1,0 +1,91 @@
+"""A failed gate, an abort or a failing router: traffic is restored first, then the version retired."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from tests.workflows.conftest import APP, Harness
+from zdp import deployments
+from zdp.models import Outcome, Strategy
+
+
+def _rollback_kinds(result_timeline: list) -> list[str]:  # type: ignore[type-arg]
+    return [
+        e.kind if e.kind != "compensated" else f"compensated:{e.data['kind']}"
+        for e in result_timeline
+        if e.kind in ("gate_verdict", "compensated")
+    ]
+
+
+@pytest.mark.parametrize("bad_from_weight", [1, 5, 25, 100])
+async def test_gate_failure_at_each_step_rolls_back_traffic_first(
+    harness: Harness, bad_from_weight: int
+) -> None:
+    harness.state.fail_at_weight[(APP, "2.0.0")] = bad_from_weight
+    result = await harness.deploy(harness.request("2.0.0"))
+
+    assert result.outcome is Outcome.rolled_back
+    assert result.cause and result.cause.startswith("health gate fail")
+    kinds = _rollback_kinds(result.timeline)
+    # gate verdict (failed) -> traffic restored -> version retired, in that order, and last.
+    assert kinds[-3:] == ["gate_verdict", "compensated:traffic", "compensated:retire"]
+    failed = [e for e in result.timeline if e.kind == "gate_verdict"][-1]
+    assert failed.data["result"] == "fail"
+    assert failed.data["evidence"]["error_ratio"] > failed.data["thresholds"]["max_error_ratio"]
+    # The world is as it was: v1 takes all traffic, the canary is gone.
+    assert harness.state.weights[APP] == {"canary": 0, "stable": 100}
+    assert harness.state.deployed[(APP, "stable")].version == "1.0.0"
+    assert (APP, "canary") not in harness.state.deployed
+    ops = harness.state.ops(APP)
+    assert ops[-2:] == [("weights", "canary=0,stable=100"), ("retire", "canary=2.0.0")]
+    # It never went past the failing step.
+    canary_weights = [int(d.split(",")[0].split("=")[1]) for op, d in ops if op == "weights"]
+    assert max(canary_weights) == bad_from_weight
+
+
+async def test_blue_green_post_switch_failure_switches_back(harness: Harness) -> None:
+    harness.state.weights[APP] = {"blue": 100, "green": 0}
+    harness.state.fail_at_weight[(APP, "2.0.0")] = 100
+    result = await harness.deploy(harness.request("2.0.0", strategy=Strategy.blue_green))
+
+    assert result.outcome is Outcome.rolled_back
+    assert harness.state.weights[APP] == {"blue": 100, "green": 0}
+    assert (APP, "green") not in harness.state.deployed
+    assert harness.state.deployed[(APP, "blue")].version == "1.0.0"
+
+
+async def test_router_failing_transiently_is_retried_through_during_compensation(
+    harness: Harness,
+) -> None:
+    harness.state.fail_at_weight[(APP, "2.0.0")] = 5
+    harness.state.fail_weights["canary=0,stable=100"] = 3
+    result = await harness.deploy(harness.request("2.0.0"))
+
+    assert result.outcome is Outcome.rolled_back
+    ops = harness.state.ops(APP)
+    errors = [i for i, (op, _) in enumerate(ops) if op == "router_error"]
+    restored = ops.index(("weights", "canary=0,stable=100"))
+    assert len(errors) == 3 and max(errors) < restored
+    assert harness.state.weights[APP] == {"canary": 0, "stable": 100}
+    assert ops[-1] == ("retire", "canary=2.0.0")
+
+
+async def test_abort_in_the_middle_of_a_step_rolls_back_without_waiting_out_the_bake(
+    harness: Harness,
+) -> None:
+    handle = await harness.start(harness.request("2.0.0", bake_seconds=30))
+    await harness.wait_for(handle, lambda s: s.weights.get("canary") == 5)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    await deployments.abort(harness.client, handle.id, "oncall-sre", "elevated error budget burn")
+    result = await asyncio.wait_for(handle.result(), timeout=20)
+
+    assert loop.time() - started < 10  # far less than the 30 s bake
+    assert result.outcome is Outcome.rolled_back
+    assert result.cause == "aborted by oncall-sre: elevated error budget burn"
+    assert harness.state.weights[APP] == {"canary": 0, "stable": 100}
+    assert (APP, "canary") not in harness.state.deployed
+    kinds = [e.kind for e in result.timeline]
+    assert kinds.index("abort_requested") < kinds.index("compensated")

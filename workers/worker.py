@@ -1,0 +1,103 @@
+"""Building and running the zdp worker on the `zdp-deployments` task queue.
+
+`build_worker` wires the activities to the configured platform; `run_worker` connects with the
+standard TEMPORAL_* settings and drains on SIGTERM/SIGINT: it stops polling, lets running
+activities finish within the grace period, then exits. Temporal retries anything left over on
+another worker, so a stopped worker loses nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from activities.health import HealthActivities
+from activities.release import ReleaseActivities
+from activities.risk import RiskActivities
+from activities.runtime import RuntimeActivities
+from activities.traffic import TrafficActivities
+from workflows.deployment import DeploymentWorkflow
+from zdp.config import EngineConfig
+from zdp.models import TASK_QUEUE
+from zdp.platforms.base import HealthProbe, Runtime, TrafficRouter
+from zdp.platforms.registry import build_probe, build_router, build_runtime
+
+log = logging.getLogger("zdp.worker")
+
+
+@dataclass
+class Platform:
+    runtime: Runtime
+    router: TrafficRouter
+    probe: HealthProbe
+
+    @classmethod
+    def from_environment(cls) -> Platform:
+        """The backends named by ZDP_RUNTIME and ZDP_ROUTER (default: memory)."""
+        return cls(runtime=build_runtime(), router=build_router(), probe=build_probe())
+
+
+def activities_for(
+    platform: Platform,
+    config: EngineConfig | None = None,
+    trusted_keys_dir: Path | None = None,
+) -> list[Callable[..., Any]]:
+    release = ReleaseActivities(trusted_keys_dir)
+    risk = RiskActivities(config)
+    runtime = RuntimeActivities(platform.runtime)
+    traffic = TrafficActivities(platform.router)
+    health = HealthActivities(platform.runtime, platform.probe)
+    return [
+        release.verify_release,
+        risk.assess_risk,
+        runtime.provision_version,
+        runtime.retire_version,
+        traffic.set_weights,
+        traffic.get_weights,
+        health.run_health_gate,
+    ]
+
+
+def build_worker(
+    client: Client,
+    platform: Platform | None = None,
+    config: EngineConfig | None = None,
+    trusted_keys_dir: Path | None = None,
+    task_queue: str = TASK_QUEUE,
+    graceful_shutdown: timedelta = timedelta(seconds=30),
+) -> Worker:
+    return Worker(
+        client,
+        task_queue=task_queue,
+        workflows=[DeploymentWorkflow],
+        activities=activities_for(platform or Platform.from_environment(), config, trusted_keys_dir),
+        graceful_shutdown_timeout=graceful_shutdown,
+    )
+
+
+async def run_worker(
+    client: Client,
+    platform: Platform | None = None,
+    graceful_shutdown: timedelta = timedelta(seconds=30),
+    on_ready: Callable[[], None] | None = None,
+) -> None:
+    """Run until SIGTERM or SIGINT, then drain and return."""
+    worker = build_worker(client, platform, graceful_shutdown=graceful_shutdown)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    async with worker:
+        if on_ready is not None:
+            on_ready()
+        await stop.wait()
+        log.info("draining: no new tasks; running activities get %s to finish", graceful_shutdown)

@@ -1,0 +1,99 @@
+"""Compensations: what undoes each change a deployment made, and the order they run in.
+
+A compensation is registered only after the step it undoes has run. On rollback, traffic is
+restored first (users stop seeing the new version before anything else happens), then the rest
+run newest first. Each retries until it succeeds: a rollback that gives up leaves the system
+half-changed, which is worse than a slow one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any, Literal
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+
+with workflow.unsafe.imports_passed_through():
+    from activities.runtime import RuntimeActivities
+    from activities.traffic import TrafficActivities
+    from zdp.models import RetireInput, WeightsInput
+
+# maximum_attempts=0 means unlimited: a compensation never gives up.
+COMPENSATION_RETRY = RetryPolicy(
+    initial_interval=timedelta(milliseconds=100),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(seconds=10),
+    maximum_attempts=0,
+)
+
+
+@dataclass(frozen=True)
+class Compensation:
+    kind: Literal["traffic", "retire"]
+    app: str
+    description: str
+    weights: dict[str, int] = field(default_factory=dict)
+    slot: str = ""
+    version: str | None = None
+
+    @classmethod
+    def traffic(cls, app: str, weights: dict[str, int]) -> Compensation:
+        text = " ".join(f"{s}={w}%" for s, w in sorted(weights.items()))
+        return cls("traffic", app, f"traffic restored: {text}", weights=dict(weights))
+
+    @classmethod
+    def retire(cls, app: str, slot: str, version: str | None) -> Compensation:
+        return cls(
+            "retire", app, f"version {version} retired from slot {slot}", slot=slot, version=version
+        )
+
+    def data(self) -> dict[str, Any]:
+        if self.kind == "traffic":
+            return {"weights": dict(self.weights)}
+        return {"slot": self.slot, "version": self.version}
+
+    async def run(self) -> None:
+        if self.kind == "traffic":
+            await workflow.execute_activity_method(
+                TrafficActivities.set_weights,
+                WeightsInput(app=self.app, weights=self.weights),
+                start_to_close_timeout=timedelta(seconds=30),
+                retry_policy=COMPENSATION_RETRY,
+                summary="rollback: " + self.description,
+            )
+        else:
+            await workflow.execute_activity_method(
+                RuntimeActivities.retire_version,
+                RetireInput(app=self.app, slot=self.slot, version=self.version),
+                start_to_close_timeout=timedelta(minutes=5),
+                heartbeat_timeout=timedelta(seconds=30),
+                retry_policy=COMPENSATION_RETRY,
+                summary="rollback: " + self.description,
+            )
+
+
+class CompensationStack:
+    """Registered compensations, newest last."""
+
+    def __init__(self) -> None:
+        self._items: list[Compensation] = []
+
+    def __bool__(self) -> bool:
+        return bool(self._items)
+
+    def push(self, item: Compensation) -> None:
+        self._items.append(item)
+
+    def clear(self) -> None:
+        self._items.clear()
+
+    def has_traffic(self) -> bool:
+        return any(c.kind == "traffic" for c in self._items)
+
+    def in_rollback_order(self) -> list[Compensation]:
+        newest_first = list(reversed(self._items))
+        return [c for c in newest_first if c.kind == "traffic"] + [
+            c for c in newest_first if c.kind != "traffic"
+        ]

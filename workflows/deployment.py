@@ -1,0 +1,595 @@
+"""DeploymentWorkflow: one durable deployment, from signed release to promoted or rolled back.
+
+`run()` reads as the runbook: verify, assess risk, await approval, provision, shift traffic
+behind health gates, promote. Anything that goes wrong after the first change to the world runs
+the registered compensations, traffic first. Message handlers sit under `run()`; each says
+what it may change. Only deterministic code here: time is `workflow.now()`, I/O is activities.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError, ApplicationError
+
+with workflow.unsafe.imports_passed_through():
+    from activities.health import HealthActivities
+    from activities.release import ReleaseActivities
+    from activities.risk import RiskActivities
+    from activities.runtime import RuntimeActivities
+    from activities.traffic import TrafficActivities
+    from workflows.compensation import Compensation, CompensationStack
+    from workflows.state import DeploymentState
+    from zdp.models import (
+        DEFAULT_STEPS,
+        AbortInput,
+        ApprovalInput,
+        AssessRiskInput,
+        Deployed,
+        DeploymentRequest,
+        DeploymentResult,
+        DeploymentStatus,
+        GateInput,
+        GateResult,
+        GateVerdict,
+        Outcome,
+        Phase,
+        PromoteInput,
+        ProvisionInput,
+        RetireInput,
+        RiskReport,
+        Strategy,
+        TimelineEvent,
+        VerifiedRelease,
+        VerifyReleaseInput,
+        WeightsInput,
+    )
+    from zdp.temporal import (
+        SA_APP,
+        SA_ENVIRONMENT,
+        SA_OUTCOME,
+        SA_RISK_SCORE,
+        SA_STRATEGY,
+        SA_VERSION,
+    )
+
+# Forward activities give up after a few tries; the deployment then rolls back.
+FORWARD_RETRY = RetryPolicy(
+    initial_interval=timedelta(milliseconds=200),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(seconds=10),
+    maximum_attempts=5,
+)
+GATE_HEARTBEAT = timedelta(seconds=5)
+
+
+class RollbackRequired(Exception):
+    """Raised inside run() to stop moving forward and undo what was done."""
+
+    def __init__(self, cause: str, outcome: Outcome = Outcome.rolled_back) -> None:
+        super().__init__(cause)
+        self.cause = cause
+        self.outcome = outcome
+
+
+@workflow.defn
+class DeploymentWorkflow:
+    @workflow.init
+    def __init__(self, request: DeploymentRequest) -> None:
+        self.request = request
+        self.state = DeploymentState.start(request)
+        self.undo = CompensationStack()
+        self.slots: dict[str, str] = {}
+
+    # ------------------------------------------------------------------ the runbook
+
+    @workflow.run
+    async def run(self, request: DeploymentRequest) -> DeploymentResult:
+        self.state.record(workflow.now(), "started", self._started_message(), request.initiator)
+        try:
+            release = await self._verify()
+            report = await self._assess_risk(release)
+            await self._await_approval(report)
+            await self._provision(release)
+            await self._shift(report)
+            await self._promote()
+            return await self._finish(Outcome.promoted, None)
+        except RollbackRequired as stop:
+            return await self._roll_back(stop.cause, stop.outcome)
+        except ActivityError as err:
+            return await self._roll_back(_activity_cause(err), Outcome.rolled_back)
+
+    # ------------------------------------------------------------------ phases
+
+    async def _verify(self) -> VerifiedRelease:
+        self._enter(Phase.verify, "checking the release signature against trusted keys")
+        try:
+            release = await workflow.execute_activity_method(
+                ReleaseActivities.verify_release,
+                VerifyReleaseInput(app=self.request.app, envelope=self.request.release),
+                start_to_close_timeout=timedelta(seconds=30),
+                retry_policy=FORWARD_RETRY,
+                summary=f"verify signed release of {self.request.app}",
+            )
+        except ActivityError as err:
+            raise RollbackRequired(
+                f"release rejected: {_activity_cause(err)}", Outcome.rejected
+            ) from None
+        self.state.version = release.manifest.version
+        self.state.manifest = release.manifest
+        workflow.upsert_search_attributes([SA_VERSION.value_set(release.manifest.version)])
+        self.state.record(
+            workflow.now(),
+            "release_verified",
+            f"release {release.manifest.version} verified, signed by {release.signer_fingerprint}",
+            data={
+                "signer": release.signer_fingerprint,
+                "digest": release.manifest.artifact.digest,
+                "statement": release.statement_digest,
+            },
+        )
+        return release
+
+    async def _assess_risk(self, release: VerifiedRelease) -> RiskReport:
+        self._enter(Phase.assess_risk, "scoring change scope, criticality, calendar, history")
+        report = await workflow.execute_activity_method(
+            RiskActivities.assess_risk,
+            AssessRiskInput(
+                app=self.request.app,
+                environment=self.request.environment,
+                manifest=release.manifest,
+                at=workflow.now(),
+                requested_steps=self.request.steps,
+                requested_bake_seconds=self.request.bake_seconds,
+            ),
+            start_to_close_timeout=timedelta(seconds=30),
+            retry_policy=FORWARD_RETRY,
+            summary="score risk and apply policy",
+        )
+        self.state.apply_risk(report)
+        workflow.upsert_search_attributes([SA_RISK_SCORE.value_set(report.assessment.score)])
+        top = sorted(report.assessment.factors, key=lambda f: -f.points)[:3]
+        self.state.record(
+            workflow.now(),
+            "risk_assessed",
+            f"risk {report.assessment.score} ({report.assessment.level}); "
+            f"top factors: {', '.join(f'{f.name} +{f.points}' for f in top)}. "
+            f"{report.decision.rationale}",
+            data={
+                "score": report.assessment.score,
+                "level": report.assessment.level.value,
+                "factors": [f.model_dump() for f in report.assessment.factors],
+                "decision": report.decision.model_dump(),
+            },
+        )
+        return report
+
+    async def _await_approval(self, report: RiskReport) -> None:
+        needed = report.decision.approvals_required
+        if needed == 0:
+            self.state.record(workflow.now(), "approval_skipped", "policy requires no approval")
+            return
+        self._enter(
+            Phase.await_approval,
+            f"waiting for {needed} approval(s) from {', '.join(report.decision.allowed_approvers)}",
+        )
+        try:
+            await workflow.wait_condition(
+                lambda: self.state.approval_settled() or self.state.abort is not None,
+                timeout=timedelta(seconds=self.request.approval_timeout_seconds),
+                timeout_summary="approval deadline",
+            )
+        except TimeoutError:
+            raise RollbackRequired(
+                f"no decision within {self.request.approval_timeout_seconds:.0f} s: "
+                f"{len(self.state.approvers())} of {needed} approvals",
+                Outcome.expired,
+            ) from None
+        self._check_abort()
+        rejection = self.state.rejection()
+        if rejection is not None:
+            raise RollbackRequired(
+                f"rejected by {rejection.approver}: {rejection.reason or 'no reason given'}",
+                Outcome.rejected,
+            )
+        self.state.record(
+            workflow.now(),
+            "approved",
+            f"approved by {', '.join(self.state.approvers())}",
+            data={"approvers": self.state.approvers()},
+        )
+
+    async def _provision(self, release: VerifiedRelease) -> None:
+        self._enter(Phase.provision, "starting the new version")
+        current = await workflow.execute_activity_method(
+            TrafficActivities.get_weights,
+            self.request.app,
+            start_to_close_timeout=timedelta(seconds=30),
+            retry_policy=FORWARD_RETRY,
+            summary="read the current traffic split",
+        )
+        self.slots = _plan_slots(self.request.strategy, current)
+        self.state.weights = current
+        new_slot = self.slots["new"]
+        deployed: Deployed = await workflow.execute_activity_method(
+            RuntimeActivities.provision_version,
+            ProvisionInput(manifest=release.manifest, slot=new_slot),
+            start_to_close_timeout=timedelta(minutes=10),
+            heartbeat_timeout=timedelta(seconds=30),
+            retry_policy=FORWARD_RETRY,
+            summary=f"start {release.manifest.version} in slot {new_slot}",
+        )
+        self.undo.push(Compensation.retire(self.request.app, new_slot, release.manifest.version))
+        self.state.record(
+            workflow.now(),
+            "provisioned",
+            f"{deployed.version} ready in slot {new_slot} ({len(deployed.endpoints)} endpoints)",
+            data={"slot": new_slot, "endpoints": deployed.endpoints},
+        )
+        self._check_abort()
+
+    async def _shift(self, report: RiskReport) -> None:
+        self._enter(Phase.shift, "shifting traffic behind health gates")
+        if self.request.strategy is Strategy.blue_green:
+            await self._shift_blue_green(report)
+        else:
+            await self._shift_canary(report)
+
+    async def _shift_canary(self, report: RiskReport) -> None:
+        steps = report.decision.steps or list(DEFAULT_STEPS)
+        if self.slots.get("old") is None:
+            # First deployment of this app: no stable version to share traffic with.
+            verdict = await self._gate("canary", report, "pre-traffic gate (first deployment)")
+            self._require_pass(verdict)
+            steps = [100]
+        self.state.steps = steps
+        for index, weight in enumerate(steps):
+            self.state.step_index = index
+            await self._set_traffic({"stable": 100 - weight, "canary": weight})
+            verdict = await self._gate(
+                "canary", report, f"step {index + 1}/{len(steps)}: {weight}%"
+            )
+            if verdict is None:  # promoted by an operator: skip the remaining steps
+                await self._set_traffic({"stable": 0, "canary": 100})
+                return
+            self._require_pass(verdict)
+            await self._hold_while_paused()
+
+    async def _shift_blue_green(self, report: RiskReport) -> None:
+        idle, live = self.slots["new"], self.slots.get("old")
+        self.state.steps = [100]
+        verdict = await self._gate(idle, report, f"pre-switch gate on {idle}")
+        if verdict is not None:
+            self._require_pass(verdict)
+        await self._hold_while_paused()
+        self.state.step_index = 0
+        await self._set_traffic({idle: 100, (live or _other_colour(idle)): 0})
+        verdict = await self._gate(idle, report, f"post-switch watch on {idle}")
+        if verdict is not None:
+            self._require_pass(verdict)
+
+    async def _promote(self) -> None:
+        self._enter(Phase.promote, "making the new version stable")
+        app, version = self.request.app, self.state.version or "?"
+        if self.request.strategy is Strategy.blue_green:
+            old = self.slots.get("old")
+            if old is not None and self.request.standby_seconds > 0:
+                self.state.record(
+                    workflow.now(),
+                    "standby",
+                    f"{old} kept on standby for {self.request.standby_seconds:.0f} s",
+                )
+                try:
+                    await workflow.wait_condition(
+                        lambda: self.state.abort is not None,
+                        timeout=timedelta(seconds=self.request.standby_seconds),
+                        timeout_summary="standby window",
+                    )
+                except TimeoutError:
+                    pass
+                self._check_abort()
+            self.undo.clear()
+            if old is not None:
+                await self._retire(old, "previous colour retired")
+            return
+        # Canary: as Flagger promotes its primary. The canary holds 100% while the stable
+        # slot is rebuilt on the new version; from here the safe state is the canary, not
+        # the old stable, so the compensations are replaced accordingly.
+        self.undo.clear()
+        self.undo.push(Compensation.traffic(app, {"stable": 0, "canary": 100}))
+        await self._retire("stable", "previous stable version retired")
+        manifest = self.state.manifest
+        assert manifest is not None
+        await workflow.execute_activity_method(
+            RuntimeActivities.provision_version,
+            ProvisionInput(manifest=manifest, slot="stable"),
+            start_to_close_timeout=timedelta(minutes=10),
+            heartbeat_timeout=timedelta(seconds=30),
+            retry_policy=FORWARD_RETRY,
+            summary=f"start {version} in slot stable",
+        )
+        await self._set_traffic({"stable": 100, "canary": 0}, register_undo=False)
+        self.undo.clear()
+        await self._retire("canary", "canary slot emptied")
+
+    # ------------------------------------------------------------------ building blocks
+
+    async def _set_traffic(self, weights: dict[str, int], register_undo: bool = True) -> None:
+        applied = await workflow.execute_activity_method(
+            TrafficActivities.set_weights,
+            WeightsInput(app=self.request.app, weights=weights),
+            start_to_close_timeout=timedelta(seconds=30),
+            retry_policy=FORWARD_RETRY,
+            summary="set weights " + _weights_text(weights),
+        )
+        previous = self.state.weights
+        self.state.weights = applied
+        self.state.record(
+            workflow.now(),
+            "weights",
+            f"traffic {_weights_text(applied)}",
+            data={"weights": applied, "previous": previous},
+        )
+        if register_undo and not self.undo.has_traffic():
+            self.undo.push(Compensation.traffic(self.request.app, self._safe_weights()))
+        self._refresh_details()
+
+    def _safe_weights(self) -> dict[str, int]:
+        """The split to restore on rollback: all traffic to the version that served before."""
+        new, old = self.slots["new"], self.slots.get("old")
+        if self.request.strategy is Strategy.canary:
+            return {"stable": 100, "canary": 0}
+        return {old or _other_colour(new): 100, new: 0}
+
+    async def _gate(self, slot: str, report: RiskReport, label: str) -> GateVerdict | None:
+        """Run the health gate; None if an operator promoted while it ran. Abort interrupts it."""
+        bake = report.decision.bake_seconds
+        handle = workflow.start_activity_method(
+            HealthActivities.run_health_gate,
+            GateInput(
+                app=self.request.app,
+                slot=slot,
+                version=self.state.version or "",
+                bake_seconds=bake,
+                thresholds=report.decision.gate,
+                label=label,
+            ),
+            start_to_close_timeout=timedelta(seconds=2 * bake + 120),
+            heartbeat_timeout=GATE_HEARTBEAT,
+            retry_policy=FORWARD_RETRY,
+            summary=f"health gate, {label}, bake {bake:g} s",
+        )
+        await workflow.wait_condition(
+            lambda: handle.done() or self.state.abort is not None or self.state.promote is not None
+        )
+        if not handle.done():
+            handle.cancel()
+            try:
+                await handle
+            except (ActivityError, asyncio.CancelledError):
+                pass
+            self._check_abort()
+            return None
+        verdict = handle.result()
+        self.state.record(
+            workflow.now(),
+            "gate_verdict",
+            f"{label}: {verdict.result.value} — {verdict.reason}",
+            data=verdict.model_dump(mode="json"),
+        )
+        return verdict
+
+    def _require_pass(self, verdict: GateVerdict) -> None:
+        if verdict.result is not GateResult.passed:
+            raise RollbackRequired(f"health gate {verdict.result.value}: {verdict.reason}")
+
+    async def _hold_while_paused(self) -> None:
+        if self.state.paused:
+            self._refresh_details()
+            await workflow.wait_condition(
+                lambda: not self.state.paused or self.state.abort is not None
+            )
+        self._check_abort()
+
+    def _check_abort(self) -> None:
+        abort = self.state.abort
+        if abort is not None:
+            cause = f"aborted by {abort.actor}: {abort.reason or 'no reason given'}"
+            outcome = Outcome.rolled_back if self.undo else Outcome.aborted
+            raise RollbackRequired(cause, outcome)
+
+    async def _retire(self, slot: str, message: str) -> None:
+        await workflow.execute_activity_method(
+            RuntimeActivities.retire_version,
+            RetireInput(app=self.request.app, slot=slot),
+            start_to_close_timeout=timedelta(minutes=5),
+            heartbeat_timeout=timedelta(seconds=30),
+            retry_policy=FORWARD_RETRY,
+            summary=f"retire slot {slot}",
+        )
+        self.state.record(workflow.now(), "retired", f"slot {slot}: {message}")
+
+    async def _roll_back(self, cause: str, outcome: Outcome) -> DeploymentResult:
+        """Run compensations traffic first, then newest first; each retries until it succeeds."""
+        if not self.undo:
+            if outcome is Outcome.rolled_back:
+                outcome = Outcome.failed
+            return await self._finish(outcome, cause)
+        self._enter(Phase.rollback, cause)
+        for step in self.undo.in_rollback_order():
+            await step.run()
+            if step.kind == "traffic":
+                self.state.weights = dict(step.weights)
+            self.state.record(
+                workflow.now(),
+                "compensated",
+                step.description,
+                data={"kind": step.kind, **step.data()},
+            )
+        self.undo.clear()
+        return await self._finish(outcome, cause)
+
+    async def _finish(self, outcome: Outcome, cause: str | None) -> DeploymentResult:
+        self.state.outcome = outcome
+        self.state.cause = cause
+        self._enter(Phase.done, f"{outcome.value}" + (f": {cause}" if cause else ""))
+        workflow.upsert_search_attributes([SA_OUTCOME.value_set(outcome.value)])
+        # Updates that are still running must not be cut off by the workflow completing.
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        return DeploymentResult(
+            outcome=outcome,
+            cause=cause,
+            status=self.state.status(),
+            timeline=list(self.state.timeline),
+        )
+
+    def _enter(self, phase: Phase, message: str) -> None:
+        self.state.enter(phase, workflow.now(), message)
+        workflow.upsert_search_attributes(
+            [
+                SA_APP.value_set(self.request.app),
+                SA_ENVIRONMENT.value_set(self.request.environment),
+                SA_STRATEGY.value_set(self.request.strategy.value),
+                self.state.phase_attribute(),
+            ]
+        )
+        self._refresh_details()
+
+    def _refresh_details(self) -> None:
+        workflow.set_current_details(self.state.runbook_markdown())
+
+    def _started_message(self) -> str:
+        r = self.request
+        return (
+            f"deployment of {r.app} to {r.environment} ({r.strategy.value}) started by "
+            f"{r.initiator}"
+            + (f", change {r.change_ref}" if r.change_ref else "")
+            + (f": {r.reason}" if r.reason else "")
+        )
+
+    # ------------------------------------------------------------------ messages
+
+    @workflow.update
+    async def approve(self, decision: ApprovalInput) -> str:
+        """Adds one approval. Refused: initiator, unknown approver, duplicate, wrong phase."""
+        return self.state.decide(decision, "approve", workflow.now())
+
+    @approve.validator
+    def _validate_approve(self, decision: ApprovalInput) -> None:
+        self._refuse_if(self.state.decision_refusal(decision, self.request.initiator))
+
+    @workflow.update
+    async def reject(self, decision: ApprovalInput) -> str:
+        """Rejects the release; the workflow ends `rejected`. Same refusals as approve."""
+        return self.state.decide(decision, "reject", workflow.now())
+
+    @reject.validator
+    def _validate_reject(self, decision: ApprovalInput) -> None:
+        self._refuse_if(self.state.decision_refusal(decision, self.request.initiator))
+
+    @workflow.signal(name="approve_signal")
+    def approve_signal(self, decision: ApprovalInput) -> None:
+        """Fire-and-forget twin of `approve`; a refusal is written to the timeline."""
+        self._signal_decision(decision, "approve")
+
+    @workflow.signal(name="reject_signal")
+    def reject_signal(self, decision: ApprovalInput) -> None:
+        """Fire-and-forget twin of `reject`; a refusal is written to the timeline."""
+        self._signal_decision(decision, "reject")
+
+    @workflow.update
+    async def promote(self, request: PromoteInput) -> str:
+        """Skips the remaining steps: traffic goes to 100% and the release is promoted."""
+        self.state.promote = request
+        self.state.record(
+            workflow.now(),
+            "promote_requested",
+            f"{request.approver} promoted early: {request.reason or 'no reason given'}",
+            request.approver,
+        )
+        return "remaining steps skipped; promoting"
+
+    @promote.validator
+    def _validate_promote(self, request: PromoteInput) -> None:
+        self._refuse_if(self.state.promote_refusal(request))
+
+    @workflow.signal
+    def pause(self) -> None:
+        """Holds at the current weight after the running gate; gates and abort still work."""
+        if not self.state.paused and self.state.outcome is None:
+            self.state.paused = True
+            self.state.record(workflow.now(), "paused", "paused by operator")
+
+    @workflow.signal
+    def resume(self) -> None:
+        """Lets a paused deployment continue with its next step."""
+        if self.state.paused:
+            self.state.paused = False
+            self.state.record(workflow.now(), "resumed", "resumed by operator")
+
+    @workflow.signal
+    def abort(self, request: AbortInput) -> None:
+        """Stops the deployment; anything already changed is rolled back, traffic first."""
+        if self.state.abort is None and self.state.outcome is None:
+            self.state.abort = request
+            self.state.record(
+                workflow.now(),
+                "abort_requested",
+                f"abort requested by {request.actor}: {request.reason or 'no reason given'}",
+                request.actor,
+            )
+
+    @workflow.query
+    def status(self) -> DeploymentStatus:
+        """Where the deployment is now."""
+        return self.state.status()
+
+    @workflow.query
+    def timeline(self) -> list[TimelineEvent]:
+        """The forensic record so far."""
+        return list(self.state.timeline)
+
+    def _signal_decision(self, decision: ApprovalInput, kind: str) -> None:
+        refusal = self.state.decision_refusal(decision, self.request.initiator)
+        if refusal:
+            self.state.record(
+                workflow.now(),
+                "decision_refused",
+                f"{kind} by {decision.approver} refused: {refusal}",
+                decision.approver,
+            )
+            return
+        self.state.decide(decision, kind, workflow.now())
+
+    @staticmethod
+    def _refuse_if(refusal: str | None) -> None:
+        if refusal:
+            raise ApplicationError(refusal, type="Refused", non_retryable=True)
+
+
+def _plan_slots(strategy: Strategy, current: dict[str, int]) -> dict[str, str]:
+    """Which slot the new version goes to, and which one serves now (None on first deploy)."""
+    if strategy is Strategy.canary:
+        return {"new": "canary", "old": "stable"} if current.get("stable") else {"new": "canary"}
+    live = max(("blue", "green"), key=lambda c: current.get(c, 0))
+    if current.get(live, 0) == 0:
+        return {"new": "blue"}
+    return {"new": _other_colour(live), "old": live}
+
+
+def _other_colour(colour: str) -> str:
+    return "green" if colour == "blue" else "blue"
+
+
+def _weights_text(weights: dict[str, int]) -> str:
+    return " ".join(f"{slot}={w}%" for slot, w in sorted(weights.items()))
+
+
+def _activity_cause(err: ActivityError) -> str:
+    cause = err.cause
+    while cause is not None and cause.cause is not None and not isinstance(cause, ApplicationError):
+        cause = cause.cause
+    return str(cause) if cause is not None else str(err)

@@ -1,0 +1,190 @@
+"""The deployment's state and forensic timeline, and the approval rules that read it.
+
+Pure, deterministic bookkeeping used by DeploymentWorkflow: no Temporal calls except building
+the ZdpPhase search attribute update. Validators call the `*_refusal` methods, which only read.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from temporalio.common import SearchAttributeUpdate
+
+from zdp.models import (
+    AbortInput,
+    ApprovalInput,
+    ApprovalRecord,
+    DeploymentRequest,
+    DeploymentStatus,
+    Outcome,
+    Phase,
+    PolicyDecision,
+    PromoteInput,
+    ReleaseManifest,
+    RiskAssessment,
+    RiskReport,
+    TimelineEvent,
+    deployment_id,
+)
+from zdp.temporal import SA_PHASE
+
+
+@dataclass
+class DeploymentState:
+    request: DeploymentRequest
+    phase: Phase = Phase.verify
+    version: str | None = None
+    manifest: ReleaseManifest | None = None
+    risk: RiskAssessment | None = None
+    decision: PolicyDecision | None = None
+    approvals: list[ApprovalRecord] = field(default_factory=list)
+    weights: dict[str, int] = field(default_factory=dict)
+    steps: list[int] = field(default_factory=list)
+    step_index: int | None = None
+    paused: bool = False
+    abort: AbortInput | None = None
+    promote: PromoteInput | None = None
+    outcome: Outcome | None = None
+    cause: str | None = None
+    timeline: list[TimelineEvent] = field(default_factory=list)
+
+    @classmethod
+    def start(cls, request: DeploymentRequest) -> DeploymentState:
+        return cls(request=request)
+
+    # -------------------------------------------------------------- timeline
+
+    def record(
+        self,
+        at: datetime,
+        kind: str,
+        message: str,
+        actor: str | None = None,
+        data: dict[str, Any] | None = None,
+    ) -> None:
+        self.timeline.append(
+            TimelineEvent(
+                at=at, phase=self.phase, kind=kind, message=message, actor=actor, data=data or {}
+            )
+        )
+
+    def enter(self, phase: Phase, at: datetime, message: str) -> None:
+        self.phase = phase
+        self.record(at, "phase", f"{phase.value}: {message}")
+
+    def phase_attribute(self) -> SearchAttributeUpdate[str]:
+        return SA_PHASE.value_set(self.phase.value)
+
+    def apply_risk(self, report: RiskReport) -> None:
+        self.risk = report.assessment
+        self.decision = report.decision
+        self.steps = list(report.decision.steps)
+
+    # -------------------------------------------------------------- approvals
+
+    def approvers(self) -> list[str]:
+        return [a.approver for a in self.approvals if a.decision == "approve"]
+
+    def rejection(self) -> ApprovalRecord | None:
+        return next((a for a in self.approvals if a.decision == "reject"), None)
+
+    def approval_settled(self) -> bool:
+        needed = self.decision.approvals_required if self.decision else 0
+        return self.rejection() is not None or len(self.approvers()) >= needed
+
+    def decision_refusal(self, decision: ApprovalInput, initiator: str) -> str | None:
+        """Why this approve/reject must be refused, in words for the person who sent it."""
+        if self.phase is not Phase.await_approval or self.approval_settled():
+            return f"deployment is not awaiting approval (phase: {self.phase.value})"
+        who = decision.approver
+        if who == initiator:
+            return f"{who} started this deployment, so someone else must approve it"
+        allowed = self.decision.allowed_approvers if self.decision else []
+        if who not in allowed:
+            return (
+                f"{who} is not an approver for {self.request.app} in "
+                f"{self.request.environment}; allowed: {', '.join(allowed) or 'nobody'}"
+            )
+        if any(a.approver == who for a in self.approvals):
+            return f"{who} has already decided on this deployment"
+        return None
+
+    def decide(self, decision: ApprovalInput, kind: str, at: datetime) -> str:
+        record = ApprovalRecord(
+            approver=decision.approver,
+            decision="approve" if kind == "approve" else "reject",
+            at=at,
+            reason=decision.reason,
+        )
+        self.approvals.append(record)
+        needed = self.decision.approvals_required if self.decision else 0
+        if kind == "approve":
+            message = f"approved by {decision.approver} ({len(self.approvers())} of {needed})"
+        else:
+            message = f"rejected by {decision.approver}: {decision.reason or 'no reason given'}"
+        self.record(at, "decision", message, decision.approver, {"reason": decision.reason})
+        return message
+
+    def promote_refusal(self, request: PromoteInput) -> str | None:
+        if self.phase is not Phase.shift:
+            return f"only a deployment that is shifting traffic can be promoted (phase: {self.phase.value})"
+        if self.promote is not None or self.abort is not None:
+            return "deployment is already being promoted or aborted"
+        allowed = self.decision.allowed_approvers if self.decision else []
+        if request.approver not in allowed:
+            return (
+                f"{request.approver} may not promote {self.request.app} in "
+                f"{self.request.environment}; allowed: {', '.join(allowed) or 'nobody'}"
+            )
+        return None
+
+    # -------------------------------------------------------------- views
+
+    def status(self) -> DeploymentStatus:
+        r = self.request
+        return DeploymentStatus(
+            deployment_id=deployment_id(r.app, r.environment),
+            app=r.app,
+            environment=r.environment,
+            version=self.version,
+            strategy=r.strategy,
+            phase=self.phase,
+            paused=self.paused,
+            outcome=self.outcome,
+            cause=self.cause,
+            weights=dict(self.weights),
+            step_index=self.step_index,
+            steps=list(self.steps),
+            risk=self.risk,
+            approvals_required=self.decision.approvals_required if self.decision else 0,
+            approvals=list(self.approvals),
+        )
+
+    def runbook_markdown(self) -> str:
+        """Current details for the Temporal UI: where the deployment is and what comes next."""
+        r = self.request
+        lines = [
+            f"**{r.app}** → **{r.environment}** · {r.strategy.value} · "
+            f"version `{self.version or 'unverified'}` · started by {r.initiator}",
+            f"**Phase:** {self.phase.value}" + (" (paused)" if self.paused else ""),
+        ]
+        if self.risk is not None:
+            lines.append(f"**Risk:** {self.risk.score} ({self.risk.level.value})")
+        if self.decision is not None and self.decision.approvals_required:
+            lines.append(
+                f"**Approvals:** {len(self.approvers())} of {self.decision.approvals_required}"
+                f" ({', '.join(self.approvers()) or 'none yet'})"
+            )
+        if self.weights:
+            lines.append(
+                "**Traffic:** " + ", ".join(f"{s} {w}%" for s, w in sorted(self.weights.items()))
+            )
+        if self.step_index is not None and self.steps:
+            lines.append(f"**Step:** {self.step_index + 1} of {len(self.steps)} ({self.steps})")
+        if self.outcome is not None:
+            lines.append(
+                f"**Outcome:** {self.outcome.value}" + (f" — {self.cause}" if self.cause else "")
+            )
+        return "  \n".join(lines)

@@ -1,0 +1,253 @@
+"""The `zdp` command line: a client of the deployment workflow; it holds no business logic."""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+import json
+import os
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Annotated, TypeVar
+
+import typer
+from pydantic import ValidationError
+
+from zdp import deployments
+from zdp.cli import keys_cmd, release_cmd
+from zdp.cli.output import EXIT_ERROR, console, err_console, fail, print_json
+from zdp.cli.progress import OUTCOME_EXIT_CODES, follow
+from zdp.errors import ZdpError
+from zdp.models import DeploymentRequest, DsseEnvelope, Strategy, deployment_id
+from zdp.temporal import connect
+
+T = TypeVar("T")
+
+app = typer.Typer(
+    name="zdp",
+    help="Zero-downtime deployments as durable Temporal workflows: signed releases, risk-based "
+    "approvals, health-gated traffic shifting and rollback in under a second.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+app.add_typer(keys_cmd.app, name="keys", help="Generate Ed25519 signing keys.")
+app.add_typer(release_cmd.app, name="release", help="Create, sign and verify releases.")
+
+
+def run(work: Callable[[], Awaitable[T]]) -> T:
+    """Run a command's coroutine; any error a user can cause becomes one line, no traceback."""
+    try:
+        return asyncio.run(work())  # type: ignore[arg-type]
+    except ZdpError as err:
+        fail(str(err))
+    except ValidationError as err:
+        first = err.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "input"
+        fail(f"{where}: {first['msg']}")
+    except KeyboardInterrupt:
+        fail("interrupted", 130)
+
+
+def _who(value: str | None) -> str:
+    return value or os.environ.get("ZDP_USER") or getpass.getuser()
+
+
+def _load_envelope(release: Path, envelope: Path | None) -> DsseEnvelope:
+    from zdp.release import envelope_path_for
+
+    path = envelope or (release if _is_envelope(release) else envelope_path_for(release))
+    if not path.exists():
+        fail(f"no signature: {path} not found (sign it with `zdp release sign {release}`)")
+    try:
+        return DsseEnvelope.model_validate_json(path.read_text())
+    except (ValidationError, ValueError):
+        fail(f"{path} is not a DSSE envelope")
+
+
+def _is_envelope(path: Path) -> bool:
+    try:
+        return "payloadType" in json.loads(path.read_text())
+    except (OSError, ValueError):
+        return False
+
+
+def _parse_steps(value: str | None) -> list[int] | None:
+    if value is None:
+        return None
+    try:
+        return [int(part) for part in value.split(",") if part.strip()]
+    except ValueError:
+        fail(f"--steps must be comma-separated percentages such as 1,5,25,100, not '{value}'")
+
+
+@app.command()
+def deploy(
+    app_name: Annotated[str, typer.Argument(metavar="APP", help="App to deploy.")],
+    env: Annotated[str, typer.Option("--env", help="Target environment.")],
+    release: Annotated[Path, typer.Option(help="release.json (its .dsse.json is read beside it).")],
+    envelope: Annotated[Path | None, typer.Option(help="DSSE envelope, if not beside.")] = None,
+    strategy: Annotated[Strategy, typer.Option(help="canary or blue-green.")] = Strategy.canary,
+    steps: Annotated[str | None, typer.Option(help="Canary weights, e.g. 1,5,25,100.")] = None,
+    bake: Annotated[float | None, typer.Option(help="Seconds of health gate per step.")] = None,
+    initiator: Annotated[str | None, typer.Option(help="Who starts it (default $ZDP_USER).")] = None,
+    change_ref: Annotated[str | None, typer.Option(help="Change ticket, e.g. CHG-1234.")] = None,
+    reason: Annotated[str | None, typer.Option(help="Why this deployment.")] = None,
+    approval_timeout: Annotated[float, typer.Option(help="Seconds to wait for approval.")] = 14400,
+    standby: Annotated[float, typer.Option(help="Blue-green: seconds to keep the old colour.")] = 0,
+    wait: Annotated[bool, typer.Option(help="Follow progress; exit code is the outcome.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the final result as JSON.")] = False,
+) -> None:
+    """Start a deployment of a signed release; with --wait, follow it to its outcome."""
+    request = DeploymentRequest(
+        app=app_name,
+        environment=env,
+        release=_load_envelope(release, envelope),
+        strategy=strategy,
+        steps=_parse_steps(steps),
+        bake_seconds=bake,
+        initiator=_who(initiator),
+        change_ref=change_ref,
+        reason=reason,
+        approval_timeout_seconds=approval_timeout,
+        standby_seconds=standby,
+    )
+
+    async def work() -> int:
+        client = await connect()
+        handle = await deployments.start_deployment(client, request)
+        err_console.print(f"started {handle.id}")
+        if not wait:
+            if as_json:
+                print_json({"deployment_id": handle.id, "run_id": handle.result_run_id})
+            return 0
+        result = await follow(client, handle.id, quiet=False)
+        if as_json:
+            print_json(result)
+        return OUTCOME_EXIT_CODES[result.outcome]
+
+    raise typer.Exit(run(work))
+
+
+def _decision(kind: str) -> Callable[..., None]:
+    def command(
+        deployment: Annotated[str, typer.Argument(metavar="ID", help="deploy-<app>-<env>.")],
+        as_: Annotated[str, typer.Option("--as", help="Your approver identity.")],
+        reason: Annotated[str | None, typer.Option(help="Recorded in the timeline.")] = None,
+    ) -> None:
+        action = getattr(deployments, kind)
+
+        async def work() -> str:
+            return str(await action(await connect(), deployment, as_, reason))
+
+        console.print(run(work))
+
+    command.__doc__ = {
+        "approve": "Approve a deployment that awaits approval.",
+        "reject": "Reject a deployment that awaits approval; it ends `rejected`.",
+        "promote": "Skip the remaining steps and promote now (allowed approvers only).",
+    }[kind]
+    return command
+
+
+for _kind in ("approve", "reject", "promote"):
+    app.command(name=_kind)(_decision(_kind))
+
+
+def _signal(name: str, doc: str) -> Callable[..., None]:
+    def command(
+        deployment: Annotated[str, typer.Argument(metavar="ID", help="deploy-<app>-<env>.")],
+        reason: Annotated[str | None, typer.Option(help="Recorded in the timeline.")] = None,
+        actor: Annotated[str | None, typer.Option("--as", help="Who (default $ZDP_USER).")] = None,
+    ) -> None:
+        async def work() -> None:
+            client = await connect()
+            if name == "abort":
+                await deployments.abort(client, deployment, _who(actor), reason)
+            else:
+                if not await deployments.is_running(client, deployment):
+                    raise ZdpError(f"{deployment} is not running")
+                await deployments.send_signal(client, deployment, name)
+
+        run(work)
+        console.print(f"{name} sent to {deployment}")
+
+    command.__doc__ = doc
+    return command
+
+
+app.command(name="pause")(_signal("pause", "Hold at the current weight after the running gate."))
+app.command(name="resume")(_signal("resume", "Continue a paused deployment."))
+app.command(name="abort")(_signal("abort", "Stop and roll back; traffic is restored first."))
+
+
+@app.command()
+def status(
+    deployment: Annotated[str, typer.Argument(metavar="ID", help="deploy-<app>-<env>.")],
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Where a deployment is: phase, weights, risk, approvals, outcome."""
+
+    async def work() -> deployments.DeploymentStatus:
+        return await deployments.status(await connect(), deployment)
+
+    current = run(work)
+    if as_json:
+        print_json(current)
+        return
+    from zdp.cli.progress import render_status
+
+    console.print(render_status(current))
+
+
+@app.command()
+def timeline(
+    deployment: Annotated[str, typer.Argument(metavar="ID", help="deploy-<app>-<env>.")],
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """The forensic record: every phase, decision, weight change, verdict and compensation."""
+
+    async def work() -> list[deployments.TimelineEvent]:
+        return await deployments.timeline(await connect(), deployment)
+
+    events = run(work)
+    if as_json:
+        print_json([e.model_dump(mode="json") for e in events])
+        return
+    from zdp.cli.progress import render_timeline
+
+    console.print(render_timeline(events))
+
+
+@app.command()
+def worker(
+    check: Annotated[bool, typer.Option(help="Only check that Temporal is reachable.")] = False,
+) -> None:
+    """Run the worker on task queue zdp-deployments until SIGTERM (then drain)."""
+    from workers.worker import run_worker
+
+    async def work() -> None:
+        client = await connect()
+        if check:
+            await client.service_client.check_health()
+            return
+
+        def ready() -> None:
+            err_console.print(
+                f"worker ready: task queue zdp-deployments on {client.service_client.config.target_host}"
+                f" namespace {client.namespace}"
+            )
+
+        await run_worker(client, on_ready=ready)
+
+    run(work)
+
+
+def main() -> None:
+    try:
+        app()
+    except ZdpError as err:  # pragma: no cover - commands already catch their own
+        fail(str(err), EXIT_ERROR)
+
+
+__all__ = ["app", "deployment_id", "main"]

@@ -1,0 +1,224 @@
+"""Client operations on deployments: start, decide, steer, and read status and timeline.
+
+The CLI, the Slack bot, CI and tests all go through here, so every caller gets the same
+errors: a deployment already in progress, an unknown deployment, a refused request, each one
+line in words. After a workflow closes, status and timeline come from its history, so they
+need no running worker.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from temporalio.api.enums.v1 import EventType
+from temporalio.client import (
+    Client,
+    WorkflowExecutionStatus,
+    WorkflowHandle,
+    WorkflowUpdateFailedError,
+)
+from temporalio.common import TypedSearchAttributes
+from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
+from temporalio.service import RPCError, RPCStatusCode
+
+from zdp.errors import ZdpError
+from zdp.models import (
+    TASK_QUEUE,
+    AbortInput,
+    ApprovalInput,
+    DeploymentRequest,
+    DeploymentResult,
+    DeploymentStatus,
+    Outcome,
+    Phase,
+    PromoteInput,
+    Strategy,
+    TimelineEvent,
+    deployment_id,
+)
+from zdp.temporal import SA_APP, SA_ENVIRONMENT, SA_PHASE, SA_STRATEGY
+
+WORKFLOW = "DeploymentWorkflow"
+
+
+class DeploymentInProgress(ZdpError):
+    """A deployment of this app and environment is already running."""
+
+
+class DeploymentNotFound(ZdpError):
+    """No deployment with that id exists in this namespace."""
+
+
+class RequestRefused(ZdpError):
+    """The workflow refused an approval, rejection or promotion; the message says why."""
+
+
+async def start_deployment(
+    client: Client, request: DeploymentRequest, task_queue: str = TASK_QUEUE
+) -> WorkflowHandle[Any, DeploymentResult]:
+    """Start the workflow `deploy-<app>-<environment>`; refused if one is already running."""
+    workflow_id = deployment_id(request.app, request.environment)
+    try:
+        return await client.start_workflow(
+            WORKFLOW,
+            request,
+            id=workflow_id,
+            task_queue=task_queue,
+            result_type=DeploymentResult,
+            search_attributes=TypedSearchAttributes(
+                [
+                    SA_APP.value_set(request.app),
+                    SA_ENVIRONMENT.value_set(request.environment),
+                    SA_STRATEGY.value_set(request.strategy.value),
+                    SA_PHASE.value_set(Phase.verify.value),
+                ]
+            ),
+            static_summary=f"Deploy {request.app} to {request.environment} ({request.strategy.value})",
+            static_details=(
+                f"Started by **{request.initiator}**"
+                + (f" · change `{request.change_ref}`" if request.change_ref else "")
+                + (f"\n\n{request.reason}" if request.reason else "")
+            ),
+        )
+    except WorkflowAlreadyStartedError:
+        raise DeploymentInProgress(
+            f"deployment already in progress: {workflow_id} (see `zdp status {workflow_id}`)"
+        ) from None
+
+
+def handle_for(client: Client, workflow_id: str) -> WorkflowHandle[Any, DeploymentResult]:
+    return client.get_workflow_handle(workflow_id, result_type=DeploymentResult)
+
+
+async def _update(client: Client, workflow_id: str, name: str, arg: Any) -> str:
+    handle = handle_for(client, workflow_id)
+    try:
+        result = await handle.execute_update(name, arg, result_type=str)
+    except WorkflowUpdateFailedError as err:
+        raise RequestRefused(_failure_message(err)) from None
+    except RPCError as err:
+        raise _rpc_error(err, workflow_id) from None
+    return str(result)
+
+
+async def approve(client: Client, workflow_id: str, approver: str, reason: str | None = None) -> str:
+    return await _update(client, workflow_id, "approve", ApprovalInput(approver=approver, reason=reason))
+
+
+async def reject(client: Client, workflow_id: str, approver: str, reason: str | None = None) -> str:
+    return await _update(client, workflow_id, "reject", ApprovalInput(approver=approver, reason=reason))
+
+
+async def promote(client: Client, workflow_id: str, approver: str, reason: str | None = None) -> str:
+    return await _update(client, workflow_id, "promote", PromoteInput(approver=approver, reason=reason))
+
+
+async def send_signal(client: Client, workflow_id: str, name: str, arg: Any = None) -> None:
+    """pause, resume, abort (with AbortInput), approve_signal, reject_signal."""
+    handle = handle_for(client, workflow_id)
+    try:
+        if arg is None:
+            await handle.signal(name)
+        else:
+            await handle.signal(name, arg)
+    except RPCError as err:
+        raise _rpc_error(err, workflow_id) from None
+
+
+async def abort(client: Client, workflow_id: str, actor: str, reason: str | None = None) -> None:
+    await send_signal(client, workflow_id, "abort", AbortInput(actor=actor, reason=reason))
+
+
+async def is_running(client: Client, workflow_id: str) -> bool:
+    try:
+        desc = await handle_for(client, workflow_id).describe()
+    except RPCError as err:
+        raise _rpc_error(err, workflow_id) from None
+    return desc.status == WorkflowExecutionStatus.RUNNING
+
+
+async def status(client: Client, workflow_id: str) -> DeploymentStatus:
+    """Live status from the workflow while it runs; its final status from history after."""
+    handle = handle_for(client, workflow_id)
+    if await is_running(client, workflow_id):
+        return await handle.query("status", result_type=DeploymentStatus)
+    closed = await closed_result(client, workflow_id)
+    return closed.status
+
+
+async def timeline(client: Client, workflow_id: str) -> list[TimelineEvent]:
+    handle = handle_for(client, workflow_id)
+    if await is_running(client, workflow_id):
+        return list(await handle.query("timeline", result_type=list[TimelineEvent]))
+    closed = await closed_result(client, workflow_id)
+    return closed.timeline
+
+
+async def wait_result(client: Client, workflow_id: str) -> DeploymentResult:
+    try:
+        return await handle_for(client, workflow_id).result()
+    except RPCError as err:
+        raise _rpc_error(err, workflow_id) from None
+
+
+async def closed_result(client: Client, workflow_id: str) -> DeploymentResult:
+    """The result recorded in the closed workflow's history; rebuilt from events if it failed."""
+    handle = handle_for(client, workflow_id)
+    desc = await handle.describe()
+    if desc.status == WorkflowExecutionStatus.COMPLETED:
+        return await handle.result()
+    history = await handle.fetch_history()
+    events = _timeline_from_events(history.events)
+    attrs = desc.typed_search_attributes
+    app, env = attrs.get(SA_APP) or "?", attrs.get(SA_ENVIRONMENT) or "?"
+    cause = f"workflow {desc.status.name.lower() if desc.status else 'closed'} without a result"
+    return DeploymentResult(
+        outcome=Outcome.failed,
+        cause=cause,
+        status=DeploymentStatus(
+            deployment_id=workflow_id,
+            app=app,
+            environment=env,
+            version=None,
+            strategy=Strategy(attrs.get(SA_STRATEGY) or "canary"),
+            phase=Phase.done,
+            outcome=Outcome.failed,
+            cause=cause,
+        ),
+        timeline=events,
+    )
+
+
+def _timeline_from_events(events: Any) -> list[TimelineEvent]:
+    """A coarse timeline for a workflow that closed without a result (terminated, timed out)."""
+    out: list[TimelineEvent] = []
+    for event in events:
+        at = event.event_time.ToDatetime().replace(tzinfo=None)
+        kind = EventType.Name(event.event_type).removeprefix("EVENT_TYPE_").lower()
+        detail = ""
+        if event.HasField("activity_task_scheduled_event_attributes"):
+            detail = event.activity_task_scheduled_event_attributes.activity_type.name
+        elif event.HasField("workflow_execution_signaled_event_attributes"):
+            detail = event.workflow_execution_signaled_event_attributes.signal_name
+        elif event.HasField("workflow_execution_terminated_event_attributes"):
+            detail = event.workflow_execution_terminated_event_attributes.reason
+        if kind.startswith("workflow_task"):
+            continue
+        out.append(
+            TimelineEvent(at=at, phase=Phase.done, kind=kind, message=f"{kind} {detail}".strip())
+        )
+    return out
+
+
+def _failure_message(err: WorkflowUpdateFailedError) -> str:
+    cause: BaseException | None = err.cause
+    while cause is not None and not isinstance(cause, ApplicationError):
+        cause = cause.__cause__
+    return str(cause) if cause is not None else str(err)
+
+
+def _rpc_error(err: RPCError, workflow_id: str) -> ZdpError:
+    if err.status == RPCStatusCode.NOT_FOUND:
+        return DeploymentNotFound(f"no deployment {workflow_id} (check the id and namespace)")
+    return ZdpError(f"Temporal refused the request for {workflow_id}: {err.message}")
+

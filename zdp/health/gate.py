@@ -1,0 +1,146 @@
+"""The health gate: sample probes over a bake window and decide pass, fail or inconclusive.
+
+This is the simple evaluator over probe results; the full gate engine (breakers, Envoy stats,
+PromQL, canary-vs-stable analysis) replaces `SimpleGateEvaluator` behind the same `run_gate`.
+A gate fails fast: the first decisive breach ends it, the rest of the bake is not waited out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+
+from zdp.models import GateResult, GateThresholds, GateVerdict, ProbeResult
+from zdp.platforms.base import HealthProbe
+
+Progress = Callable[[dict[str, float]], None]
+
+
+@dataclass
+class SimpleGateEvaluator:
+    """Error ratio and p95 latency over every probe result seen so far."""
+
+    thresholds: GateThresholds
+    slot: str
+    results: list[ProbeResult] = field(default_factory=list)
+
+    def add(self, batch: Sequence[ProbeResult]) -> None:
+        self.results.extend(batch)
+
+    def evidence(self) -> dict[str, float]:
+        n = len(self.results)
+        errors = sum(1 for r in self.results if not r.ok)
+        latencies = sorted(r.latency_ms for r in self.results if r.ok)
+        p95 = latencies[max(0, math.ceil(0.95 * len(latencies)) - 1)] if latencies else 0.0
+        return {
+            "samples": float(n),
+            "errors": float(errors),
+            "error_ratio": errors / n if n else 0.0,
+            "latency_p95_ms": round(p95, 3),
+        }
+
+    def thresholds_dict(self) -> dict[str, float]:
+        t = self.thresholds
+        return {
+            "max_error_ratio": t.max_error_ratio,
+            "min_samples": float(t.min_samples),
+            "max_latency_ms": t.max_latency_ms,
+        }
+
+    def breach(self) -> str | None:
+        """A decisive failure, if there is one already."""
+        ev = self.evidence()
+        if ev["samples"] < self.thresholds.min_samples:
+            return None
+        if ev["error_ratio"] > self.thresholds.max_error_ratio:
+            return (
+                f"error ratio {ev['error_ratio']:.2%} over {int(ev['samples'])} probes exceeds "
+                f"{self.thresholds.max_error_ratio:.2%}"
+            )
+        if ev["latency_p95_ms"] > self.thresholds.max_latency_ms:
+            return (
+                f"p95 latency {ev['latency_p95_ms']:.1f} ms exceeds "
+                f"{self.thresholds.max_latency_ms:.1f} ms"
+            )
+        return None
+
+    def verdict(self, *, final: bool) -> GateVerdict | None:
+        """A verdict once one is decided: a breach at any time, pass/inconclusive at the end."""
+        ev = self.evidence()
+        reason = self.breach()
+        if reason:
+            result = GateResult.failed
+        elif not final:
+            return None
+        elif ev["samples"] < self.thresholds.min_samples:
+            result = GateResult.inconclusive
+            reason = f"only {int(ev['samples'])} probes, {self.thresholds.min_samples} needed"
+        else:
+            result = GateResult.passed
+            reason = (
+                f"{int(ev['samples'])} probes, error ratio {ev['error_ratio']:.2%}, "
+                f"p95 {ev['latency_p95_ms']:.1f} ms"
+            )
+        return GateVerdict(
+            result=result,
+            reason=reason,
+            slot=self.slot,
+            samples=int(ev["samples"]),
+            evidence=ev,
+            thresholds=self.thresholds_dict(),
+        )
+
+
+async def sweep(
+    probe: HealthProbe, endpoints: Sequence[str], concurrency: int = 32
+) -> list[ProbeResult]:
+    """Probe every endpoint once, in parallel, with bounded concurrency."""
+    limit = asyncio.Semaphore(concurrency)
+
+    async def one(endpoint: str) -> ProbeResult:
+        async with limit:
+            return await probe.probe(endpoint)
+
+    return list(await asyncio.gather(*(one(e) for e in endpoints)))
+
+
+async def run_gate(
+    probe: HealthProbe,
+    endpoints: Callable[[], Awaitable[list[str]]],
+    thresholds: GateThresholds,
+    slot: str,
+    bake_seconds: float,
+    progress: Progress | None = None,
+) -> GateVerdict:
+    """Probe `slot` every interval for `bake_seconds` (and until min_samples), failing fast.
+
+    The window is extended past `bake_seconds` only as long as needed to collect
+    `min_samples`, and never beyond twice the bake plus one second: a slot with no endpoints
+    ends inconclusive instead of waiting forever.
+    """
+    evaluator = SimpleGateEvaluator(thresholds=thresholds, slot=slot)
+    started = time.monotonic()
+    hard_stop = (
+        started
+        + 2 * bake_seconds
+        + 1.0
+        + thresholds.min_samples * thresholds.probe_interval_seconds
+    )
+    while True:
+        tick = time.monotonic()
+        targets = await endpoints()
+        if targets:
+            evaluator.add(await sweep(probe, targets))
+        elapsed = time.monotonic() - started
+        baked = elapsed >= bake_seconds
+        enough = len(evaluator.results) >= thresholds.min_samples
+        final = (baked and enough) or time.monotonic() >= hard_stop
+        verdict = evaluator.verdict(final=final)
+        if progress is not None:
+            progress({**evaluator.evidence(), "elapsed_s": round(elapsed, 3)})
+        if verdict is not None:
+            return verdict
+        await asyncio.sleep(max(0.0, thresholds.probe_interval_seconds - (time.monotonic() - tick)))

@@ -1,0 +1,57 @@
+"""The two platform seams: where versions run (`Runtime`) and who sends them traffic (`TrafficRouter`).
+
+As in Flagger's router interface, each seam is one small protocol and each backend is one module
+registered by name in `zdp.platforms.registry`. Both seams must be idempotent: activities are
+retried, so provisioning a running version, retiring a retired one or setting the weights that
+are already applied must succeed and change nothing.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol, runtime_checkable
+
+from zdp.models import Deployed, ProbeResult, ReleaseManifest
+
+CANARY_SLOTS = ("stable", "canary")
+BLUE_GREEN_SLOTS = ("blue", "green")
+
+
+@runtime_checkable
+class Runtime(Protocol):
+    """Starts and stops app versions, one version per (app, slot)."""
+
+    async def provision(self, release: ReleaseManifest, slot: str) -> Deployed:
+        """Start `release` in `slot` and return once it is ready to take traffic."""
+        ...
+
+    async def retire(self, app: str, slot: str) -> None:
+        """Stop whatever runs in `slot`; a slot that is already empty is fine."""
+        ...
+
+    async def endpoints(self, app: str, slot: str) -> list[str]:
+        """The addresses the health probes should hit for the version in `slot`."""
+        ...
+
+    async def deployed(self, app: str, slot: str) -> Deployed | None:
+        """What runs in `slot` now, or None."""
+        ...
+
+
+@runtime_checkable
+class TrafficRouter(Protocol):
+    """Splits an app's traffic between slots by integer percentages that sum to 100."""
+
+    async def set_weights(self, app: str, weights: dict[str, int]) -> dict[str, int]:
+        """Apply `weights` and return the weights read back as applied."""
+        ...
+
+    async def get_weights(self, app: str) -> dict[str, int]:
+        """The weights applied now; empty when the app has no route yet."""
+        ...
+
+
+@runtime_checkable
+class HealthProbe(Protocol):
+    """Checks one endpoint once; never raises for an unhealthy endpoint, it reports it."""
+
+    async def probe(self, endpoint: str) -> ProbeResult: ...

@@ -1,0 +1,61 @@
+"""Connecting to Temporal and the names the engine shares with it (search attributes, converter).
+
+Connection settings are Temporal's standard ones (TEMPORAL_ADDRESS, TEMPORAL_NAMESPACE,
+TEMPORAL_API_KEY, TEMPORAL_TLS*, and profiles in temporal.toml), loaded by `temporalio.envconfig`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from temporalio.client import Client
+from temporalio.common import SearchAttributeKey
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.envconfig import ClientConfig
+
+from zdp.errors import ZdpError
+
+SA_APP = SearchAttributeKey.for_keyword("ZdpApp")
+SA_ENVIRONMENT = SearchAttributeKey.for_keyword("ZdpEnvironment")
+SA_VERSION = SearchAttributeKey.for_keyword("ZdpVersion")
+SA_STRATEGY = SearchAttributeKey.for_keyword("ZdpStrategy")
+SA_PHASE = SearchAttributeKey.for_keyword("ZdpPhase")
+SA_OUTCOME = SearchAttributeKey.for_keyword("ZdpOutcome")
+SA_RISK_SCORE = SearchAttributeKey.for_int("ZdpRiskScore")
+
+SEARCH_ATTRIBUTES: tuple[SearchAttributeKey[Any], ...] = (
+    SA_APP,
+    SA_ENVIRONMENT,
+    SA_VERSION,
+    SA_STRATEGY,
+    SA_PHASE,
+    SA_OUTCOME,
+    SA_RISK_SCORE,
+)
+
+DEFAULT_ADDRESS = "localhost:7233"
+
+
+class TemporalUnavailable(ZdpError):
+    """The Temporal server cannot be reached with the configured settings."""
+
+
+def connect_config() -> dict[str, Any]:
+    """Client.connect keyword arguments from the standard TEMPORAL_* environment and profiles."""
+    config: dict[str, Any] = dict(ClientConfig.load_client_connect_config())
+    config.setdefault("target_host", DEFAULT_ADDRESS)
+    return config
+
+
+async def connect(**overrides: Any) -> Client:
+    """Connect with the pydantic data converter; one clear error if the server is unreachable."""
+    config = connect_config()
+    config.update(overrides)
+    target = config.pop("target_host")
+    try:
+        return await Client.connect(target, data_converter=pydantic_data_converter, **config)
+    except RuntimeError as err:
+        raise TemporalUnavailable(
+            f"cannot reach Temporal at {target} (namespace {config.get('namespace', 'default')}): "
+            f"{str(err).splitlines()[0]}. Start it with `zdp up` or set TEMPORAL_ADDRESS."
+        ) from None
