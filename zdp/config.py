@@ -1,0 +1,379 @@
+"""The engine configuration: apps, environments, calendars and policy tiers, and its YAML loader.
+
+The file lives at `infrastructure/canary-deployments/apps.yaml`. Every model forbids unknown
+keys so a typo in the file is an error at load time, not a silently ignored setting.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import re
+from datetime import datetime, time
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import yaml
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from zdp.errors import ConfigError
+from zdp.models import Criticality, GateThresholds, RiskLevel
+
+CONFIG_RELATIVE_PATH = Path("infrastructure/canary-deployments/apps.yaml")
+CONFIG_ENV_VAR = "ZDP_CONFIG"
+
+_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+_HHMM = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
+_LEVEL_ORDER = {level: rank for rank, level in enumerate(RiskLevel)}
+
+
+def parse_hhmm(value: str) -> time:
+    """Parse a 24-hour "HH:MM" wall-clock time; raise ValueError naming the expected format."""
+    match = _HHMM.match(value)
+    if not match:
+        raise ValueError(f"'{value}' is not a 24-hour time in the form HH:MM")
+    return time(int(match.group(1)), int(match.group(2)))
+
+
+def _check_span(start: str, end: str, what: str) -> None:
+    if parse_hhmm(start) >= parse_hhmm(end):
+        raise ValueError(
+            f"{what} {start}-{end} must end after it starts "
+            "(for a span across midnight, write two spans)"
+        )
+
+
+def _check_weekdays(days: list[int]) -> list[int]:
+    if any(not 0 <= d <= 6 for d in days) or len(set(days)) != len(days):
+        raise ValueError("days must be distinct weekday numbers, Monday=0 to Sunday=6")
+    return sorted(days)
+
+
+class _Config(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class FreezeWindow(_Config):
+    """A period when no change should ship (quarter-end close, a validation campaign)."""
+
+    start: AwareDatetime
+    end: AwareDatetime
+    reason: str = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _ends_after_start(self) -> FreezeWindow:
+        if self.end <= self.start:
+            raise ValueError(f"freeze window '{self.reason}' must end after it starts")
+        return self
+
+    def contains(self, at: datetime) -> bool:
+        """True when `at` (timezone-aware) falls in [start, end)."""
+        return self.start <= at < self.end
+
+
+class PeakWindow(_Config):
+    """A recurring busy span on some weekdays, in the calendar's timezone (an auction, a shift)."""
+
+    days: list[int]
+    start: str
+    end: str
+    reason: str = Field(min_length=1)
+
+    @field_validator("days")
+    @classmethod
+    def _days_are_weekdays(cls, value: list[int]) -> list[int]:
+        return _check_weekdays(value)
+
+    @model_validator(mode="after")
+    def _span(self) -> PeakWindow:
+        _check_span(self.start, self.end, f"peak window '{self.reason}'")
+        return self
+
+    def contains(self, local: datetime) -> bool:
+        """True when the local (calendar-timezone) time falls on one of the days in [start, end)."""
+        return local.weekday() in self.days and parse_hhmm(self.start) <= local.time() < parse_hhmm(
+            self.end
+        )
+
+
+class CalendarConfig(_Config):
+    """An app's business calendar: its timezone, working hours and days, freezes and peaks."""
+
+    timezone: str
+    business_hours: str = "09:00-17:00"
+    business_days: list[int] = Field(default_factory=lambda: [0, 1, 2, 3, 4])
+    freeze_windows: list[FreezeWindow] = Field(default_factory=list)
+    peak_windows: list[PeakWindow] = Field(default_factory=list)
+
+    @field_validator("timezone")
+    @classmethod
+    def _iana_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError, OSError):
+            raise ValueError(
+                f"'{value}' is not an IANA timezone name (e.g. America/New_York)"
+            ) from None
+        return value
+
+    @field_validator("business_hours")
+    @classmethod
+    def _hours_span(cls, value: str) -> str:
+        start, sep, end = value.partition("-")
+        if not sep:
+            raise ValueError(f"business_hours '{value}' must look like HH:MM-HH:MM")
+        _check_span(start, end, "business_hours")
+        return value
+
+    @field_validator("business_days")
+    @classmethod
+    def _days_are_weekdays(cls, value: list[int]) -> list[int]:
+        return _check_weekdays(value)
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+    @property
+    def business_start(self) -> time:
+        return parse_hhmm(self.business_hours.partition("-")[0])
+
+    @property
+    def business_end(self) -> time:
+        return parse_hhmm(self.business_hours.partition("-")[2])
+
+
+class EnvironmentConfig(_Config):
+    """One environment of one app: how critical it is and who may approve a deployment to it."""
+
+    criticality: Criticality
+    approvers: list[str] = Field(default_factory=list)
+    min_approvals: int = Field(default=0, ge=0)
+    compliance_profiles: list[str] = Field(default_factory=list)
+
+    @field_validator("approvers")
+    @classmethod
+    def _distinct_identities(cls, value: list[str]) -> list[str]:
+        if any(not a.strip() for a in value):
+            raise ValueError("approver identities must be non-empty")
+        duplicates = sorted({a for a in value if value.count(a) > 1})
+        if duplicates:
+            raise ValueError(f"approvers are listed twice: {', '.join(duplicates)}")
+        return value
+
+    @model_validator(mode="after")
+    def _floor_is_reachable(self) -> EnvironmentConfig:
+        if self.min_approvals > len(self.approvers):
+            raise ValueError(
+                f"min_approvals is {self.min_approvals} but only {len(self.approvers)} "
+                "approvers are listed: add approvers or lower min_approvals"
+            )
+        return self
+
+
+class AppConfig(_Config):
+    """One app: its business criticality, its environments and its business calendar."""
+
+    criticality: Criticality
+    environments: dict[str, EnvironmentConfig] = Field(min_length=1)
+    calendar: CalendarConfig | None = None
+
+    @field_validator("environments")
+    @classmethod
+    def _env_names(cls, value: dict[str, EnvironmentConfig]) -> dict[str, EnvironmentConfig]:
+        for name in value:
+            if not _NAME.match(name):
+                raise ValueError(
+                    f"environment '{name}' must be a DNS-style name: lowercase letters, digits, '-'"
+                )
+        return value
+
+    def environment(self, name: str, *, app: str = "this app") -> EnvironmentConfig:
+        """The named environment, or ConfigError listing the ones that exist."""
+        try:
+            return self.environments[name]
+        except KeyError:
+            known = ", ".join(sorted(self.environments))
+            raise ConfigError(
+                f"app '{app}' has no environment '{name}': known environments are {known}"
+            ) from None
+
+
+def _validate_steps(steps: list[int]) -> list[int]:
+    if not steps or steps[-1] != 100:
+        raise ValueError("steps must end at 100")
+    if any(not 0 < s <= 100 for s in steps) or steps != sorted(set(steps)):
+        raise ValueError("steps must be strictly increasing percentages between 1 and 100")
+    return steps
+
+
+class PolicyTier(_Config):
+    """What one band of risk scores demands: approvals, bake time, traffic steps and gate."""
+
+    level: RiskLevel
+    max_score: int = Field(ge=0, le=100)
+    approvals_required: int = Field(ge=0)
+    min_bake_seconds: float = Field(ge=0.0)
+    steps: list[int]
+    gate: GateThresholds
+
+    @field_validator("steps")
+    @classmethod
+    def _steps_rise_to_100(cls, value: list[int]) -> list[int]:
+        return _validate_steps(value)
+
+
+class PolicyConfig(_Config):
+    """The tiers, lowest risk first. More risk never asks for less scrutiny."""
+
+    tiers: list[PolicyTier] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _tiers_tighten_as_risk_rises(self) -> PolicyConfig:
+        tiers = self.tiers
+        if tiers[-1].max_score != 100:
+            raise ValueError(
+                f"the last tier ('{tiers[-1].level}') must have max_score 100 so every score "
+                f"has a tier, got {tiers[-1].max_score}"
+            )
+        for lower, higher in itertools.pairwise(tiers):
+            pair = f"tier '{higher.level}' (max_score {higher.max_score})"
+            below = f"tier '{lower.level}' below it"
+            if higher.max_score <= lower.max_score:
+                raise ValueError(
+                    f"tiers must be sorted by strictly increasing max_score: {pair} "
+                    f"follows tier '{lower.level}' (max_score {lower.max_score})"
+                )
+            if _LEVEL_ORDER[higher.level] <= _LEVEL_ORDER[lower.level]:
+                raise ValueError(f"{pair} must name a higher risk level than {below}")
+            if higher.approvals_required < lower.approvals_required:
+                raise ValueError(
+                    f"{pair} requires {higher.approvals_required} approvals but {below} "
+                    f"requires {lower.approvals_required}: more risk must never mean "
+                    "fewer approvals"
+                )
+            if higher.min_bake_seconds < lower.min_bake_seconds:
+                raise ValueError(
+                    f"{pair} bakes {higher.min_bake_seconds:g} s but {below} bakes "
+                    f"{lower.min_bake_seconds:g} s: more risk must never mean a shorter bake"
+                )
+            if higher.gate.max_error_ratio > lower.gate.max_error_ratio:
+                raise ValueError(
+                    f"{pair} allows max_error_ratio {higher.gate.max_error_ratio:g} but "
+                    f"{below} allows {lower.gate.max_error_ratio:g}: more risk must never "
+                    "mean a looser gate"
+                )
+        return self
+
+    def tier_for(self, score: int) -> PolicyTier:
+        """The first tier whose max_score is at least `score` (scores are 0 to 100)."""
+        if not 0 <= score <= 100:
+            raise ValueError(f"risk score must be between 0 and 100, got {score}")
+        return next(t for t in self.tiers if score <= t.max_score)
+
+
+class EngineConfig(_Config):
+    """Everything the engine is configured with: the apps and the approval policy."""
+
+    apps: dict[str, AppConfig] = Field(min_length=1)
+    policy: PolicyConfig
+    recent_failure_window_days: int = Field(default=30, ge=1)
+
+    @field_validator("apps")
+    @classmethod
+    def _app_names(cls, value: dict[str, AppConfig]) -> dict[str, AppConfig]:
+        for name in value:
+            if not _NAME.match(name):
+                raise ValueError(
+                    f"app '{name}' must be a DNS-style name: lowercase letters, digits, '-'"
+                )
+        return value
+
+    def app(self, name: str) -> AppConfig:
+        """The named app, or ConfigError listing the apps that exist."""
+        try:
+            return self.apps[name]
+        except KeyError:
+            known = ", ".join(sorted(self.apps))
+            raise ConfigError(f"unknown app '{name}': known apps are {known}") from None
+
+    def environment(self, app: str, env: str) -> EnvironmentConfig:
+        """The environment `env` of `app`, or ConfigError saying which part is unknown."""
+        return self.app(app).environment(env, app=app)
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def _describe(error: ValidationError) -> str:
+    first = error.errors()[0]
+    loc = ""
+    for part in first["loc"]:
+        loc += f"[{part}]" if isinstance(part, int) else (f".{part}" if loc else str(part))
+    message = first["msg"].removeprefix("Value error, ")
+    more = error.error_count() - 1
+    suffix = f" (and {more} more error{'s' if more > 1 else ''})" if more else ""
+    return f"{loc or '(top level)'}: {message}{suffix}"
+
+
+def parse_config(data: Any, source: str = "<config>") -> EngineConfig:
+    """Validate already-parsed YAML/JSON data; ConfigError names the first bad setting."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: the configuration must be a mapping with 'apps' and 'policy'")
+    try:
+        return EngineConfig.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(f"{source}: {_describe(err)}") from None
+
+
+def _candidate_paths() -> list[Path]:
+    cwd = Path.cwd().resolve()
+    walked = [directory / CONFIG_RELATIVE_PATH for directory in (cwd, *cwd.parents)]
+    fallback = Path(__file__).resolve().parents[1] / CONFIG_RELATIVE_PATH
+    return walked if fallback in walked else [*walked, fallback]
+
+
+def find_config_path(path: Path | None = None) -> Path:
+    """Where the config is: `path`, else $ZDP_CONFIG, else apps.yaml up from cwd, else the repo."""
+    origin = ""
+    if path is not None:
+        tried = [Path(path)]
+    elif os.environ.get(CONFIG_ENV_VAR):
+        tried, origin = [Path(os.environ[CONFIG_ENV_VAR])], f" (from ${CONFIG_ENV_VAR})"
+    else:
+        tried = _candidate_paths()
+    for candidate in tried:
+        if candidate.is_file():
+            return candidate
+    raise ConfigError(
+        f"configuration file not found{origin}; tried: {', '.join(str(p) for p in tried)}"
+    )
+
+
+def load_config(path: Path | None = None) -> EngineConfig:
+    """Find, read and validate the engine configuration; every failure is one-line ConfigError."""
+    found = find_config_path(path)
+    try:
+        text = found.read_text(encoding="utf-8")
+    except OSError as err:
+        raise ConfigError(f"{found}: cannot read configuration: {err.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        where, problem = "", str(err)
+        if isinstance(err, yaml.MarkedYAMLError):
+            if err.problem_mark is not None:
+                where = f":{err.problem_mark.line + 1}:{err.problem_mark.column + 1}"
+            problem = err.problem or err.context or problem
+        problem = " ".join(problem.split())
+        raise ConfigError(f"{found}{where}: invalid YAML: {problem}") from None
+    return parse_config(data, str(found))

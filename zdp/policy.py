@@ -1,0 +1,84 @@
+"""Policy: turn a risk assessment into approvals, traffic steps, bake time and a health gate.
+
+`decide` is pure. The property it protects is monotonicity: for the same app, environment and
+request, a higher score never yields fewer approvals, a shorter bake or a looser gate. The
+tiers' own ordering is checked when the configuration loads (zdp.config.PolicyConfig).
+"""
+
+from __future__ import annotations
+
+from zdp.config import EngineConfig, PolicyTier
+from zdp.errors import ConfigError
+from zdp.models import PolicyDecision, RiskAssessment, RiskLevel
+
+# Tiers at these levels never let a request skip their smallest first traffic step.
+_GUARDED_FIRST_STEP = frozenset({RiskLevel.high, RiskLevel.critical})
+
+
+def _check_requested_steps(steps: list[int]) -> None:
+    if not steps or steps[-1] != 100:
+        raise ValueError(f"requested steps must end at 100, got {steps}")
+    if any(not 0 < s <= 100 for s in steps) or steps != sorted(set(steps)):
+        raise ValueError(
+            f"requested steps must be strictly increasing percentages from 1 to 100, got {steps}"
+        )
+
+
+def traffic_steps(tier: PolicyTier, requested_steps: list[int] | None) -> list[int]:
+    """The request's steps or the tier's; at high risk, never a coarser first step than the tier."""
+    if requested_steps is None:
+        return list(tier.steps)
+    _check_requested_steps(requested_steps)
+    steps = list(requested_steps)
+    first = tier.steps[0]
+    if tier.level in _GUARDED_FIRST_STEP and steps[0] > first:
+        steps.insert(0, first)
+    return steps
+
+
+def _percent(ratio: float) -> str:
+    return f"{ratio * 100:g}%"
+
+
+def decide(
+    assessment: RiskAssessment,
+    config: EngineConfig,
+    app: str,
+    environment: str,
+    requested_steps: list[int] | None,
+    requested_bake_seconds: float | None,
+) -> PolicyDecision:
+    """What deploying at this risk to `app`/`environment` requires.
+
+    Raises ConfigError when the app or environment is unknown, or when the environment lists
+    too few approvers to ever satisfy the requirement (such a deployment is refused up front).
+    """
+    env = config.environment(app, environment)
+    tier = config.policy.tier_for(assessment.score)
+
+    approvals = max(tier.approvals_required, env.min_approvals)
+    if approvals > len(env.approvers):
+        raise ConfigError(
+            f"app '{app}' environment '{environment}' needs {approvals} approvals at score "
+            f"{assessment.score} ({tier.level.value}) but lists only {len(env.approvers)} "
+            "approvers: add approvers to apps.yaml or reduce the change's risk"
+        )
+    if requested_bake_seconds is not None and requested_bake_seconds < 0:
+        raise ValueError(f"requested bake cannot be negative, got {requested_bake_seconds}")
+    bake = max(requested_bake_seconds or 0.0, tier.min_bake_seconds)
+    gate = tier.gate.model_copy()
+
+    noun = "approval" if approvals == 1 else "approvals"
+    rationale = (
+        f"score {assessment.score} ({tier.level.value}): {approvals} {noun}, "
+        f"≥{tier.min_bake_seconds:g} s bake per step, "
+        f"error budget {_percent(gate.max_error_ratio)}"
+    )
+    return PolicyDecision(
+        approvals_required=approvals,
+        allowed_approvers=list(env.approvers),
+        steps=traffic_steps(tier, requested_steps),
+        bake_seconds=bake,
+        gate=gate,
+        rationale=rationale,
+    )

@@ -1,0 +1,195 @@
+"""Deterministic risk scoring: a release, its app's config and a moment in time become a score.
+
+`assess_risk` is pure: the time is an argument and nothing here reads a clock, the network or
+a file, so a workflow replay or an audit recomputes exactly the same assessment. Every factor is
+always listed, with 0 points when it does not apply, so the explanation is complete. The score
+is the clamped sum of the factors' points; each factor only grows with its input, so a bigger or
+riskier change never scores lower. docs/risk-and-policy.md explains the numbers.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime
+
+from zdp.config import AppConfig, CalendarConfig
+from zdp.models import Criticality, ReleaseManifest, RiskAssessment, RiskFactor, RiskLevel
+
+# Inclusive upper bound of each level's score band, lowest first. The default policy tiers in
+# infrastructure/canary-deployments/apps.yaml use exactly these max_score values.
+SCORE_BANDS: tuple[tuple[int, RiskLevel], ...] = (
+    (24, RiskLevel.low),
+    (49, RiskLevel.medium),
+    (74, RiskLevel.high),
+    (100, RiskLevel.critical),
+)
+
+LINES_POINTS_PER_DECADE = 5  # points per factor of ten in lines changed ...
+LINES_MAX_POINTS = 15  # ... reached at 999 lines
+FILES_PER_POINT = 3  # one point per three files changed ...
+FILES_MAX_POINTS = 10  # ... reached at 30 files
+MIGRATIONS_POINTS = 15
+CONFIG_CHANGED_POINTS = 5
+DEPENDENCIES_CHANGED_POINTS = 8
+CRITICALITY_POINTS: dict[Criticality, int] = {
+    Criticality.low: 0,
+    Criticality.medium: 5,
+    Criticality.high: 10,
+    Criticality.critical: 15,
+}
+FREEZE_WINDOW_POINTS = 40
+PEAK_WINDOW_POINTS = 20
+BUSINESS_HOURS_POINTS = 5  # users are active
+NON_BUSINESS_DAY_POINTS = 3  # fewer people on hand to respond
+RECENT_FAILURE_POINTS = 5  # per failed or rolled-back deployment ...
+RECENT_FAILURES_MAX_POINTS = 20  # ... reached at 4
+
+_WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
+
+
+def level_for(score: int) -> RiskLevel:
+    """The level whose band in SCORE_BANDS contains `score` (0 to 100)."""
+    if not 0 <= score <= 100:
+        raise ValueError(f"risk score must be between 0 and 100, got {score}")
+    return next(level for upper, level in SCORE_BANDS if score <= upper)
+
+
+def _plural(count: int, noun: str) -> str:
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
+def _change_factors(manifest: ReleaseManifest) -> list[RiskFactor]:
+    change = manifest.change
+    lines, files = change.lines_changed, change.files_changed
+    lines_points = min(LINES_MAX_POINTS, int(LINES_POINTS_PER_DECADE * math.log10(1 + lines)))
+    files_points = min(FILES_MAX_POINTS, files // FILES_PER_POINT)
+    return [
+        RiskFactor(
+            name="lines_changed",
+            detail=f"{_plural(lines, 'line')} changed",
+            points=lines_points,
+        ),
+        RiskFactor(
+            name="files_changed",
+            detail=f"{_plural(files, 'file')} changed",
+            points=files_points,
+        ),
+        RiskFactor(
+            name="migrations",
+            detail="includes database migrations" if change.migrations else "no migrations",
+            points=MIGRATIONS_POINTS if change.migrations else 0,
+        ),
+        RiskFactor(
+            name="config_changed",
+            detail="configuration changed" if change.config_changed else "configuration unchanged",
+            points=CONFIG_CHANGED_POINTS if change.config_changed else 0,
+        ),
+        RiskFactor(
+            name="dependencies_changed",
+            detail=(
+                "dependencies changed" if change.dependencies_changed else "dependencies unchanged"
+            ),
+            points=DEPENDENCIES_CHANGED_POINTS if change.dependencies_changed else 0,
+        ),
+    ]
+
+
+def _calendar_factors(calendar: CalendarConfig | None, at: datetime) -> list[RiskFactor]:
+    if calendar is None:
+        detail = "no business calendar configured for this app"
+        return [
+            RiskFactor(name="freeze_window", detail=detail, points=0),
+            RiskFactor(name="peak_window", detail=detail, points=0),
+            RiskFactor(name="business_hours", detail=detail, points=0),
+        ]
+    local = at.astimezone(calendar.zone)
+    when = f"{_WEEKDAYS[local.weekday()]} {local:%H:%M} {calendar.timezone}"
+
+    freeze = next((w for w in calendar.freeze_windows if w.contains(at)), None)
+    if freeze is not None:
+        freeze_factor = RiskFactor(
+            name="freeze_window",
+            detail=f"inside freeze window '{freeze.reason}'",
+            points=FREEZE_WINDOW_POINTS,
+        )
+    else:
+        freeze_factor = RiskFactor(
+            name="freeze_window", detail="outside every freeze window", points=0
+        )
+
+    peak = next((w for w in calendar.peak_windows if w.contains(local)), None)
+    if peak is not None:
+        peak_factor = RiskFactor(
+            name="peak_window",
+            detail=f"inside peak window '{peak.reason}' ({when})",
+            points=PEAK_WINDOW_POINTS,
+        )
+    else:
+        peak_factor = RiskFactor(
+            name="peak_window", detail=f"outside peak windows ({when})", points=0
+        )
+
+    if local.weekday() not in calendar.business_days:
+        hours_factor = RiskFactor(
+            name="business_hours",
+            detail=f"{_WEEKDAYS[local.weekday()]} is not a business day ({when})",
+            points=NON_BUSINESS_DAY_POINTS,
+        )
+    elif calendar.business_start <= local.time() < calendar.business_end:
+        hours_factor = RiskFactor(
+            name="business_hours",
+            detail=f"inside business hours {calendar.business_hours} ({when})",
+            points=BUSINESS_HOURS_POINTS,
+        )
+    else:
+        hours_factor = RiskFactor(
+            name="business_hours",
+            detail=f"outside business hours {calendar.business_hours} ({when})",
+            points=0,
+        )
+    return [freeze_factor, peak_factor, hours_factor]
+
+
+def assess_risk(
+    manifest: ReleaseManifest,
+    app: AppConfig,
+    environment: str,
+    at: datetime,
+    recent_failures: int,
+) -> RiskAssessment:
+    """Score deploying `manifest` to `environment` of `app` at `at`, listing every factor.
+
+    `at` must be timezone-aware; `recent_failures` counts this app's failed or rolled-back
+    deployments in the configured window. An unknown environment raises ConfigError.
+    """
+    if at.tzinfo is None or at.utcoffset() is None:
+        raise ValueError("at must be a timezone-aware datetime (e.g. workflow.now())")
+    if recent_failures < 0:
+        raise ValueError(f"recent_failures cannot be negative, got {recent_failures}")
+    env = app.environment(environment, app=manifest.app)
+
+    failures_points = min(RECENT_FAILURES_MAX_POINTS, RECENT_FAILURE_POINTS * recent_failures)
+    factors = [
+        *_change_factors(manifest),
+        RiskFactor(
+            name="app_criticality",
+            detail=f"app {manifest.app} is {app.criticality.value}",
+            points=CRITICALITY_POINTS[app.criticality],
+        ),
+        RiskFactor(
+            name="environment_criticality",
+            detail=f"environment {environment} is {env.criticality.value}",
+            points=CRITICALITY_POINTS[env.criticality],
+        ),
+        *_calendar_factors(app.calendar, at),
+        RiskFactor(
+            name="recent_failures",
+            detail=(
+                f"{_plural(recent_failures, 'recent failed or rolled-back deployment')} "
+                f"of {manifest.app}"
+            ),
+            points=failures_points,
+        ),
+    ]
+    score = max(0, min(100, sum(f.points for f in factors)))
+    return RiskAssessment(score=score, level=level_for(score), factors=factors)
