@@ -1,0 +1,157 @@
+"""`zdp release`: create, sign and verify release manifests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, NoReturn
+
+import typer
+from rich.markup import escape
+
+from zdp.cli.keys_cmd import PassphraseEnv, PassphraseFile, Prompt, read_passphrase
+from zdp.cli.output import EXIT_USAGE, fail
+from zdp.errors import ZdpError
+from zdp.release import (
+    create_manifest,
+    envelope_path_for,
+    read_manifest,
+    sign_manifest,
+    verify_release_files,
+    write_envelope,
+    write_manifest,
+)
+from zdp.signing import fingerprint, load_private_key
+
+app = typer.Typer(
+    help="Create, sign and verify releases.", no_args_is_help=True, add_completion=False
+)
+
+
+def _fail(err: Exception) -> NoReturn:
+    fail(escape(str(err)))
+
+
+def parse_overrides(pairs: list[str]) -> dict[str, str]:
+    """`KEY=VALUE` strings as a dict; the value may itself contain '='."""
+    overrides: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            fail(f"--set expects KEY=VALUE, got {escape(pair)!r}", EXIT_USAGE)
+        overrides[key.strip()] = value
+    return overrides
+
+
+@app.callback()
+def release() -> None:
+    """Create, sign and verify releases."""
+
+
+@app.command("create")
+def create(
+    app_name: Annotated[str, typer.Argument(metavar="APP", help="The app being released.")],
+    version: Annotated[str, typer.Option("--version", help="The release version.")],
+    artifact: Annotated[
+        Path | None, typer.Option("--artifact", help="The built wheel to release.")
+    ] = None,
+    image: Annotated[
+        str | None, typer.Option("--image", help="The OCI image, pinned: name@sha256:<hex>.")
+    ] = None,
+    from_git: Annotated[
+        str | None,
+        typer.Option("--from-git", metavar="RANGE", help="Fill change metadata from git."),
+    ] = None,
+    repo: Annotated[Path, typer.Option("--repo", help="Git repository for --from-git.")] = Path(
+        "."
+    ),
+    ticket: Annotated[str | None, typer.Option("--ticket", help="Change ticket.")] = None,
+    author: Annotated[str | None, typer.Option("--author", help="Change author.")] = None,
+    overrides: Annotated[
+        list[str] | None,
+        typer.Option("--set", metavar="KEY=VALUE", help="A config override (repeatable)."),
+    ] = None,
+    output: Annotated[
+        Path, typer.Option("--output", "-o", help="Where to write the manifest.")
+    ] = Path("release.json"),
+) -> None:
+    """Write a release manifest for one artifact: a wheel file or an image pinned by digest."""
+    if (artifact is None) == (image is None):
+        fail("give exactly one of --artifact PATH or --image NAME@sha256:<hex>", EXIT_USAGE)
+    config = parse_overrides(overrides or [])
+    try:
+        manifest = create_manifest(
+            app_name,
+            version,
+            artifact_path=artifact,
+            image=image,
+            git_range=from_git,
+            repo=repo,
+            ticket=ticket,
+            author=author,
+            config_overrides=config,
+        )
+        write_manifest(manifest, output)
+    except (ZdpError, OSError, ValueError) as err:
+        _fail(err)
+    change = manifest.change
+    typer.echo(f"wrote {output}: {manifest.app} {manifest.version}")
+    typer.echo(f"artifact: {manifest.artifact.kind} {manifest.artifact.reference}")
+    typer.echo(f"digest:   {manifest.artifact.digest}")
+    if from_git:
+        typer.echo(
+            f"change:   {change.files_changed} files, {change.lines_changed} lines"
+            f"{', migrations' if change.migrations else ''}"
+            f"{', config' if change.config_changed else ''}"
+            f"{', dependencies' if change.dependencies_changed else ''}"
+            f"; ticket {change.ticket or '-'}, author {change.author or '-'}"
+        )
+
+
+@app.command("sign")
+def sign(
+    manifest_path: Annotated[Path, typer.Argument(metavar="MANIFEST", help="release.json")],
+    key: Annotated[Path, typer.Option("--key", help="The Ed25519 private key (PEM).")],
+    passphrase_env: PassphraseEnv = None,
+    passphrase_file: PassphraseFile = None,
+    prompt: Prompt = False,
+    output: Annotated[
+        Path | None,
+        typer.Option("--output", "-o", help="Where to write the envelope [default: *.dsse.json]."),
+    ] = None,
+) -> None:
+    """Sign a manifest: write a DSSE envelope over its in-toto statement."""
+    passphrase = read_passphrase(passphrase_env, passphrase_file, prompt)
+    destination = output or envelope_path_for(manifest_path)
+    try:
+        manifest = read_manifest(manifest_path)
+        private_key = load_private_key(key, passphrase)
+        write_envelope(sign_manifest(manifest, private_key), destination)
+    except (ZdpError, OSError, ValueError) as err:
+        _fail(err)
+    typer.echo(f"signed {manifest.app} {manifest.version}: wrote {destination}")
+    typer.echo(f"signer: {fingerprint(private_key.public_key())}")
+
+
+@app.command("verify")
+def verify(
+    manifest_path: Annotated[Path, typer.Argument(metavar="MANIFEST", help="release.json")],
+    trusted_keys: Annotated[
+        Path, typer.Option("--trusted-keys", metavar="DIR", help="Folder of trusted *.pub keys.")
+    ],
+    envelope: Annotated[
+        Path | None,
+        typer.Option("--envelope", help="The DSSE envelope [default: *.dsse.json]."),
+    ] = None,
+    artifact: Annotated[
+        Path | None, typer.Option("--artifact", help="The wheel file to check.")
+    ] = None,
+) -> None:
+    """Verify a signed release: trusted signer, unchanged manifest, matching artifact."""
+    try:
+        verified = verify_release_files(manifest_path, trusted_keys, envelope, artifact)
+    except (ZdpError, OSError, ValueError) as err:
+        _fail(err)
+    manifest = verified.manifest
+    typer.echo(
+        f"verified: {manifest.app} {manifest.version} signed by {verified.signer_fingerprint}"
+    )
