@@ -9,12 +9,12 @@ from typing import TypeVar
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from zdp.errors import ConfigError, ReleaseError, ZdpError
+from zdp.errors import ConfigError, ReleaseError, SigningKeyError, ZdpError
 
 T = TypeVar("T")
 
 # Errors that retrying cannot fix: bad input, a release that fails verification, bad config.
-NON_RETRYABLE: tuple[type[ZdpError], ...] = (ReleaseError, ConfigError)
+NON_RETRYABLE: tuple[type[ZdpError], ...] = (ReleaseError, ConfigError, SigningKeyError)
 
 
 def to_application_error(err: ZdpError) -> ApplicationError:

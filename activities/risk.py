@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from temporalio import activity
+from temporalio.exceptions import ApplicationError
 
 from activities._support import to_application_error
 from zdp.config import EngineConfig, load_config
@@ -60,4 +61,6 @@ class RiskActivities:
             )
         except ZdpError as err:
             raise to_application_error(err) from None
+        except ValueError as err:  # malformed input: retrying cannot fix it
+            raise ApplicationError(str(err), type="BadInput", non_retryable=True) from None
         return RiskReport(assessment=assessment, decision=decision)

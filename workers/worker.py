@@ -79,7 +79,9 @@ def build_worker(
         client,
         task_queue=task_queue,
         workflows=[DeploymentWorkflow],
-        activities=activities_for(platform or Platform.from_environment(), config, trusted_keys_dir),
+        activities=activities_for(
+            platform or Platform.from_environment(), config, trusted_keys_dir
+        ),
         graceful_shutdown_timeout=graceful_shutdown,
     )
 

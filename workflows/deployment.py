@@ -13,7 +13,7 @@ from datetime import timedelta
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.exceptions import ActivityError, ApplicationError, FailureError
 
 with workflow.unsafe.imports_passed_through():
     from activities.health import HealthActivities
@@ -261,15 +261,11 @@ class DeploymentWorkflow:
     async def _shift_blue_green(self, report: RiskReport) -> None:
         idle, live = self.slots["new"], self.slots.get("old")
         self.state.steps = [100]
-        verdict = await self._gate(idle, report, f"pre-switch gate on {idle}")
-        if verdict is not None:
-            self._require_pass(verdict)
+        self._require_pass(await self._gate(idle, report, f"pre-switch gate on {idle}"))
         await self._hold_while_paused()
         self.state.step_index = 0
         await self._set_traffic({idle: 100, (live or _other_colour(idle)): 0})
-        verdict = await self._gate(idle, report, f"post-switch watch on {idle}")
-        if verdict is not None:
-            self._require_pass(verdict)
+        self._require_pass(await self._gate(idle, report, f"post-switch watch on {idle}"))
 
     async def _promote(self) -> None:
         self._enter(Phase.promote, "making the new version stable")
@@ -382,8 +378,9 @@ class DeploymentWorkflow:
         )
         return verdict
 
-    def _require_pass(self, verdict: GateVerdict) -> None:
-        if verdict.result is not GateResult.passed:
+    def _require_pass(self, verdict: GateVerdict | None) -> None:
+        """Stop unless the gate passed; None means an operator promoted while it ran."""
+        if verdict is not None and verdict.result is not GateResult.passed:
             raise RollbackRequired(f"health gate {verdict.result.value}: {verdict.reason}")
 
     async def _hold_while_paused(self) -> None:
@@ -589,7 +586,12 @@ def _weights_text(weights: dict[str, int]) -> str:
 
 
 def _activity_cause(err: ActivityError) -> str:
-    cause = err.cause
-    while cause is not None and cause.cause is not None and not isinstance(cause, ApplicationError):
+    """The innermost useful message: the application error the activity raised, if any."""
+    cause: BaseException | None = err.cause
+    while (
+        isinstance(cause, FailureError)
+        and not isinstance(cause, ApplicationError)
+        and cause.cause is not None
+    ):
         cause = cause.cause
     return str(cause) if cause is not None else str(err)

@@ -129,7 +129,10 @@ class DeploymentState:
 
     def promote_refusal(self, request: PromoteInput) -> str | None:
         if self.phase is not Phase.shift:
-            return f"only a deployment that is shifting traffic can be promoted (phase: {self.phase.value})"
+            return (
+                "only a deployment that is shifting traffic can be promoted "
+                f"(phase: {self.phase.value})"
+            )
         if self.promote is not None or self.abort is not None:
             return "deployment is already being promoted or aborted"
         allowed = self.decision.allowed_approvers if self.decision else []

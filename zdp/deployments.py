@@ -17,7 +17,7 @@ from temporalio.client import (
     WorkflowHandle,
     WorkflowUpdateFailedError,
 )
-from temporalio.common import TypedSearchAttributes
+from temporalio.common import SearchAttributePair, TypedSearchAttributes
 from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
@@ -67,13 +67,15 @@ async def start_deployment(
             result_type=DeploymentResult,
             search_attributes=TypedSearchAttributes(
                 [
-                    SA_APP.value_set(request.app),
-                    SA_ENVIRONMENT.value_set(request.environment),
-                    SA_STRATEGY.value_set(request.strategy.value),
-                    SA_PHASE.value_set(Phase.verify.value),
+                    SearchAttributePair(SA_APP, request.app),
+                    SearchAttributePair(SA_ENVIRONMENT, request.environment),
+                    SearchAttributePair(SA_STRATEGY, request.strategy.value),
+                    SearchAttributePair(SA_PHASE, Phase.verify.value),
                 ]
             ),
-            static_summary=f"Deploy {request.app} to {request.environment} ({request.strategy.value})",
+            static_summary=(
+                f"Deploy {request.app} to {request.environment} ({request.strategy.value})"
+            ),
             static_details=(
                 f"Started by **{request.initiator}**"
                 + (f" · change `{request.change_ref}`" if request.change_ref else "")
@@ -101,16 +103,26 @@ async def _update(client: Client, workflow_id: str, name: str, arg: Any) -> str:
     return str(result)
 
 
-async def approve(client: Client, workflow_id: str, approver: str, reason: str | None = None) -> str:
-    return await _update(client, workflow_id, "approve", ApprovalInput(approver=approver, reason=reason))
+async def approve(
+    client: Client, workflow_id: str, approver: str, reason: str | None = None
+) -> str:
+    return await _update(
+        client, workflow_id, "approve", ApprovalInput(approver=approver, reason=reason)
+    )
 
 
 async def reject(client: Client, workflow_id: str, approver: str, reason: str | None = None) -> str:
-    return await _update(client, workflow_id, "reject", ApprovalInput(approver=approver, reason=reason))
+    return await _update(
+        client, workflow_id, "reject", ApprovalInput(approver=approver, reason=reason)
+    )
 
 
-async def promote(client: Client, workflow_id: str, approver: str, reason: str | None = None) -> str:
-    return await _update(client, workflow_id, "promote", PromoteInput(approver=approver, reason=reason))
+async def promote(
+    client: Client, workflow_id: str, approver: str, reason: str | None = None
+) -> str:
+    return await _update(
+        client, workflow_id, "promote", PromoteInput(approver=approver, reason=reason)
+    )
 
 
 async def send_signal(client: Client, workflow_id: str, name: str, arg: Any = None) -> None:
@@ -221,4 +233,3 @@ def _rpc_error(err: RPCError, workflow_id: str) -> ZdpError:
     if err.status == RPCStatusCode.NOT_FOUND:
         return DeploymentNotFound(f"no deployment {workflow_id} (check the id and namespace)")
     return ZdpError(f"Temporal refused the request for {workflow_id}: {err.message}")
-

@@ -126,7 +126,7 @@ class DsseSignature(_Model):
 class DsseEnvelope(_Model):
     """A DSSE envelope (secure-systems-lab/dsse v1.0.0): payload and signatures base64-encoded."""
 
-    payloadType: str  # noqa: N815  (field names are the DSSE spec's)
+    payloadType: str
     payload: str
     signatures: list[DsseSignature] = Field(default_factory=list)
 

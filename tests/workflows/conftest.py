@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import uuid
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,7 @@ from zdp.platforms.memory import STATE, MemoryProbe, MemoryRouter, MemoryRuntime
 from zdp.release import sign_manifest
 
 HERE = Path(__file__).parent
+HISTORIES = HERE.parent / "histories"
 APP = "webshop"
 
 
@@ -53,7 +55,7 @@ class Signer:
                 reference=f"webshop-{version}-py3-none-any.whl",
                 digest="sha256:" + (version.encode().hex() * 64)[:64],
             ),
-            change=ChangeMetadata(lines_changed=10, files_changed=1, **change),
+            change=ChangeMetadata(**{"lines_changed": 10, "files_changed": 1, **change}),
         )
         return sign_manifest(manifest, self.key)
 
@@ -94,6 +96,7 @@ class Harness:
     signer: Signer
     config: EngineConfig
     state: MemoryState
+    started: list[WorkflowHandle[Any, DeploymentResult]] = field(default_factory=list)
 
     def worker(self, graceful_shutdown: timedelta = timedelta(seconds=5)) -> Worker:
         return build_worker(
@@ -119,7 +122,20 @@ class Harness:
         return DeploymentRequest(**fields)
 
     async def start(self, request: DeploymentRequest) -> WorkflowHandle[Any, DeploymentResult]:
-        return await deployments.start_deployment(self.client, request, task_queue=self.task_queue)
+        handle = await deployments.start_deployment(
+            self.client, request, task_queue=self.task_queue
+        )
+        self.started.append(handle)
+        return handle
+
+    async def record_histories(self, test_name: str) -> None:
+        """With ZDP_RECORD_HISTORIES=1, save closed histories for the replay test."""
+        for i, handle in enumerate(self.started):
+            if await deployments.is_running(self.client, handle.id):
+                continue
+            history = await handle.fetch_history()
+            name = "".join(c if c.isalnum() else "_" for c in test_name)
+            (HISTORIES / f"{name}-{i}.json").write_text(history.to_json())
 
     async def deploy(self, request: DeploymentRequest) -> DeploymentResult:
         handle = await self.start(request)
@@ -147,6 +163,7 @@ class Harness:
 
 @pytest_asyncio.fixture
 async def kit(
+    request: pytest.FixtureRequest,
     temporal_env: WorkflowEnvironment,
     signer: Signer,
     engine_config: EngineConfig,
@@ -161,6 +178,8 @@ async def kit(
         state=platform,
     )
     yield h
+    if os.environ.get("ZDP_RECORD_HISTORIES"):
+        await h.record_histories(request.node.name)
     for env in ("dev", "prod"):
         await _terminate_if_running(h.client, f"deploy-{APP}-{env}")
 
@@ -176,7 +195,5 @@ async def _terminate_if_running(client: Client, workflow_id: str) -> None:
     try:
         if await deployments.is_running(client, workflow_id):
             await client.get_workflow_handle(workflow_id).terminate("test cleanup")
-    except Exception:  # noqa: BLE001 - cleanup of a workflow that may never have existed
+    except Exception:
         pass
-
-

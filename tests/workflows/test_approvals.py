@@ -17,6 +17,17 @@ async def _awaiting(harness: Harness, **overrides: object):  # type: ignore[no-u
     return handle
 
 
+def _high_risk_release(harness: Harness):  # type: ignore[no-untyped-def]
+    return harness.signer.release(
+        "3.0.0",
+        migrations=True,
+        lines_changed=5000,
+        files_changed=80,
+        config_changed=True,
+        dependencies_changed=True,
+    )
+
+
 async def test_self_approval_is_refused(harness: Harness) -> None:
     handle = await _awaiting(harness, initiator="alice")
     with pytest.raises(deployments.RequestRefused, match="alice started this deployment"):
@@ -43,7 +54,7 @@ async def test_one_approval_releases_a_medium_risk_deployment(harness: Harness) 
 async def test_duplicate_decision_and_decision_after_settling_are_refused(
     harness: Harness,
 ) -> None:
-    handle = await _awaiting(harness, release=harness.signer.release("3.0.0", migrations=True, lines_changed=5000, files_changed=80, config_changed=True, dependencies_changed=True))
+    handle = await _awaiting(harness, release=_high_risk_release(harness))
     status = await harness.status(handle)
     assert status.approvals_required >= 2, status.risk
     await deployments.approve(harness.client, handle.id, "bob")
@@ -52,15 +63,7 @@ async def test_duplicate_decision_and_decision_after_settling_are_refused(
 
 
 async def test_high_risk_needs_two_distinct_approvers(harness: Harness) -> None:
-    release = harness.signer.release(
-        "3.0.0",
-        migrations=True,
-        lines_changed=5000,
-        files_changed=80,
-        config_changed=True,
-        dependencies_changed=True,
-    )
-    handle = await _awaiting(harness, release=release)
+    handle = await _awaiting(harness, release=_high_risk_release(harness))
     status = await harness.status(handle)
     assert status.approvals_required == 2, status.risk
 

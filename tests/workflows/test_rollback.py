@@ -1,4 +1,4 @@
-"""A failed gate, an abort or a failing router: traffic is restored first, then the version retired."""
+"""Failed gate, abort, failing router: traffic is restored first, then the version retired."""
 
 from __future__ import annotations
 
@@ -76,7 +76,7 @@ async def test_abort_in_the_middle_of_a_step_rolls_back_without_waiting_out_the_
     harness: Harness,
 ) -> None:
     handle = await harness.start(harness.request("2.0.0", bake_seconds=30))
-    await harness.wait_for(handle, lambda s: s.weights.get("canary") == 5)
+    await harness.wait_for(handle, lambda s: s.weights.get("canary") == 1)
     loop = asyncio.get_running_loop()
     started = loop.time()
     await deployments.abort(harness.client, handle.id, "oncall-sre", "elevated error budget burn")

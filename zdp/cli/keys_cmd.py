@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.markup import escape
 
 from zdp.cli.output import EXIT_USAGE, fail
 from zdp.errors import ZdpError
@@ -47,13 +46,13 @@ def read_passphrase(
     if env_var is not None:
         value = os.environ.get(env_var)
         if value is None:
-            fail(f"environment variable {escape(env_var)} is not set")
+            fail(f"environment variable {env_var} is not set")
         return _non_empty(value.encode("utf-8"))
     if file is not None:
         try:
             data = file.read_bytes()
         except OSError as err:
-            fail(f"cannot read passphrase file {escape(str(file))}: {err.strerror}")
+            fail(f"cannot read passphrase file {file}: {err.strerror}")
         return _non_empty(data.rstrip(b"\r\n"))
     if prompt:
         value = typer.prompt("Passphrase", hide_input=True, confirmation_prompt=confirm)
@@ -88,7 +87,7 @@ def generate(
     try:
         files = generate_key_pair(directory, name, passphrase, force=force)
     except (ZdpError, OSError) as err:
-        fail(escape(str(err)))
+        fail(str(err))
     protection = "encrypted" if passphrase else "unencrypted"
     typer.echo(f"private key: {files.private_key} ({protection}, mode 0600)")
     typer.echo(f"public key:  {files.public_key}")

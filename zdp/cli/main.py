@@ -90,13 +90,17 @@ def deploy(
     strategy: Annotated[Strategy, typer.Option(help="canary or blue-green.")] = Strategy.canary,
     steps: Annotated[str | None, typer.Option(help="Canary weights, e.g. 1,5,25,100.")] = None,
     bake: Annotated[float | None, typer.Option(help="Seconds of health gate per step.")] = None,
-    initiator: Annotated[str | None, typer.Option(help="Who starts it (default $ZDP_USER).")] = None,
+    initiator: Annotated[
+        str | None, typer.Option(help="Who starts it (default $ZDP_USER).")
+    ] = None,
     change_ref: Annotated[str | None, typer.Option(help="Change ticket, e.g. CHG-1234.")] = None,
     reason: Annotated[str | None, typer.Option(help="Why this deployment.")] = None,
     approval_timeout: Annotated[float, typer.Option(help="Seconds to wait for approval.")] = 14400,
     standby: Annotated[float, typer.Option(help="Blue-green: seconds to keep the old colour.")] = 0,
     wait: Annotated[bool, typer.Option(help="Follow progress; exit code is the outcome.")] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the final result as JSON.")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the final result as JSON.")
+    ] = False,
 ) -> None:
     """Start a deployment of a signed release; with --wait, follow it to its outcome."""
     request = DeploymentRequest(
@@ -233,9 +237,10 @@ def worker(
             return
 
         def ready() -> None:
+            target = client.service_client.config.target_host
             err_console.print(
-                f"worker ready: task queue zdp-deployments on {client.service_client.config.target_host}"
-                f" namespace {client.namespace}"
+                f"worker ready: task queue zdp-deployments on {target}, "
+                f"namespace {client.namespace}"
             )
 
         await run_worker(client, on_ready=ready)

@@ -8,6 +8,7 @@ from typing import Any, NoReturn
 
 from pydantic import BaseModel
 from rich.console import Console
+from rich.markup import escape
 
 console = Console(highlight=False)
 err_console = Console(stderr=True, highlight=False)
@@ -20,7 +21,7 @@ EXIT_USAGE = 2
 
 def fail(message: str, code: int = EXIT_ERROR) -> NoReturn:
     """Print `error: message` on stderr as one line and exit with `code`."""
-    err_console.print(f"[bold red]error:[/] {message}", soft_wrap=True)
+    err_console.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)
     raise SystemExit(code)
 
 

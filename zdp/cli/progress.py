@@ -82,7 +82,9 @@ def render_status(status: DeploymentStatus) -> Table:
     if status.steps and status.step_index is not None:
         table.add_row("step", f"{status.step_index + 1} of {len(status.steps)} {status.steps}")
     if status.outcome is not None:
-        table.add_row("outcome", status.outcome.value + (f": {status.cause}" if status.cause else ""))
+        table.add_row(
+            "outcome", status.outcome.value + (f": {status.cause}" if status.cause else "")
+        )
     return table
 
 

@@ -6,7 +6,6 @@ from pathlib import Path
 from typing import Annotated, NoReturn
 
 import typer
-from rich.markup import escape
 
 from zdp.cli.keys_cmd import PassphraseEnv, PassphraseFile, Prompt, read_passphrase
 from zdp.cli.output import EXIT_USAGE, fail
@@ -28,7 +27,7 @@ app = typer.Typer(
 
 
 def _fail(err: Exception) -> NoReturn:
-    fail(escape(str(err)))
+    fail(str(err))
 
 
 def parse_overrides(pairs: list[str]) -> dict[str, str]:
@@ -37,7 +36,7 @@ def parse_overrides(pairs: list[str]) -> dict[str, str]:
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key.strip():
-            fail(f"--set expects KEY=VALUE, got {escape(pair)!r}", EXIT_USAGE)
+            fail(f"--set expects KEY=VALUE, got {pair!r}", EXIT_USAGE)
         overrides[key.strip()] = value
     return overrides
 

@@ -1,4 +1,4 @@
-"""The two platform seams: where versions run (`Runtime`) and who sends them traffic (`TrafficRouter`).
+"""The platform seams: where versions run (`Runtime`), who routes traffic (`TrafficRouter`).
 
 As in Flagger's router interface, each seam is one small protocol and each backend is one module
 registered by name in `zdp.platforms.registry`. Both seams must be idempotent: activities are
