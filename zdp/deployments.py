@@ -226,7 +226,7 @@ def _failure_message(err: WorkflowUpdateFailedError) -> str:
     cause: BaseException | None = err.cause
     while cause is not None and not isinstance(cause, ApplicationError):
         cause = cause.__cause__
-    return str(cause) if cause is not None else str(err)
+    return cause.message if isinstance(cause, ApplicationError) else str(err)
 
 
 def _rpc_error(err: RPCError, workflow_id: str) -> ZdpError:

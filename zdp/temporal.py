@@ -57,5 +57,14 @@ async def connect(**overrides: Any) -> Client:
     except RuntimeError as err:
         raise TemporalUnavailable(
             f"cannot reach Temporal at {target} (namespace {config.get('namespace', 'default')}): "
-            f"{str(err).splitlines()[0]}. Start it with `zdp up` or set TEMPORAL_ADDRESS."
+            f"{_short_reason(str(err))}; start a server or set TEMPORAL_ADDRESS"
         ) from None
+
+
+def _short_reason(message: str) -> str:
+    """The useful part of the SDK's nested transport error."""
+    for known in ("Connection refused", "timed out", "dns error", "certificate", "Unauthenticated"):
+        if known.lower() in message.lower():
+            return known.lower()
+    first = message.splitlines()[0] if message else "unknown error"
+    return first[:160]

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from tests.workflows.conftest import Harness
+from tests.kit import Harness
 from zdp import deployments
 from zdp.models import ApprovalInput, Outcome, Phase
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from temporalio.client import WorkflowExecutionStatus
 
-from tests.workflows.conftest import APP, Harness
+from tests.kit import APP, Harness
 from zdp.models import Outcome, Strategy
 from zdp.temporal import SA_OUTCOME, SA_PHASE, SA_RISK_SCORE, SA_VERSION
 

@@ -10,7 +10,7 @@ from datetime import timedelta
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from tests.workflows.conftest import APP, Harness
+from tests.kit import APP, Harness
 from zdp import deployments
 from zdp.models import Outcome, Phase
 from zdp.release import sign_manifest

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from tests.workflows.conftest import APP, Harness
+from tests.kit import APP, Harness
 from zdp import deployments
 from zdp.models import Outcome, Strategy
 

@@ -6,6 +6,7 @@ import asyncio
 import getpass
 import json
 import os
+import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Annotated, TypeVar
@@ -54,15 +55,12 @@ def _who(value: str | None) -> str:
 
 
 def _load_envelope(release: Path, envelope: Path | None) -> DsseEnvelope:
-    from zdp.release import envelope_path_for
+    from zdp.release import envelope_path_for, read_envelope
 
     path = envelope or (release if _is_envelope(release) else envelope_path_for(release))
     if not path.exists():
         fail(f"no signature: {path} not found (sign it with `zdp release sign {release}`)")
-    try:
-        return DsseEnvelope.model_validate_json(path.read_text())
-    except (ValidationError, ValueError):
-        fail(f"{path} is not a DSSE envelope")
+    return read_envelope(path)
 
 
 def _is_envelope(path: Path) -> bool:
@@ -220,7 +218,7 @@ def timeline(
         return
     from zdp.cli.progress import render_timeline
 
-    console.print(render_timeline(events))
+    console.print(render_timeline(events), markup=False, highlight=False, soft_wrap=True)
 
 
 @app.command()
@@ -248,11 +246,35 @@ def worker(
     run(work)
 
 
+@app.command()
+def demo(
+    home: Annotated[Path, typer.Option(envvar="ZDP_HOME", help="State folder.")] = Path(".zdp"),
+) -> None:
+    """Run the deployment story end to end on an embedded Temporal server (in-memory platform)."""
+    from zdp.demo import run_demo
+
+    raise typer.Exit(run(lambda: run_demo(home)))
+
+
 def main() -> None:
+    """Console entry point. Exits through os._exit once output is flushed: the Temporal SDK's
+    native core can abort while the interpreter finalizes (seen here as SIGABRT/SIGSEGV after a
+    run that had finished correctly), and CI must get the exit code the command chose."""
+    code = 0
     try:
         app()
-    except ZdpError as err:  # pragma: no cover - commands already catch their own
-        fail(str(err), EXIT_ERROR)
+    except SystemExit as done:
+        if isinstance(done.code, str):
+            err_console.print(done.code, markup=False)
+            code = EXIT_ERROR
+        else:
+            code = done.code or 0
+    except ZdpError as err:  # commands catch their own; this is the last line of defence
+        err_console.print(f"error: {err}", markup=False)
+        code = EXIT_ERROR
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 __all__ = ["app", "deployment_id", "main"]

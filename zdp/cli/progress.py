@@ -39,7 +39,7 @@ async def follow(client: Client, workflow_id: str, quiet: bool = False) -> Deplo
         nonlocal seen
         for event in events[seen:]:
             if not quiet:
-                err_console.print(event_line(event), markup=False, highlight=False)
+                err_console.print(event_line(event), markup=False, highlight=False, soft_wrap=True)
         seen = max(seen, len(events))
 
     while await deployments.is_running(client, workflow_id):
@@ -60,6 +60,7 @@ async def follow(client: Client, workflow_id: str, quiet: bool = False) -> Deplo
         err_console.print(
             f"outcome: {result.outcome.value}" + (f" — {result.cause}" if result.cause else ""),
             markup=False,
+            soft_wrap=True,
         )
     return result
 
@@ -88,10 +89,11 @@ def render_status(status: DeploymentStatus) -> Table:
     return table
 
 
-def render_timeline(events: list[TimelineEvent]) -> Table:
-    table = Table(show_lines=False)
-    for column in ("time (UTC)", "phase", "event", "what happened", "who"):
-        table.add_column(column)
-    for e in events:
-        table.add_row(f"{e.at:%Y-%m-%d %H:%M:%S}", e.phase.value, e.kind, e.message, e.actor or "")
-    return table
+def render_timeline(events: list[TimelineEvent]) -> str:
+    """One line per event, full UTC timestamps: readable in a terminal, greppable in a log."""
+    return "\n".join(
+        f"{e.at:%Y-%m-%dT%H:%M:%S.%f}"[:-3]
+        + f"Z  {e.phase.value:<14} {e.kind:<18} {e.message}"
+        + (f"  [{e.actor}]" if e.actor else "")
+        for e in events
+    )

@@ -37,7 +37,7 @@ from zdp.platforms.memory import STATE, MemoryProbe, MemoryRouter, MemoryRuntime
 from zdp.release import sign_manifest
 
 HERE = Path(__file__).parent
-HISTORIES = HERE.parent / "histories"
+HISTORIES = HERE / "histories"
 APP = "webshop"
 
 
@@ -74,7 +74,7 @@ def signer(tmp_path_factory: pytest.TempPathFactory) -> Signer:
 
 @pytest.fixture(scope="session")
 def engine_config() -> EngineConfig:
-    return load_config(HERE / "engine.yaml")
+    return load_config(HERE / "workflows" / "engine.yaml")
 
 
 @pytest.fixture

@@ -1,0 +1,196 @@
+"""The `zdp` command as CI and people use it: real processes against a real Temporal server.
+
+The worker runs in the test process on the in-memory platform, so faults can be injected;
+the CLI runs as a subprocess exactly as a pipeline would run it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+from temporalio.testing import WorkflowEnvironment
+
+from tests.kit import APP, Harness
+from zdp.models import TASK_QUEUE
+
+ZDP = str(Path(sys.executable).parent / "zdp")
+
+
+@dataclass
+class Run:
+    code: int
+    out: str
+    err: str
+
+
+async def zdp(*args: str, env: dict[str, str], timeout: float = 60) -> Run:
+    proc = await asyncio.create_subprocess_exec(
+        ZDP,
+        *args,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), timeout)
+    assert proc.returncode is not None
+    return Run(proc.returncode, out.decode(), err.decode())
+
+
+def one_clear_line(run: Run) -> str:
+    """A user-facing error: exactly one line on stderr, prefixed, with no traceback."""
+    lines = [line for line in run.err.splitlines() if line.strip()]
+    assert "Traceback" not in run.err, run.err
+    assert len(lines) == 1, run.err
+    assert lines[0].startswith("error: "), run.err
+    return lines[0]
+
+
+@pytest.fixture
+def cli_env(temporal_env: WorkflowEnvironment, tmp_path: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TEMPORAL_")}
+    env.update(
+        TEMPORAL_ADDRESS=temporal_env.client.service_client.config.target_host,
+        ZDP_HOME=str(tmp_path / ".zdp"),
+        ZDP_USER="ci-bot",
+        COLUMNS="200",
+    )
+    return env
+
+
+@pytest_asyncio.fixture
+async def cli(kit: Harness, cli_env: dict[str, str], tmp_path: Path) -> AsyncIterator[Harness]:
+    """A worker on the real task queue, and a signed release.json in tmp_path."""
+    kit.task_queue = TASK_QUEUE
+    (tmp_path / "release.dsse.json").write_text(kit.signer.release("2.0.0").model_dump_json())
+    statement = json.loads(
+        __import__("base64").b64decode(kit.signer.release("2.0.0").payload).decode()
+    )
+    (tmp_path / "release.json").write_text(json.dumps(statement["predicate"]))
+    async with kit.worker():
+        yield kit
+
+
+def test_help_lists_every_command() -> None:
+    import subprocess
+
+    out = subprocess.run([ZDP, "--help"], capture_output=True, text=True, check=True).stdout
+    for command in (
+        "deploy",
+        "approve",
+        "reject",
+        "pause",
+        "resume",
+        "abort",
+        "status",
+        "timeline",
+        "worker",
+        "keys",
+        "release",
+    ):
+        assert f" {command} " in out, command
+
+
+async def test_unreachable_server_is_one_clear_line(cli_env: dict[str, str]) -> None:
+    run = await zdp("status", "deploy-x-dev", env={**cli_env, "TEMPORAL_ADDRESS": "127.0.0.1:9"})
+    assert run.code == 1
+    assert one_clear_line(run).startswith("error: cannot reach Temporal at 127.0.0.1:9")
+
+
+async def test_unknown_deployment_is_one_clear_line(cli: Harness, cli_env: dict[str, str]) -> None:
+    run = await zdp("status", "deploy-nope-dev", env=cli_env)
+    assert run.code == 1
+    assert (
+        one_clear_line(run) == "error: no deployment deploy-nope-dev (check the id and namespace)"
+    )
+
+
+async def test_deploy_wait_json_exits_zero_when_promoted(
+    cli: Harness, cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    run = await zdp(
+        "deploy", APP, "--env", "dev", "--release", str(tmp_path / "release.json"),
+        "--wait", "--json", env=cli_env,
+    )  # fmt: skip
+    assert run.code == 0, run.err
+    result = json.loads(run.out)
+    assert result["outcome"] == "promoted"
+    assert result["status"]["version"] == "2.0.0"
+    # Progress went to stderr, one line per event: phases, weights and verdicts.
+    assert "traffic canary=5% stable=95%" in run.err
+    assert "gate_verdict" in run.err and "outcome: promoted" in run.err
+
+
+async def test_deploy_wait_exits_10_when_rolled_back(
+    cli: Harness, cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    cli.state.fail_at_weight[(APP, "2.0.0")] = 25
+    run = await zdp(
+        "deploy", APP, "--env", "dev", "--release", str(tmp_path / "release.json"), "--wait",
+        env=cli_env,
+    )  # fmt: skip
+    assert run.code == 10, run.err
+    assert "outcome: rolled_back — health gate fail" in run.err
+    timeline = await zdp("timeline", f"deploy-{APP}-dev", "--json", env=cli_env)
+    kinds = [e["kind"] for e in json.loads(timeline.out)]
+    assert kinds[-4:] == ["phase", "compensated", "compensated", "phase"]
+
+
+async def test_tampered_manifest_is_rejected_with_exit_11(
+    cli: Harness, cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    envelope = json.loads((tmp_path / "release.dsse.json").read_text())
+    envelope["signatures"][0]["sig"] = "A" + envelope["signatures"][0]["sig"][1:]
+    (tmp_path / "release.dsse.json").write_text(json.dumps(envelope))
+    run = await zdp(
+        "deploy", APP, "--env", "dev", "--release", str(tmp_path / "release.json"), "--wait",
+        env=cli_env,
+    )  # fmt: skip
+    assert run.code == 11, run.err
+    assert "release rejected:" in run.err
+    assert not [op for op in cli.state.ops(APP) if op[0] == "provision"]
+
+
+async def test_refused_approval_and_second_deployment_are_one_line_each(
+    cli: Harness, cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    release = str(tmp_path / "release.json")
+    started = await zdp("deploy", APP, "--env", "prod", "--release", release, env=cli_env)
+    assert started.code == 0, started.err
+    await cli.wait_for(
+        cli.client.get_workflow_handle(f"deploy-{APP}-prod"),
+        lambda s: s.phase.value == "await_approval",
+    )
+    own = await zdp("approve", f"deploy-{APP}-prod", "--as", "ci-bot", env=cli_env)
+    assert own.code == 1
+    assert one_clear_line(own) == (
+        "error: ci-bot started this deployment, so someone else must approve it"
+    )
+    again = await zdp("deploy", APP, "--env", "prod", "--release", release, env=cli_env)
+    assert again.code == 1
+    assert "deployment already in progress: deploy-webshop-prod" in one_clear_line(again)
+
+    ok = await zdp("approve", f"deploy-{APP}-prod", "--as", "bob", env=cli_env)
+    assert ok.code == 0 and "approved by bob" in ok.out
+    status = await zdp("status", f"deploy-{APP}-prod", "--json", env=cli_env)
+    assert json.loads(status.out)["approvals"][0]["approver"] == "bob"
+
+
+async def test_worker_drains_and_exits_on_sigterm(cli_env: dict[str, str]) -> None:
+    proc = await asyncio.create_subprocess_exec(
+        ZDP, "worker", env=cli_env, stderr=asyncio.subprocess.PIPE
+    )
+    assert proc.stderr is not None
+    ready = await asyncio.wait_for(proc.stderr.readline(), 30)
+    assert b"worker ready: task queue zdp-deployments" in ready
+    proc.send_signal(signal.SIGTERM)
+    code = await asyncio.wait_for(proc.wait(), 30)
+    assert code == 0
