@@ -111,6 +111,18 @@ async def test_refused_signal_is_recorded_in_the_timeline_and_changes_nothing(
     assert [a.approver for a in result.status.approvals] == ["alice"]
 
 
+async def test_waiting_deployment_is_found_by_search_attributes(harness: Harness) -> None:
+    handle = await _awaiting(harness)
+    query = 'ZdpApp = "webshop" AND ZdpEnvironment = "prod" AND ZdpPhase = "await_approval"'
+    found: list[str] = []
+    for _ in range(50):  # visibility is eventually consistent
+        found = [w.id async for w in harness.client.list_workflows(query)]
+        if found:
+            break
+        await asyncio.sleep(0.1)
+    assert found == [handle.id]
+
+
 async def test_second_deployment_of_same_app_and_environment_is_refused(
     harness: Harness,
 ) -> None:

@@ -89,3 +89,17 @@ async def test_abort_in_the_middle_of_a_step_rolls_back_without_waiting_out_the_
     assert (APP, "canary") not in harness.state.deployed
     kinds = [e.kind for e in result.timeline]
     assert kinds.index("abort_requested") < kinds.index("compensated")
+
+
+async def test_activity_that_exhausts_its_retries_rolls_back_with_the_cause(
+    harness: Harness,
+) -> None:
+    harness.state.fail_weights["canary=5,stable=95"] = 1000  # the router never takes step 2
+    result = await harness.deploy(harness.request("2.0.0"))
+
+    assert result.outcome is Outcome.rolled_back
+    assert result.cause and "router unavailable setting canary=5,stable=95" in result.cause
+    failures = [d for op, d in harness.state.ops(APP) if op == "router_error"]
+    assert len(failures) == 5  # FORWARD_RETRY.maximum_attempts
+    assert harness.state.weights[APP] == {"canary": 0, "stable": 100}
+    assert (APP, "canary") not in harness.state.deployed
