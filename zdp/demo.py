@@ -31,9 +31,10 @@ from zdp.models import (
     ChangeMetadata,
     Deployed,
     DeploymentRequest,
+    DeploymentResult,
+    Outcome,
     Phase,
     ReleaseManifest,
-    deployment_id,
 )
 from zdp.platforms.memory import STATE, MemoryProbe, MemoryRouter, MemoryRuntime
 from zdp.release import sign_manifest
@@ -141,45 +142,37 @@ async def run_demo(home: Path) -> int:
         trusted_keys_dir=key_dir,
         graceful_shutdown=timedelta(seconds=2),
     )
-    workflow_id = deployment_id(APP, ENV)
     try:
         async with worker:
             _say("deploying finance-trading 2.4.0 (healthy), started by ci-bot")
-            await _approved_deployment(env, workflow_id, key_dir)
+            await _deploy(env, key_dir, "2.4.0", 120, "CHG-2001", "faster quote cache")
             _say("deploying finance-trading 2.5.0: its canary answers 503 once it takes 5%")
             STATE.fail_at_weight[(APP, "2.5.0")] = 5
-            request = DeploymentRequest(
-                app=APP,
-                environment=ENV,
-                release=_release("2.5.0", key_dir, lines_changed=40, files_changed=2),
-                initiator="ci-bot",
-                change_ref="CHG-2002",
-                reason="order-book tick size change",
-            )
-            await deployments.start_deployment(env.client, request)
-            await _approve_when_asked(env, workflow_id)
-            bad = await follow(env.client, workflow_id)
+            bad = await _deploy(env, key_dir, "2.5.0", 40, "CHG-2002", "order-book tick size")
             console.print(
                 f"\nserving now: {STATE.deployed[(APP, 'stable')].version} at "
                 f"{STATE.weights[APP]} — the bad canary was contained and retired."
             )
-            return 0 if bad.outcome.value == "rolled_back" else 1
+            return 0 if bad.outcome is Outcome.rolled_back else 1
     finally:
         await env.shutdown()
 
 
-async def _approved_deployment(env: WorkflowEnvironment, workflow_id: str, key_dir: Path) -> None:
+async def _deploy(
+    env: WorkflowEnvironment, key_dir: Path, version: str, lines: int, change: str, reason: str
+) -> DeploymentResult:
+    """Start a deployment as ci-bot, approve it as policy asks, and print it to its outcome."""
     request = DeploymentRequest(
         app=APP,
         environment=ENV,
-        release=_release("2.4.0", key_dir, lines_changed=120, files_changed=4),
+        release=_release(version, key_dir, lines_changed=lines, files_changed=lines // 30),
         initiator="ci-bot",
-        change_ref="CHG-2001",
-        reason="faster quote cache",
+        change_ref=change,
+        reason=reason,
     )
-    await deployments.start_deployment(env.client, request)
-    await _approve_when_asked(env, workflow_id)
-    await follow(env.client, workflow_id)
+    handle = await deployments.start_deployment(env.client, request)
+    await _approve_when_asked(env, handle.id)
+    return await follow(env.client, handle.id)
 
 
 async def _approve_when_asked(env: WorkflowEnvironment, workflow_id: str) -> None:

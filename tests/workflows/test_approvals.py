@@ -113,7 +113,10 @@ async def test_refused_signal_is_recorded_in_the_timeline_and_changes_nothing(
 
 async def test_waiting_deployment_is_found_by_search_attributes(harness: Harness) -> None:
     handle = await _awaiting(harness)
-    query = 'ZdpApp = "webshop" AND ZdpEnvironment = "prod" AND ZdpPhase = "await_approval"'
+    query = (
+        'ZdpApp = "webshop" AND ZdpEnvironment = "prod" AND ZdpPhase = "await_approval" '
+        'AND ExecutionStatus = "Running"'
+    )
     found: list[str] = []
     for _ in range(50):  # visibility is eventually consistent
         found = [w.id async for w in harness.client.list_workflows(query)]
