@@ -1,0 +1,95 @@
+"""Where the embedded stack lives: ports, folders and app entry points, shared by every local part.
+
+Ports are fixed and documented so that Envoy's clusters never change: each (app, slot) has its
+own loopback port, and a new version in a slot takes that slot's port. Only the route weights
+change at run time. `ZDP_PORT_BASE` (default 18000) moves the whole map, so tests and a running
+`zdp up` do not collide.
+
+    Envoy admin        BASE+1            (18001)
+    finance-trading    listener BASE+100 (18100); stable +101, canary +102, blue +103, green +104
+    pharma-manufacturing listener BASE+200 (18200); stable +201, canary +202, blue +203, green +204
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from zdp.errors import ConfigError
+
+SLOTS = ("stable", "canary", "blue", "green")
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+@dataclass(frozen=True)
+class LocalApp:
+    name: str
+    package: str  # import name of the app package, e.g. finance_trading
+    index: int  # position in the port map
+
+    @property
+    def asgi_target(self) -> str:
+        """What uvicorn runs: `<package>.main:app`."""
+        return f"{self.package}.main:app"
+
+    @property
+    def source_dir(self) -> Path:
+        """apps/<name>: the installable package (src layout) its wheel is built from."""
+        return REPO_ROOT / "apps" / self.name
+
+    def listener_port(self, base: int | None = None) -> int:
+        return port_base(base) + 100 * self.index
+
+    def slot_port(self, slot: str, base: int | None = None) -> int:
+        if slot not in SLOTS:
+            raise ConfigError(f"unknown slot '{slot}': use one of {', '.join(SLOTS)}")
+        return self.listener_port(base) + 1 + SLOTS.index(slot)
+
+
+LOCAL_APPS: dict[str, LocalApp] = {
+    "finance-trading": LocalApp("finance-trading", "finance_trading", 1),
+    "pharma-manufacturing": LocalApp("pharma-manufacturing", "pharma_manufacturing", 2),
+}
+
+
+def local_app(name: str) -> LocalApp:
+    app = LOCAL_APPS.get(name)
+    if app is None:
+        raise ConfigError(
+            f"app '{name}' cannot run locally: local apps are {', '.join(sorted(LOCAL_APPS))}"
+        )
+    return app
+
+
+def port_base(base: int | None = None) -> int:
+    return base if base is not None else int(os.environ.get("ZDP_PORT_BASE", "18000"))
+
+
+def envoy_admin_port(base: int | None = None) -> int:
+    return port_base(base) + 1
+
+
+def zdp_home() -> Path:
+    """ZDP_HOME (default ./.zdp), absolute."""
+    return Path(os.environ.get("ZDP_HOME", ".zdp")).resolve()
+
+
+def artifacts_dir(home: Path | None = None) -> Path:
+    """Where release artifacts (wheels) are kept, by file name: $ZDP_HOME/artifacts."""
+    return Path(os.environ.get("ZDP_ARTIFACTS", (home or zdp_home()) / "artifacts"))
+
+
+def versions_dir(home: Path | None = None) -> Path:
+    """Unpacked wheels, one folder per app and version: $ZDP_HOME/versions/<app>/<version>."""
+    return (home or zdp_home()) / "versions"
+
+
+def runtime_dir(home: Path | None = None) -> Path:
+    """Per-slot process records (pid, port, version): $ZDP_HOME/runtime/<app>/<slot>.json."""
+    return (home or zdp_home()) / "runtime"
+
+
+def envoy_dir(home: Path | None = None) -> Path:
+    """Envoy's bootstrap, route files (one watched folder per app), logs and pid."""
+    return (home or zdp_home()) / "envoy"
