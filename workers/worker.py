@@ -54,8 +54,8 @@ def activities_for(
     release = ReleaseActivities(trusted_keys_dir)
     risk = RiskActivities(config)
     runtime = RuntimeActivities(platform.runtime)
-    traffic = TrafficActivities(platform.router)
-    health = HealthActivities(platform.runtime, platform.probe)
+    traffic = TrafficActivities(platform.router, platform.runtime)
+    health = HealthActivities(platform.runtime, platform.probe, platform.router)
     return [
         release.verify_release,
         risk.assess_risk,

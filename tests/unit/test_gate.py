@@ -88,3 +88,25 @@ async def test_slot_without_endpoints_is_inconclusive_not_endless() -> None:
         run_gate(_Probe(True), none, T, "canary", bake_seconds=0.1), timeout=5
     )
     assert verdict.result is GateResult.inconclusive
+
+
+def test_failures_in_served_traffic_fail_the_gate_even_when_probes_pass() -> None:
+    ev = SimpleGateEvaluator(T, "canary")
+    ev.add(_results(10, 0))
+    ev.set_traffic(requests=40, failures=6)
+    verdict = ev.verdict(final=False)
+    assert verdict is not None and verdict.result is GateResult.failed
+    assert verdict.reason.startswith("6 of 40 requests served failed")
+    assert verdict.evidence["traffic_error_ratio"] == 0.15
+
+
+async def test_gate_reads_traffic_relative_to_its_start() -> None:
+    counts = iter([(1000, 500)] + [(1000 + 10 * i, 500) for i in range(1, 1000)])
+
+    async def traffic() -> tuple[int, int]:
+        return next(counts)
+
+    # 500 failures happened before the gate began: they are not this gate's business.
+    verdict = await run_gate(_Probe(True), _endpoints, T, "canary", 0.1, traffic=traffic)
+    assert verdict.result is GateResult.passed
+    assert verdict.evidence["traffic_failures"] == 0

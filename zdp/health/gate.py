@@ -1,8 +1,11 @@
 """The health gate: sample probes over a bake window and decide pass, fail or inconclusive.
 
-This is the simple evaluator over probe results; the full gate engine (breakers, Envoy stats,
-PromQL, canary-vs-stable analysis) replaces `SimpleGateEvaluator` behind the same `run_gate`.
-A gate fails fast: the first decisive breach ends it, the rest of the bake is not waited out.
+Two sources: active probes of the slot's endpoints, and, where the router counts them, the real
+requests the slot served (its 5xx, retried 5xx and connect failures: with fallback to stable,
+users never see those, so the router's counters are the only place they show). This is the
+simple evaluator; the full gate engine (breakers, PromQL, canary-vs-stable analysis) replaces
+`SimpleGateEvaluator` behind the same `run_gate`. A gate fails fast: the first decisive breach
+ends it, the rest of the bake is not waited out.
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ from zdp.models import GateResult, GateThresholds, GateVerdict, ProbeResult
 from zdp.platforms.base import HealthProbe
 
 Progress = Callable[[dict[str, float]], None]
+# Cumulative (requests, failures) the router has counted for the slot so far.
+TrafficCounter = Callable[[], Awaitable[tuple[int, int]]]
 
 
 @dataclass
@@ -26,20 +31,30 @@ class SimpleGateEvaluator:
     thresholds: GateThresholds
     slot: str
     results: list[ProbeResult] = field(default_factory=list)
+    traffic_requests: int = 0
+    traffic_failures: int = 0
 
     def add(self, batch: Sequence[ProbeResult]) -> None:
         self.results.extend(batch)
+
+    def set_traffic(self, requests: int, failures: int) -> None:
+        """Requests the slot served since the gate began, and how many of them failed."""
+        self.traffic_requests, self.traffic_failures = requests, failures
 
     def evidence(self) -> dict[str, float]:
         n = len(self.results)
         errors = sum(1 for r in self.results if not r.ok)
         latencies = sorted(r.latency_ms for r in self.results if r.ok)
         p95 = latencies[max(0, math.ceil(0.95 * len(latencies)) - 1)] if latencies else 0.0
+        served = self.traffic_requests
         return {
             "samples": float(n),
             "errors": float(errors),
             "error_ratio": errors / n if n else 0.0,
             "latency_p95_ms": round(p95, 3),
+            "traffic_requests": float(served),
+            "traffic_failures": float(self.traffic_failures),
+            "traffic_error_ratio": self.traffic_failures / served if served else 0.0,
         }
 
     def thresholds_dict(self) -> dict[str, float]:
@@ -53,6 +68,15 @@ class SimpleGateEvaluator:
     def breach(self) -> str | None:
         """A decisive failure, if there is one already."""
         ev = self.evidence()
+        if (
+            ev["traffic_requests"] >= self.thresholds.min_samples
+            and ev["traffic_error_ratio"] > self.thresholds.max_error_ratio
+        ):
+            return (
+                f"{int(ev['traffic_failures'])} of {int(ev['traffic_requests'])} requests served "
+                f"failed ({ev['traffic_error_ratio']:.2%}), more than "
+                f"{self.thresholds.max_error_ratio:.2%}"
+            )
         if ev["samples"] < self.thresholds.min_samples:
             return None
         if ev["error_ratio"] > self.thresholds.max_error_ratio:
@@ -114,6 +138,7 @@ async def run_gate(
     slot: str,
     bake_seconds: float,
     progress: Progress | None = None,
+    traffic: TrafficCounter | None = None,
 ) -> GateVerdict:
     """Probe `slot` every interval for `bake_seconds` (and until min_samples), failing fast.
 
@@ -122,6 +147,7 @@ async def run_gate(
     ends inconclusive instead of waiting forever.
     """
     evaluator = SimpleGateEvaluator(thresholds=thresholds, slot=slot)
+    baseline = await traffic() if traffic is not None else (0, 0)
     started = time.monotonic()
     hard_stop = (
         started
@@ -134,6 +160,9 @@ async def run_gate(
         targets = await endpoints()
         if targets:
             evaluator.add(await sweep(probe, targets))
+        if traffic is not None:
+            requests, failures = await traffic()
+            evaluator.set_traffic(requests - baseline[0], failures - baseline[1])
         elapsed = time.monotonic() - started
         baked = elapsed >= bake_seconds
         enough = len(evaluator.results) >= thresholds.min_samples

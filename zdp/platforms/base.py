@@ -8,6 +8,7 @@ are already applied must succeed and change nothing.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Protocol, runtime_checkable
 
 from zdp.models import Deployed, ProbeResult, ReleaseManifest
@@ -55,3 +56,21 @@ class HealthProbe(Protocol):
     """Checks one endpoint once; never raises for an unhealthy endpoint, it reports it."""
 
     async def probe(self, endpoint: str) -> ProbeResult: ...
+
+
+@runtime_checkable
+class SlotCounters(Protocol):
+    """Cumulative counts a router keeps per slot: requests served, and how many failed."""
+
+    @property
+    def requests(self) -> int: ...
+
+    @property
+    def failures(self) -> int: ...
+
+
+@runtime_checkable
+class TrafficStats(Protocol):
+    """A router that counts what each slot served (Envoy does; the memory router does not)."""
+
+    async def slot_stats(self, app: str) -> Mapping[str, SlotCounters]: ...
