@@ -1,0 +1,1 @@
+"""Cross-cutting request handling: metrics and request logs, and the drill faults."""

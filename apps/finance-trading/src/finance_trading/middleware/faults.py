@@ -1,0 +1,38 @@
+"""Drill faults for /api/* only: added latency and a deterministic share of 503 answers.
+
+They are a router dependency of the business routes, not a middleware, so that health,
+metrics and version endpoints stay correct, as they would with a real bug in business logic.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from fractions import Fraction
+
+from fastapi import HTTPException, Request
+
+
+class FaultInjector:
+    """Fails exactly round(rate * N) of every N requests, spread evenly (no randomness)."""
+
+    def __init__(self, error_rate: float = 0.0, latency_ms: int = 0) -> None:
+        self._rate = Fraction(error_rate).limit_denominator(10_000)
+        self._latency_s = latency_ms / 1000
+        self._seen = 0
+
+    def next_request_fails(self) -> bool:
+        # Request n fails when floor(n * rate) steps up: n = 2, 4, 6... for a rate of 0.5.
+        self._seen += 1
+        return self._seen * self._rate // 1 > (self._seen - 1) * self._rate // 1
+
+    async def apply(self) -> None:
+        if self._latency_s:
+            await asyncio.sleep(self._latency_s)
+        if self._rate and self.next_request_fails():
+            raise HTTPException(status_code=503, detail="injected fault: APP_FAULT_ERROR_RATE")
+
+
+async def inject_faults(request: Request) -> None:
+    """Router dependency for /api/*: applies the faults this process was started with."""
+    faults: FaultInjector = request.app.state.faults
+    await faults.apply()

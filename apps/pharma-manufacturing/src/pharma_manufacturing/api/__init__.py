@@ -1,0 +1,1 @@
+"""HTTP routes: operational endpoints (health, metrics, version) and the business API."""

@@ -1,0 +1,131 @@
+"""The ASGI app (`pharma_manufacturing.main:app`) and `run`, which serves it, draining on exit.
+
+Drain sequence on SIGTERM (or SIGINT), as run by `python -m pharma_manufacturing`:
+
+1. The signal handler marks the app draining at once: `/healthz/ready` answers 503
+   `{"status": "draining"}` while the listener still accepts, so the proxy and the engine's
+   probes see the change before any connection is refused.
+2. After `APP_DRAIN_DELAY_S` (default 0.5 s) uvicorn is asked to exit: it closes the listener,
+   closes idle keep-alive connections and waits up to `APP_DRAIN_TIMEOUT_S` (default 30 s)
+   for in-flight requests to finish.
+3. The lifespan shutdown runs and the process exits 0. A second signal skips the delay; a
+   third stops without waiting for in-flight requests.
+
+A start-up failure (such as the APP_FAULT_CRASH_ON_START drill) makes uvicorn exit with code 3.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from types import FrameType
+
+import uvicorn
+from fastapi import FastAPI
+from prometheus_client import CollectorRegistry
+
+from pharma_manufacturing.api import batches, operations
+from pharma_manufacturing.lifecycle import Lifecycle
+from pharma_manufacturing.logs import configure_logging
+from pharma_manufacturing.middleware.faults import FaultInjector
+from pharma_manufacturing.middleware.telemetry import RequestMetrics, TelemetryMiddleware
+from pharma_manufacturing.services.batches import BatchRegistry
+from pharma_manufacturing.settings import Settings
+
+logger = logging.getLogger("pharma_manufacturing")
+
+
+class InjectedStartupCrash(RuntimeError):
+    """The APP_FAULT_CRASH_ON_START drill: startup fails on purpose."""
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """A fresh app with its own state and metrics registry; settings default to the environment."""
+    settings = settings or Settings.from_env()
+    lifecycle = Lifecycle(ready_delay_s=settings.fault_ready_delay_s)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        if settings.fault_crash_on_start:
+            logger.critical(
+                "injected fault APP_FAULT_CRASH_ON_START: failing startup, the process exits 3"
+            )
+            raise InjectedStartupCrash("APP_FAULT_CRASH_ON_START is set")
+        lifecycle.mark_started()
+        logger.info("started", extra={"fields": _describe(settings)})
+        yield
+        logger.info("stopped")
+
+    app = FastAPI(title=settings.app_name, version=settings.version, lifespan=lifespan)
+    registry = CollectorRegistry()
+    app.state.settings = settings
+    app.state.lifecycle = lifecycle
+    app.state.registry = registry
+    app.state.faults = FaultInjector(settings.fault_error_rate, settings.fault_latency_ms)
+    app.state.batches = BatchRegistry()
+    app.add_middleware(TelemetryMiddleware, metrics=RequestMetrics(registry))
+    app.include_router(operations.router)
+    app.include_router(batches.router)
+    return app
+
+
+class DrainingServer(uvicorn.Server):
+    """uvicorn.Server whose signal handler reports draining before it stops accepting."""
+
+    def __init__(self, config: uvicorn.Config, lifecycle: Lifecycle, drain_delay_s: float):
+        super().__init__(config)
+        self._lifecycle = lifecycle
+        self._drain_delay_s = drain_delay_s
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        # Deliberately not calling super(): it records the signal and re-raises it after
+        # shutdown, which would end a clean drain with "killed by SIGTERM" instead of 0.
+        if not self._lifecycle.draining:
+            self._lifecycle.start_draining()
+            name = signal.Signals(sig).name
+            logger.info(
+                "draining", extra={"fields": {"signal": name, "delay_s": self._drain_delay_s}}
+            )
+            timer = threading.Timer(self._drain_delay_s, self._stop_accepting)
+            timer.daemon = True
+            timer.start()
+        elif not self.should_exit:
+            self.should_exit = True
+        else:
+            self.force_exit = True
+
+    def _stop_accepting(self) -> None:
+        self.should_exit = True  # uvicorn's main loop checks this every 0.1 s
+
+
+def run(host: str = "127.0.0.1", port: int = 8000) -> None:
+    """Serve `app` on host:port until a signal, then drain (see the module docstring)."""
+    configure_logging()
+    settings: Settings = app.state.settings
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        lifespan="on",  # a failed startup must stop the process, not be ignored
+        log_config=None,  # keep the JSON handler configure_logging installed
+        access_log=False,  # TelemetryMiddleware logs each request
+        timeout_graceful_shutdown=max(1, round(settings.drain_timeout_s)),
+    )
+    DrainingServer(config, app.state.lifecycle, settings.drain_delay_s).run()
+
+
+def _describe(settings: Settings) -> dict[str, object]:
+    return {
+        "app": settings.app_name,
+        "version": settings.version,
+        "slot": settings.slot,
+        "fault_error_rate": settings.fault_error_rate,
+        "fault_latency_ms": settings.fault_latency_ms,
+        "fault_ready_delay_s": settings.fault_ready_delay_s,
+    }
+
+
+app = create_app()

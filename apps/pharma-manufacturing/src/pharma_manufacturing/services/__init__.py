@@ -1,0 +1,1 @@
+"""Business logic of the batch-record API, free of HTTP."""

@@ -1,0 +1,64 @@
+"""Start-up settings read once from `APP_*` environment variables, drill faults included.
+
+The engine passes a release's config overrides as `APP_<NAME>` variables, so a drill is a
+release whose overrides set one of the `APP_FAULT_*` variables below.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from pharma_manufacturing import APP_NAME, __version__
+
+_TRUE = {"1", "true", "yes", "on"}
+
+
+class SettingsError(ValueError):
+    """An `APP_*` variable holds a value the app cannot use; the message names it."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    app_name: str = APP_NAME
+    version: str = __version__
+    slot: str | None = None
+    fault_error_rate: float = 0.0  # APP_FAULT_ERROR_RATE: fraction of /api/* answered 503
+    fault_latency_ms: int = 0  # APP_FAULT_LATENCY_MS: added before every /api/* request
+    fault_crash_on_start: bool = False  # APP_FAULT_CRASH_ON_START: exit 3 during startup
+    fault_ready_delay_s: float = 0.0  # APP_FAULT_READY_DELAY_S: stay "starting" this long
+    drain_delay_s: float = 0.5  # APP_DRAIN_DELAY_S: report draining before closing listeners
+    drain_timeout_s: float = 30.0  # APP_DRAIN_TIMEOUT_S: longest wait for in-flight requests
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if environ is None else environ
+        settings = cls(
+            version=env.get("APP_VERSION") or __version__,
+            slot=env.get("APP_SLOT") or None,
+            fault_error_rate=_number(env, "APP_FAULT_ERROR_RATE", 0.0),
+            fault_latency_ms=int(_number(env, "APP_FAULT_LATENCY_MS", 0)),
+            fault_crash_on_start=env.get("APP_FAULT_CRASH_ON_START", "").lower() in _TRUE,
+            fault_ready_delay_s=_number(env, "APP_FAULT_READY_DELAY_S", 0.0),
+            drain_delay_s=_number(env, "APP_DRAIN_DELAY_S", 0.5),
+            drain_timeout_s=_number(env, "APP_DRAIN_TIMEOUT_S", 30.0),
+        )
+        if not 0.0 <= settings.fault_error_rate <= 1.0:
+            raise SettingsError(
+                f"APP_FAULT_ERROR_RATE must be between 0.0 and 1.0, got {settings.fault_error_rate}"
+            )
+        return settings
+
+
+def _number(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be a number, got {raw!r}") from None
+    if value < 0:
+        raise SettingsError(f"{name} must not be negative, got {raw!r}")
+    return value

@@ -1,0 +1,191 @@
+"""pharma-manufacturing: operational endpoints, batch API, drill faults, and the SIGTERM drain."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import threading
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import httpx
+
+if TYPE_CHECKING:  # conftest is pytest's, so import it for the type names only
+    from conftest import AppProcess, InProcess
+
+StartApp = Callable[[dict[str, str]], "AppProcess"]
+
+STEP = {"step": "granulation", "operator": "op-17", "parameters": {"temperature_c": 41.5}}
+
+
+def key(value: str) -> dict[str, str]:
+    return {"Idempotency-Key": value}
+
+
+async def test_health_version_and_metrics(in_process: InProcess) -> None:
+    env = {"APP_VERSION": "2.0.0", "APP_SLOT": "green"}
+    async with in_process(env) as client:
+        assert (await client.get("/healthz/live")).json() == {"status": "live"}
+        ready = await client.get("/healthz/ready")
+        assert (ready.status_code, ready.json()) == (200, {"status": "ready"})
+        assert (await client.get("/version")).json() == {
+            "app": "pharma-manufacturing",
+            "version": "2.0.0",
+            "slot": "green",
+        }
+        await client.get("/api/batches/B-1001")
+        metrics = await client.get("/metrics")
+    assert metrics.headers["content-type"].startswith("text/plain")
+    assert (
+        'http_requests_total{method="GET",path="/api/batches/{batch_id}",status="200"} 1.0'
+        in metrics.text
+    )
+    assert 'http_request_duration_seconds_count{method="GET",path="/healthz/live"} 1.0' in (
+        metrics.text
+    )
+
+
+async def test_version_defaults_to_package_version_and_no_slot(in_process: InProcess) -> None:
+    async with in_process() as client:
+        assert (await client.get("/version")).json() == {
+            "app": "pharma-manufacturing",
+            "version": "1.0.0",
+            "slot": None,
+        }
+
+
+async def test_ready_is_starting_before_startup(in_process: InProcess) -> None:
+    async with in_process(started=False) as client:
+        ready = await client.get("/healthz/ready")
+        assert (ready.status_code, ready.json()) == (503, {"status": "starting"})
+        assert (await client.get("/healthz/live")).status_code == 200
+
+
+async def test_seeded_batch_is_found_and_unknown_batch_is_404(in_process: InProcess) -> None:
+    async with in_process() as client:
+        batch = await client.get("/api/batches/B-1002")
+        unknown = await client.get("/api/batches/B-9999")
+    assert batch.status_code == 200
+    assert batch.json()["product"] == "Paracetamol 500 mg tablets"
+    assert batch.json()["status"] == "in_progress"
+    assert unknown.status_code == 404
+
+
+async def test_retried_step_is_recorded_once(in_process: InProcess) -> None:
+    async with in_process() as client:
+        first = await client.post("/api/batches/B-1001/steps", json=STEP, headers=key("k-1"))
+        retry = await client.post("/api/batches/B-1001/steps", json=STEP, headers=key("k-1"))
+        second = await client.post("/api/batches/B-1001/steps", json=STEP, headers=key("k-2"))
+        batch = (await client.get("/api/batches/B-1001")).json()
+    assert first.status_code == 201
+    assert "Idempotent-Replay" not in first.headers
+    assert retry.status_code == 200
+    assert retry.headers["Idempotent-Replay"] == "true"
+    assert retry.json() == first.json()
+    assert second.status_code == 201
+    assert [step["sequence"] for step in batch["steps"]] == [1, 2]
+    assert [step["idempotency_key"] for step in batch["steps"]] == ["k-1", "k-2"]
+
+
+async def test_step_needs_an_idempotency_key(in_process: InProcess) -> None:
+    async with in_process() as client:
+        response = await client.post("/api/batches/B-1001/steps", json=STEP)
+    assert response.status_code == 422
+
+
+async def test_reused_key_for_another_step_or_batch_is_409(in_process: InProcess) -> None:
+    async with in_process() as client:
+        await client.post("/api/batches/B-1001/steps", json=STEP, headers=key("k-1"))
+        other_step = {**STEP, "step": "drying"}
+        changed = await client.post(
+            "/api/batches/B-1001/steps", json=other_step, headers=key("k-1")
+        )
+        moved = await client.post("/api/batches/B-1002/steps", json=STEP, headers=key("k-1"))
+    assert (changed.status_code, moved.status_code) == (409, 409)
+
+
+async def test_released_batch_takes_no_steps(in_process: InProcess) -> None:
+    async with in_process() as client:
+        released = await client.post("/api/batches/B-1003/steps", json=STEP, headers=key("k-1"))
+        unknown = await client.post("/api/batches/B-9999/steps", json=STEP, headers=key("k-2"))
+    assert (released.status_code, unknown.status_code) == (409, 404)
+
+
+async def test_error_rate_one_fails_api_but_not_health(in_process: InProcess) -> None:
+    async with in_process({"APP_FAULT_ERROR_RATE": "1"}) as client:
+        api = [(await client.get("/api/batches/B-1001")).status_code for _ in range(5)]
+        step = await client.post("/api/batches/B-1001/steps", json=STEP, headers=key("k-1"))
+        health = [
+            (await client.get(path)).status_code
+            for path in ("/healthz/live", "/healthz/ready", "/version", "/metrics")
+        ]
+        metrics = (await client.get("/metrics")).text
+    assert api == [503] * 5
+    assert step.status_code == 503
+    assert health == [200] * 4
+    assert 'path="/api/batches/{batch_id}",status="503"} 5.0' in metrics
+
+
+async def test_error_rate_half_fails_exactly_half_of_ten(in_process: InProcess) -> None:
+    async with in_process({"APP_FAULT_ERROR_RATE": "0.5"}) as client:
+        statuses = [(await client.get("/api/batches/B-1001")).status_code for _ in range(10)]
+    assert statuses.count(503) == 5
+    assert statuses.count(200) == 5
+
+
+async def test_latency_fault_delays_api_only(in_process: InProcess) -> None:
+    async with in_process({"APP_FAULT_LATENCY_MS": "300"}) as client:
+        started = time.perf_counter()
+        assert (await client.get("/api/batches/B-1001")).status_code == 200
+        api_s = time.perf_counter() - started
+        started = time.perf_counter()
+        assert (await client.get("/healthz/ready")).status_code == 200
+        health_s = time.perf_counter() - started
+    assert api_s >= 0.3
+    assert health_s < 0.3
+
+
+async def test_ready_delay_keeps_readiness_starting(in_process: InProcess) -> None:
+    async with in_process({"APP_FAULT_READY_DELAY_S": "0.4"}) as client:
+        early = await client.get("/healthz/ready")
+        assert (await client.get("/healthz/live")).status_code == 200
+        await asyncio.sleep(0.5)
+        late = await client.get("/healthz/ready")
+    assert (early.status_code, early.json()) == (503, {"status": "starting"})
+    assert (late.status_code, late.json()) == (200, {"status": "ready"})
+
+
+def test_crash_on_start_exits_with_code_3(app_process: StartApp) -> None:
+    app = app_process({"APP_FAULT_CRASH_ON_START": "1"})
+    assert app.process.wait(timeout=30) == 3, app.log()
+    assert "injected fault APP_FAULT_CRASH_ON_START" in app.log()
+
+
+def test_sigterm_drains_then_exits_zero(app_process: StartApp) -> None:
+    app = app_process({"APP_FAULT_LATENCY_MS": "1500", "APP_DRAIN_DELAY_S": "0.5"})
+    app.wait_ready()
+    in_flight: dict[str, httpx.Response] = {}
+    slow = threading.Thread(
+        target=lambda: in_flight.update(
+            response=httpx.get(f"{app.base_url}/api/batches/B-1001", timeout=10)
+        )
+    )
+    slow.start()
+    time.sleep(0.3)  # the slow request is now being served
+
+    app.process.send_signal(signal.SIGTERM)
+    try:
+        ready = httpx.get(f"{app.base_url}/healthz/ready", timeout=2)
+        assert (ready.status_code, ready.json()) == (503, {"status": "draining"})
+    except httpx.TransportError:
+        pass  # the listener already closed: the proxy sees that as not ready too
+
+    slow.join(timeout=10)
+    assert not slow.is_alive(), "the in-flight request did not finish"
+    assert in_flight["response"].status_code == 200  # it outlived the 0.5 s drain delay
+    assert app.process.wait(timeout=10) == 0, app.log()
+    lines = [json.loads(line) for line in app.log().splitlines() if line.strip()]
+    assert {"ts", "level", "msg"} <= lines[0].keys()
+    assert any(line["msg"] == "draining" for line in lines)
