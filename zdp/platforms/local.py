@@ -1,0 +1,431 @@
+"""The `local` Runtime: each app version runs as an OS process on its slot's loopback port.
+
+A version runs from its verified, unpacked wheel (`versions_dir()/<app>/<version>`), never
+from the working tree, in its own session (`start_new_session=True`) so that a worker crash
+or a Ctrl-C in the worker's terminal does not take it down. What runs where is recorded on
+disk, one JSON file per slot (`runtime_dir()/<app>/<slot>.json`):
+
+    {"app", "slot", "package", "pid", "port", "version", "digest", "started_at", "proc_start"}
+
+so a new worker (or `zdp down`) finds the processes an earlier one started. A pid is only
+ever signalled after checking that it is still ours: alive, the same start time as recorded,
+and a command line running the app package on the slot's port; a recycled pid is left alone.
+
+Retire contract: the caller (the workflow) has already set the slot's traffic weight to 0.
+`retire` then sends SIGTERM, the app turns its readiness false and finishes in-flight
+requests, and after `drain_grace` seconds whatever is left is killed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import itertools
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from zdp.errors import ConfigError, PlatformError
+from zdp.models import Deployed, ReleaseManifest
+from zdp.platforms.artifacts import find_artifact, unpack_wheel
+from zdp.platforms.local_layout import LOCAL_APPS, SLOTS, LocalApp, runtime_dir, versions_dir
+
+READY_PATH = "/healthz/ready"
+_POLL = 0.05
+_CONFIG_KEY = re.compile(r"^[A-Za-z0-9_]+$")
+_APP_NAME = re.compile(r"^[a-z0-9][a-z0-9-]*$")
+_KILL_WAIT = 5.0
+
+
+class LocalRuntime:
+    """Runtime that starts app versions as processes on 127.0.0.1, one per (app, slot)."""
+
+    def __init__(
+        self,
+        home: Path | None = None,
+        base: int | None = None,
+        ready_timeout: float = 20.0,
+        drain_grace: float = 10.0,
+        apps: dict[str, LocalApp] | None = None,
+    ) -> None:
+        self.home = home
+        self.base = base
+        self.ready_timeout = ready_timeout
+        self.drain_grace = drain_grace
+        self.apps = dict(LOCAL_APPS if apps is None else apps)
+        self._children: dict[int, subprocess.Popen[bytes]] = {}
+
+    # ------------------------------------------------------------------ the Runtime protocol
+
+    async def provision(self, release: ReleaseManifest, slot: str) -> Deployed:
+        app = self.apps.get(release.app)
+        if app is None:
+            raise ConfigError(
+                f"app '{release.app}' cannot run on the local runtime: "
+                f"local apps are {', '.join(sorted(self.apps))}"
+            )
+        if release.artifact.kind != "wheel":
+            raise PlatformError(
+                f"{release.app} {release.version} is an {release.artifact.kind} release: "
+                "the local runtime runs wheels only; deploy it to kubernetes or release a wheel"
+            )
+        port = app.slot_port(slot, self.base)
+        env = self._environment(release, slot)
+        async with self._slot_lock(app.name, slot):
+            running = await self._reuse_or_clear(release, slot)
+            if running is not None:
+                return running
+            wheel = await asyncio.to_thread(find_artifact, release.artifact, self.home)
+            folder = versions_dir(self.home) / app.name / release.version
+            await asyncio.to_thread(unpack_wheel, wheel, folder)
+            if await _answers(port):
+                raise PlatformError(
+                    f"port {port} of slot {slot} of {app.name} is taken by a process this "
+                    "runtime did not start; stop it and provision again"
+                )
+            record = self._spawn(app, release, slot, port, folder, env)
+            await self._await_ready(record, describe=f"{app.name} {release.version} in slot {slot}")
+            return _deployed(record)
+
+    async def retire(self, app: str, slot: str) -> None:
+        """Drain and stop the slot's process; the caller has already set its weight to 0."""
+        async with self._slot_lock(app, slot):
+            record = _read_record(self._record_path(app, slot))
+            if record is not None:
+                await self._stop(record)
+            self._record_path(app, slot).unlink(missing_ok=True)
+
+    async def endpoints(self, app: str, slot: str) -> list[str]:
+        found = await self.deployed(app, slot)
+        return list(found.endpoints) if found else []
+
+    async def deployed(self, app: str, slot: str) -> Deployed | None:
+        record = _read_record(self._record_path(app, slot))
+        if record is None or not self._is_ours(record):
+            return None
+        return _deployed(record)
+
+    # ------------------------------------------------------------------ steps of provision
+
+    async def _reuse_or_clear(self, release: ReleaseManifest, slot: str) -> Deployed | None:
+        """The running version when it is this release; refuse another one; drop stale records."""
+        path = self._record_path(release.app, slot)
+        record = _read_record(path)
+        if record is None:
+            return None
+        if not self._is_ours(record):  # stale: gone, exiting, or the pid was reused
+            await self._exits_within(record, _KILL_WAIT)  # an exiting one frees its port first
+            path.unlink(missing_ok=True)
+            return None
+        if record["version"] != release.version:
+            raise PlatformError(
+                f"slot {slot} of {release.app} runs {record['version']}; "
+                f"retire it before provisioning {release.version}"
+            )
+        if record["digest"] != release.artifact.digest:
+            raise PlatformError(
+                f"slot {slot} of {release.app} runs {release.version} built from "
+                f"{record['digest']}, not {release.artifact.digest}; retire it before "
+                "provisioning this build"
+            )
+        await self._await_ready(record, describe=f"{release.app} {release.version} in slot {slot}")
+        return _deployed(record)
+
+    def _environment(self, release: ReleaseManifest, slot: str) -> dict[str, str]:
+        """A clean copy of our environment, without PYTHONPATH or APP_* leaking in."""
+        env = {
+            key: value
+            for key, value in os.environ.items()
+            if not key.startswith("APP_")
+            and key not in ("PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP")
+        }
+        for key, value in release.config_overrides.items():
+            if not _CONFIG_KEY.match(key):
+                raise ConfigError(
+                    f"config override key {key!r} of {release.app} {release.version} is not "
+                    "a valid name: use letters, digits and '_' only"
+                )
+            env[f"APP_{key.upper()}"] = value
+        env.update(APP_VERSION=release.version, APP_SLOT=slot, PYTHONUNBUFFERED="1")
+        return env
+
+    def _spawn(
+        self,
+        app: LocalApp,
+        release: ReleaseManifest,
+        slot: str,
+        port: int,
+        folder: Path,
+        env: dict[str, str],
+    ) -> dict[str, Any]:
+        env["PYTHONPATH"] = str(folder)
+        log_path = self._record_path(app.name, slot).with_suffix(".log")
+        started_at = datetime.now(UTC).isoformat()
+        command = [sys.executable, "-m", app.package, "--host", "127.0.0.1", "--port", str(port)]
+        with log_path.open("ab") as log:
+            log.write(f"--- {started_at} {app.name} {release.version} on :{port}\n".encode())
+            log.flush()
+            log_offset = log.tell()
+            try:
+                child = subprocess.Popen(
+                    command,
+                    cwd=folder,
+                    env=env,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+            except OSError as exc:
+                raise PlatformError(f"cannot start {app.name} {release.version}: {exc}") from exc
+        self._children[child.pid] = child
+        record: dict[str, Any] = {
+            "app": app.name,
+            "slot": slot,
+            "package": app.package,
+            "pid": child.pid,
+            "port": port,
+            "version": release.version,
+            "digest": release.artifact.digest,
+            "started_at": started_at,
+            "proc_start": _proc_start(child.pid),
+            "log_offset": log_offset,
+        }
+        try:
+            _write_record(self._record_path(app.name, slot), record)
+        except BaseException:
+            child.kill()  # unrecorded, nobody could ever find and stop it
+            child.wait(_KILL_WAIT)
+            raise
+        return record
+
+    async def _await_ready(self, record: dict[str, Any], describe: str) -> None:
+        """Poll /healthz/ready until 200; on exit or timeout stop it, drop the record, raise."""
+        url = f"http://127.0.0.1:{record['port']}{READY_PATH}"
+        deadline = time.monotonic() + self.ready_timeout
+        async with httpx.AsyncClient(trust_env=False, timeout=1.0) as client:
+            while True:
+                if self._exited(record):
+                    code = self._exit_code(record["pid"])
+                    problem = "exited" if code is None else f"exited with code {code}"
+                    reason = f"{describe} {problem} before it was ready"
+                    break
+                with contextlib.suppress(httpx.HTTPError):
+                    if (await client.get(url)).status_code == 200:
+                        return
+                if time.monotonic() >= deadline:
+                    reason = f"{describe} not ready after {self.ready_timeout:g} s; stopped it"
+                    break
+                await asyncio.sleep(_POLL)
+        await self._stop(record)
+        self._record_path(record["app"], record["slot"]).unlink(missing_ok=True)
+        tail = _log_tail(self._record_path(record["app"], record["slot"]).with_suffix(".log"),
+                         record.get("log_offset", 0))  # fmt: skip
+        raise PlatformError(f"{reason}: {tail}" if tail else reason)
+
+    # ------------------------------------------------------------------ stopping
+
+    async def _stop(self, record: dict[str, Any]) -> None:
+        """SIGTERM, wait up to drain_grace, then SIGKILL the group; only if the pid is ours."""
+        pid = record["pid"]
+        if not self._exited(record):
+            if self._is_ours(record):  # else it is already exiting: its command line is gone
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGTERM)
+            if not await self._exits_within(record, self.drain_grace):
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(pid, signal.SIGKILL)
+                if not await self._exits_within(record, _KILL_WAIT):
+                    raise PlatformError(
+                        f"{record['app']} {record['version']} (pid {pid}) in slot "
+                        f"{record['slot']} survived SIGKILL for {_KILL_WAIT:g} s"
+                    )
+        self._children.pop(pid, None)
+
+    async def _exits_within(self, record: dict[str, Any], seconds: float) -> bool:
+        deadline = time.monotonic() + seconds
+        while not self._exited(record):
+            if time.monotonic() >= deadline:
+                return False
+            await asyncio.sleep(_POLL)
+        return True
+
+    def _exited(self, record: dict[str, Any]) -> bool:
+        """Whether the recorded process is gone: dead, a zombie, or its pid now someone else's.
+
+        An exiting process loses its command line before it closes its sockets, so once a
+        process is known to be ours, its pid and start time (not its command line) say whether
+        it is still there.
+        """
+        child = self._children.get(record["pid"])
+        if child is not None and child.poll() is not None:
+            return True  # our child exited (and is now reaped)
+        fields = _proc_stat(record["pid"])
+        if not fields or fields[0] in ("Z", "X"):
+            return True
+        if record.get("proc_start") is None:
+            return not _is_ours(record)
+        return int(fields[19]) != record["proc_start"]
+
+    def _is_ours(self, record: dict[str, Any]) -> bool:
+        """Alive and running the app package on the slot's port, as recorded."""
+        return not self._exited(record) and _is_ours(record)
+
+    def _exit_code(self, pid: int) -> int | None:
+        child = self._children.get(pid)
+        return None if child is None else child.poll()
+
+    # ------------------------------------------------------------------ files
+
+    def _record_path(self, app: str, slot: str) -> Path:
+        if slot not in SLOTS:
+            raise ConfigError(f"unknown slot '{slot}': use one of {', '.join(SLOTS)}")
+        if not _APP_NAME.match(app):
+            raise ConfigError(f"'{app}' is not an app name: lowercase letters, digits and '-'")
+        return runtime_dir(self.home) / app / f"{slot}.json"
+
+    @contextlib.asynccontextmanager
+    async def _slot_lock(self, app: str, slot: str) -> AsyncIterator[None]:
+        """One provision or retire per slot at a time, across coroutines and processes."""
+        path = self._record_path(app, slot).with_suffix(".lock")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        deadline = time.monotonic() + self.ready_timeout + self.drain_grace + 2 * _KILL_WAIT
+        with path.open("a") as handle:
+            while True:
+                try:
+                    fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() >= deadline:
+                        raise PlatformError(
+                            f"slot {slot} of {app} is busy: another provision or retire holds "
+                            f"{path}; try again"
+                        ) from None
+                    await asyncio.sleep(_POLL)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+# ---------------------------------------------------------------------- module helpers
+
+
+def running(home: Path | None = None) -> list[dict[str, Any]]:
+    """Every recorded slot whose process is alive and ours (for `zdp up --status`)."""
+    live = []
+    for path in sorted(runtime_dir(home).glob("*/*.json")):
+        record = _read_record(path)
+        if record is not None and _is_ours(record):
+            live.append(record)
+    return live
+
+
+async def stop_all(home: Path | None = None, drain_grace: float = 10.0) -> list[dict[str, Any]]:
+    """Retire every recorded slot (for `zdp down`); returns the records of live ones stopped."""
+    runtime = LocalRuntime(home=home, drain_grace=drain_grace)
+    stopped = running(home)
+    for path in sorted(runtime_dir(home).glob("*/*.json")):
+        await runtime.retire(path.parent.name, path.stem)
+    return stopped
+
+
+def _deployed(record: dict[str, Any]) -> Deployed:
+    return Deployed(
+        app=record["app"],
+        slot=record["slot"],
+        version=record["version"],
+        endpoints=[f"http://127.0.0.1:{record['port']}"],
+    )
+
+
+def _read_record(path: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    keys = ("app", "slot", "package", "pid", "port", "version", "digest")
+    if not isinstance(data, dict) or any(key not in data for key in keys):
+        return None
+    return data
+
+
+def _write_record(path: Path, record: dict[str, Any]) -> None:
+    """Write atomically: a temp file in the same folder, fsync, rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as out:
+            json.dump(record, out, indent=2)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _proc_stat(pid: int) -> list[str] | None:
+    """Fields 3.. of /proc/<pid>/stat (after the command name), or None when there is no pid."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return text[text.rindex(")") + 2 :].split()
+
+
+def _proc_start(pid: int) -> int | None:
+    fields = _proc_stat(pid)
+    return int(fields[19]) if fields else None
+
+
+def _is_ours(record: dict[str, Any]) -> bool:
+    """Alive (not a zombie), same start time, and running the app package on the slot's port."""
+    pid = record["pid"]
+    fields = _proc_stat(pid)
+    if not fields or fields[0] in ("Z", "X"):
+        return False
+    if record.get("proc_start") is not None and int(fields[19]) != record["proc_start"]:
+        return False
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
+    except OSError:
+        return False
+    pairs = set(itertools.pairwise(argv))
+    return ("-m", record["package"]) in pairs and ("--port", str(record["port"])) in pairs
+
+
+async def _answers(port: int) -> bool:
+    """Whether something already listens on 127.0.0.1:<port>."""
+    try:
+        _, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), 1.0)
+    except (OSError, TimeoutError):
+        return False
+    writer.close()
+    with contextlib.suppress(OSError):
+        await writer.wait_closed()
+    return True
+
+
+def _log_tail(path: Path, offset: int, lines: int = 5, limit: int = 600) -> str:
+    """The last lines this start wrote to the slot log, joined into one line."""
+    try:
+        with path.open("rb") as log:
+            log.seek(offset)
+            text = log.read().decode(errors="replace")
+    except OSError:
+        return ""
+    kept = [line.strip() for line in text.splitlines() if line.strip()][-lines:]
+    return " | ".join(kept)[-limit:]
