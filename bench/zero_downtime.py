@@ -167,9 +167,8 @@ def main() -> None:
     for name, metrics in result["scenarios"].items():
         print(f"{name}:")
         for key, stats in metrics.items():
-            print(
-                f"  {key:<16} median {stats['median']:>9.2f}  [{stats['min']:.2f}–{stats['max']:.2f}]"
-            )
+            low, high = stats["min"], stats["max"]
+            print(f"  {key:<16} median {stats['median']:>9.2f}  [{low:.2f} to {high:.2f}]")
 
 
 if __name__ == "__main__":
