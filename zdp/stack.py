@@ -134,8 +134,11 @@ class Stack:
         return {"pid": proc.pid, "address": self.temporal_address, "ui": self.ui_url}
 
     def _up_worker(self, previous: dict[str, Any] | None) -> dict[str, Any]:
+        wanted = str(self.config.resolve()) if self.config is not None else None
         if previous and pid_alive(previous["pid"], "zdp worker"):
-            return previous
+            if wanted is None or previous.get("config") == wanted:
+                return previous
+            stop_pid(previous["pid"], "zdp worker")  # same stack, another policy: restart it
         env = {
             **os.environ,
             "TEMPORAL_ADDRESS": self.temporal_address,

@@ -255,6 +255,24 @@ def worker(
 
 
 @app.command()
+def build(
+    app_name: Annotated[str, typer.Argument(metavar="APP", help="An app under apps/.")],
+) -> None:
+    """Build apps/APP into a wheel and put it in the artifact store the local runtime reads."""
+    from zdp.platforms.artifacts import build_app_wheel, find_artifact, store_artifact
+    from zdp.platforms.local_layout import local_app, zdp_home
+
+    try:
+        home = zdp_home()
+        artifact = store_artifact(build_app_wheel(local_app(app_name), home / "build"), home)
+        path = find_artifact(artifact, home)
+    except ZdpError as err:
+        fail(str(err))
+    console.print(f"stored {artifact.reference} {artifact.digest}", markup=False)
+    console.print(f"wheel: {path}", markup=False)
+
+
+@app.command()
 def up(
     show_status: Annotated[bool, typer.Option("--status", help="Only show what runs.")] = False,
     config: Annotated[Path | None, typer.Option(help="Engine config for the worker.")] = None,

@@ -10,8 +10,8 @@ from pydantic import BaseModel
 from rich.console import Console
 from rich.markup import escape
 
-console = Console(highlight=False)
-err_console = Console(stderr=True, highlight=False)
+console = Console(highlight=False, soft_wrap=True)
+err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 
 # Exit codes shared by every command. Deployment outcomes have their own (see zdp.cli.deploy).
 EXIT_OK = 0

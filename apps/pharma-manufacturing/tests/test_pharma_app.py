@@ -136,15 +136,15 @@ async def test_error_rate_half_fails_exactly_half_of_ten(in_process: InProcess) 
 
 
 async def test_latency_fault_delays_api_only(in_process: InProcess) -> None:
-    async with in_process({"APP_FAULT_LATENCY_MS": "300"}) as client:
+    async with in_process({"APP_FAULT_LATENCY_MS": "1000"}) as client:
         started = time.perf_counter()
         assert (await client.get("/api/batches/B-1001")).status_code == 200
         api_s = time.perf_counter() - started
         started = time.perf_counter()
         assert (await client.get("/healthz/ready")).status_code == 200
         health_s = time.perf_counter() - started
-    assert api_s >= 0.3
-    assert health_s < 0.3
+    assert api_s >= 1.0
+    assert health_s < 1.0  # not delayed (generous: shared 2-core box)
 
 
 async def test_ready_delay_keeps_readiness_starting(in_process: InProcess) -> None:
