@@ -21,8 +21,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from pydantic import ValidationError
 
 from zdp.errors import ReleaseError, ReleaseVerificationError
+from zdp.fsutil import write_file_atomic
 from zdp.models import Artifact, ChangeMetadata, DsseEnvelope, ReleaseManifest, VerifiedRelease
-from zdp.signing import load_trusted_keys, sign_dsse, verify_dsse, write_file_atomic
+from zdp.signing import load_trusted_keys, sign_dsse, verify_dsse
 
 PAYLOAD_TYPE = "application/vnd.in-toto+json"
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"

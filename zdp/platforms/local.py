@@ -28,7 +28,6 @@ import re
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -38,6 +37,7 @@ from typing import Any
 import httpx
 
 from zdp.errors import ConfigError, PlatformError
+from zdp.fsutil import write_file_atomic
 from zdp.models import Deployed, ReleaseManifest
 from zdp.platforms.artifacts import find_artifact, unpack_wheel
 from zdp.platforms.local_layout import LOCAL_APPS, SLOTS, LocalApp, runtime_dir, versions_dir
@@ -363,18 +363,8 @@ def _read_record(path: Path) -> dict[str, Any] | None:
 
 
 def _write_record(path: Path, record: dict[str, Any]) -> None:
-    """Write atomically: a temp file in the same folder, fsync, rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as out:
-            json.dump(record, out, indent=2)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write a slot record atomically (temp file, fsync, rename)."""
+    write_file_atomic(path, json.dumps(record, indent=2).encode())
 
 
 def _proc_stat(pid: int) -> list[str] | None:

@@ -1,0 +1,58 @@
+"""Small file and process helpers shared by the core: atomic writes, log tails, /proc reads."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+
+
+def write_file_atomic(
+    path: Path, data: bytes, *, mode: int = 0o644, overwrite: bool = True
+) -> None:
+    """Write `data` to `path` all at once: temp file in the same folder, fsync, then rename.
+
+    With `overwrite=False` the temp file is hard-linked into place, which fails with
+    FileExistsError instead of replacing a file that appeared in the meantime.
+    """
+    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            os.fchmod(handle.fileno(), mode)
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        if overwrite:
+            os.replace(tmp, path)
+        else:
+            os.link(tmp, path)
+            tmp.unlink()
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+    with contextlib.suppress(OSError):  # make the rename itself durable where the OS allows
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+
+
+def tail_log(path: Path, lines: int = 5) -> str:
+    """The last `lines` lines of a log as one line (for an error message)."""
+    try:
+        text = path.read_text(errors="replace").strip().splitlines()
+    except OSError:
+        return "(no log)"
+    return " | ".join(text[-lines:]) or "(empty log)"
+
+
+def proc_cmdline(pid: int) -> list[str]:
+    """A process's argv from /proc; empty if it is gone or a zombie."""
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return []
+    return [part.decode(errors="replace") for part in raw.split(b"\0") if part]
