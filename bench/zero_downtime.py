@@ -36,7 +36,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from zdp.demo import DEMO_CONFIG, TARGETS, ContainmentClock, Demo  # noqa: E402
-from zdp.loadgen import LoadGenerator  # noqa: E402
+from zdp.loadgen import LoadProcess  # noqa: E402
 from zdp.models import ReleaseManifest, Strategy  # noqa: E402
 from zdp.platforms.envoy import EnvoyRouter  # noqa: E402
 from zdp.platforms.local import LocalRuntime  # noqa: E402
@@ -50,15 +50,16 @@ def _url(app: str) -> str:
 
 
 async def _under_load(rate: float, app: str, work: Any) -> tuple[dict[str, float], Any]:
-    load = LoadGenerator(_url(app), rate=rate, max_seconds=300, max_requests=200_000)
-    load.start()
+    load = LoadProcess(_url(app), rate=rate, max_seconds=300)
+    await load.start()
     await asyncio.sleep(1.0)
     try:
         outcome = await work
     finally:
         await asyncio.sleep(0.5)
         report = await load.stop()
-    return report.summary(), outcome
+    report.pop("failure_kinds", None)
+    return report, outcome
 
 
 async def _naive_redeploy(demo: Demo, version: str) -> str:
