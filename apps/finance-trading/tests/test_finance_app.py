@@ -181,3 +181,22 @@ def test_sigterm_drains_then_exits_zero(app_process: StartApp) -> None:
     lines = [json.loads(line) for line in app.log().splitlines() if line.strip()]
     assert {"ts", "level", "msg"} <= lines[0].keys()
     assert any(line["msg"] == "draining" for line in lines)
+
+
+async def test_drill_endpoint_is_off_unless_enabled(in_process: InProcess) -> None:
+    async with in_process({}) as client:
+        answer = await client.post("/drill/faults", json={"error_rate": 1.0})
+        assert answer.status_code == 404
+
+
+async def test_drill_endpoint_changes_faults_of_a_running_process(in_process: InProcess) -> None:
+    async with in_process({"APP_DRILL_ENDPOINT": "1"}) as client:
+        assert (await client.get("/api/quote/AAPL")).status_code == 200
+        set_ = await client.post("/drill/faults", json={"error_rate": 1.0, "latency_ms": 0})
+        assert set_.status_code == 200
+        assert (await client.get("/api/quote/AAPL")).status_code == 503
+        assert (await client.get("/healthz/ready")).status_code == 200  # health unaffected
+        bad = await client.post("/drill/faults", json={"error_rate": 2})
+        assert bad.status_code == 422
+        await client.post("/drill/faults", json={"error_rate": 0})
+        assert (await client.get("/api/quote/AAPL")).status_code == 200

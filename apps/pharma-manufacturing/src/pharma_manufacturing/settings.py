@@ -30,6 +30,7 @@ class Settings:
     fault_ready_delay_s: float = 0.0  # APP_FAULT_READY_DELAY_S: stay "starting" this long
     drain_delay_s: float = 0.5  # APP_DRAIN_DELAY_S: report draining before closing listeners
     drain_timeout_s: float = 30.0  # APP_DRAIN_TIMEOUT_S: longest wait for in-flight requests
+    drill_endpoint: bool = False  # APP_DRILL_ENDPOINT: enable POST /drill/faults (drills only)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -43,6 +44,7 @@ class Settings:
             fault_ready_delay_s=_number(env, "APP_FAULT_READY_DELAY_S", 0.0),
             drain_delay_s=_number(env, "APP_DRAIN_DELAY_S", 0.5),
             drain_timeout_s=_number(env, "APP_DRAIN_TIMEOUT_S", 30.0),
+            drill_endpoint=env.get("APP_DRILL_ENDPOINT", "").strip().lower() in _TRUE,
         )
         if not 0.0 <= settings.fault_error_rate <= 1.0:
             raise SettingsError(

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, HTTPException, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from pharma_manufacturing.lifecycle import Lifecycle
+from pharma_manufacturing.middleware.faults import FaultInjector
 from pharma_manufacturing.settings import Settings
 
 router = APIRouter(tags=["operations"])
@@ -35,3 +36,27 @@ async def version(request: Request) -> dict[str, Any]:
 @router.get("/metrics")
 async def metrics(request: Request) -> Response:
     return Response(generate_latest(request.app.state.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+@router.post("/drill/faults")
+async def set_drill_faults(request: Request) -> dict[str, Any]:
+    """Drills only: change the injected faults of a RUNNING process (error rate, latency).
+
+    Disabled unless the process was started with APP_DRILL_ENDPOINT=1 (a release's config
+    override `DRILL_ENDPOINT=1`): then 404, as if the route did not exist.
+    """
+    settings: Settings = request.app.state.settings
+    if not settings.drill_endpoint:
+        raise HTTPException(status_code=404, detail="Not Found")
+    body = await request.json()
+    try:
+        error_rate = float(body.get("error_rate", 0.0))
+        latency_ms = int(body.get("latency_ms", 0))
+    except (TypeError, ValueError):
+        raise HTTPException(
+            status_code=422, detail="error_rate and latency_ms must be numbers"
+        ) from None
+    if not 0.0 <= error_rate <= 1.0 or latency_ms < 0:
+        raise HTTPException(status_code=422, detail="error_rate in [0, 1], latency_ms >= 0")
+    request.app.state.faults = FaultInjector(error_rate, latency_ms)
+    return {"error_rate": error_rate, "latency_ms": latency_ms}
