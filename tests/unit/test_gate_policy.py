@@ -1,0 +1,244 @@
+"""Gate policies as data: the shipped file, overrides, tightening with risk, strict keys."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from zdp.errors import ConfigError, PlatformError
+from zdp.health.policy import (
+    GATE_POLICIES_ENV_VAR,
+    load_gate_policies,
+    parse_gate_policies,
+)
+from zdp.health.prometheus import MetricTemplate, TemplateRun
+from zdp.models import GateResult, RiskLevel
+
+SHIPPED = Path(__file__).resolve().parents[2] / "infrastructure/health-checks/gate-policies.yaml"
+
+
+def _level(min_samples: int, max_error_ratio: float, slowdown_ratio: float) -> dict[str, Any]:
+    return {
+        "probe_interval_seconds": 0.05,
+        "breaker_failure_threshold": 3,
+        "breaker_open_seconds": 1.0,
+        "min_samples": min_samples,
+        "max_error_ratio": max_error_ratio,
+        "latency": {"max_slowdown_ratio": slowdown_ratio},
+    }
+
+
+def _data() -> dict[str, Any]:
+    return {
+        "defaults": {
+            "low": _level(10, 0.02, 1.5),
+            "medium": _level(20, 0.01, 1.3),
+            "high": _level(50, 0.005, 1.2),
+            "critical": _level(100, 0.002, 1.1),
+        }
+    }
+
+
+def test_shipped_file_loads_with_sample_paths_and_templates() -> None:
+    policies = load_gate_policies(SHIPPED)
+    finance = policies.for_deployment("finance-trading", "production", RiskLevel.high)
+    pharma = policies.for_deployment("pharma-manufacturing", "production", RiskLevel.low)
+    assert finance.sample_path == "/api/quote/AAPL"
+    assert pharma.sample_path == "/api/batches/B-1001"
+    assert finance.templates and pharma.templates
+    assert finance.max_error_ratio == policies.defaults[RiskLevel.high].max_error_ratio
+
+
+def test_shipped_file_is_found_without_a_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(GATE_POLICIES_ENV_VAR, raising=False)
+    assert load_gate_policies().defaults[RiskLevel.critical].min_samples >= 1
+
+
+def test_env_var_names_the_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv(GATE_POLICIES_ENV_VAR, str(tmp_path / "missing.yaml"))
+    with pytest.raises(ConfigError, match=r"not found \(from \$ZDP_GATE_POLICIES\)"):
+        load_gate_policies()
+
+
+def test_unknown_app_gets_the_defaults() -> None:
+    policies = parse_gate_policies(_data())
+    assert policies.for_deployment("other", "production", RiskLevel.medium).min_samples == 20
+
+
+def test_overrides_deep_merge_over_the_level_defaults() -> None:
+    data = _data()
+    data["apps"] = {
+        "finance-trading": {
+            "production": {"high": {"sample_path": "/api/quote/AAPL", "latency": {"alpha": 0.05}}}
+        }
+    }
+    policies = parse_gate_policies(data)
+    high = policies.for_deployment("finance-trading", "production", RiskLevel.high)
+    assert high.sample_path == "/api/quote/AAPL"
+    assert high.latency.alpha == 0.05
+    assert high.latency.max_slowdown_ratio == 1.2  # kept from the defaults beside the override
+    assert high.min_samples == 50
+    low = policies.for_deployment("finance-trading", "production", RiskLevel.low)
+    assert low.sample_path is None
+    staging = policies.for_deployment("finance-trading", "staging", RiskLevel.high)
+    assert staging.sample_path is None
+
+
+def test_defaults_loosening_with_risk_are_refused_naming_the_field() -> None:
+    data = _data()
+    data["defaults"]["critical"]["max_error_ratio"] = 0.05
+    with pytest.raises(ConfigError) as err:
+        parse_gate_policies(data, "gp.yaml")
+    message = str(err.value)
+    assert message.startswith("gp.yaml: defaults.critical.max_error_ratio:")
+    assert "looser" in message and "\n" not in message
+
+
+def test_fewer_samples_at_higher_risk_is_refused() -> None:
+    data = _data()
+    data["defaults"]["high"]["min_samples"] = 5
+    with pytest.raises(ConfigError, match=r"defaults\.high\.min_samples"):
+        parse_gate_policies(data)
+
+
+def test_override_that_loosens_a_level_is_refused() -> None:
+    data = _data()
+    data["apps"] = {"app": {"prod": {"critical": {"latency": {"max_slowdown_ratio": 2.0}}}}}
+    with pytest.raises(ConfigError, match=r"prod\.critical\.latency\.max_slowdown_ratio"):
+        parse_gate_policies(data)
+
+
+def test_unknown_key_is_refused() -> None:
+    data = _data()
+    data["defaults"]["low"]["max_eror_ratio"] = 0.1
+    with pytest.raises(ConfigError, match=r"defaults\.low\.max_eror_ratio: Extra inputs"):
+        parse_gate_policies(data)
+
+
+def test_unknown_key_in_an_override_is_refused() -> None:
+    data = _data()
+    data["apps"] = {"app": {"prod": {"low": {"latency": {"alfa": 0.05}}}}}
+    with pytest.raises(ConfigError, match=r"apps\.app\.prod\.low\.latency\.alfa"):
+        parse_gate_policies(data)
+
+
+def test_missing_level_is_refused() -> None:
+    data = _data()
+    del data["defaults"]["critical"]
+    with pytest.raises(ConfigError, match="missing critical"):
+        parse_gate_policies(data)
+
+
+def test_invalid_template_comparator_is_refused() -> None:
+    data = _data()
+    template = {"name": "errors", "query": "up", "threshold": 1, "comparator": "=="}
+    data["defaults"]["low"]["templates"] = [template]
+    with pytest.raises(ConfigError, match=r"defaults\.low\.templates\[0\]\.comparator"):
+        parse_gate_policies(data)
+
+
+def test_unknown_template_placeholder_is_refused() -> None:
+    data = copy.deepcopy(_data())
+    template = {"name": "e", "query": 'up{job="{{service}}"}', "threshold": 1, "comparator": ">="}
+    data["defaults"]["low"]["templates"] = [template]
+    with pytest.raises(ConfigError, match=r"unknown placeholder \{\{service\}\}"):
+        parse_gate_policies(data)
+
+
+def test_invalid_yaml_is_one_line_with_position(tmp_path: Path) -> None:
+    path = tmp_path / "gp.yaml"
+    path.write_text("defaults:\n  low: [\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"gp\.yaml:\d+:\d+: invalid YAML"):
+        load_gate_policies(path)
+
+
+def test_template_renders_placeholders_and_checks_its_condition() -> None:
+    template = MetricTemplate(
+        name="ratio",
+        query='x{app="{{app}}",slot="{{ slot }}",v="{{version}}"}[{{interval}}]',
+        threshold=0.05,
+        comparator="<",
+        interval_seconds=1.5,
+    )
+    assert template.render("a", "canary", "1.2") == 'x{app="a",slot="canary",v="1.2"}[1500ms]'
+    assert template.succeeds(0.01) and not template.succeeds(0.05)
+
+
+def test_shipped_file_round_trips_through_yaml() -> None:
+    data = yaml.safe_load(SHIPPED.read_text(encoding="utf-8"))
+    assert set(data["defaults"]) == {level.value for level in RiskLevel}
+
+
+class _ScriptedProvider:
+    """Answers queries from a script: a float, None (no data) or an exception."""
+
+    def __init__(self, answers: list[float | Exception | None]) -> None:
+        self.answers = answers
+        self.queries: list[str] = []
+
+    async def query(self, promql: str) -> float | None:
+        self.queries.append(promql)
+        answer = self.answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    async def is_online(self) -> bool:
+        return True
+
+
+def _template(**overrides: Any) -> MetricTemplate:
+    fields: dict[str, Any] = {
+        "name": "ratio",
+        "query": 'r{app="{{app}}"}',
+        "threshold": 0.05,
+        "comparator": "<",
+        "interval_seconds": 0.001,
+    }
+    return MetricTemplate(**(fields | overrides))
+
+
+async def _steps(run: TemplateRun, provider: _ScriptedProvider, n: int) -> list[Any]:
+    results = []
+    for _ in range(n):
+        await asyncio.sleep(0.002)
+        results.append(await run.step(provider, "a", "canary", "2"))
+    return results
+
+
+async def test_template_fails_only_after_more_breaches_than_its_failure_limit() -> None:
+    run = TemplateRun(_template(failure_limit=1))
+    provider = _ScriptedProvider([0.01, 0.2, 0.01, 0.3])
+    assert await _steps(run, provider, 4) == [None, None, None, GateResult.failed]
+    assert run.measurements == [(0.01, True), (0.2, False), (0.01, True), (0.3, False)]
+    assert provider.queries[0] == 'r{app="a"}'
+    assert run.evidence()["template.ratio.failures"] == 2.0
+
+
+async def test_template_without_data_becomes_inconclusive_and_errors_count_as_no_data() -> None:
+    run = TemplateRun(_template(inconclusive_limit=2))
+    provider = _ScriptedProvider([None, PlatformError("down"), None])
+    assert await _steps(run, provider, 3) == [None, None, GateResult.inconclusive]
+    assert run.last_error == "down"
+
+
+async def test_template_passes_after_count_or_at_the_end_of_the_bake() -> None:
+    counted = TemplateRun(_template(count=2))
+    assert await _steps(counted, _ScriptedProvider([0.0, 0.0]), 2) == [None, GateResult.passed]
+    open_ended = TemplateRun(_template())
+    await _steps(open_ended, _ScriptedProvider([0.0]), 1)
+    assert open_ended.conclude() is GateResult.passed
+    assert TemplateRun(_template()).conclude() is GateResult.inconclusive
+
+
+async def test_template_is_not_queried_more_often_than_its_interval() -> None:
+    run = TemplateRun(_template(interval_seconds=60))
+    provider = _ScriptedProvider([0.0])
+    for _ in range(5):
+        await run.step(provider, "a", "canary", "2")
+    assert len(provider.queries) == 1
