@@ -6,9 +6,9 @@ process so that serving them does not share the measuring process's event loop),
 sweep by sweep in the same run:
 
 - engine:                   `BreakerBoard.sweep` with one `HttpProbe` (50 ms hard deadline per
-                            probe, one shared keep-alive pool, bounded concurrency), as gates run;
-- engine_pool_per_endpoint: the same, with one `HttpProbe` (a pool of one) per endpoint;
-- raw_keepalive:            reference floor: the same sweep over bare asyncio keep-alive streams;
+                            probe, kept-alive connections per endpoint, bounded concurrency), as
+                            gates run;
+- raw_keepalive:            reference floor: the same sweep over one bare asyncio stream each;
 - naive:                    the endpoints one after another, each a new TCP connection
                             (blocking socket, `Connection: close`), one GET, read, close.
 
@@ -139,20 +139,6 @@ def naive_sweep(urls: list[str], timeout: float) -> int:
     return failed
 
 
-class PoolPerEndpoint:
-    """HealthProbe: the engine's HttpProbe, but one pool (one connection) per endpoint."""
-
-    def __init__(self, urls: list[str], timeout: float) -> None:
-        self.probes = {url: HttpProbe(timeout=timeout, max_connections=1) for url in urls}
-
-    async def probe(self, endpoint: str) -> ProbeResult:
-        return await self.probes[endpoint].probe(endpoint)
-
-    async def aclose(self) -> None:
-        for probe in self.probes.values():
-            await probe.aclose()
-
-
 class RawKeepAlive:
     """HealthProbe for reference only: one kept-alive asyncio stream per endpoint, no httpx."""
 
@@ -227,22 +213,17 @@ class Contender:
 
 async def measure(args: argparse.Namespace, urls: list[str]) -> dict[str, Any]:
     c = args.concurrency
-    shared = HttpProbe(timeout=args.timeout, max_connections=len(urls))
-    per_endpoint = PoolPerEndpoint(urls, args.timeout)
+    shared = HttpProbe(timeout=args.timeout)
     raw = RawKeepAlive(args.timeout)
-    boards = [BreakerBoard() for _ in range(3)]
+    boards = [BreakerBoard() for _ in range(2)]
     contenders = {
         "engine": Contender(
-            "BreakerBoard.sweep + HttpProbe: one shared keep-alive pool, parallel",
+            "BreakerBoard.sweep + HttpProbe (kept-alive connections per endpoint), parallel",
             lambda: boards[0].sweep(shared, urls, concurrency=c),
         ),
-        "engine_pool_per_endpoint": Contender(
-            "BreakerBoard.sweep + one HttpProbe (pool of 1) per endpoint, parallel",
-            lambda: boards[1].sweep(per_endpoint, urls, concurrency=c),
-        ),
         "raw_keepalive": Contender(
-            "reference: BreakerBoard.sweep + bare asyncio keep-alive streams, no httpx",
-            lambda: boards[2].sweep(raw, urls, concurrency=c),
+            "reference: BreakerBoard.sweep + one bare asyncio keep-alive stream per endpoint",
+            lambda: boards[1].sweep(raw, urls, concurrency=c),
         ),
         "naive": Contender(
             "sequential, new TCP connection per endpoint (blocking socket, Connection: close)",
@@ -273,7 +254,6 @@ async def measure(args: argparse.Namespace, urls: list[str]) -> dict[str, Any]:
                     contender.circuit_open += skipped
     finally:
         await shared.aclose()
-        await per_endpoint.aclose()
         await raw.aclose()
     if not contenders["engine"].samples:
         raise SystemExit("no sweep finished within --max-seconds")
@@ -326,7 +306,7 @@ def main() -> None:
     )
     print(f"concurrency {args.concurrency}, probe deadline {args.timeout * 1000:g} ms")
     print(f"{'sweep':<26}{'p50 ms':>10}{'p99 ms':>10}{'max ms':>10}{'failed':>8}{'skipped':>8}")
-    for name in ("engine", "engine_pool_per_endpoint", "raw_keepalive", "naive"):
+    for name in ("engine", "raw_keepalive", "naive"):
         row = report[name]
         print(
             f"{name:<26}{row['p50_ms']:>10.2f}{row['p99_ms']:>10.2f}"
