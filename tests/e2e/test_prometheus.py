@@ -1,0 +1,229 @@
+"""PrometheusProvider and metric templates against a real Prometheus (Debian package).
+
+Prometheus scrapes a tiny target whose counters the test sets. Loopback only, every wait bounded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import httpx
+import pytest
+
+from zdp.errors import PlatformError
+from zdp.health.prometheus import MetricTemplate, PrometheusProvider, TemplateRun
+from zdp.models import GateResult
+
+INSTALL_HINT = "apt-get install -y prometheus (Debian/Ubuntu), or put prometheus on PATH"
+ERROR_RATIO = (
+    'sum(http_requests_total{job="{{app}}",status="500"}) / sum(http_requests_total{job="{{app}}"})'
+)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Target:
+    """A scrape target whose request counters the test sets."""
+
+    counts: dict[str, int] = field(default_factory=lambda: {"200": 1000, "500": 0})
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def exposition(self) -> bytes:
+        with self.lock:
+            lines = ["# TYPE http_requests_total counter"] + [
+                f'http_requests_total{{status="{status}"}} {n}'
+                for status, n in sorted(self.counts.items())
+            ]
+        return ("\n".join(lines) + "\n").encode()
+
+
+@pytest.fixture(scope="session")
+def target() -> Iterator[tuple[Target, int]]:
+    state = Target()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = state.exposition()
+            self.send_response(200 if self.path == "/metrics" else 404)
+            self.send_header("Content-Type", "text/plain; version=0.0.4")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield state, int(server.server_address[1])
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def _scraped(port: int) -> bool:
+    try:
+        response = httpx.get(
+            f"http://127.0.0.1:{port}/api/v1/query",
+            params={"query": 'up{job="quotes"} == 1'},
+            timeout=1.0,
+        )
+        return bool(response.json()["data"]["result"])
+    except (httpx.HTTPError, ValueError, KeyError):
+        return False
+
+
+@pytest.fixture(scope="session")
+def prometheus_url(
+    target: tuple[Target, int], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    binary = shutil.which("prometheus")
+    if binary is None:
+        pytest.skip(f"prometheus not installed: {INSTALL_HINT}")
+    home: Path = tmp_path_factory.mktemp("prometheus")
+    config = home / "prometheus.yml"
+    config.write_text(
+        "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n"
+        "scrape_configs:\n  - job_name: quotes\n    static_configs:\n"
+        f"      - targets: ['127.0.0.1:{target[1]}']\n",
+        encoding="utf-8",
+    )
+    port = free_port()
+    log = (home / "prometheus.log").open("wb")
+    server = subprocess.Popen(
+        [
+            binary,
+            f"--config.file={config}",
+            f"--storage.tsdb.path={home / 'data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while not _scraped(port):
+            if server.poll() is not None:
+                tail = (home / "prometheus.log").read_text(errors="replace")[-300:]
+                pytest.skip(f"prometheus exited with {server.returncode}: {' '.join(tail.split())}")
+            if time.monotonic() > deadline:
+                pytest.fail("prometheus did not scrape the target within 30 s")
+            time.sleep(0.2)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait(timeout=10)
+        log.close()
+
+
+async def _run_until(
+    run: TemplateRun, provider: PrometheusProvider, seconds: float
+) -> GateResult | None:
+    deadline = time.monotonic() + seconds
+    result = None
+    while result is None and time.monotonic() < deadline:
+        result = await run.step(provider, "quotes", "canary", "2.0.0")
+        await asyncio.sleep(0.05)
+    return result
+
+
+async def test_query_returns_the_scraped_value(prometheus_url: str) -> None:
+    provider = PrometheusProvider(prometheus_url)
+    try:
+        assert await provider.is_online()
+        value = await provider.query('sum(http_requests_total{job="quotes",status="200"})')
+        assert value is not None and value >= 1000
+        assert await provider.query('http_requests_total{status="418"}') is None
+        assert await provider.query("0/0") is None  # NaN means no usable data
+    finally:
+        await provider.aclose()
+
+
+async def test_invalid_promql_is_a_one_line_platform_error(prometheus_url: str) -> None:
+    provider = PrometheusProvider(prometheus_url)
+    try:
+        with pytest.raises(PlatformError, match="refused the query") as err:
+            await provider.query("sum(")
+        assert "\n" not in str(err.value) and "bad_data" in str(err.value)
+    finally:
+        await provider.aclose()
+
+
+async def test_unreachable_prometheus_is_offline_and_queries_raise() -> None:
+    provider = PrometheusProvider(f"http://127.0.0.1:{free_port()}", timeout=0.5)
+    try:
+        assert not await provider.is_online()
+        with pytest.raises(PlatformError, match="did not answer"):
+            await provider.query("up")
+    finally:
+        await provider.aclose()
+
+
+async def test_error_ratio_template_passes_while_healthy_and_fails_once_500s_rise(
+    prometheus_url: str, target: tuple[Target, int]
+) -> None:
+    state = target[0]
+    template = MetricTemplate(
+        name="error-ratio",
+        query=ERROR_RATIO,
+        threshold=0.05,
+        comparator="<",
+        interval_seconds=0.3,
+        failure_limit=1,
+        count=3,
+    )
+    provider = PrometheusProvider(prometheus_url)
+    try:
+        healthy = TemplateRun(template)
+        assert await _run_until(healthy, provider, 10) is GateResult.passed
+        assert all(ok for _, ok in healthy.measurements)
+        with state.lock:
+            state.counts["500"] = 500  # a third of all requests now failed
+        breaking = TemplateRun(template.model_copy(update={"count": None}))
+        assert await _run_until(breaking, provider, 15) is GateResult.failed
+        breaches = [value for value, ok in breaking.measurements if not ok]
+        assert len(breaches) == 2  # failure_limit 1: the second breach fails it
+        assert breaches[-1] == pytest.approx(500 / 1500)
+    finally:
+        with state.lock:
+            state.counts["500"] = 0
+        await provider.aclose()
+
+
+async def test_query_without_data_becomes_inconclusive(prometheus_url: str) -> None:
+    template = MetricTemplate(
+        name="teapots",
+        query='sum(http_requests_total{job="{{app}}",status="418"})',
+        threshold=1,
+        comparator="<",
+        interval_seconds=0.1,
+        inconclusive_limit=2,
+    )
+    provider = PrometheusProvider(prometheus_url)
+    try:
+        run = TemplateRun(template)
+        assert await _run_until(run, provider, 5) is GateResult.inconclusive
+        assert run.no_data == 3 and not run.measurements
+    finally:
+        await provider.aclose()
