@@ -64,6 +64,8 @@ FORWARD_RETRY = RetryPolicy(
     maximum_attempts=5,
 )
 GATE_HEARTBEAT = timedelta(seconds=5)
+# workflow.patched ids: each guards a change that running histories must not see retroactively.
+PAUSE_WHEN_BASELINE_DEGRADES = "pause-when-baseline-degrades"
 
 
 class RollbackRequired(Exception):
@@ -342,7 +344,35 @@ class DeploymentWorkflow:
         return {old or _other_colour(new): 100, new: 0}
 
     async def _gate(self, slot: str, report: RiskReport, label: str) -> GateVerdict | None:
-        """Run the health gate; None if an operator promoted while it ran. Abort interrupts it."""
+        """Run the health gate; None if an operator promoted while it ran. Abort interrupts it.
+
+        When the gate finds the baseline as sick as the new version, the release is not the
+        cause: rolling it back would not help users and would discard a healthy release. The
+        deployment then pauses with an alert; `resume` gates this step again, `abort` rolls back.
+        """
+        while True:
+            verdict = await self._gate_once(slot, report, label)
+            if verdict is None or verdict.result is GateResult.passed or not verdict.diagnosis:
+                return verdict
+            if not workflow.patched(PAUSE_WHEN_BASELINE_DEGRADES):
+                return verdict
+            await self._pause_for_operator(verdict)
+
+    async def _pause_for_operator(self, verdict: GateVerdict) -> None:
+        self.state.record(
+            workflow.now(),
+            "alert",
+            f"not rolling back: {verdict.diagnosis}. Paused: resume to gate this step again, "
+            "or abort to roll back",
+            data={"diagnosis": verdict.diagnosis, "evidence": verdict.evidence},
+        )
+        self.state.paused = True
+        self._enter(Phase.paused, f"waiting for an operator: {verdict.diagnosis}")
+        await workflow.wait_condition(lambda: not self.state.paused or self.state.abort is not None)
+        self._check_abort()
+        self._enter(Phase.shift, "resumed by operator: gating this step again")
+
+    async def _gate_once(self, slot: str, report: RiskReport, label: str) -> GateVerdict | None:
         bake = report.decision.bake_seconds
         handle = workflow.start_activity_method(
             HealthActivities.run_health_gate,
@@ -353,6 +383,9 @@ class DeploymentWorkflow:
                 bake_seconds=bake,
                 thresholds=report.decision.gate,
                 label=label,
+                baseline_slot=self.slots.get("old"),
+                environment=self.request.environment,
+                risk_level=report.assessment.level,
             ),
             start_to_close_timeout=timedelta(seconds=2 * bake + 120),
             heartbeat_timeout=GATE_HEARTBEAT,

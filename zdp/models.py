@@ -210,6 +210,10 @@ class GateVerdict(_Model):
     samples: int
     evidence: dict[str, float] = Field(default_factory=dict)
     thresholds: dict[str, float] = Field(default_factory=dict)
+    # Set when the baseline (stable) degrades as much as the new version: the release is not
+    # the cause, so the workflow pauses and alerts instead of rolling back.
+    diagnosis: str | None = None
+    details: list[str] = Field(default_factory=list)
 
 
 # --------------------------------------------------------------------------- the deployment
@@ -358,3 +362,8 @@ class GateInput(_Model):
     bake_seconds: float
     thresholds: GateThresholds
     label: str = ""
+    # What the new slot is compared with (stable for a canary, the live colour for
+    # blue-green), and what the gate policy is chosen by. Absent in older histories.
+    baseline_slot: str | None = None
+    environment: str | None = None
+    risk_level: RiskLevel | None = None
