@@ -4,8 +4,8 @@ Runs its own embedded stack in a temporary ZDP_HOME. finance-trading gets a heal
 version; then, for each trial, a new version is deployed by canary with steps [25, 100] and a
 long bake, under a steady load through Envoy. Once the canary holds 25%, a fault is switched
 on in the running canary process (its drill endpoint): an error burst (every API call answers
-503) or a latency-only fault (+200 ms, no errors). The clock runs from the first failed canary
-response (Envoy's canary counters, sampled every 10 ms) or, for latency, from the moment the
+503) or a latency-only fault (+200 ms, no errors). The clock runs from the first 5xx the canary
+process served (its own /metrics, sampled every 10 ms) or, for latency, from the moment the
 first slowed response completes (injection + 200 ms), to the canary's weight read back at 0
 from Envoy. Prints medians, p99 and spread; `--json` prints one JSON object.
 
@@ -32,7 +32,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from zdp import deployments  # noqa: E402
-from zdp.demo import TARGETS, Demo  # noqa: E402
+from zdp.demo import TARGETS, ContainmentClock, Demo  # noqa: E402
 from zdp.loadgen import LoadProcess  # noqa: E402
 from zdp.models import DeploymentRequest, Phase, Strategy  # noqa: E402
 from zdp.platforms.envoy import EnvoyRouter  # noqa: E402
@@ -41,7 +41,10 @@ from zdp.stack import Stack  # noqa: E402
 from zdp.temporal import connect  # noqa: E402
 
 APP = "finance-trading"
-FAULTS = {"error_burst": {"error_rate": 1.0}, "latency_200ms": {"latency_ms": 200}}
+FAULTS: dict[str, dict[str, float]] = {
+    "error_burst": {"error_rate": 1.0},
+    "latency_200ms": {"latency_ms": 200},
+}
 
 
 async def _trial(demo: Demo, client: Any, version: str, fault: dict[str, float]) -> dict[str, Any]:
@@ -63,21 +66,17 @@ async def _trial(demo: Demo, client: Any, version: str, fault: dict[str, float])
             break
         await asyncio.sleep(0.02)
     await asyncio.sleep(1.0)  # the gate has a baseline of healthy traffic
-    before = (await router.slot_stats(APP))["canary"].failures
+    clock = ContainmentClock(router, APP, "canary")
+    clock.start()
     url = f"http://127.0.0.1:{LOCAL_APPS[APP].slot_port('canary')}/drill/faults"
     async with httpx.AsyncClient(trust_env=False) as http:
         injected = time.monotonic()
         await http.post(url, json=fault)
-    first_failure: float | None = None
-    contained: float | None = None
     deadline = time.monotonic() + 60
-    while contained is None and time.monotonic() < deadline:
-        now = time.monotonic()
-        if first_failure is None and (await router.slot_stats(APP))["canary"].failures > before:
-            first_failure = now
-        if (await router.get_weights(APP)).get("canary", 0) == 0:
-            contained = time.monotonic()
-        await asyncio.sleep(0.01)
+    while clock.restored is None and time.monotonic() < deadline:
+        await asyncio.sleep(0.02)
+    await clock.stop()
+    first_failure, contained = clock.first_error, clock.restored
     result = await deployments.wait_result(client, handle.id)
     await router.aclose()
     start = first_failure if "error_rate" in fault else injected + fault["latency_ms"] / 1000

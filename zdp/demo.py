@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 from temporalio.client import Client
 
 from zdp import deployments
@@ -74,34 +75,46 @@ class DeploymentSummary:
 
 
 class ContainmentClock:
-    """Samples Envoy every 10 ms: the first failure the new slot served, then its weight at 0.
+    """From the first 5xx the new slot's process served to its weight back at 0 in Envoy.
 
-    Resolution is the sampling period: the figure is within 10 ms (plus one admin call) of
-    the true time from first failure to containment.
+    The first failure is read from the process's own `/metrics` (every response it sent, to
+    users through Envoy and to the gate's samples alike), sampled every 10 ms; containment is
+    the canary's weight read back from Envoy's `/config_dump`. The figure is accurate to about
+    one sampling period plus one admin call.
     """
 
     def __init__(self, router: EnvoyRouter, app: str, slot: str) -> None:
         self.router, self.app, self.slot = router, app, slot
+        port = LOCAL_APPS[app].slot_port(slot)
+        self.metrics_url = f"http://127.0.0.1:{port}/metrics"
         self.first_error: float | None = None
         self.restored: float | None = None
         self._task: asyncio.Task[None] | None = None
 
-    async def _failures(self) -> int:
-        stats = (await self.router.slot_stats(self.app)).get(self.slot)
-        return stats.failures if stats is not None else 0
+    async def _failures(self, http: httpx.AsyncClient) -> int:
+        try:
+            text = (await http.get(self.metrics_url)).text
+        except httpx.HTTPError:
+            return 0
+        return sum(
+            int(float(line.rsplit(" ", 1)[1]))
+            for line in text.splitlines()
+            if line.startswith("http_requests_total{") and 'status="5' in line
+        )
 
     async def _run(self) -> None:
-        baseline = await self._failures()
         deadline = time.monotonic() + 600
-        while self.restored is None and time.monotonic() < deadline:
-            now = time.monotonic()
-            if self.first_error is None and await self._failures() > baseline:
-                self.first_error = now
-            if self.first_error is not None:
-                weights = await self.router.get_weights(self.app)
-                if weights.get(self.slot, 0) == 0:
+        async with httpx.AsyncClient(timeout=1.0, trust_env=False) as http:
+            seen_weight = False
+            while self.restored is None and time.monotonic() < deadline:
+                now = time.monotonic()
+                if self.first_error is None and await self._failures(http) > 0:
+                    self.first_error = now
+                weight = (await self.router.get_weights(self.app)).get(self.slot, 0)
+                seen_weight = seen_weight or weight > 0
+                if self.first_error is not None and seen_weight and weight == 0:
                     self.restored = time.monotonic()
-            await asyncio.sleep(0.01)
+                await asyncio.sleep(0.01)
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run())

@@ -89,7 +89,7 @@ class LoadGenerator:
         report = self.report
         slots = asyncio.Semaphore(self.max_in_flight)
         pending: set[asyncio.Task[None]] = set()
-        pool = KeepAlivePool(self.url, max_connections=64)
+        pool = KeepAlivePool(self.url, max_connections=64, retry_stale=False)
 
         async def one() -> None:
             begun = time.perf_counter()

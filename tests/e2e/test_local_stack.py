@@ -18,10 +18,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
+from zdp import deployments
 from zdp.demo import DEMO_CONFIG, Demo
-from zdp.models import Outcome, Phase, Strategy
+from zdp.models import DeploymentRequest, Outcome, Phase, Strategy
+from zdp.platforms.local_layout import LOCAL_APPS
 from zdp.stack import Stack, pid_alive
 from zdp.temporal import connect
 
@@ -119,6 +122,67 @@ async def test_worker_killed_mid_bake_is_replaced_and_traffic_stays_intact(
     assert summary.outcome == Outcome.promoted.value, summary.cause
     assert summary.requests_failed == 0
     assert summary.requests_sent > 500
+
+
+async def _demo_client(stack_env: dict[str, str]) -> tuple[Demo, Any]:
+    home = Path(stack_env["ZDP_HOME"])
+    demo = Demo(home, quiet=True)
+    await asyncio.to_thread(demo.prepare)  # idempotent: the stack is already up
+    client = await connect(target_host=Stack(home=home, config=DEMO_CONFIG).temporal_address)
+    return demo, client
+
+
+async def test_latency_only_fault_is_caught_and_rolled_back(
+    demo_result: dict[str, Any], stack_env: dict[str, str]
+) -> None:
+    demo, client = await _demo_client(stack_env)
+    summary = await demo.deploy(
+        client, "finance-trading", "5.0.0", Strategy.canary, True, FAULT_LATENCY_MS="200"
+    )
+    assert summary.outcome == Outcome.rolled_back.value, summary.cause
+    assert summary.cause and "latency" in summary.cause
+    assert summary.requests_failed == 0
+
+
+async def test_stable_failing_too_pauses_instead_of_rolling_back(
+    demo_result: dict[str, Any], stack_env: dict[str, str]
+) -> None:
+    demo, client = await _demo_client(stack_env)
+    app = "finance-trading"
+    first = await demo.deploy(client, app, "6.0.0", Strategy.canary, False, DRILL_ENDPOINT="1")
+    assert first.outcome == Outcome.promoted.value, first.cause
+    stable_url = f"http://127.0.0.1:{LOCAL_APPS[app].slot_port('stable')}/drill/faults"
+    workflow_id = f"deploy-{app}-staging"
+    request = DeploymentRequest(
+        app=app,
+        environment="staging",
+        release=demo.release(app, "7.0.0", FAULT_ERROR_RATE="1.0"),
+        initiator="ci-bot",
+    )
+    handle = await deployments.start_deployment(client, request)
+    await demo.approve_when_asked(client, handle.id, ("bob", "carol", "alice"))
+    async with httpx.AsyncClient(trust_env=False) as http:
+        for _ in range(400):  # the outage elsewhere: stable starts failing once the canary runs
+            status = await deployments.status(client, workflow_id)
+            if status.weights.get("canary"):
+                break
+            await asyncio.sleep(0.05)
+        assert (await http.post(stable_url, json={"error_rate": 1.0})).status_code == 200
+        try:
+            for _ in range(600):
+                status = await deployments.status(client, workflow_id)
+                if status.phase is Phase.paused or status.outcome is not None:
+                    break
+                await asyncio.sleep(0.05)
+            assert status.phase is Phase.paused, status
+            events = await deployments.timeline(client, workflow_id)
+            assert any(e.kind == "alert" and "not the cause" in e.message for e in events)
+            assert not any(e.kind == "compensated" for e in events)
+        finally:
+            await http.post(stable_url, json={"error_rate": 0.0})
+            await deployments.abort(client, workflow_id, "test", "cleanup")
+    result = await deployments.wait_result(client, workflow_id)
+    assert result.outcome is Outcome.rolled_back
 
 
 def test_up_again_is_safe_and_status_shows_what_runs(

@@ -147,3 +147,17 @@ async def test_aclose_then_probe_opens_a_new_pool(
     await probe.aclose()
     assert (await probe.probe(endpoint)).ok
     assert tiny.connections == 2
+
+
+async def test_a_connection_the_server_closed_is_replaced_not_reported(
+    server: tuple[TinyServer, str], probe: HttpProbe
+) -> None:
+    # Fixed slot ports: a new version takes the old one's port, and the kept-alive connection
+    # to the old process is dead. That is not the new version's failure.
+    _, endpoint = server
+    assert (await probe.probe(endpoint)).ok
+    for pool in probe._pools.values():
+        for _, writer in pool.idle:
+            writer.transport.abort()  # as if the process behind the port went away
+    result = await probe.probe(endpoint)
+    assert result.ok, result.error

@@ -64,7 +64,8 @@ class LatencySampler:
                 started = time.perf_counter()
                 try:
                     answer = await self.client.get(endpoint.rstrip("/") + self.path)
-                    ok, status, error = answer.status_code < 400, answer.status_code, None
+                    status = answer.status_code
+                    ok, error = status < 400, (None if status < 400 else f"HTTP {status}")
                 except httpx.HTTPError as err:
                     ok, status, error = False, None, type(err).__name__
                 latency = (time.perf_counter() - started) * 1000

@@ -80,9 +80,10 @@ class SimpleGateEvaluator:
         if ev["samples"] < self.thresholds.min_samples:
             return None
         if ev["error_ratio"] > self.thresholds.max_error_ratio:
+            first = next(r for r in self.results if not r.ok)
             return (
                 f"error ratio {ev['error_ratio']:.2%} over {int(ev['samples'])} probes exceeds "
-                f"{self.thresholds.max_error_ratio:.2%}"
+                f"{self.thresholds.max_error_ratio:.2%} (first: {first.endpoint}: {first.error})"
             )
         if ev["latency_p95_ms"] > self.thresholds.max_latency_ms:
             return (
