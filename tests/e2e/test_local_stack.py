@@ -136,8 +136,11 @@ async def test_latency_only_fault_is_caught_and_rolled_back(
     demo_result: dict[str, Any], stack_env: dict[str, str]
 ) -> None:
     demo, client = await _demo_client(stack_env)
-    summary = await demo.deploy(
-        client, "finance-trading", "5.0.0", Strategy.canary, True, FAULT_LATENCY_MS="200"
+    summary = await asyncio.wait_for(
+        demo.deploy(
+            client, "finance-trading", "5.0.0", Strategy.canary, True, FAULT_LATENCY_MS="200"
+        ),
+        180,
     )
     assert summary.outcome == Outcome.rolled_back.value, summary.cause
     assert summary.cause and "latency" in summary.cause
@@ -149,7 +152,9 @@ async def test_stable_failing_too_pauses_instead_of_rolling_back(
 ) -> None:
     demo, client = await _demo_client(stack_env)
     app = "finance-trading"
-    first = await demo.deploy(client, app, "6.0.0", Strategy.canary, False, DRILL_ENDPOINT="1")
+    first = await asyncio.wait_for(
+        demo.deploy(client, app, "6.0.0", Strategy.canary, False, DRILL_ENDPOINT="1"), 180
+    )
     assert first.outcome == Outcome.promoted.value, first.cause
     stable_url = f"http://127.0.0.1:{LOCAL_APPS[app].slot_port('stable')}/drill/faults"
     workflow_id = f"deploy-{app}-staging"

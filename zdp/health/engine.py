@@ -58,31 +58,45 @@ class LatencySampler:
         self.client = httpx.AsyncClient(timeout=timeout, trust_env=False)
 
     async def run(self, endpoints: Callable[[], list[str]], side: _Side) -> None:
-        while True:
-            targets = [e for e in endpoints() if e.startswith("http")]
-            for endpoint in targets:
-                started = time.perf_counter()
-                try:
-                    answer = await self.client.get(endpoint.rstrip("/") + self.path)
-                    status = answer.status_code
-                    ok, error = status < 400, (None if status < 400 else f"HTTP {status}")
-                except httpx.HTTPError as err:
-                    ok, status, error = False, None, type(err).__name__
-                latency = (time.perf_counter() - started) * 1000
-                side.evaluator.add(
-                    [
-                        ProbeResult(
-                            endpoint=endpoint + self.path,
-                            ok=ok,
-                            latency_ms=latency,
-                            status_code=status,
-                            error=error,
-                        )
-                    ]
+        """Send samples on a fixed schedule, never waiting for answers: a slow slot must not
+        slow its own sampling, or a latency fault would starve the comparison of samples."""
+        pending: set[asyncio.Task[None]] = set()
+        try:
+            while True:
+                for endpoint in [e for e in endpoints() if e.startswith("http")]:
+                    task = asyncio.create_task(self._one(endpoint, side))
+                    pending.add(task)
+                    task.add_done_callback(pending.discard)
+                await asyncio.sleep(self.interval)
+        finally:
+            for task in pending:
+                task.cancel()
+
+    async def _one(self, endpoint: str, side: _Side) -> None:
+        started = time.perf_counter()
+        try:
+            answer = await self.client.get(endpoint.rstrip("/") + self.path)
+            status: int | None = answer.status_code
+            ok, error = (
+                answer.status_code < 400,
+                (None if answer.status_code < 400 else f"HTTP {answer.status_code}"),
+            )
+        except httpx.HTTPError as err:
+            ok, status, error = False, None, type(err).__name__
+        latency = (time.perf_counter() - started) * 1000
+        side.evaluator.add(
+            [
+                ProbeResult(
+                    endpoint=endpoint + self.path,
+                    ok=ok,
+                    latency_ms=latency,
+                    status_code=status,
+                    error=error,
                 )
-                if ok:
-                    side.latencies_ms.append(latency)
-            await asyncio.sleep(self.interval)
+            ]
+        )
+        if ok:
+            side.latencies_ms.append(latency)
 
     async def aclose(self) -> None:
         await self.client.aclose()
@@ -185,9 +199,17 @@ class GateEngine:
                     if provider is not None
                 ]
                 elapsed = time.monotonic() - started
+                latency_ready = (
+                    sampler is None
+                    or base is None
+                    or policy is None
+                    or min(len(new.latencies_ms), len(base.latencies_ms))
+                    >= policy.latency.min_samples
+                )
                 final = (
                     elapsed >= request.bake_seconds
                     and len(new.evaluator.results) >= thresholds.min_samples
+                    and latency_ready
                 ) or time.monotonic() >= hard_stop
                 verdict = self._judge(new, base, policy, template_results, final)
                 if progress is not None:
@@ -227,12 +249,14 @@ class GateEngine:
         failed = [c for c in comparisons if c.result is GateResult.failed]
         simple = new.evaluator.verdict(final=final)
         reason: str | None = None
+        kind = "errors"  # which dimension failed: the diagnosis compares the baseline on it
         if simple is not None and simple.result is GateResult.failed:
             reason = simple.reason
+            kind = "latency" if "latency" in simple.reason else "errors"
         elif failed:
-            reason = failed[0].reason
+            reason, kind = failed[0].reason, failed[0].metric
         elif GateResult.failed in template_results:
-            reason = "a PromQL metric template failed"
+            reason, kind = "a PromQL metric template failed", "template"
         evidence = new.evaluator.evidence()
         for c in comparisons:
             evidence.update({f"{c.metric}.{k}": v for k, v in c.evidence.items()})
@@ -240,7 +264,7 @@ class GateEngine:
             evidence.update({f"baseline.{k}": v for k, v in base.evaluator.evidence().items()})
         thresholds = new.evaluator.thresholds_dict()
         if reason is not None:
-            diagnosis = self._diagnose(new, base, policy)
+            diagnosis = self._diagnose(new, base, policy, kind)
             return GateVerdict(
                 result=GateResult.inconclusive if diagnosis else GateResult.failed,
                 reason=reason,
@@ -293,18 +317,31 @@ class GateEngine:
         return out
 
     @staticmethod
-    def _diagnose(new: _Side, base: _Side | None, policy: GatePolicy | None) -> str | None:
-        if base is None:
+    def _diagnose(
+        new: _Side, base: _Side | None, policy: GatePolicy | None, kind: str
+    ) -> str | None:
+        """Is the baseline as sick as the new slot, on the dimension that failed?
+
+        Only that dimension counts: a canary 200 ms slower is not excused by one stray probe
+        error on stable, and the baseline must be degraded itself (beyond the error budget,
+        or slow beyond the latency floor), not merely "no better".
+        """
+        if base is None or kind == "template":
             return None
+        tolerance = policy.diagnosis_tolerance if policy else 0.5
+        if kind == "latency":
+            return diagnose(
+                0.0, 0.0, _median(new.latencies_ms), _median(base.latencies_ms), tolerance=tolerance
+            )
         n, b = new.evaluator.evidence(), base.evaluator.evidence()
-        new_errors = max(n["error_ratio"], n["traffic_error_ratio"])
-        base_errors = max(b["error_ratio"], b["traffic_error_ratio"])
+        budget = new.evaluator.thresholds.max_error_ratio
         return diagnose(
-            new_errors,
-            base_errors,
-            _median(new.latencies_ms),
-            _median(base.latencies_ms),
-            tolerance=policy.diagnosis_tolerance if policy else 0.5,
+            max(n["error_ratio"], n["traffic_error_ratio"]),
+            max(b["error_ratio"], b["traffic_error_ratio"]),
+            0.0,
+            0.0,
+            tolerance=tolerance,
+            floor_error_ratio=max(budget, 0.01) + 1e-9,
         )
 
 
