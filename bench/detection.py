@@ -66,7 +66,7 @@ async def _trial(demo: Demo, client: Any, version: str, fault: dict[str, float])
             break
         await asyncio.sleep(0.02)
     await asyncio.sleep(1.0)  # the gate has a baseline of healthy traffic
-    clock = ContainmentClock(router, APP, "canary")
+    clock = ContainmentClock(router, APP, "canary", require_error="error_rate" in fault)
     clock.start()
     url = f"http://127.0.0.1:{LOCAL_APPS[APP].slot_port('canary')}/drill/faults"
     async with httpx.AsyncClient(trust_env=False) as http:

@@ -83,8 +83,11 @@ class ContainmentClock:
     one sampling period plus one admin call.
     """
 
-    def __init__(self, router: EnvoyRouter, app: str, slot: str) -> None:
+    def __init__(
+        self, router: EnvoyRouter, app: str, slot: str, require_error: bool = True
+    ) -> None:
         self.router, self.app, self.slot = router, app, slot
+        self.require_error = require_error  # False: a latency-only fault serves no 5xx
         port = LOCAL_APPS[app].slot_port(slot)
         self.metrics_url = f"http://127.0.0.1:{port}/metrics"
         self.first_error: float | None = None
@@ -112,7 +115,8 @@ class ContainmentClock:
                     self.first_error = now
                 weight = (await self.router.get_weights(self.app)).get(self.slot, 0)
                 seen_weight = seen_weight or weight > 0
-                if self.first_error is not None and seen_weight and weight == 0:
+                failed = self.first_error is not None or not self.require_error
+                if failed and seen_weight and weight == 0:
                     self.restored = time.monotonic()
                 await asyncio.sleep(0.01)
 
