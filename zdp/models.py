@@ -161,6 +161,9 @@ class GateThresholds(_Model):
     min_samples: int = Field(default=3, ge=1)
     probe_interval_seconds: float = Field(default=0.05, gt=0.0)
     max_latency_ms: float = Field(default=250.0, gt=0.0)
+    # A breach needs at least this many failures as well as a ratio over budget: one probe
+    # that timed out on a busy machine is not a verdict on a release.
+    min_failures: int = Field(default=3, ge=1)
 
 
 class PolicyDecision(_Model):

@@ -63,6 +63,7 @@ class SimpleGateEvaluator:
             "max_error_ratio": t.max_error_ratio,
             "min_samples": float(t.min_samples),
             "max_latency_ms": t.max_latency_ms,
+            "min_failures": float(t.min_failures),
         }
 
     def breach(self) -> str | None:
@@ -70,6 +71,7 @@ class SimpleGateEvaluator:
         ev = self.evidence()
         if (
             ev["traffic_requests"] >= self.thresholds.min_samples
+            and ev["traffic_failures"] >= self.thresholds.min_failures
             and ev["traffic_error_ratio"] > self.thresholds.max_error_ratio
         ):
             return (
@@ -79,7 +81,10 @@ class SimpleGateEvaluator:
             )
         if ev["samples"] < self.thresholds.min_samples:
             return None
-        if ev["error_ratio"] > self.thresholds.max_error_ratio:
+        if (
+            ev["error_ratio"] > self.thresholds.max_error_ratio
+            and ev["errors"] >= self.thresholds.min_failures
+        ):
             first = next(r for r in self.results if not r.ok)
             return (
                 f"error ratio {ev['error_ratio']:.2%} over {int(ev['samples'])} probes exceeds "
