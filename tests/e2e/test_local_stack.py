@@ -143,7 +143,7 @@ async def test_latency_only_fault_is_caught_and_rolled_back(
         180,
     )
     assert summary.outcome == Outcome.rolled_back.value, summary.cause
-    assert summary.cause and "latency" in summary.cause
+    assert summary.cause and "slower than stable" in summary.cause
     assert summary.requests_failed == 0
 
 
