@@ -233,3 +233,22 @@ def _rpc_error(err: RPCError, workflow_id: str) -> ZdpError:
     if err.status == RPCStatusCode.NOT_FOUND:
         return DeploymentNotFound(f"no deployment {workflow_id} (check the id and namespace)")
     return ZdpError(f"Temporal refused the request for {workflow_id}: {err.message}")
+
+
+async def cached_health(client: Client, workflow_id: str) -> dict[str, Any]:
+    """The latest probe result per endpoint of this deployment, from the health-state cache.
+
+    Nothing is probed: the gates wrote these. Shared between processes only when the cache is
+    Redis (ZDP_REDIS_URL); the in-memory cache of another process is not visible here.
+    """
+    from zdp.health.cache import health_cache_from_env
+
+    endpoints: list[str] = []
+    for event in await timeline(client, workflow_id):
+        if event.kind == "provisioned":
+            endpoints.extend(str(e) for e in event.data.get("endpoints", []))
+    cache = health_cache_from_env()
+    try:
+        return dict(await cache.get_many(endpoints)) if endpoints else {}
+    finally:
+        await cache.aclose()

@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 import pytest_asyncio
 
+from tests.kit import Harness
 from zdp.errors import PlatformError
 from zdp.health.cache import HealthCache, RedisHealthCache
 from zdp.models import ProbeResult
@@ -150,3 +151,19 @@ async def test_unavailable_server_is_a_one_line_platform_error() -> None:
     message = str(caught.value)
     assert message.startswith(f"health cache at redis://127.0.0.1:{port}/0 unavailable: ")
     assert "\n" not in message
+
+
+async def test_status_reads_the_gates_health_from_the_shared_cache(
+    redis_url: str, kit: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker's gates write to Redis; `zdp status` (another process) reads it, no probing."""
+    from zdp import deployments
+
+    monkeypatch.setenv("ZDP_REDIS_URL", redis_url)
+    async with kit.worker():  # its gates now cache into Redis
+        result = await kit.deploy(kit.request("2.0.0"))
+    assert result.outcome.value == "promoted"
+    health = await deployments.cached_health(kit.client, "deploy-webshop-dev")
+    canary = [e for e in health if "/canary/2.0.0/" in e]
+    assert canary, health
+    assert all(health[e].result.endpoint == e for e in canary)

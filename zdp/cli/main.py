@@ -9,7 +9,7 @@ import os
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Annotated, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import typer
 from pydantic import ValidationError
@@ -198,16 +198,24 @@ def status(
 ) -> None:
     """Where a deployment is: phase, weights, risk, approvals, outcome."""
 
-    async def work() -> deployments.DeploymentStatus:
-        return await deployments.status(await connect(), deployment)
+    async def work() -> tuple[deployments.DeploymentStatus, dict[str, Any]]:
+        client = await connect()
+        current = await deployments.status(client, deployment)
+        return current, await deployments.cached_health(client, deployment)
 
-    current = run(work)
+    current, health = run(work)
     if as_json:
-        print_json(current)
+        print_json(
+            {
+                **current.model_dump(mode="json"),
+                "health": {e: h.model_dump(mode="json") for e, h in health.items()},
+            }
+        )
         return
-    from zdp.cli.progress import render_status
+    from zdp.cli.progress import render_health, render_status
 
     console.print(render_status(current))
+    console.print(render_health(health), markup=False, highlight=False)
 
 
 @app.command()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 from rich.table import Table
 from temporalio.client import Client
@@ -97,3 +98,20 @@ def render_timeline(events: list[TimelineEvent]) -> str:
         + (f"  [{e.actor}]" if e.actor else "")
         for e in events
     )
+
+
+def render_health(health: dict[str, Any]) -> str:
+    """The cached health per endpoint (what the gates last saw), without probing again."""
+    if not health:
+        return (
+            "health: nothing cached for this deployment's endpoints "
+            "(set ZDP_REDIS_URL to share the gates' health cache with the CLI)"
+        )
+    lines = ["health (cached by the gates, not probed now):"]
+    for endpoint, entry in sorted(health.items()):
+        result = entry.result
+        state = "ok" if result.ok else f"FAIL {result.error or ''}".strip()
+        lines.append(
+            f"  {endpoint:<40} {state:<28} {result.latency_ms:7.1f} ms  at {entry.at:%H:%M:%S}"
+        )
+    return "\n".join(lines)

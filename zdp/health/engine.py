@@ -304,10 +304,13 @@ class GateEngine:
             )
         ]
         if new.latencies_ms or base.latencies_ms:
+            # The most recent window on each side: a slowdown that starts mid-bake is judged on
+            # what the slot does now, not diluted by the healthy samples before it.
+            window = policy.latency.min_samples
             out.append(
                 compare_latency(
-                    new.latencies_ms,
-                    base.latencies_ms,
+                    new.latencies_ms[-window:],
+                    base.latencies_ms[-window:],
                     min_samples=policy.latency.min_samples,
                     alpha=policy.latency.alpha,
                     max_slowdown_ms=policy.latency.max_slowdown_ms,
