@@ -1,14 +1,18 @@
 """PrometheusProvider and metric templates against a real Prometheus (Debian package).
 
-Prometheus scrapes a tiny target whose counters the test sets. Loopback only, every wait bounded.
+Prometheus scrapes a tiny target whose counters the test sets, and a real finance-trading app
+process (its own /metrics), whose faults the test switches on through the drill endpoint.
+Loopback only, every wait bounded, every process stopped by pid.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 import socket
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -90,8 +94,43 @@ def _scraped(port: int) -> bool:
 
 
 @pytest.fixture(scope="session")
+def app_process(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
+    """finance-trading from apps/, as the local runtime runs it, with its drill endpoint on."""
+    port = free_port()
+    src = Path(__file__).resolve().parents[2] / "apps" / "finance-trading" / "src"
+    log = (tmp_path_factory.mktemp("app") / "app.log").open("wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "finance_trading", "--host", "127.0.0.1", "--port", str(port)],
+        env={**os.environ, "PYTHONPATH": str(src), "APP_DRILL_ENDPOINT": "1"},
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/healthz/ready", timeout=0.5).is_success:
+                    break
+            except httpx.HTTPError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                pytest.fail("finance-trading did not become ready")
+            time.sleep(0.1)
+        yield port
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+        log.close()
+
+
+@pytest.fixture(scope="session")
 def prometheus_url(
-    target: tuple[Target, int], tmp_path_factory: pytest.TempPathFactory
+    target: tuple[Target, int], app_process: int, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[str]:
     binary = shutil.which("prometheus")
     if binary is None:
@@ -101,7 +140,10 @@ def prometheus_url(
     config.write_text(
         "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n"
         "scrape_configs:\n  - job_name: quotes\n    static_configs:\n"
-        f"      - targets: ['127.0.0.1:{target[1]}']\n",
+        f"      - targets: ['127.0.0.1:{target[1]}']\n"
+        "  - job_name: finance-trading\n    static_configs:\n"
+        f"      - targets: ['127.0.0.1:{app_process}']\n"
+        "        labels: {app: finance-trading, slot: canary}\n",
         encoding="utf-8",
     )
     port = free_port()
@@ -227,3 +269,48 @@ async def test_query_without_data_becomes_inconclusive(prometheus_url: str) -> N
         assert run.no_data == 3 and not run.measurements
     finally:
         await provider.aclose()
+
+
+APP_5XX_RATIO = (
+    'sum(http_requests_total{app="{{app}}",slot="{{slot}}",status=~"5.."} or vector(0))'
+    ' / sum(http_requests_total{app="{{app}}",slot="{{slot}}"})'
+)
+
+
+async def test_template_over_a_real_app_process_fails_once_its_api_fails(
+    prometheus_url: str, app_process: int
+) -> None:
+    """The app's own /metrics, scraped by Prometheus, drive a template as a gate would."""
+    app = f"http://127.0.0.1:{app_process}"
+    template = MetricTemplate(
+        name="api-5xx-ratio",
+        query=APP_5XX_RATIO,
+        threshold=0.05,
+        comparator="<",
+        interval_seconds=1.0,
+        failure_limit=1,
+    )
+    async with httpx.AsyncClient(timeout=2.0) as client:
+        for _ in range(50):
+            assert (await client.get(f"{app}/api/quote/AAPL")).status_code == 200
+        await asyncio.sleep(2.5)  # two scrapes
+        provider = PrometheusProvider(prometheus_url)
+        try:
+            rendered = template.render("finance-trading", "canary", "2.0.0")
+            healthy = await provider.query(rendered)
+            assert healthy is not None and healthy < 0.05
+            fault = await client.post(f"{app}/drill/faults", json={"error_rate": 1.0})
+            assert fault.status_code == 200
+            for _ in range(100):
+                assert (await client.get(f"{app}/api/quote/AAPL")).status_code == 503
+            run = TemplateRun(template)
+            result = None
+            deadline = time.monotonic() + 15
+            while result is None and time.monotonic() < deadline:
+                result = await run.step(provider, "finance-trading", "canary", "2.0.0")
+                await asyncio.sleep(0.1)
+            assert result is GateResult.failed, run.measurements
+            assert any(value > 0.5 for value, _ in run.measurements)
+        finally:
+            await client.post(f"{app}/drill/faults", json={"error_rate": 0.0})
+            await provider.aclose()
