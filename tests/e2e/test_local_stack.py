@@ -82,8 +82,10 @@ def test_demo_promotes_v2_rolls_back_v3_and_switches_pharma_with_no_failed_reque
             "requests_sent", "requests_failed", "containment_ms",
         }  # fmt: skip
         assert row["requests_failed"] == 0, row
-    for loaded in (("finance-trading", "2.0.0"), ("finance-trading", "3.0.0")):
-        assert rows[loaded]["requests_sent"] > 500
+    # Load flowed through both canaries. The bad one is rolled back within a second or two,
+    # so it sees far fewer requests than the good one's full bake (one second of load is 200).
+    assert rows[("finance-trading", "2.0.0")]["requests_sent"] > 500
+    assert rows[("finance-trading", "3.0.0")]["requests_sent"] > 100
     bad = rows[("finance-trading", "3.0.0")]
     assert bad["containment_ms"] is not None and bad["containment_ms"] < 5000
     assert demo_result["ok"] is True
