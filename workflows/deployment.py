@@ -410,6 +410,8 @@ class DeploymentWorkflow:
             f"{label}: {verdict.result.value} — {verdict.reason}",
             data=verdict.model_dump(mode="json"),
         )
+        for transition in verdict.breaker_transitions:
+            self.state.record(workflow.now(), "breaker", f"{label}: breaker {transition}")
         return verdict
 
     def _require_pass(self, verdict: GateVerdict | None) -> None:

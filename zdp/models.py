@@ -217,6 +217,9 @@ class GateVerdict(_Model):
     # the cause, so the workflow pauses and alerts instead of rolling back.
     diagnosis: str | None = None
     details: list[str] = Field(default_factory=list)
+    # Circuit-breaker transitions seen during this gate ("endpoint: closed -> open (reason)");
+    # the workflow records each as a `breaker` event in the timeline.
+    breaker_transitions: list[str] = Field(default_factory=list)
 
 
 # --------------------------------------------------------------------------- the deployment

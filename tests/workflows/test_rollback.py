@@ -103,3 +103,22 @@ async def test_activity_that_exhausts_its_retries_rolls_back_with_the_cause(
     assert len(failures) == 5  # FORWARD_RETRY.maximum_attempts
     assert harness.state.weights[APP] == {"canary": 0, "stable": 100}
     assert (APP, "canary") not in harness.state.deployed
+
+
+async def test_dead_canary_endpoint_opens_its_breaker_and_the_timeline_says_which(
+    harness: Harness,
+) -> None:
+    dead = f"memory://{APP}/canary/2.0.0/1"
+    harness.state.dead_endpoints.add(dead)
+    result = await harness.deploy(harness.request("2.0.0"))
+
+    assert result.outcome is Outcome.rolled_back
+    kinds = [e.kind for e in result.timeline]
+    breaker = [e for e in result.timeline if e.kind == "breaker"]
+    assert breaker, kinds
+    assert f"breaker {dead}: closed -> open (3 consecutive failures" in breaker[0].message
+    # Recorded with the verdict it belongs to, before the traffic is taken back.
+    assert kinds.index("breaker") > kinds.index("gate_verdict")
+    assert kinds.index("breaker") < kinds.index("compensated")
+    verdict = [e for e in result.timeline if e.kind == "gate_verdict"][-1]
+    assert verdict.data["breaker_transitions"] == [breaker[0].message.split("breaker ", 1)[1]]

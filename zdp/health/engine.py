@@ -215,8 +215,8 @@ class GateEngine:
                 if progress is not None:
                     progress({**new.evaluator.evidence(), "elapsed_s": round(elapsed, 3)})
                 if verdict is not None:
-                    verdict.details.extend(
-                        f"breaker {t.endpoint}: {t.old.value} -> {t.new.value} ({t.reason})"
+                    verdict.breaker_transitions.extend(
+                        f"{t.endpoint}: {t.old.value} -> {t.new.value} ({t.reason})"
                         for t in board.take_transitions()
                     )
                     return verdict

@@ -24,6 +24,7 @@ class MemoryState:
     deployed: dict[tuple[str, str], Deployed] = field(default_factory=dict)
     weights: dict[str, dict[str, int]] = field(default_factory=dict)
     unhealthy_versions: set[tuple[str, str]] = field(default_factory=set)
+    dead_endpoints: set[str] = field(default_factory=set)
     fail_at_weight: dict[tuple[str, str], int] = field(default_factory=dict)
     router_failures: int = 0
     # weights text ("canary=0,stable=100") -> how many more times setting it fails
@@ -35,6 +36,7 @@ class MemoryState:
         self.deployed.clear()
         self.weights.clear()
         self.unhealthy_versions.clear()
+        self.dead_endpoints.clear()
         self.fail_at_weight.clear()
         self.router_failures = 0
         self.fail_weights.clear()
@@ -138,7 +140,11 @@ class MemoryProbe:
             app, slot, version, _ = endpoint.removeprefix("memory://").split("/")
         except ValueError:
             return ProbeResult(endpoint=endpoint, ok=False, latency_ms=0.0, error="bad endpoint")
-        error = self._fault(app, slot, version)
+        error = (
+            "connection refused: endpoint down"
+            if endpoint in self.state.dead_endpoints
+            else self._fault(app, slot, version)
+        )
         latency = (time.perf_counter() - started) * 1000
         if error:
             return ProbeResult(
