@@ -335,39 +335,39 @@ def parse_config(data: Any, source: str = "<config>") -> EngineConfig:
         raise ConfigError(f"{source}: {_describe(err)}") from None
 
 
-def _candidate_paths() -> list[Path]:
-    cwd = Path.cwd().resolve()
-    walked = [directory / CONFIG_RELATIVE_PATH for directory in (cwd, *cwd.parents)]
-    fallback = Path(__file__).resolve().parents[1] / CONFIG_RELATIVE_PATH
-    return walked if fallback in walked else [*walked, fallback]
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
-def find_config_path(path: Path | None = None) -> Path:
-    """Where the config is: `path`, else $ZDP_CONFIG, else apps.yaml up from cwd, else the repo."""
+def find_data_file(path: Path | None, env_var: str, relative: Path | str, what: str) -> Path:
+    """Where a data file is: `path`, else $env_var, else `relative` up from cwd, else the repo.
+
+    `what` names the file in the one-line error ("configuration file", "gate policies file").
+    """
     origin = ""
     if path is not None:
         tried = [Path(path)]
-    elif os.environ.get(CONFIG_ENV_VAR):
-        tried, origin = [Path(os.environ[CONFIG_ENV_VAR])], f" (from ${CONFIG_ENV_VAR})"
+    elif os.environ.get(env_var):
+        tried, origin = [Path(os.environ[env_var])], f" (from ${env_var})"
     else:
-        tried = _candidate_paths()
+        cwd = Path.cwd().resolve()
+        tried = [directory / relative for directory in (cwd, *cwd.parents)]
+        if REPO_ROOT / relative not in tried:
+            tried.append(REPO_ROOT / relative)
     for candidate in tried:
         if candidate.is_file():
             return candidate
-    raise ConfigError(
-        f"configuration file not found{origin}; tried: {', '.join(str(p) for p in tried)}"
-    )
+    raise ConfigError(f"{what} not found{origin}; tried: {', '.join(str(p) for p in tried)}")
 
 
-def load_config(path: Path | None = None) -> EngineConfig:
-    """Find, read and validate the engine configuration; every failure is one-line ConfigError."""
-    found = find_config_path(path)
+def read_yaml(found: Path, what: str) -> Any:
+    """Read and parse a YAML file; an unreadable file or bad YAML is a one-line ConfigError
+    with the file, line and column."""
     try:
         text = found.read_text(encoding="utf-8")
     except OSError as err:
-        raise ConfigError(f"{found}: cannot read configuration: {err.strerror}") from None
+        raise ConfigError(f"{found}: cannot read {what}: {err.strerror}") from None
     try:
-        data = yaml.safe_load(text)
+        return yaml.safe_load(text)
     except yaml.YAMLError as err:
         where, problem = "", str(err)
         if isinstance(err, yaml.MarkedYAMLError):
@@ -376,4 +376,14 @@ def load_config(path: Path | None = None) -> EngineConfig:
             problem = err.problem or err.context or problem
         problem = " ".join(problem.split())
         raise ConfigError(f"{found}{where}: invalid YAML: {problem}") from None
-    return parse_config(data, str(found))
+
+
+def find_config_path(path: Path | None = None) -> Path:
+    """Where the config is: `path`, else $ZDP_CONFIG, else apps.yaml up from cwd, else the repo."""
+    return find_data_file(path, CONFIG_ENV_VAR, CONFIG_RELATIVE_PATH, "configuration file")
+
+
+def load_config(path: Path | None = None) -> EngineConfig:
+    """Find, read and validate the engine configuration; every failure is one-line ConfigError."""
+    found = find_config_path(path)
+    return parse_config(read_yaml(found, "configuration"), str(found))

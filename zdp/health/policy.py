@@ -9,14 +9,12 @@ refused at load time with a one-line ConfigError naming the field.
 from __future__ import annotations
 
 import itertools
-import os
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, Field, ValidationError
 
-from zdp.config import _describe
+from zdp.config import _describe, find_data_file, read_yaml
 from zdp.errors import ConfigError
 from zdp.health.prometheus import MetricTemplate
 from zdp.models import RiskLevel
@@ -152,46 +150,14 @@ def parse_gate_policies(data: Any, source: str = "<gate policies>") -> GatePolic
     return GatePolicies(dict(parsed.defaults), resolved)
 
 
-def _candidate_paths() -> list[Path]:
-    cwd = Path.cwd().resolve()
-    walked = [directory / GATE_POLICIES_RELATIVE_PATH for directory in (cwd, *cwd.parents)]
-    fallback = Path(__file__).resolve().parents[2] / GATE_POLICIES_RELATIVE_PATH
-    return walked if fallback in walked else [*walked, fallback]
-
-
 def find_gate_policies_path(path: Path | None = None) -> Path:
     """Where the policies are: `path`, else $ZDP_GATE_POLICIES, else up from cwd, else the repo."""
-    origin = ""
-    if path is not None:
-        tried = [Path(path)]
-    elif os.environ.get(GATE_POLICIES_ENV_VAR):
-        tried = [Path(os.environ[GATE_POLICIES_ENV_VAR])]
-        origin = f" (from ${GATE_POLICIES_ENV_VAR})"
-    else:
-        tried = _candidate_paths()
-    for candidate in tried:
-        if candidate.is_file():
-            return candidate
-    raise ConfigError(
-        f"gate policies file not found{origin}; tried: {', '.join(str(p) for p in tried)}"
+    return find_data_file(
+        path, GATE_POLICIES_ENV_VAR, GATE_POLICIES_RELATIVE_PATH, "gate policies file"
     )
 
 
 def load_gate_policies(path: Path | None = None) -> GatePolicies:
     """Find, read and validate the gate policies; every failure is a one-line ConfigError."""
     found = find_gate_policies_path(path)
-    try:
-        text = found.read_text(encoding="utf-8")
-    except OSError as err:
-        raise ConfigError(f"{found}: cannot read gate policies: {err.strerror}") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        where, problem = "", str(err)
-        if isinstance(err, yaml.MarkedYAMLError):
-            if err.problem_mark is not None:
-                where = f":{err.problem_mark.line + 1}:{err.problem_mark.column + 1}"
-            problem = err.problem or err.context or problem
-        problem = " ".join(problem.split())
-        raise ConfigError(f"{found}{where}: invalid YAML: {problem}") from None
-    return parse_gate_policies(data, str(found))
+    return parse_gate_policies(read_yaml(found, "gate policies"), str(found))
