@@ -8,6 +8,8 @@ from pathlib import Path
 from temporalio import activity
 
 from activities._support import to_application_error
+from zdp.config import EngineConfig, load_config
+from zdp.domain import validation_check
 from zdp.errors import ReleaseVerificationError, ZdpError
 from zdp.models import VerifiedRelease, VerifyReleaseInput
 from zdp.release import verify_envelope
@@ -23,12 +25,16 @@ def default_trusted_keys_dir() -> Path:
 
 
 class ReleaseActivities:
-    def __init__(self, trusted_keys_dir: Path | None = None) -> None:
+    def __init__(
+        self, trusted_keys_dir: Path | None = None, config: EngineConfig | None = None
+    ) -> None:
         self.trusted_keys_dir = trusted_keys_dir or default_trusted_keys_dir()
+        self._config = config
 
     @activity.defn
     async def verify_release(self, request: VerifyReleaseInput) -> VerifiedRelease:
-        """Trust the release only if a trusted key signed it and it names this app."""
+        """Trust the release only if a trusted key signed it, it names this app, and (for a GxP
+        environment) it names its approved validation document."""
         try:
             verified = verify_envelope(request.envelope, load_trusted_keys(self.trusted_keys_dir))
         except ZdpError as err:
@@ -39,4 +45,15 @@ class ReleaseActivities:
                     f"release is for app '{verified.manifest.app}', not '{request.app}'"
                 )
             )
-        return verified
+        if request.environment is None:
+            return verified
+        try:
+            config = self._config if self._config is not None else load_config()
+            check = validation_check(
+                verified.manifest, config.app(request.app), request.environment
+            )
+        except ZdpError as err:
+            raise to_application_error(err) from None
+        if check.blocking:
+            raise to_application_error(ReleaseVerificationError(check.detail))
+        return verified.model_copy(update={"checks": [check]})

@@ -9,15 +9,26 @@ from temporalio.exceptions import ApplicationError
 
 from activities._support import to_application_error
 from zdp.config import EngineConfig, load_config
-from zdp.errors import ZdpError
-from zdp.models import AssessRiskInput, RiskReport
+from zdp.domain import AppQuery, HttpAppQuery, freeze_check, work_in_progress_check
+from zdp.errors import ConfigError, ZdpError
+from zdp.models import AssessRiskInput, PolicyDecision, RiskReport
+from zdp.platforms.base import Runtime, TrafficRouter
 from zdp.policy import decide
 from zdp.risk import assess_risk
 
 
 class RiskActivities:
-    def __init__(self, config: EngineConfig | None = None) -> None:
+    def __init__(
+        self,
+        config: EngineConfig | None = None,
+        runtime: Runtime | None = None,
+        router: TrafficRouter | None = None,
+        app_query: AppQuery | None = None,
+    ) -> None:
         self._config = config
+        self.runtime = runtime
+        self.router = router
+        self.app_query = app_query or HttpAppQuery()
 
     def config(self) -> EngineConfig:
         # Loaded lazily and re-read on every call when not injected, so a policy change
@@ -39,17 +50,44 @@ class RiskActivities:
         result = await activity.client().count_workflows(query)
         return result.count
 
+    async def live_endpoints(self, app: str) -> list[str]:
+        """Endpoints of the versions taking traffic now: whom the domain checks ask."""
+        if self.runtime is None or self.router is None:
+            return []
+        weights = await self.router.get_weights(app)
+        endpoints: list[str] = []
+        for slot, weight in sorted(weights.items(), key=lambda kv: -kv[1]):
+            if weight > 0:
+                endpoints.extend(await self.runtime.endpoints(app, slot))
+        return endpoints
+
     @activity.defn
     async def assess_risk(self, request: AssessRiskInput) -> RiskReport:
-        """Deterministic score with every factor, and the policy decision it leads to."""
+        """Domain checks, the deterministic score with every factor, and the policy decision.
+
+        A blocking domain check does not raise: the report says why (`blocked`) and the workflow
+        ends the deployment before anything changes, with the checks in its timeline.
+        """
         try:
             config = self.config()
             app = config.app(request.app)
             failures = await self.recent_failures(
                 request.app, request.environment, config.recent_failure_window_days
             )
+            freeze = freeze_check(app, request.environment, request.at, request.emergency_override)
+            progress = await work_in_progress_check(
+                app.work_in_progress,
+                request.environment,
+                await self.live_endpoints(request.app),
+                self.app_query,
+            )
             assessment = assess_risk(
-                request.manifest, app, request.environment, request.at, failures
+                request.manifest,
+                app,
+                request.environment,
+                request.at,
+                failures,
+                domain_factors=[progress.factor],
             )
             decision = decide(
                 assessment,
@@ -59,8 +97,37 @@ class RiskActivities:
                 request.requested_steps,
                 request.requested_bake_seconds,
             )
+            decision = _with_approvals_floor(decision, freeze.approvals_floor, request)
         except ZdpError as err:
             raise to_application_error(err) from None
         except ValueError as err:  # malformed input: retrying cannot fix it
             raise ApplicationError(str(err), type="BadInput", non_retryable=True) from None
-        return RiskReport(assessment=assessment, decision=decision)
+        checks = [freeze.check, progress.check]
+        blocked = "; ".join(c.detail for c in checks if c.blocking) or None
+        return RiskReport(
+            assessment=assessment,
+            decision=decision,
+            checks=checks,
+            blocked=blocked,
+            emergency_override=request.emergency_override if freeze.approvals_floor else None,
+        )
+
+
+def _with_approvals_floor(
+    decision: PolicyDecision, floor: int, request: AssessRiskInput
+) -> PolicyDecision:
+    """An emergency override inside a freeze window needs at least `floor` approvals."""
+    if floor <= decision.approvals_required:
+        return decision
+    if floor > len(decision.allowed_approvers):
+        raise ConfigError(
+            f"an emergency override of {request.app} {request.environment} needs {floor} "
+            f"approvals but only {len(decision.allowed_approvers)} approvers are listed"
+        )
+    return decision.model_copy(
+        update={
+            "approvals_required": floor,
+            "rationale": f"{decision.rationale}; emergency override in a freeze window: "
+            f"{floor} approvals",
+        }
+    )

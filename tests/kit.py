@@ -32,8 +32,16 @@ from zdp.models import (
     DsseEnvelope,
     ReleaseManifest,
     Strategy,
+    ValidationReference,
 )
-from zdp.platforms.memory import STATE, MemoryProbe, MemoryRouter, MemoryRuntime, MemoryState
+from zdp.platforms.memory import (
+    STATE,
+    MemoryAppQuery,
+    MemoryProbe,
+    MemoryRouter,
+    MemoryRuntime,
+    MemoryState,
+)
 from zdp.release import sign_manifest
 
 HERE = Path(__file__).parent
@@ -46,8 +54,11 @@ class Signer:
     key: Ed25519PrivateKey
     trusted_dir: Path
 
-    def release(self, version: str, **change: Any) -> DsseEnvelope:
+    def release(
+        self, version: str, validation: ValidationReference | None = None, **change: Any
+    ) -> DsseEnvelope:
         manifest = ReleaseManifest(
+            validation=validation,
             app=APP,
             version=version,
             artifact=Artifact(
@@ -101,7 +112,12 @@ class Harness:
     def worker(self, graceful_shutdown: timedelta = timedelta(seconds=5)) -> Worker:
         return build_worker(
             self.client,
-            Platform(MemoryRuntime(self.state), MemoryRouter(self.state), MemoryProbe(self.state)),
+            Platform(
+                MemoryRuntime(self.state),
+                MemoryRouter(self.state),
+                MemoryProbe(self.state),
+                MemoryAppQuery(self.state),
+            ),
             config=self.config,
             trusted_keys_dir=self.signer.trusted_dir,
             task_queue=self.task_queue,
@@ -174,7 +190,7 @@ async def kit(
         client=temporal_env.client,
         task_queue=f"test-{uuid.uuid4().hex[:8]}",
         signer=signer,
-        config=engine_config,
+        config=engine_config.model_copy(deep=True),  # a test may change its own copy
         state=platform,
     )
     yield h

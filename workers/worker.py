@@ -27,9 +27,10 @@ from activities.runtime import RuntimeActivities
 from activities.traffic import TrafficActivities
 from workflows.deployment import DeploymentWorkflow
 from zdp.config import EngineConfig
+from zdp.domain import AppQuery
 from zdp.models import TASK_QUEUE
 from zdp.platforms.base import HealthProbe, Runtime, TrafficRouter
-from zdp.platforms.registry import build_probe, build_router, build_runtime
+from zdp.platforms.registry import build_app_query, build_probe, build_router, build_runtime
 
 log = logging.getLogger("zdp.worker")
 
@@ -39,11 +40,17 @@ class Platform:
     runtime: Runtime
     router: TrafficRouter
     probe: HealthProbe
+    app_query: AppQuery | None = None  # how domain checks ask a running version; HTTP if None
 
     @classmethod
     def from_environment(cls) -> Platform:
         """The backends named by ZDP_RUNTIME and ZDP_ROUTER (default: memory)."""
-        return cls(runtime=build_runtime(), router=build_router(), probe=build_probe())
+        return cls(
+            runtime=build_runtime(),
+            router=build_router(),
+            probe=build_probe(),
+            app_query=build_app_query(),
+        )
 
 
 def activities_for(
@@ -51,8 +58,8 @@ def activities_for(
     config: EngineConfig | None = None,
     trusted_keys_dir: Path | None = None,
 ) -> list[Callable[..., Any]]:
-    release = ReleaseActivities(trusted_keys_dir)
-    risk = RiskActivities(config)
+    release = ReleaseActivities(trusted_keys_dir, config)
+    risk = RiskActivities(config, platform.runtime, platform.router, platform.app_query)
     runtime = RuntimeActivities(platform.runtime)
     traffic = TrafficActivities(platform.router, platform.runtime)
     health = HealthActivities(platform.runtime, platform.probe, platform.router)

@@ -32,6 +32,7 @@ with workflow.unsafe.imports_passed_through():
         DeploymentRequest,
         DeploymentResult,
         DeploymentStatus,
+        DomainCheck,
         GateInput,
         GateResult,
         GateVerdict,
@@ -111,7 +112,11 @@ class DeploymentWorkflow:
         try:
             release = await workflow.execute_activity_method(
                 ReleaseActivities.verify_release,
-                VerifyReleaseInput(app=self.request.app, envelope=self.request.release),
+                VerifyReleaseInput(
+                    app=self.request.app,
+                    envelope=self.request.release,
+                    environment=self.request.environment,
+                ),
                 start_to_close_timeout=timedelta(seconds=30),
                 retry_policy=FORWARD_RETRY,
                 summary=f"verify signed release of {self.request.app}",
@@ -133,6 +138,7 @@ class DeploymentWorkflow:
                 "statement": release.statement_digest,
             },
         )
+        self._record_checks(release.checks)
         return release
 
     async def _assess_risk(self, release: VerifiedRelease) -> RiskReport:
@@ -146,6 +152,7 @@ class DeploymentWorkflow:
                 at=workflow.now(),
                 requested_steps=self.request.steps,
                 requested_bake_seconds=self.request.bake_seconds,
+                emergency_override=self.request.emergency_override,
             ),
             start_to_close_timeout=timedelta(seconds=30),
             retry_policy=FORWARD_RETRY,
@@ -167,7 +174,31 @@ class DeploymentWorkflow:
                 "decision": report.decision.model_dump(),
             },
         )
+        self._record_checks(report.checks)
+        if report.blocked:
+            # Nothing has changed yet: the deployment ends here, with the reason.
+            raise RollbackRequired(f"blocked: {report.blocked}", Outcome.blocked)
+        if report.emergency_override:
+            self.state.record(
+                workflow.now(),
+                "emergency_override",
+                f"emergency override inside a freeze window by {self.request.initiator}: "
+                f"{report.emergency_override}; {report.decision.approvals_required} approvals "
+                "required",
+                actor=self.request.initiator,
+                data={"reason": report.emergency_override},
+            )
         return report
+
+    def _record_checks(self, checks: list[DomainCheck]) -> None:
+        for check in checks:
+            verdict = "passed" if check.passed else "BLOCKED" if check.blocking else "failed"
+            self.state.record(
+                workflow.now(),
+                "domain_check",
+                f"{check.name}: {verdict} — {check.detail}",
+                data=check.model_dump(mode="json"),
+            )
 
     async def _await_approval(self, report: RiskReport) -> None:
         needed = report.decision.approvals_required

@@ -113,6 +113,10 @@ class CalendarConfig(_Config):
     business_days: list[int] = Field(default_factory=lambda: [0, 1, 2, 3, 4])
     freeze_windows: list[FreezeWindow] = Field(default_factory=list)
     peak_windows: list[PeakWindow] = Field(default_factory=list)
+    # Inside a freeze window a deployment to these environments is blocked, unless it carries
+    # an emergency override; then it needs at least `emergency_min_approvals` approvals.
+    freeze_environments: list[str] = Field(default_factory=lambda: ["production"])
+    emergency_min_approvals: int = Field(default=2, ge=2)
 
     @field_validator("timezone")
     @classmethod
@@ -159,6 +163,8 @@ class EnvironmentConfig(_Config):
     approvers: list[str] = Field(default_factory=list)
     min_approvals: int = Field(default=0, ge=0)
     compliance_profiles: list[str] = Field(default_factory=list)
+    # A GxP environment: a release must name its validation document (IQ/OQ/PQ) to be verified.
+    requires_validation: bool = False
 
     @field_validator("approvers")
     @classmethod
@@ -180,12 +186,31 @@ class EnvironmentConfig(_Config):
         return self
 
 
+class WorkInProgressCheck(_Config):
+    """Ask the running version whether work is in progress (a batch on the line) before a deploy.
+
+    The engine GETs `path` from a live endpoint of the app and reads the list at `field`; each
+    item names itself by `id_field`. Work in progress adds `points` to the risk score, and blocks
+    a deployment to `block_environments`. If no live version answers, those are blocked too:
+    the check fails closed.
+    """
+
+    path: str = Field(pattern=r"^/")
+    field: str = Field(min_length=1)
+    id_field: str = "id"
+    noun: str = "item"
+    block_environments: list[str] = Field(default_factory=lambda: ["production"])
+    points: int = Field(default=15, ge=0, le=100)
+    timeout_seconds: float = Field(default=2.0, gt=0.0, le=30.0)
+
+
 class AppConfig(_Config):
     """One app: its business criticality, its environments and its business calendar."""
 
     criticality: Criticality
     environments: dict[str, EnvironmentConfig] = Field(min_length=1)
     calendar: CalendarConfig | None = None
+    work_in_progress: WorkInProgressCheck | None = None
 
     @field_validator("environments")
     @classmethod

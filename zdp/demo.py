@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from rich.markup import escape
 from temporalio.client import Client
 
 from zdp import deployments
@@ -69,6 +70,9 @@ class DeploymentSummary:
     requests_failed: int
     containment_ms: float | None
     cause: str | None
+    # The domain checks' verdicts as the timeline recorded them, and the risk score.
+    domain_checks: list[str]
+    risk_score: int | None
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -213,6 +217,8 @@ class Demo:
             requests_failed=int(report["requests_failed"]) if report else 0,
             containment_ms=containment if result.outcome is Outcome.rolled_back else None,
             cause=result.cause,
+            domain_checks=[e.message for e in result.timeline if e.kind == "domain_check"],
+            risk_score=result.status.risk.score if result.status.risk else None,
         )
 
     async def approve_when_asked(
@@ -247,8 +253,10 @@ class Demo:
             f"\n[bold]{s.app} {s.version}[/] ({s.strategy}): [bold]{s.outcome}[/]\n"
             f"  steps          {s.steps}\n"
             f"  requests       {s.requests_sent} sent, {s.requests_failed} failed\n"
-            f"  containment    {contained} from the first canary error to traffic restored"
-            + (f"\n  cause          {s.cause}" if s.cause else "")
+            f"  containment    {contained} from the first canary error to traffic restored\n"
+            f"  risk           {s.risk_score}"
+            + "".join(f"\n  check          {escape(c)}" for c in s.domain_checks)
+            + (f"\n  cause          {escape(s.cause)}" if s.cause else "")
         )
 
 

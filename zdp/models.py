@@ -49,6 +49,9 @@ class Outcome(StrEnum):
     expired = "expired"
     aborted = "aborted"
     failed = "failed"
+    # A domain check refused the deployment before anything changed (a freeze window, a batch
+    # in progress on the line): nothing was provisioned, nothing to roll back.
+    blocked = "blocked"
 
 
 class RiskLevel(StrEnum):
@@ -100,6 +103,21 @@ class ChangeMetadata(_Model):
     author: str | None = None
 
 
+Qualification = Literal["IQ", "OQ", "PQ"]
+
+
+def _all_qualifications() -> list[Qualification]:
+    return ["IQ", "OQ", "PQ"]
+
+
+class ValidationReference(_Model):
+    """The computer-system validation record a GxP release is covered by (IQ/OQ/PQ)."""
+
+    document_id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._/-]{2,63}$")
+    qualifications: list[Qualification] = Field(default_factory=_all_qualifications, min_length=1)
+    status: Literal["approved", "pending"] = "approved"
+
+
 class ReleaseManifest(_Model):
     """A release: exactly what gets deployed, and what changed since the last one."""
 
@@ -109,6 +127,8 @@ class ReleaseManifest(_Model):
     config_overrides: dict[str, str] = Field(default_factory=dict)
     change: ChangeMetadata = Field(default_factory=ChangeMetadata)
     created_at: datetime | None = None
+    # Required by environments with `requires_validation` (a pharma production line).
+    validation: ValidationReference | None = None
 
     @field_validator("app")
     @classmethod
@@ -137,6 +157,20 @@ class VerifiedRelease(_Model):
     manifest: ReleaseManifest
     signer_fingerprint: str
     statement_digest: str
+    checks: list[DomainCheck] = Field(default_factory=list)
+
+
+class DomainCheck(_Model):
+    """One business rule asked before anything changes: its verdict and why, for the timeline.
+
+    `blocking` means it failed and stops the deployment (a freeze window without an emergency
+    override, a batch in progress on a production line, a GxP release without validation).
+    """
+
+    name: str
+    passed: bool
+    detail: str
+    blocking: bool = False
 
 
 # --------------------------------------------------------------------------- risk and policy
@@ -180,6 +214,10 @@ class PolicyDecision(_Model):
 class RiskReport(_Model):
     assessment: RiskAssessment
     decision: PolicyDecision
+    checks: list[DomainCheck] = Field(default_factory=list)
+    # Why the deployment may not go ahead at all; None when it may.
+    blocked: str | None = None
+    emergency_override: str | None = None
 
 
 # --------------------------------------------------------------------------- runtime and health
@@ -239,6 +277,8 @@ class DeploymentRequest(_Model):
     reason: str | None = None
     approval_timeout_seconds: float = Field(default=4 * 3600.0, gt=0.0)
     standby_seconds: float = Field(default=0.0, ge=0.0)
+    # The reason for deploying inside a freeze window; it raises the approvals needed.
+    emergency_override: str | None = Field(default=None, min_length=10, max_length=500)
 
     @field_validator("steps")
     @classmethod
@@ -327,6 +367,7 @@ class DeploymentResult(_Model):
 class VerifyReleaseInput(_Model):
     app: str
     envelope: DsseEnvelope
+    environment: str | None = None
 
 
 class AssessRiskInput(_Model):
@@ -336,6 +377,7 @@ class AssessRiskInput(_Model):
     at: datetime
     requested_steps: list[int] | None = None
     requested_bake_seconds: float | None = None
+    emergency_override: str | None = None
 
 
 class ProvisionInput(_Model):

@@ -22,7 +22,14 @@ from pydantic import ValidationError
 
 from zdp.errors import ReleaseError, ReleaseVerificationError
 from zdp.fsutil import write_file_atomic
-from zdp.models import Artifact, ChangeMetadata, DsseEnvelope, ReleaseManifest, VerifiedRelease
+from zdp.models import (
+    Artifact,
+    ChangeMetadata,
+    DsseEnvelope,
+    ReleaseManifest,
+    ValidationReference,
+    VerifiedRelease,
+)
 from zdp.signing import load_trusted_keys, sign_dsse, verify_dsse
 
 PAYLOAD_TYPE = "application/vnd.in-toto+json"
@@ -167,10 +174,12 @@ def create_manifest(
     ticket: str | None = None,
     author: str | None = None,
     config_overrides: Mapping[str, str] | None = None,
+    validation_doc: str | None = None,
 ) -> ReleaseManifest:
     """A new manifest for one artifact (a wheel file or a pinned image), dated now (UTC).
 
     With `git_range` the change metadata comes from git; `ticket` and `author` override it.
+    `validation_doc` names the approved IQ/OQ/PQ record a GxP environment requires.
     """
     if (artifact_path is None) == (image is None):
         raise ReleaseError("give exactly one artifact: a wheel file or an image pinned by digest")
@@ -188,6 +197,9 @@ def create_manifest(
             config_overrides=dict(config_overrides or {}),
             change=change,
             created_at=datetime.now(UTC),
+            validation=(
+                ValidationReference(document_id=validation_doc) if validation_doc else None
+            ),
         )
     except ValidationError as err:
         raise ReleaseError(f"invalid release: {summarize_validation_error(err)}") from None

@@ -10,6 +10,7 @@ riskier change never scores lower. docs/risk-and-policy.md explains the numbers.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from datetime import datetime
 
 from zdp.config import AppConfig, CalendarConfig
@@ -156,11 +157,14 @@ def assess_risk(
     environment: str,
     at: datetime,
     recent_failures: int,
+    domain_factors: Sequence[RiskFactor] = (),
 ) -> RiskAssessment:
     """Score deploying `manifest` to `environment` of `app` at `at`, listing every factor.
 
     `at` must be timezone-aware; `recent_failures` counts this app's failed or rolled-back
-    deployments in the configured window. An unknown environment raises ConfigError.
+    deployments in the configured window; `domain_factors` are what the app's domain checks
+    found (zdp.domain: work in progress on the running version). An unknown environment raises
+    ConfigError.
     """
     if at.tzinfo is None or at.utcoffset() is None:
         raise ValueError("at must be a timezone-aware datetime (e.g. workflow.now())")
@@ -190,6 +194,7 @@ def assess_risk(
             ),
             points=failures_points,
         ),
+        *domain_factors,
     ]
     score = max(0, min(100, sum(f.points for f in factors)))
     return RiskAssessment(score=score, level=level_for(score), factors=factors)

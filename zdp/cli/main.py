@@ -18,10 +18,11 @@ from temporalio.service import RPCError
 
 from zdp import deployments
 from zdp.cli import keys_cmd, release_cmd
-from zdp.cli.output import EXIT_ERROR, console, err_console, fail, print_json
+from zdp.cli.output import EXIT_ERROR, EXIT_USAGE, console, err_console, fail, print_json
 from zdp.cli.progress import OUTCOME_EXIT_CODES, follow
 from zdp.errors import ZdpError
 from zdp.models import DeploymentRequest, DsseEnvelope, Strategy, deployment_id
+from zdp.release import summarize_validation_error
 from zdp.temporal import connect
 
 T = TypeVar("T")
@@ -103,25 +104,37 @@ def deploy(
     reason: Annotated[str | None, typer.Option(help="Why this deployment.")] = None,
     approval_timeout: Annotated[float, typer.Option(help="Seconds to wait for approval.")] = 14400,
     standby: Annotated[float, typer.Option(help="Blue-green: seconds to keep the old colour.")] = 0,
+    emergency_override: Annotated[
+        str | None,
+        typer.Option(
+            "--emergency-override",
+            metavar="REASON",
+            help="Deploy inside a freeze window; needs the calendar's emergency approvals (≥2).",
+        ),
+    ] = None,
     wait: Annotated[bool, typer.Option(help="Follow progress; exit code is the outcome.")] = False,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the final result as JSON.")
     ] = False,
 ) -> None:
     """Start a deployment of a signed release; with --wait, follow it to its outcome."""
-    request = DeploymentRequest(
-        app=app_name,
-        environment=env,
-        release=_load_envelope(release, envelope),
-        strategy=strategy,
-        steps=_parse_steps(steps),
-        bake_seconds=bake,
-        initiator=_who(initiator),
-        change_ref=change_ref,
-        reason=reason,
-        approval_timeout_seconds=approval_timeout,
-        standby_seconds=standby,
-    )
+    try:
+        request = DeploymentRequest(
+            app=app_name,
+            environment=env,
+            release=_load_envelope(release, envelope),
+            strategy=strategy,
+            steps=_parse_steps(steps),
+            bake_seconds=bake,
+            initiator=_who(initiator),
+            change_ref=change_ref,
+            reason=reason,
+            approval_timeout_seconds=approval_timeout,
+            standby_seconds=standby,
+            emergency_override=emergency_override,
+        )
+    except ValidationError as err:
+        fail(f"invalid deployment request: {summarize_validation_error(err)}", EXIT_USAGE)
 
     async def work() -> int:
         client = await connect()

@@ -20,6 +20,7 @@ OUTCOME_EXIT_CODES: dict[Outcome, int] = {
     Outcome.expired: 12,
     Outcome.aborted: 13,
     Outcome.failed: 14,
+    Outcome.blocked: 15,
 }
 
 POLL_SECONDS = 0.5

@@ -65,6 +65,14 @@ def create(
     ),
     ticket: Annotated[str | None, typer.Option("--ticket", help="Change ticket.")] = None,
     author: Annotated[str | None, typer.Option("--author", help="Change author.")] = None,
+    validation_doc: Annotated[
+        str | None,
+        typer.Option(
+            "--validation-doc",
+            metavar="ID",
+            help="The approved IQ/OQ/PQ validation document (required for GxP production).",
+        ),
+    ] = None,
     overrides: Annotated[
         list[str] | None,
         typer.Option("--set", metavar="KEY=VALUE", help="A config override (repeatable)."),
@@ -88,6 +96,7 @@ def create(
             ticket=ticket,
             author=author,
             config_overrides=config,
+            validation_doc=validation_doc,
         )
         write_manifest(manifest, output)
     except (ZdpError, OSError, ValueError) as err:
@@ -96,6 +105,8 @@ def create(
     typer.echo(f"wrote {output}: {manifest.app} {manifest.version}")
     typer.echo(f"artifact: {manifest.artifact.kind} {manifest.artifact.reference}")
     typer.echo(f"digest:   {manifest.artifact.digest}")
+    if manifest.validation is not None:
+        typer.echo(f"validation: {manifest.validation.document_id} (IQ/OQ/PQ approved)")
     if from_git:
         typer.echo(
             f"change:   {change.files_changed} files, {change.lines_changed} lines"

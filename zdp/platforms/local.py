@@ -40,7 +40,14 @@ from zdp.errors import ConfigError, PlatformError
 from zdp.fsutil import write_file_atomic
 from zdp.models import Deployed, ReleaseManifest
 from zdp.platforms.artifacts import find_artifact, unpack_wheel
-from zdp.platforms.local_layout import LOCAL_APPS, SLOTS, LocalApp, runtime_dir, versions_dir
+from zdp.platforms.local_layout import (
+    LOCAL_APPS,
+    SLOTS,
+    LocalApp,
+    data_dir,
+    runtime_dir,
+    versions_dir,
+)
 
 READY_PATH = "/healthz/ready"
 _POLL = 0.05
@@ -151,6 +158,10 @@ class LocalRuntime:
             if not key.startswith("APP_")
             and key not in ("PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP")
         }
+        data = data_dir(release.app, self.home)
+        data.mkdir(parents=True, exist_ok=True)
+        # Defaults a release's overrides may change (APP_ENV selects the app's config file).
+        env.update(APP_ENV="local", APP_DATA_DIR=str(data))
         for key, value in release.config_overrides.items():
             if not _CONFIG_KEY.match(key):
                 raise ConfigError(

@@ -85,6 +85,12 @@ def versions_dir(home: Path | None = None) -> Path:
     return (home or zdp_home()) / "versions"
 
 
+def data_dir(app: str, home: Path | None = None) -> Path:
+    """An app's durable data (its SQLite database), shared by every version of the app: a
+    canary and its stable read and write the same records, and a rollback loses none."""
+    return (home or zdp_home()) / "data" / app
+
+
 def runtime_dir(home: Path | None = None) -> Path:
     """Per-slot process records (pid, port, version): $ZDP_HOME/runtime/<app>/<slot>.json."""
     return (home or zdp_home()) / "runtime"

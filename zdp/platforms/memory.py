@@ -12,8 +12,9 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
-from zdp.errors import PlatformError
+from zdp.errors import PlatformError, ZdpError
 from zdp.models import Deployed, ProbeResult, ReleaseManifest
 
 
@@ -25,6 +26,8 @@ class MemoryState:
     weights: dict[str, dict[str, int]] = field(default_factory=dict)
     unhealthy_versions: set[tuple[str, str]] = field(default_factory=set)
     dead_endpoints: set[str] = field(default_factory=set)
+    # What a running version answers to a domain check: (app, path) -> JSON document.
+    app_answers: dict[tuple[str, str], Any] = field(default_factory=dict)
     fail_at_weight: dict[tuple[str, str], int] = field(default_factory=dict)
     router_failures: int = 0
     # weights text ("canary=0,stable=100") -> how many more times setting it fails
@@ -37,6 +40,7 @@ class MemoryState:
         self.weights.clear()
         self.unhealthy_versions.clear()
         self.dead_endpoints.clear()
+        self.app_answers.clear()
         self.fail_at_weight.clear()
         self.router_failures = 0
         self.fail_weights.clear()
@@ -162,3 +166,19 @@ class MemoryProbe:
         if threshold is not None and self.state.weights.get(app, {}).get(slot, 0) >= threshold:
             return f"injected fault: fails at weight >= {threshold}"
         return None
+
+
+class MemoryAppQuery:
+    """AppQuery for memory endpoints: the answer set in `MemoryState.app_answers`."""
+
+    def __init__(self, state: MemoryState = STATE) -> None:
+        self.state = state
+
+    async def get_json(self, endpoint: str, path: str, timeout: float) -> Any:
+        app, slot, _version, _ = endpoint.removeprefix("memory://").split("/")
+        if endpoint in self.state.dead_endpoints or self.state.deployed.get((app, slot)) is None:
+            raise ZdpError(f"{endpoint}{path}: connection refused")
+        try:
+            return self.state.app_answers[(app, path)]
+        except KeyError:
+            raise ZdpError(f"{endpoint}{path} answered HTTP 404") from None

@@ -11,9 +11,10 @@ import os
 from collections.abc import Callable
 from typing import TypeVar
 
+from zdp.domain import AppQuery, HttpAppQuery
 from zdp.errors import ConfigError
 from zdp.platforms.base import HealthProbe, Runtime, TrafficRouter
-from zdp.platforms.memory import MemoryProbe, MemoryRouter, MemoryRuntime
+from zdp.platforms.memory import MemoryAppQuery, MemoryProbe, MemoryRouter, MemoryRuntime
 
 
 def _local_runtime() -> Runtime:
@@ -38,6 +39,8 @@ RUNTIMES: dict[str, Callable[[], Runtime]] = {"memory": MemoryRuntime, "local": 
 ROUTERS: dict[str, Callable[[], TrafficRouter]] = {"memory": MemoryRouter, "envoy": _envoy_router}
 # Keyed by runtime name: the probe that understands that runtime's endpoints.
 PROBES: dict[str, Callable[[], HealthProbe]] = {"memory": MemoryProbe, "local": _http_probe}
+# Keyed by runtime name too: how the domain checks ask a running version a question.
+APP_QUERIES: dict[str, Callable[[], AppQuery]] = {"memory": MemoryAppQuery, "local": HttpAppQuery}
 
 T = TypeVar("T")
 
@@ -59,3 +62,7 @@ def build_router(name: str | None = None) -> TrafficRouter:
 
 def build_probe(runtime_name: str | None = None) -> HealthProbe:
     return _pick("probe", PROBES, runtime_name or os.environ.get("ZDP_RUNTIME", "memory"))
+
+
+def build_app_query(runtime_name: str | None = None) -> AppQuery:
+    return _pick("app query", APP_QUERIES, runtime_name or os.environ.get("ZDP_RUNTIME", "memory"))
