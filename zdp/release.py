@@ -197,12 +197,22 @@ def create_manifest(
             config_overrides=dict(config_overrides or {}),
             change=change,
             created_at=datetime.now(UTC),
-            validation=(
-                ValidationReference(document_id=validation_doc) if validation_doc else None
-            ),
+            validation=_validation_reference(validation_doc),
         )
     except ValidationError as err:
         raise ReleaseError(f"invalid release: {summarize_validation_error(err)}") from None
+
+
+def _validation_reference(document_id: str | None) -> ValidationReference | None:
+    if document_id is None:
+        return None
+    try:
+        return ValidationReference(document_id=document_id)
+    except ValidationError:
+        raise ReleaseError(
+            f"validation document id {document_id!r} is not valid: use 3 to 64 letters, digits, "
+            "'.', '_', '/' or '-', starting with a letter or digit"
+        ) from None
 
 
 # --------------------------------------------------------------------------- git

@@ -198,3 +198,26 @@ def test_prompted_passphrase_is_confirmed_and_encrypts_the_key(workspace: Path) 
 
     both = run("keys", "generate", "y", "--prompt", "--passphrase-env", "X")
     assert both.exit_code == 2
+
+
+def test_create_with_a_validation_document_records_it(workspace: Path) -> None:
+    result = run(
+        "release", "create", "pharma-manufacturing", "--version", "2.0.0",
+        "--image", IMAGE, "--validation-doc", "VAL-2026-0142", "-o", "release.json",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "validation: VAL-2026-0142 (IQ/OQ/PQ approved)" in result.stdout
+    manifest = json.loads((workspace / "release.json").read_text())
+    assert manifest["validation"] == {
+        "document_id": "VAL-2026-0142",
+        "qualifications": ["IQ", "OQ", "PQ"],
+        "status": "approved",
+    }
+
+
+def test_create_refuses_a_malformed_validation_document_id(workspace: Path) -> None:
+    result = run(
+        "release", "create", "pharma-manufacturing", "--version", "2.0.0",
+        "--image", IMAGE, "--validation-doc", "no spaces allowed",
+    )  # fmt: skip
+    assert_one_line_error(result, "validation document id 'no spaces allowed' is not valid")
