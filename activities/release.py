@@ -8,10 +8,11 @@ from pathlib import Path
 from temporalio import activity
 
 from activities._support import to_application_error
+from zdp.compliance.profiles import Evidence, missing_evidence
 from zdp.config import EngineConfig, load_config
 from zdp.domain import validation_check
 from zdp.errors import ReleaseVerificationError, ZdpError
-from zdp.models import VerifiedRelease, VerifyReleaseInput
+from zdp.models import DomainCheck, VerifiedRelease, VerifyReleaseInput
 from zdp.release import verify_envelope
 from zdp.signing import load_trusted_keys
 
@@ -49,11 +50,36 @@ class ReleaseActivities:
             return verified
         try:
             config = self._config if self._config is not None else load_config()
-            check = validation_check(
-                verified.manifest, config.app(request.app), request.environment
-            )
+            app = config.app(request.app)
+            env = app.environment(request.environment, app=request.app)
         except ZdpError as err:
             raise to_application_error(err) from None
-        if check.blocking:
-            raise to_application_error(ReleaseVerificationError(check.detail))
-        return verified.model_copy(update={"checks": [check]})
+        validation = validation_check(verified.manifest, app, request.environment)
+        missing = missing_evidence(
+            env.compliance_profiles,
+            verified.manifest,
+            Evidence(change_ref=request.change_ref, reason=request.reason),
+        )
+        if validation.blocking and not missing:
+            raise to_application_error(ReleaseVerificationError(validation.detail))
+        if validation.blocking:
+            missing.append(validation.detail)
+        manifest = verified.manifest
+        if missing:
+            raise to_application_error(
+                ReleaseVerificationError(
+                    f"compliance evidence missing for {manifest.app} {manifest.version} to "
+                    f"{request.environment} ({', '.join(env.compliance_profiles)}): "
+                    + "; ".join(missing)
+                )
+            )
+        checks = [validation]
+        if env.compliance_profiles:
+            checks.append(
+                DomainCheck(
+                    name="compliance",
+                    passed=True,
+                    detail=f"evidence complete for {', '.join(env.compliance_profiles)}",
+                )
+            )
+        return verified.model_copy(update={"checks": checks})

@@ -116,6 +116,8 @@ class DeploymentWorkflow:
                     app=self.request.app,
                     envelope=self.request.release,
                     environment=self.request.environment,
+                    change_ref=self.request.change_ref,
+                    reason=self.request.reason,
                 ),
                 start_to_close_timeout=timedelta(seconds=30),
                 retry_policy=FORWARD_RETRY,

@@ -25,6 +25,7 @@ from pydantic import (
     model_validator,
 )
 
+from zdp.compliance.profiles import APPROVAL_PROFILES, PROFILES
 from zdp.errors import ConfigError
 from zdp.models import Criticality, GateThresholds, RiskLevel
 
@@ -176,12 +177,28 @@ class EnvironmentConfig(_Config):
             raise ValueError(f"approvers are listed twice: {', '.join(duplicates)}")
         return value
 
+    @field_validator("compliance_profiles")
+    @classmethod
+    def _known_profiles(cls, value: list[str]) -> list[str]:
+        unknown = [p for p in value if p not in PROFILES]
+        if unknown:
+            raise ValueError(
+                f"unknown compliance profile {', '.join(unknown)}: known are {', '.join(PROFILES)}"
+            )
+        return value
+
     @model_validator(mode="after")
     def _floor_is_reachable(self) -> EnvironmentConfig:
         if self.min_approvals > len(self.approvers):
             raise ValueError(
                 f"min_approvals is {self.min_approvals} but only {len(self.approvers)} "
                 "approvers are listed: add approvers or lower min_approvals"
+            )
+        needing = sorted(APPROVAL_PROFILES.intersection(self.compliance_profiles))
+        if needing and self.min_approvals < 1:
+            raise ValueError(
+                f"compliance profile {', '.join(needing)} needs documented approval: "
+                "set min_approvals to at least 1"
             )
         return self
 

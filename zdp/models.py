@@ -101,6 +101,14 @@ class ChangeMetadata(_Model):
     dependencies_changed: bool = False
     ticket: str | None = None
     author: str | None = None
+    # PCI DSS 6.5.1 change record (required by the pci-dss compliance profile).
+    description: str | None = None
+    security_impact: str | None = None
+    test_evidence: str | None = None
+    backout_procedure: str | None = None
+    # GDPR Art. 35: a release that changes personal-data processing names its DPIA.
+    personal_data_change: bool = False
+    dpia_ref: str | None = None
 
 
 Qualification = Literal["IQ", "OQ", "PQ"]
@@ -368,6 +376,9 @@ class VerifyReleaseInput(_Model):
     app: str
     envelope: DsseEnvelope
     environment: str | None = None
+    # From the deployment request, for the compliance profiles' evidence checks.
+    change_ref: str | None = None
+    reason: str | None = None
 
 
 class AssessRiskInput(_Model):

@@ -142,7 +142,7 @@ def test_validation_document_id_is_checked() -> None:
 @pytest.fixture
 def line_server() -> Iterator[str]:
     class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+        def do_GET(self) -> None:
             if self.path == "/api/line/status":
                 body = json.dumps({"batches_in_progress": [{"batch_id": "B-1001"}]}).encode()
                 self.send_response(200)
