@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from pathlib import Path
 
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities._support import to_application_error
-from zdp.config import EngineConfig, load_config
+from zdp.compliance.esign import load_registry, registry_dir
+from zdp.compliance.profiles import SIGNATURE_PROFILES
+from zdp.config import EngineConfig, EnvironmentConfig, load_config
 from zdp.domain import AppQuery, HttpAppQuery, freeze_check, work_in_progress_check
 from zdp.errors import ConfigError, ZdpError
-from zdp.models import AssessRiskInput, PolicyDecision, RiskReport
+from zdp.models import ApproverIdentity, AssessRiskInput, PolicyDecision, RiskReport
 from zdp.platforms.base import Runtime, TrafficRouter
 from zdp.policy import decide
 from zdp.risk import assess_risk
@@ -24,8 +27,10 @@ class RiskActivities:
         runtime: Runtime | None = None,
         router: TrafficRouter | None = None,
         app_query: AppQuery | None = None,
+        approver_registry: Path | None = None,
     ) -> None:
         self._config = config
+        self.approver_registry = approver_registry
         self.runtime = runtime
         self.router = router
         self.app_query = app_query or HttpAppQuery()
@@ -98,6 +103,7 @@ class RiskActivities:
                 request.requested_bake_seconds,
             )
             decision = _with_approvals_floor(decision, freeze.approvals_floor, request)
+            signers = self.signers(app.environment(request.environment), decision)
         except ZdpError as err:
             raise to_application_error(err) from None
         except ValueError as err:  # malformed input: retrying cannot fix it
@@ -110,7 +116,28 @@ class RiskActivities:
             checks=checks,
             blocked=blocked,
             emergency_override=request.emergency_override if freeze.approvals_floor else None,
+            signers=signers,
         )
+
+    def signers(
+        self, env: EnvironmentConfig, decision: PolicyDecision
+    ) -> dict[str, ApproverIdentity] | None:
+        """Where a profile asks for Part 11 signatures: the allowed approvers' registered keys.
+
+        Refused up front when too few approvers have registered a key to ever approve."""
+        profiles = SIGNATURE_PROFILES.intersection(env.compliance_profiles)
+        if not profiles:
+            return None
+        registry = load_registry(self.approver_registry or registry_dir())
+        signers = {u: registry[u] for u in decision.allowed_approvers if u in registry}
+        if len(signers) < decision.approvals_required:
+            raise ConfigError(
+                f"{', '.join(sorted(profiles))} needs {decision.approvals_required} signed "
+                f"approvals but only {len(signers)} of the approvers "
+                f"({', '.join(decision.allowed_approvers)}) have a registered signing key: "
+                "zdp keys register-approver USER --public-key FILE --printed-name NAME"
+            )
+        return signers
 
 
 def _with_approvals_floor(

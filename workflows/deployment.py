@@ -541,20 +541,20 @@ class DeploymentWorkflow:
     @workflow.update
     async def approve(self, decision: ApprovalInput) -> str:
         """Adds one approval. Refused: initiator, unknown approver, duplicate, wrong phase."""
-        return self.state.decide(decision, "approve", workflow.now())
+        return self._decide(decision, "approve")
 
     @approve.validator
     def _validate_approve(self, decision: ApprovalInput) -> None:
-        self._refuse_if(self.state.decision_refusal(decision, self.request.initiator))
+        self._refuse_if(self._decision_refusal(decision, "approve"))
 
     @workflow.update
     async def reject(self, decision: ApprovalInput) -> str:
         """Rejects the release; the workflow ends `rejected`. Same refusals as approve."""
-        return self.state.decide(decision, "reject", workflow.now())
+        return self._decide(decision, "reject")
 
     @reject.validator
     def _validate_reject(self, decision: ApprovalInput) -> None:
-        self._refuse_if(self.state.decision_refusal(decision, self.request.initiator))
+        self._refuse_if(self._decision_refusal(decision, "reject"))
 
     @workflow.signal(name="approve_signal")
     def approve_signal(self, decision: ApprovalInput) -> None:
@@ -618,8 +618,19 @@ class DeploymentWorkflow:
         """The forensic record so far."""
         return list(self.state.timeline)
 
+    def _decision_refusal(self, decision: ApprovalInput, kind: str) -> str | None:
+        return self.state.decision_refusal(
+            decision, self.request.initiator, kind, workflow.info().run_id, workflow.now()
+        )
+
+    def _decide(self, decision: ApprovalInput, kind: str) -> str:
+        try:
+            return self.state.decide(decision, kind, workflow.now(), workflow.info().run_id)
+        except ValueError as refused:
+            raise ApplicationError(str(refused), type="Refused", non_retryable=True) from None
+
     def _signal_decision(self, decision: ApprovalInput, kind: str) -> None:
-        refusal = self.state.decision_refusal(decision, self.request.initiator)
+        refusal = self._decision_refusal(decision, kind)
         if refusal:
             self.state.record(
                 workflow.now(),
@@ -628,7 +639,7 @@ class DeploymentWorkflow:
                 decision.approver,
             )
             return
-        self.state.decide(decision, kind, workflow.now())
+        self.state.decide(decision, kind, workflow.now(), workflow.info().run_id)
 
     @staticmethod
     def _refuse_if(refusal: str | None) -> None:

@@ -12,10 +12,12 @@ from typing import Any
 
 from temporalio.common import SearchAttributeUpdate
 
+from zdp.compliance.esign import verify_approval
 from zdp.models import (
     AbortInput,
     ApprovalInput,
     ApprovalRecord,
+    ApproverIdentity,
     DeploymentRequest,
     DeploymentStatus,
     Outcome,
@@ -25,6 +27,8 @@ from zdp.models import (
     ReleaseManifest,
     RiskAssessment,
     RiskReport,
+    SignatureManifestation,
+    SignedApproval,
     TimelineEvent,
     deployment_id,
 )
@@ -49,6 +53,9 @@ class DeploymentState:
     outcome: Outcome | None = None
     cause: str | None = None
     timeline: list[TimelineEvent] = field(default_factory=list)
+    # Part 11: the registered signers (None: signatures not required) and signatures used.
+    signers: dict[str, ApproverIdentity] | None = None
+    used_signatures: set[str] = field(default_factory=set)
 
     @classmethod
     def start(cls, request: DeploymentRequest) -> DeploymentState:
@@ -81,6 +88,7 @@ class DeploymentState:
         self.risk = report.assessment
         self.decision = report.decision
         self.steps = list(report.decision.steps)
+        self.signers = report.signers
 
     # -------------------------------------------------------------- approvals
 
@@ -94,7 +102,14 @@ class DeploymentState:
         needed = self.decision.approvals_required if self.decision else 0
         return self.rejection() is not None or len(self.approvers()) >= needed
 
-    def decision_refusal(self, decision: ApprovalInput, initiator: str) -> str | None:
+    def decision_refusal(
+        self,
+        decision: ApprovalInput,
+        initiator: str,
+        kind: str = "approve",
+        run_id: str = "",
+        now: datetime | None = None,
+    ) -> str | None:
         """Why this approve/reject must be refused, in words for the person who sent it."""
         if self.phase is not Phase.await_approval or self.approval_settled():
             return f"deployment is not awaiting approval (phase: {self.phase.value})"
@@ -109,14 +124,43 @@ class DeploymentState:
             )
         if any(a.approver == who for a in self.approvals):
             return f"{who} has already decided on this deployment"
+        if self.signers is not None and now is not None:
+            return self.signature(decision, kind, run_id, now)[1]
         return None
 
-    def decide(self, decision: ApprovalInput, kind: str, at: datetime) -> str:
+    def signature(
+        self, decision: ApprovalInput, kind: str, run_id: str, now: datetime
+    ) -> tuple[SignatureManifestation | None, str | None]:
+        """The Part 11 signature on this decision checked against this deployment."""
+        if self.signers is None:
+            return None, None
+        who = decision.approver
+        expected = SignedApproval(
+            deployment_id=deployment_id(self.request.app, self.request.environment),
+            run_id=run_id,
+            release_digest=self.manifest.artifact.digest if self.manifest else "",
+            decision="approve" if kind == "approve" else "reject",
+            meaning="(from the payload)",
+            signer=who,
+            printed_name="(from the payload)",
+            signed_at=now,
+        )
+        return verify_approval(
+            decision.signature, self.signers.get(who), expected, now, self.used_signatures
+        )
+
+    def decide(self, decision: ApprovalInput, kind: str, at: datetime, run_id: str = "") -> str:
+        manifestation, refusal = self.signature(decision, kind, run_id, at)
+        if refusal is not None:  # validators refuse first; a signal may get here
+            raise ValueError(refusal)
+        if manifestation is not None:
+            self.used_signatures.add(manifestation.signature)
         record = ApprovalRecord(
             approver=decision.approver,
             decision="approve" if kind == "approve" else "reject",
             at=at,
             reason=decision.reason,
+            signature=manifestation,
         )
         self.approvals.append(record)
         needed = self.decision.approvals_required if self.decision else 0
@@ -124,7 +168,11 @@ class DeploymentState:
             message = f"approved by {decision.approver} ({len(self.approvers())} of {needed})"
         else:
             message = f"rejected by {decision.approver}: {decision.reason or 'no reason given'}"
-        self.record(at, "decision", message, decision.approver, {"reason": decision.reason})
+        data: dict[str, Any] = {"reason": decision.reason}
+        if manifestation is not None:
+            message = f"{message}; {manifestation.line()}"
+            data["signature"] = manifestation.model_dump(mode="json")
+        self.record(at, "decision", message, decision.approver, data)
         return message
 
     def promote_refusal(self, request: PromoteInput) -> str | None:
@@ -163,6 +211,9 @@ class DeploymentState:
             risk=self.risk,
             approvals_required=self.decision.approvals_required if self.decision else 0,
             approvals=list(self.approvals),
+            release_digest=self.manifest.artifact.digest if self.manifest else None,
+            signature_required=self.signers is not None,
+            printed_names={u: i.printed_name for u, i in (self.signers or {}).items()},
         )
 
     def runbook_markdown(self) -> str:

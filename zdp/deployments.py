@@ -8,8 +8,10 @@ need no running worker.
 
 from __future__ import annotations
 
-from typing import Any
+from datetime import UTC, datetime
+from typing import Any, Literal
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import (
     Client,
@@ -21,17 +23,20 @@ from temporalio.common import SearchAttributePair, TypedSearchAttributes
 from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
+from zdp.compliance.esign import sign_approval
 from zdp.errors import ZdpError
 from zdp.models import (
     TASK_QUEUE,
     AbortInput,
     ApprovalInput,
+    ApprovalSignature,
     DeploymentRequest,
     DeploymentResult,
     DeploymentStatus,
     Outcome,
     Phase,
     PromoteInput,
+    SignedApproval,
     Strategy,
     TimelineEvent,
     deployment_id,
@@ -104,17 +109,58 @@ async def _update(client: Client, workflow_id: str, name: str, arg: Any) -> str:
 
 
 async def approve(
-    client: Client, workflow_id: str, approver: str, reason: str | None = None
+    client: Client,
+    workflow_id: str,
+    approver: str,
+    reason: str | None = None,
+    signature: ApprovalSignature | None = None,
 ) -> str:
-    return await _update(
-        client, workflow_id, "approve", ApprovalInput(approver=approver, reason=reason)
-    )
+    decision = ApprovalInput(approver=approver, reason=reason, signature=signature)
+    return await _update(client, workflow_id, "approve", decision)
 
 
-async def reject(client: Client, workflow_id: str, approver: str, reason: str | None = None) -> str:
-    return await _update(
-        client, workflow_id, "reject", ApprovalInput(approver=approver, reason=reason)
+async def reject(
+    client: Client,
+    workflow_id: str,
+    approver: str,
+    reason: str | None = None,
+    signature: ApprovalSignature | None = None,
+) -> str:
+    decision = ApprovalInput(approver=approver, reason=reason, signature=signature)
+    return await _update(client, workflow_id, "reject", decision)
+
+
+async def sign_decision(
+    client: Client,
+    workflow_id: str,
+    approver: str,
+    decision: Literal["approve", "reject"],
+    meaning: str,
+    key: Ed25519PrivateKey,
+) -> ApprovalSignature:
+    """A Part 11 signature on this decision, bound to the running deployment (its run id and
+    release digest) and dated now; the workflow checks every field before accepting it."""
+    current = await status(client, workflow_id)
+    if current.release_digest is None:
+        raise RequestRefused(f"{workflow_id} has no verified release to sign for yet")
+    printed = current.printed_names.get(approver)
+    if printed is None:
+        raise RequestRefused(
+            f"{approver} has no registered signing identity for {workflow_id}"
+            + ("" if current.signature_required else " (this deployment needs no signature)")
+        )
+    desc = await handle_for(client, workflow_id).describe()
+    payload = SignedApproval(
+        deployment_id=workflow_id,
+        run_id=desc.run_id,
+        release_digest=current.release_digest,
+        decision=decision,
+        meaning=meaning,
+        signer=approver,
+        printed_name=printed,
+        signed_at=datetime.now(UTC),
     )
+    return sign_approval(key, payload)
 
 
 async def promote(

@@ -7,7 +7,7 @@ activities, the CLI and tests all speak the same types. Nothing in this module d
 from __future__ import annotations
 
 import re
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, Literal
 
@@ -223,6 +223,9 @@ class RiskReport(_Model):
     assessment: RiskAssessment
     decision: PolicyDecision
     checks: list[DomainCheck] = Field(default_factory=list)
+    # Set when approvals must be Part 11 e-signatures: the allowed approvers' registered
+    # identities, so the workflow can verify signatures deterministically (and keep them).
+    signers: dict[str, ApproverIdentity] | None = None
     # Why the deployment may not go ahead at all; None when it may.
     blocked: str | None = None
     emergency_override: str | None = None
@@ -309,11 +312,65 @@ class DeploymentRequest(_Model):
         return self
 
 
+# --------------------------------------------------------------------------- e-signatures
+# 21 CFR Part 11 signatures on approvals; how they are made and checked: zdp/compliance/esign.py
+
+
+class ApproverIdentity(_Model):
+    """A registered signer: who they are in print, and the public key that speaks for them."""
+
+    user: str
+    printed_name: str = Field(min_length=2, max_length=200)
+    public_key_pem: str
+    fingerprint: str
+    registered_at: datetime
+
+
+class SignedApproval(_Model):
+    """What an approver signs. Every field is checked against the deployment it is sent to."""
+
+    type: Literal["zdp-approval/v1"] = "zdp-approval/v1"
+    deployment_id: str
+    run_id: str
+    release_digest: str
+    decision: Literal["approve", "reject"]
+    meaning: str = Field(min_length=3, max_length=200)
+    signer: str
+    printed_name: str
+    signed_at: datetime
+
+
+class ApprovalSignature(_Model):
+    """The signed payload (canonical JSON, base64), the Ed25519 signature and the key's id."""
+
+    payload: str
+    sig: str
+    key_fingerprint: str
+
+
+class SignatureManifestation(_Model):
+    """§11.50: printed name, date and time, meaning; shown wherever the approval is shown."""
+
+    printed_name: str
+    meaning: str
+    signed_at: datetime
+    key_fingerprint: str
+    signature: str
+
+    def line(self) -> str:
+        return (
+            f"signed by {self.printed_name} — {self.meaning} — "
+            f"{self.signed_at.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC"
+        )
+
+
 class ApprovalInput(_Model):
     """An approve or reject message, from the CLI, Slack, or a signal-only client."""
 
     approver: str = Field(min_length=1)
     reason: str | None = None
+    # Required where the environment's compliance profile asks for Part 11 signatures.
+    signature: ApprovalSignature | None = None
 
 
 class PromoteInput(_Model):
@@ -331,6 +388,7 @@ class ApprovalRecord(_Model):
     decision: Literal["approve", "reject"]
     at: datetime
     reason: str | None = None
+    signature: SignatureManifestation | None = None
 
 
 class TimelineEvent(_Model):
@@ -360,6 +418,11 @@ class DeploymentStatus(_Model):
     risk: RiskAssessment | None = None
     approvals_required: int = 0
     approvals: list[ApprovalRecord] = Field(default_factory=list)
+    # What an approver needs to sign a decision (zdp approve --key): the release digest, and
+    # the printed name per approver when signatures are required.
+    release_digest: str | None = None
+    signature_required: bool = False
+    printed_names: dict[str, str] = Field(default_factory=dict)
 
 
 class DeploymentResult(_Model):

@@ -10,7 +10,7 @@ import typer
 
 from zdp.cli.output import EXIT_USAGE, fail
 from zdp.errors import ZdpError
-from zdp.signing import generate_key_pair
+from zdp.signing import generate_key_pair, load_public_key
 
 app = typer.Typer(
     help="Generate release-signing keys (Ed25519).", no_args_is_help=True, add_completion=False
@@ -92,3 +92,31 @@ def generate(
     typer.echo(f"private key: {files.private_key} ({protection}, mode 0600)")
     typer.echo(f"public key:  {files.public_key}")
     typer.echo(f"fingerprint: {files.fingerprint}")
+
+
+@app.command("register-approver")
+def register_approver_command(
+    user: Annotated[str, typer.Argument(metavar="USER", help="The approver's user id.")],
+    public_key: Annotated[
+        Path, typer.Option("--public-key", help="Their Ed25519 public key (PEM, .pub).")
+    ],
+    printed_name: Annotated[
+        str, typer.Option("--printed-name", help="Name shown with every signature (§11.50).")
+    ],
+    registry: Annotated[
+        Path | None,
+        typer.Option(
+            help="Registry folder [default: $ZDP_APPROVER_REGISTRY or $ZDP_HOME/approvers]."
+        ),
+    ] = None,
+) -> None:
+    """Register an approver's signing key for Part 11 e-signatures on approvals."""
+    from zdp.compliance.esign import register_approver, registry_dir
+
+    try:
+        identity = register_approver(
+            user, printed_name, load_public_key(public_key), registry or registry_dir()
+        )
+    except ZdpError as err:
+        fail(str(err))
+    typer.echo(f"registered {identity.user} ({identity.printed_name}): {identity.fingerprint}")

@@ -9,7 +9,7 @@ import os
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 import typer
 from pydantic import ValidationError
@@ -18,11 +18,13 @@ from temporalio.service import RPCError
 
 from zdp import deployments
 from zdp.cli import keys_cmd, release_cmd
+from zdp.cli.keys_cmd import PassphraseEnv, PassphraseFile, Prompt, read_passphrase
 from zdp.cli.output import EXIT_ERROR, EXIT_USAGE, console, err_console, fail, print_json
 from zdp.cli.progress import OUTCOME_EXIT_CODES, follow
 from zdp.errors import ZdpError
 from zdp.models import DeploymentRequest, DsseEnvelope, Strategy, deployment_id
 from zdp.release import summarize_validation_error
+from zdp.signing import load_private_key
 from zdp.temporal import connect
 
 T = TypeVar("T")
@@ -165,16 +167,60 @@ def _decision(kind: str) -> Callable[..., None]:
 
         console.print(run(work))
 
+    command.__doc__ = "Skip the remaining steps and promote now (allowed approvers only)."
+    return command
+
+
+def _signed_decision(kind: Literal["approve", "reject"]) -> Callable[..., None]:
+    def command(
+        deployment: Annotated[str, typer.Argument(metavar="ID", help="deploy-<app>-<env>.")],
+        as_: Annotated[str, typer.Option("--as", help="Your approver identity.")],
+        reason: Annotated[str | None, typer.Option(help="Recorded in the timeline.")] = None,
+        key: Annotated[
+            Path | None,
+            typer.Option(help="Your registered Ed25519 key: signs the decision (Part 11)."),
+        ] = None,
+        meaning: Annotated[
+            str | None,
+            typer.Option(help='What your signature means, e.g. "approve release to production".'),
+        ] = None,
+        passphrase_env: PassphraseEnv = None,
+        passphrase_file: PassphraseFile = None,
+        prompt: Prompt = False,
+    ) -> None:
+        if (key is None) != (meaning is None):
+            fail("a signed decision needs both --key and --meaning", EXIT_USAGE)
+        private = None
+        if key is not None:
+            passphrase = read_passphrase(passphrase_env, passphrase_file, prompt)
+            try:
+                private = load_private_key(key, passphrase)
+            except ZdpError as err:
+                fail(str(err))
+
+        async def work() -> str:
+            client = await connect()
+            signature = None
+            if private is not None and meaning is not None:
+                signature = await deployments.sign_decision(
+                    client, deployment, as_, kind, meaning, private
+                )
+            action = deployments.approve if kind == "approve" else deployments.reject
+            return str(await action(client, deployment, as_, reason, signature))
+
+        console.print(run(work), markup=False)
+
     command.__doc__ = {
-        "approve": "Approve a deployment that awaits approval.",
+        "approve": "Approve a deployment that awaits approval (signed with --key where Part 11 "
+        "applies).",
         "reject": "Reject a deployment that awaits approval; it ends `rejected`.",
-        "promote": "Skip the remaining steps and promote now (allowed approvers only).",
     }[kind]
     return command
 
 
-for _kind in ("approve", "reject", "promote"):
-    app.command(name=_kind)(_decision(_kind))
+app.command(name="approve")(_signed_decision("approve"))
+app.command(name="reject")(_signed_decision("reject"))
+app.command(name="promote")(_decision("promote"))
 
 
 def _signal(name: str, doc: str) -> Callable[..., None]:

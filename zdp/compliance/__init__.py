@@ -1,0 +1,1 @@
+"""Compliance: what shows a deployment was controlled: signatures, audit trail and evidence."""

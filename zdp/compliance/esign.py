@@ -1,0 +1,197 @@
+"""21 CFR Part 11 electronic signatures on approvals.
+
+An approver registers an Ed25519 public key under their user id with their printed name
+(`zdp keys register-approver`). The private key stays with the approver, encrypted under their
+passphrase: the key file and the passphrase are the two distinct identification components of
+§11.200(a)(1). To approve, `zdp approve ID --as USER --key FILE --meaning "..."` signs a payload
+that binds the deployment (workflow id and run id), the release digest, the decision, the
+meaning, the signer's printed name and the time (§11.50 manifestation, §11.70 linking): the
+signature cannot be moved to another deployment, release or approver.
+
+`verify_approval` is pure (no clock, no I/O), so the workflow's update validator can run it: the
+registered identities travel into the workflow with the risk report and stay in its history.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import os
+import re
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from pydantic import ValidationError
+
+from zdp.errors import ConfigError, ZdpError
+from zdp.fsutil import write_file_atomic
+from zdp.models import (
+    ApprovalSignature,
+    ApproverIdentity,
+    SignatureManifestation,
+    SignedApproval,
+)
+from zdp.signing import fingerprint
+
+PAYLOAD_TYPE = "zdp-approval/v1"
+# A signature older than this, or dated this far in the future, is refused: a signature is
+# made for the decision at hand, not kept and sent later.
+MAX_SIGNATURE_AGE = timedelta(minutes=15)
+MAX_CLOCK_SKEW = timedelta(minutes=2)
+_USER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,127}$")
+
+
+def _import_invalid_signature_now() -> None:
+    """cryptography's Rust code imports `InvalidSignature` the first time it raises it. Inside
+    the workflow sandbox that import fails and aborts the process (pyo3 panics), so a failed
+    verification is provoked once here, when this module is imported outside the sandbox; the
+    imported type is then cached for the life of the process."""
+    try:
+        Ed25519PrivateKey.generate().public_key().verify(bytes(64), b"")
+    except InvalidSignature:
+        pass
+
+
+_import_invalid_signature_now()
+
+
+def canonical(payload: SignedApproval) -> bytes:
+    data = payload.model_dump(mode="json")
+    return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def sign_approval(private_key: Ed25519PrivateKey, payload: SignedApproval) -> ApprovalSignature:
+    body = canonical(payload)
+    return ApprovalSignature(
+        payload=base64.b64encode(body).decode(),
+        sig=base64.b64encode(private_key.sign(body)).decode(),
+        key_fingerprint=fingerprint(private_key.public_key()),
+    )
+
+
+def verify_approval(
+    signature: ApprovalSignature | None,
+    identity: ApproverIdentity | None,
+    expected: SignedApproval,
+    now: datetime,
+    used: set[str],
+) -> tuple[SignatureManifestation | None, str | None]:
+    """(the manifestation, None) when the signature is valid for exactly `expected`;
+    (None, why) when it is missing, malformed, foreign, moved from another record, stale or
+    reused. `expected.meaning`, `printed_name` and `signed_at` are taken from the payload."""
+    who = expected.signer
+    if identity is None:
+        return None, f"{who} has no registered signing key: register one first (part11)"
+    if signature is None:
+        return None, (
+            f"this environment requires a Part 11 electronic signature: approve with "
+            f"--key (the registered key of {who}) and --meaning"
+        )
+    if signature.sig in used:
+        return None, "this signature was already used: sign each decision anew"
+    if signature.key_fingerprint != identity.fingerprint:
+        return None, f"signed with key {signature.key_fingerprint}, not the key registered to {who}"
+    try:
+        body = base64.b64decode(signature.payload, validate=True)
+        raw_sig = base64.b64decode(signature.sig, validate=True)
+        public = serialization.load_pem_public_key(identity.public_key_pem.encode())
+        if not isinstance(public, Ed25519PublicKey):
+            return None, f"the key registered to {who} is not Ed25519"
+        public.verify(raw_sig, body)
+        payload = SignedApproval.model_validate_json(body)
+    except (binascii.Error, ValueError, ValidationError):
+        return None, "the signature or its payload is malformed"
+    except InvalidSignature:
+        return None, f"the signature does not verify with the key registered to {who}"
+    for field, label in (
+        ("deployment_id", "another deployment"),
+        ("run_id", "another run of this deployment"),
+        ("release_digest", "another release"),
+        ("decision", "another decision"),
+        ("signer", "another approver"),
+    ):
+        if getattr(payload, field) != getattr(expected, field):
+            return None, f"the signature was made for {label} ({field} differs)"
+    if payload.printed_name != identity.printed_name:
+        return None, "the signed printed name is not the registered one"
+    if payload.signed_at > now + MAX_CLOCK_SKEW or payload.signed_at < now - MAX_SIGNATURE_AGE:
+        return None, (
+            f"the signature is dated {payload.signed_at.isoformat()}: sign within "
+            f"{int(MAX_SIGNATURE_AGE.total_seconds() // 60)} minutes of sending"
+        )
+    return (
+        SignatureManifestation(
+            printed_name=payload.printed_name,
+            meaning=payload.meaning,
+            signed_at=payload.signed_at,
+            key_fingerprint=signature.key_fingerprint,
+            signature=signature.sig,
+        ),
+        None,
+    )
+
+
+# --------------------------------------------------------------------------- the registry
+
+
+def registry_dir(home: Path | None = None) -> Path:
+    """ZDP_APPROVER_REGISTRY, else $ZDP_HOME/approvers."""
+    explicit = os.environ.get("ZDP_APPROVER_REGISTRY")
+    if explicit:
+        return Path(explicit)
+    return (home or Path(os.environ.get("ZDP_HOME", ".zdp"))) / "approvers"
+
+
+def register_approver(
+    user: str, printed_name: str, public_key: Ed25519PublicKey, directory: Path
+) -> ApproverIdentity:
+    """Write `<user>.json`; re-registering the same key is a no-op, a different key is refused
+    (revoke by removing the file, so that the change is deliberate and visible)."""
+    if not _USER.match(user):
+        raise ZdpError(f"user id {user!r} must be letters, digits, '.', '_', '@' or '-'")
+    pem = public_key.public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    ).decode()
+    path = directory / f"{user}.json"
+    if path.exists():
+        existing = load_registry(directory).get(user)
+        if existing is not None and existing.fingerprint == fingerprint(public_key):
+            return existing
+        raise ZdpError(
+            f"{user} already has a registered key ({path}); remove it first to register another"
+        )
+    try:
+        identity = ApproverIdentity(
+            user=user,
+            printed_name=printed_name.strip(),
+            public_key_pem=pem,
+            fingerprint=fingerprint(public_key),
+            registered_at=datetime.now(UTC),
+        )
+    except ValidationError:
+        raise ZdpError("printed name must be 2 to 200 characters") from None
+    directory.mkdir(parents=True, exist_ok=True)
+    write_file_atomic(path, (identity.model_dump_json(indent=2) + "\n").encode())
+    return identity
+
+
+def load_registry(directory: Path) -> dict[str, ApproverIdentity]:
+    """Every registered identity; a malformed file is a ConfigError naming it."""
+    identities: dict[str, ApproverIdentity] = {}
+    if not directory.is_dir():
+        return identities
+    for path in sorted(directory.glob("*.json")):
+        try:
+            identity = ApproverIdentity.model_validate_json(path.read_text(encoding="utf-8"))
+        except (OSError, ValidationError) as err:
+            raise ConfigError(
+                f"{path}: not a valid approver identity ({type(err).__name__})"
+            ) from None
+        if identity.user != path.stem:
+            raise ConfigError(f"{path}: names user {identity.user!r}, not {path.stem!r}")
+        identities[identity.user] = identity
+    return identities
