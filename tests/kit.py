@@ -88,6 +88,12 @@ def engine_config() -> EngineConfig:
     return load_config(HERE / "workflows" / "engine.yaml")
 
 
+@pytest.fixture(scope="session")
+def zdp_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The workers' ZDP_HOME: the audit log, the engine key and the evidence store."""
+    return tmp_path_factory.mktemp("zdp-home")
+
+
 @pytest.fixture
 def platform() -> MemoryState:
     """The in-memory platform with v1 serving 100% from `stable` (and `blue`)."""
@@ -107,6 +113,7 @@ class Harness:
     signer: Signer
     config: EngineConfig
     state: MemoryState
+    home: Path
     started: list[WorkflowHandle[Any, DeploymentResult]] = field(default_factory=list)
 
     def worker(self, graceful_shutdown: timedelta = timedelta(seconds=5)) -> Worker:
@@ -122,6 +129,7 @@ class Harness:
             trusted_keys_dir=self.signer.trusted_dir,
             task_queue=self.task_queue,
             graceful_shutdown=graceful_shutdown,
+            home=self.home,
         )
 
     def request(self, version: str = "2.0.0", **overrides: Any) -> DeploymentRequest:
@@ -184,6 +192,7 @@ async def kit(
     signer: Signer,
     engine_config: EngineConfig,
     platform: MemoryState,
+    zdp_home: Path,
 ) -> AsyncIterator[Harness]:
     """A task queue of its own and no worker yet; leftover deployments are terminated after."""
     h = Harness(
@@ -192,6 +201,7 @@ async def kit(
         signer=signer,
         config=engine_config.model_copy(deep=True),  # a test may change its own copy
         state=platform,
+        home=zdp_home,
     )
     yield h
     if os.environ.get("ZDP_RECORD_HISTORIES"):

@@ -20,6 +20,7 @@ from typing import Any
 from temporalio.client import Client
 from temporalio.worker import Worker
 
+from activities.compliance import ComplianceActivities
 from activities.health import HealthActivities
 from activities.release import ReleaseActivities
 from activities.risk import RiskActivities
@@ -57,13 +58,17 @@ def activities_for(
     platform: Platform,
     config: EngineConfig | None = None,
     trusted_keys_dir: Path | None = None,
+    home: Path | None = None,
 ) -> list[Callable[..., Any]]:
     release = ReleaseActivities(trusted_keys_dir, config)
     risk = RiskActivities(config, platform.runtime, platform.router, platform.app_query)
     runtime = RuntimeActivities(platform.runtime)
     traffic = TrafficActivities(platform.router, platform.runtime)
     health = HealthActivities(platform.runtime, platform.probe, platform.router)
+    compliance = ComplianceActivities(home)
     return [
+        compliance.record_audit,
+        compliance.seal_evidence,
         release.verify_release,
         risk.assess_risk,
         runtime.provision_version,
@@ -81,13 +86,14 @@ def build_worker(
     trusted_keys_dir: Path | None = None,
     task_queue: str = TASK_QUEUE,
     graceful_shutdown: timedelta = timedelta(seconds=30),
+    home: Path | None = None,
 ) -> Worker:
     return Worker(
         client,
         task_queue=task_queue,
         workflows=[DeploymentWorkflow],
         activities=activities_for(
-            platform or Platform.from_environment(), config, trusted_keys_dir
+            platform or Platform.from_environment(), config, trusted_keys_dir, home
         ),
         graceful_shutdown_timeout=graceful_shutdown,
     )

@@ -16,6 +16,7 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError, FailureError
 
 with workflow.unsafe.imports_passed_through():
+    from activities.compliance import ComplianceActivities
     from activities.health import HealthActivities
     from activities.release import ReleaseActivities
     from activities.risk import RiskActivities
@@ -28,6 +29,7 @@ with workflow.unsafe.imports_passed_through():
         AbortInput,
         ApprovalInput,
         AssessRiskInput,
+        AuditRecordInput,
         Deployed,
         DeploymentRequest,
         DeploymentResult,
@@ -42,6 +44,7 @@ with workflow.unsafe.imports_passed_through():
         ProvisionInput,
         RetireInput,
         RiskReport,
+        SealEvidenceInput,
         Strategy,
         TimelineEvent,
         VerifiedRelease,
@@ -67,6 +70,14 @@ FORWARD_RETRY = RetryPolicy(
 GATE_HEARTBEAT = timedelta(seconds=5)
 # workflow.patched ids: each guards a change that running histories must not see retroactively.
 PAUSE_WHEN_BASELINE_DEGRADES = "pause-when-baseline-degrades"
+AUDIT_AND_EVIDENCE = "audit-log-and-evidence-bundle"
+# Evidence must not be lost: the audit and sealing activities retry until they succeed, as
+# compensations do; a failing one shows in the Temporal UI with its cause.
+EVIDENCE_RETRY = RetryPolicy(
+    initial_interval=timedelta(milliseconds=200),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(seconds=30),
+)
 
 
 class RollbackRequired(Exception):
@@ -86,6 +97,7 @@ class DeploymentWorkflow:
         self.state = DeploymentState.start(request)
         self.undo = CompensationStack()
         self.slots: dict[str, str] = {}
+        self.audited = 0  # timeline events already in the audit log
 
     # ------------------------------------------------------------------ the runbook
 
@@ -206,6 +218,7 @@ class DeploymentWorkflow:
         needed = report.decision.approvals_required
         if needed == 0:
             self.state.record(workflow.now(), "approval_skipped", "policy requires no approval")
+            await self._audit()
             return
         self._enter(
             Phase.await_approval,
@@ -236,6 +249,7 @@ class DeploymentWorkflow:
             f"approved by {', '.join(self.state.approvers())}",
             data={"approvers": self.state.approvers()},
         )
+        await self._audit()  # the approval evidence is logged before anything changes
 
     async def _provision(self, release: VerifiedRelease) -> None:
         self._enter(Phase.provision, "starting the new version")
@@ -505,11 +519,62 @@ class DeploymentWorkflow:
         workflow.upsert_search_attributes([SA_OUTCOME.value_set(outcome.value)])
         # Updates that are still running must not be cut off by the workflow completing.
         await workflow.wait_condition(workflow.all_handlers_finished)
+        if workflow.patched(AUDIT_AND_EVIDENCE):
+            await self._audit(checkpoint=True)
+            await self._seal_evidence(outcome, cause)
         return DeploymentResult(
             outcome=outcome,
             cause=cause,
             status=self.state.status(),
             timeline=list(self.state.timeline),
+        )
+
+    async def _audit(self, checkpoint: bool = False) -> None:
+        """Append the timeline events not yet in the audit log (idempotent per event)."""
+        if not workflow.patched(AUDIT_AND_EVIDENCE):
+            return
+        events = self.state.timeline[self.audited :]
+        if not events and not checkpoint:
+            return
+        await workflow.execute_activity_method(
+            ComplianceActivities.record_audit,
+            AuditRecordInput(
+                workflow_id=workflow.info().workflow_id,
+                run_id=workflow.info().run_id,
+                start_index=self.audited,
+                events=events,
+                checkpoint=checkpoint,
+            ),
+            start_to_close_timeout=timedelta(seconds=60),
+            retry_policy=EVIDENCE_RETRY,
+            summary=f"audit log: {len(events)} events" + (" + checkpoint" if checkpoint else ""),
+        )
+        self.audited += len(events)
+
+    async def _seal_evidence(self, outcome: Outcome, cause: str | None) -> None:
+        receipt = await workflow.execute_activity_method(
+            ComplianceActivities.seal_evidence,
+            SealEvidenceInput(
+                workflow_id=workflow.info().workflow_id,
+                run_id=workflow.info().run_id,
+                result=DeploymentResult(
+                    outcome=outcome,
+                    cause=cause,
+                    status=self.state.status(),
+                    timeline=list(self.state.timeline),
+                ),
+                release=self.request.release,
+            ),
+            start_to_close_timeout=timedelta(minutes=2),
+            retry_policy=EVIDENCE_RETRY,
+            summary="seal the evidence bundle",
+        )
+        self.state.record(
+            workflow.now(),
+            "evidence_sealed",
+            f"evidence bundle sealed: {receipt.path} ({receipt.files} files, manifest sha256 "
+            f"{receipt.manifest_sha256[:16]}…, key {receipt.key_fingerprint})",
+            data=receipt.model_dump(mode="json"),
         )
 
     def _enter(self, phase: Phase, message: str) -> None:

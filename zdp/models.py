@@ -489,3 +489,37 @@ class GateInput(_Model):
     baseline_slot: str | None = None
     environment: str | None = None
     risk_level: RiskLevel | None = None
+
+
+# --------------------------------------------------------------------------- compliance evidence
+
+
+class AuditRecordInput(_Model):
+    """Timeline events [start_index, start_index + len(events)) of one workflow run."""
+
+    workflow_id: str
+    run_id: str
+    start_index: int = Field(ge=0)
+    events: list[TimelineEvent]
+    checkpoint: bool = False
+
+
+class AuditReceipt(_Model):
+    appended: int
+    size: int
+    head_hash: str
+    checkpoint_size: int | None = None
+
+
+class SealEvidenceInput(_Model):
+    workflow_id: str
+    run_id: str
+    result: DeploymentResult
+    release: DsseEnvelope
+
+
+class EvidenceReceipt(_Model):
+    path: str
+    files: int
+    manifest_sha256: str
+    key_fingerprint: str

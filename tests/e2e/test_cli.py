@@ -141,7 +141,31 @@ async def test_deploy_wait_exits_10_when_rolled_back(
     assert "outcome: rolled_back — health gate fail" in run.err
     timeline = await zdp("timeline", f"deploy-{APP}-dev", "--json", env=cli_env)
     kinds = [e["kind"] for e in json.loads(timeline.out)]
-    assert kinds[-4:] == ["phase", "compensated", "compensated", "phase"]
+    assert kinds[-5:] == ["phase", "compensated", "compensated", "phase", "evidence_sealed"]
+
+    # The forensic report of the closed deployment: one self-contained page.
+    page = tmp_path / "report.html"
+    written = await zdp(
+        "timeline", f"deploy-{APP}-dev", "--format", "html", "-o", str(page), env=cli_env
+    )
+    assert written.code == 0, written.err
+    html = page.read_text()
+    assert "<svg" in html and "rolled_back" in html.replace("rolled back", "rolled_back")
+    assert "<script" not in html and "<link" not in html and 'src="http' not in html
+    markdown = await zdp("timeline", f"deploy-{APP}-dev", "--format", "md", env=cli_env)
+    assert markdown.code == 0 and "health gate fail" in markdown.out
+
+    # The audit log the worker wrote verifies; the sealed bundle too.
+    keys = cli.home / "keys" / "engine.pub"
+    log = cli.home / "audit" / "audit.jsonl"
+    audit = await zdp("audit", "verify", "--log", str(log), "--key", str(keys), env=cli_env)
+    assert audit.code == 0, audit.err
+    assert audit.out.startswith("audit log OK:")
+    bundle = json.loads(timeline.out)[-1]["data"]["path"]
+    evidence = await zdp("evidence", "verify", bundle, "--key", str(keys), env=cli_env)
+    assert evidence.code == 0, evidence.err
+    bad_format = await zdp("timeline", f"deploy-{APP}-dev", "--format", "pdf", env=cli_env)
+    assert bad_format.code == 2 and "--format must be one of" in one_clear_line(bad_format)
 
 
 async def test_tampered_manifest_is_rejected_with_exit_11(

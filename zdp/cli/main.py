@@ -17,7 +17,7 @@ from temporalio.exceptions import TemporalError
 from temporalio.service import RPCError
 
 from zdp import deployments
-from zdp.cli import keys_cmd, release_cmd
+from zdp.cli import audit_cmd, evidence_cmd, keys_cmd, release_cmd
 from zdp.cli.keys_cmd import PassphraseEnv, PassphraseFile, Prompt, read_passphrase
 from zdp.cli.output import EXIT_ERROR, EXIT_USAGE, console, err_console, fail, print_json
 from zdp.cli.progress import OUTCOME_EXIT_CODES, follow
@@ -39,6 +39,8 @@ app = typer.Typer(
 )
 app.add_typer(keys_cmd.app, name="keys", help="Generate Ed25519 signing keys.")
 app.add_typer(release_cmd.app, name="release", help="Create, sign and verify releases.")
+app.add_typer(audit_cmd.app, name="audit", help="Verify the hash-chained audit log.")
+app.add_typer(evidence_cmd.app, name="evidence", help="Verify sealed evidence bundles.")
 
 
 def run(work: Callable[[], Awaitable[T]]) -> T:
@@ -280,20 +282,56 @@ def status(
 @app.command()
 def timeline(
     deployment: Annotated[str, typer.Argument(metavar="ID", help="deploy-<app>-<env>.")],
-    as_json: Annotated[bool, typer.Option("--json")] = False,
+    fmt: Annotated[
+        str,
+        typer.Option(
+            "--format",
+            help="text (live, one line per event), or json, md, html: the forensic report "
+            "from the closed workflow's history.",
+        ),
+    ] = "text",
+    as_json: Annotated[bool, typer.Option("--json", help="The events as JSON.")] = False,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write the report to this file.")
+    ] = None,
 ) -> None:
     """The forensic record: every phase, decision, weight change, verdict and compensation."""
+    from zdp.forensics.report import RENDERERS
 
-    async def work() -> list[deployments.TimelineEvent]:
-        return await deployments.timeline(await connect(), deployment)
+    if fmt not in ("text", *RENDERERS):
+        fail(f"--format must be one of text, {', '.join(RENDERERS)}; got {fmt!r}", EXIT_USAGE)
+    if fmt == "text":
 
-    events = run(work)
-    if as_json:
-        print_json([e.model_dump(mode="json") for e in events])
+        async def events() -> list[deployments.TimelineEvent]:
+            return await deployments.timeline(await connect(), deployment)
+
+        found = run(events)
+        if as_json:
+            print_json([e.model_dump(mode="json") for e in found])
+            return
+        from zdp.cli.progress import render_timeline
+
+        text = render_timeline(found)
+    else:
+
+        async def closed() -> deployments.DeploymentResult:
+            client = await connect()
+            if await deployments.is_running(client, deployment):
+                raise ZdpError(
+                    f"{deployment} is still running: its report is built from the history once "
+                    f"it closes; `zdp timeline {deployment}` shows the live timeline"
+                )
+            return await deployments.closed_result(client, deployment)
+
+        text = RENDERERS[fmt](run(closed))
+    if output is not None:
+        try:
+            output.write_text(text if text.endswith("\n") else text + "\n", encoding="utf-8")
+        except OSError as err:
+            fail(f"cannot write {output}: {err.strerror}")
+        err_console.print(f"wrote {output}")
         return
-    from zdp.cli.progress import render_timeline
-
-    console.print(render_timeline(events), markup=False, highlight=False, soft_wrap=True)
+    console.print(text, markup=False, highlight=False, soft_wrap=True)
 
 
 @app.command()

@@ -1,0 +1,146 @@
+"""Activities: append timeline events to the audit log, and seal the evidence bundle.
+
+Both are idempotent: the audit log skips (workflow id, event id) pairs it already holds, and
+sealing the same bundle again returns the sealed one. The workflow retries them until they
+succeed: a deployment does not close without its evidence.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+from temporalio import activity
+
+from activities._support import to_application_error
+from zdp.compliance.audit import AuditEvent, AuditLog, default_log_path
+from zdp.compliance.engine_key import engine_key
+from zdp.compliance.evidence import seal_bundle
+from zdp.errors import ZdpError
+from zdp.forensics.report import render_html, render_markdown
+from zdp.models import (
+    AuditReceipt,
+    AuditRecordInput,
+    EvidenceReceipt,
+    SealEvidenceInput,
+)
+from zdp.platforms.local_layout import zdp_home
+from zdp.signing import fingerprint
+
+
+def evidence_dir(home: Path | None = None) -> Path:
+    return (home or zdp_home()) / "evidence"
+
+
+def _event_id(run_id: str, index: int) -> str:
+    return f"{run_id}/{index}"
+
+
+def _aware(at: datetime) -> datetime:
+    return at if at.tzinfo is not None else at.replace(tzinfo=UTC)
+
+
+class ComplianceActivities:
+    def __init__(self, home: Path | None = None) -> None:
+        self.home = home
+        self._log: AuditLog | None = None
+
+    def log(self) -> AuditLog:
+        """One AuditLog per worker process: it indexes what it holds on first use."""
+        if self._log is None:
+            self._log = AuditLog(default_log_path(self.home), engine_key(self.home))
+        return self._log
+
+    @activity.defn
+    async def record_audit(self, request: AuditRecordInput) -> AuditReceipt:
+        """Append these timeline events (a retry appends nothing twice); checkpoint if asked."""
+        events = [
+            AuditEvent(
+                event_id=_event_id(request.run_id, request.start_index + i),
+                at=_aware(e.at),
+                kind=e.kind,
+                message=e.message,
+                actor=e.actor,
+                data={"phase": e.phase.value, **e.data},
+            )
+            for i, e in enumerate(request.events)
+        ]
+        try:
+            log = await asyncio.to_thread(self.log)
+            result = await asyncio.to_thread(log.append, request.workflow_id, events)
+            checkpoint = await asyncio.to_thread(log.checkpoint) if request.checkpoint else None
+        except ZdpError as err:
+            raise to_application_error(err) from None
+        return AuditReceipt(
+            appended=result.appended,
+            size=result.size,
+            head_hash=result.head_hash,
+            checkpoint_size=checkpoint.size if checkpoint else None,
+        )
+
+    @activity.defn
+    async def seal_evidence(self, request: SealEvidenceInput) -> EvidenceReceipt:
+        """Seal the history export, timeline, reports, audit entries and signatures, signed."""
+        handle = activity.client().get_workflow_handle(request.workflow_id, run_id=request.run_id)
+        history = await handle.fetch_history()
+        result = request.result
+        files = {
+            "history.json": history.to_json().encode(),
+            "result.json": result.model_dump_json(indent=2).encode(),
+            "report.md": render_markdown(result).encode(),
+            "report.html": render_html(result).encode(),
+            "audit-entries.jsonl": await asyncio.to_thread(
+                self._entries_of, request.workflow_id, request.run_id
+            ),
+            "signatures.json": json.dumps(
+                {
+                    "release_envelope": request.release.model_dump(mode="json"),
+                    "approvals": [a.model_dump(mode="json") for a in result.status.approvals],
+                },
+                indent=2,
+                sort_keys=True,
+            ).encode(),
+        }
+        try:
+            key = await asyncio.to_thread(engine_key, self.home)
+            path = await asyncio.to_thread(
+                seal_bundle,
+                evidence_dir(self.home) / request.workflow_id,
+                request.run_id,
+                files,
+                key,
+                {
+                    "workflow_id": request.workflow_id,
+                    "run_id": request.run_id,
+                    "app": result.status.app,
+                    "environment": result.status.environment,
+                    "version": result.status.version,
+                    "outcome": result.outcome.value,
+                },
+            )
+        except ZdpError as err:
+            raise to_application_error(err) from None
+        manifest = (path / "MANIFEST.json").read_bytes()
+        return EvidenceReceipt(
+            path=str(path),
+            files=len(files),
+            manifest_sha256=hashlib.sha256(manifest).hexdigest(),
+            key_fingerprint=fingerprint(key.public_key()),
+        )
+
+    def _entries_of(self, workflow_id: str, run_id: str) -> bytes:
+        """This run's lines of the audit log, exactly as stored (each verifiable alone)."""
+        path = default_log_path(self.home)
+        prefix = f"{run_id}/"
+        lines = []
+        with path.open("rb") as log:
+            for line in log:
+                entry = json.loads(line)
+                if entry.get("workflow_id") == workflow_id and str(
+                    entry.get("event_id", "")
+                ).startswith(prefix):
+                    lines.append(line)
+        return b"".join(lines)
