@@ -369,7 +369,7 @@ class DeploymentWorkflow:
             WeightsInput(app=self.request.app, weights=weights),
             start_to_close_timeout=timedelta(seconds=30),
             retry_policy=FORWARD_RETRY,
-            summary="set weights " + _weights_text(weights),
+            summary="shift traffic to " + _weights_text(weights),
         )
         previous = self.state.weights
         self.state.weights = applied
@@ -437,7 +437,7 @@ class DeploymentWorkflow:
             start_to_close_timeout=timedelta(seconds=2 * bake + 120),
             heartbeat_timeout=GATE_HEARTBEAT,
             retry_policy=FORWARD_RETRY,
-            summary=f"health gate, {label}, bake {bake:g} s",
+            summary=f"gate {label}: {bake:g} s bake",
         )
         await workflow.wait_condition(
             lambda: handle.done() or self.state.abort is not None or self.state.promote is not None

@@ -229,7 +229,9 @@ class DeploymentState:
         if self.decision is not None and self.decision.approvals_required:
             lines.append(
                 f"**Approvals:** {len(self.approvers())} of {self.decision.approvals_required}"
-                f" ({', '.join(self.approvers()) or 'none yet'})"
+                f" ({', '.join(self.approvers()) or 'none yet'}); who may approve: "
+                f"{', '.join(self.decision.allowed_approvers)}"
+                + (" (Part 11 signature required)" if self.signers is not None else "")
             )
         if self.weights:
             lines.append(
@@ -237,6 +239,9 @@ class DeploymentState:
             )
         if self.step_index is not None and self.steps:
             lines.append(f"**Step:** {self.step_index + 1} of {len(self.steps)} ({self.steps})")
+        verdict = next((e for e in reversed(self.timeline) if e.kind == "gate_verdict"), None)
+        if verdict is not None:
+            lines.append(f"**Last gate verdict:** {verdict.message}")
         if self.outcome is not None:
             lines.append(
                 f"**Outcome:** {self.outcome.value}" + (f" — {self.cause}" if self.cause else "")

@@ -8,6 +8,8 @@ need no running worker.
 
 from __future__ import annotations
 
+import base64
+import json
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -58,6 +60,16 @@ class RequestRefused(ZdpError):
     """The workflow refused an approval, rejection or promotion; the message says why."""
 
 
+def _claimed_version(request: DeploymentRequest) -> str:
+    """The version the envelope claims, for the Temporal UI's summary only: the workflow
+    verifies the signature before trusting anything in it."""
+    try:
+        statement = json.loads(base64.b64decode(request.release.payload))
+        return str(statement["predicate"]["version"])
+    except (ValueError, KeyError, TypeError):
+        return "(unreadable release)"
+
+
 async def start_deployment(
     client: Client, request: DeploymentRequest, task_queue: str = TASK_QUEUE
 ) -> WorkflowHandle[Any, DeploymentResult]:
@@ -79,7 +91,8 @@ async def start_deployment(
                 ]
             ),
             static_summary=(
-                f"Deploy {request.app} to {request.environment} ({request.strategy.value})"
+                f"{request.app} {_claimed_version(request)} → {request.environment} "
+                f"({request.strategy.value})"
             ),
             static_details=(
                 f"Started by **{request.initiator}**"
