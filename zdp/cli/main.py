@@ -373,8 +373,9 @@ def build(
         path = find_artifact(artifact, home)
     except ZdpError as err:
         fail(str(err))
-    console.print(f"stored {artifact.reference} {artifact.digest}", markup=False)
-    console.print(f"wheel: {path}", markup=False)
+    # Plain lines (never wrapped): CI scripts read the path with `sed -n 's/^wheel: //p'`.
+    typer.echo(f"stored {artifact.reference} {artifact.digest}")
+    typer.echo(f"wheel: {path}")
 
 
 @app.command()
