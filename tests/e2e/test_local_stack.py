@@ -21,14 +21,18 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.e2e.github_actions import clean_env, run_job
 from zdp import deployments
 from zdp.demo import DEMO_CONFIG, Demo
+from zdp.errors import ZdpError
 from zdp.models import DeploymentRequest, Outcome, Phase, Strategy
 from zdp.platforms.local_layout import LOCAL_APPS
+from zdp.signing import generate_key_pair
 from zdp.stack import Stack, pid_alive
 from zdp.temporal import connect
 
 ZDP = str(Path(sys.executable).parent / "zdp")
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _free_port() -> int:
@@ -190,6 +194,111 @@ async def test_stable_failing_too_pauses_instead_of_rolling_back(
             await deployments.abort(client, workflow_id, "test", "cleanup")
     result = await deployments.wait_result(client, workflow_id)
     assert result.outcome is Outcome.rolled_back
+
+
+def test_audit_log_of_the_demo_verifies_and_an_edited_copy_does_not(
+    demo_result: dict[str, Any], stack_env: dict[str, str], tmp_path: Path
+) -> None:
+    home = Path(stack_env["ZDP_HOME"])
+    ok = subprocess.run([ZDP, "audit", "verify"], env=stack_env, capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stderr
+    assert ok.stdout.startswith("audit log OK:")
+    log = home / "audit" / "audit.jsonl"
+    lines = log.read_text().splitlines()
+    assert len(lines) > 50  # five deployments' worth of events
+    copy = tmp_path / "audit.jsonl"
+    (tmp_path / "audit.checkpoints.jsonl").write_bytes(
+        (home / "audit" / "audit.checkpoints.jsonl").read_bytes()
+    )
+    entry = json.loads(lines[10])
+    entry["actor"] = "mallory"
+    lines[10] = json.dumps(entry, sort_keys=True, separators=(",", ":"))
+    copy.write_text("\n".join(lines) + "\n")
+    bad = subprocess.run(
+        [ZDP, "audit", "verify", "--log", str(copy)],
+        env=stack_env,
+        capture_output=True,
+        text=True,
+    )
+    assert bad.returncode == 1
+    assert bad.stderr.startswith(f"error: entry {entry['seq']} "), bad.stderr
+    assert len(bad.stderr.strip().splitlines()) == 1
+
+
+async def test_github_actions_example_deploys_through_the_stack(
+    demo_result: dict[str, Any], stack_env: dict[str, str], tmp_path: Path
+) -> None:
+    """examples/ci/github-actions.yml's shell steps, extracted and run against the stack."""
+    home = Path(stack_env["ZDP_HOME"])
+    stack = Stack(home=home, config=DEMO_CONFIG)
+    keys = generate_key_pair(tmp_path / "keys", "release-ci", passphrase=b"ci passphrase")
+    (home / "trusted-keys" / "release-ci.pub").write_bytes(keys.public_key.read_bytes())
+    checkout = tmp_path / "checkout"
+    subprocess.run(["git", "clone", "-q", str(REPO), str(checkout)], check=True, timeout=120)
+    head = subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=checkout, capture_output=True, text=True, check=True
+    ).stdout.strip()
+    expressions = {
+        "inputs.environment || 'staging'": "staging",
+        "github.run_number": "100",
+        "vars.ZDP_ARTIFACT_KIND || 'image'": "wheel",  # the local runtime deploys wheels
+        "vars.REGISTRY": "",
+        "github.event.before": "0" * 40,  # a first push: the release covers the last commit
+        "github.sha": head,
+        "github.actor": "octocat",
+        "secrets.ZDP_SIGNING_KEY": keys.private_key.read_text(),
+        "secrets.ZDP_SIGNING_PASSPHRASE": "ci passphrase",
+        "secrets.TEMPORAL_ADDRESS": stack.temporal_address,
+        "secrets.TEMPORAL_NAMESPACE": "default",
+        "secrets.TEMPORAL_API_KEY": "",
+        "secrets.TEMPORAL_TLS_CLIENT_CERT_DATA": "",
+        "secrets.TEMPORAL_TLS_CLIENT_KEY_DATA": "",
+        "github.run_id": "4242",
+        "github.event.head_commit.message": "Faster quotes\n\nDetails; $(touch pwned)",
+    }
+    env = {**clean_env(), "PATH": f"{Path(ZDP).parent}:{os.environ['PATH']}", "ZDP_HOME": str(home)}
+    client = await connect(target_host=stack.temporal_address)
+    demo = Demo(home, quiet=True)
+    job = asyncio.create_task(
+        asyncio.to_thread(
+            run_job,
+            REPO / "examples" / "ci" / "github-actions.yml",
+            "deploy",
+            expressions,
+            checkout,
+            env,
+            {"Install zdp": "zdp is installed in this venv by `make test`"},
+        )
+    )
+    # Approvals happen outside the job, as they would in Slack or with `zdp approve`.
+    for _ in range(1200):
+        if job.done():
+            break
+        try:
+            status = await deployments.status(client, "deploy-finance-trading-staging")
+        except ZdpError:
+            status = None
+        if (
+            status is not None
+            and status.version == "1.100.0"
+            and status.phase is Phase.await_approval
+        ):
+            await demo.approve_when_asked(client, status.deployment_id, ("alice", "bob", "carol"))
+        await asyncio.sleep(0.1)
+    runs = await asyncio.wait_for(job, 300)
+
+    assert [r.name for r in runs] == [
+        "Build the artifact", "Create the release", "Sign the release",
+        "Deploy and wait for the outcome",
+    ]  # fmt: skip
+    for run in runs:
+        assert run.code == 0, f"{run.name}: {run.output}"
+    result = json.loads((checkout / "result.json").read_text())
+    assert result["outcome"] == "promoted" and result["status"]["version"] == "1.100.0"
+    assert "promoted finance-trading 1.100.0 to staging" in runs[-1].output
+    assert "gate_verdict" in runs[-1].output  # progress lines stream into the job log
+    assert result["status"]["approvals"][0]["approver"] in ("alice", "bob", "carol")
+    assert not (checkout / "pwned").exists()  # the commit message never ran as shell
 
 
 def test_up_again_is_safe_and_status_shows_what_runs(
