@@ -1,4 +1,4 @@
-"""finance-trading: operational endpoints, trading API, drill faults, and the SIGTERM drain."""
+"""finance-trading: operational endpoints, quotes, drill faults, and the SIGTERM drain."""
 
 from __future__ import annotations
 
@@ -11,19 +11,12 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import httpx
+from finance_kit import key, order
 
 if TYPE_CHECKING:  # conftest is pytest's, so import it for the type names only
     from conftest import AppProcess, InProcess
 
 StartApp = Callable[[dict[str, str]], "AppProcess"]
-
-ORDER = {
-    "client_order_id": "c-1",
-    "symbol": "AAPL",
-    "side": "buy",
-    "qty": 10,
-    "limit_price": "190.50",
-}
 
 
 async def test_health_version_and_metrics(in_process: InProcess) -> None:
@@ -73,49 +66,24 @@ async def test_quote_is_deterministic_and_unknown_symbol_is_404(in_process: InPr
     assert first.json() == second.json()
     assert first.json() == {"symbol": "AAPL", "bid": "189.98", "ask": "190.02", "currency": "USD"}
     assert unknown.status_code == 404
-    assert "NOPE" in unknown.json()["detail"]
-
-
-async def test_retried_order_submit_returns_the_original_order(in_process: InProcess) -> None:
-    async with in_process() as client:
-        first = await client.post("/api/orders", json=ORDER)
-        retry = await client.post("/api/orders", json=ORDER)
-        other = await client.post("/api/orders", json={**ORDER, "client_order_id": "c-2"})
-    assert first.status_code == 201
-    assert "Idempotent-Replay" not in first.headers
-    assert retry.status_code == 200
-    assert retry.headers["Idempotent-Replay"] == "true"
-    assert retry.json() == first.json()
-    assert first.json()["status"] == "accepted"
-    assert other.status_code == 201
-    assert other.json()["order_id"] != first.json()["order_id"]
-
-
-async def test_reused_client_order_id_for_another_order_is_409(in_process: InProcess) -> None:
-    async with in_process() as client:
-        await client.post("/api/orders", json=ORDER)
-        conflict = await client.post("/api/orders", json={**ORDER, "qty": 11})
-    assert conflict.status_code == 409
-
-
-async def test_order_for_unknown_symbol_or_bad_qty_is_422(in_process: InProcess) -> None:
-    async with in_process() as client:
-        unknown = await client.post("/api/orders", json={**ORDER, "symbol": "NOPE"})
-        bad_qty = await client.post("/api/orders", json={**ORDER, "qty": 0})
-    assert (unknown.status_code, bad_qty.status_code) == (422, 422)
+    assert unknown.json()["error"]["code"] == "UNKNOWN_SYMBOL"
+    assert "NOPE" in unknown.json()["error"]["message"]
 
 
 async def test_error_rate_one_fails_api_but_not_health(in_process: InProcess) -> None:
     async with in_process({"APP_FAULT_ERROR_RATE": "1.0"}) as client:
         api = [(await client.get("/api/quote/AAPL")).status_code for _ in range(5)]
-        order = await client.post("/api/orders", json=ORDER)
+        submit = await client.post("/api/orders", json=order(), headers=key())
+        graphql = await client.post(
+            "/graphql", json={"query": "{ orders { orderId } }"}, headers=key()
+        )
         health = [
             (await client.get(path)).status_code
             for path in ("/healthz/live", "/healthz/ready", "/version", "/metrics")
         ]
         metrics = (await client.get("/metrics")).text
     assert api == [503] * 5
-    assert order.status_code == 503
+    assert (submit.status_code, graphql.status_code) == (503, 503)
     assert health == [200] * 4
     assert 'path="/api/quote/{symbol}",status="503"} 5.0' in metrics
 

@@ -1,12 +1,19 @@
-"""Structured logs: one JSON object per line on stdout (ts, level, logger, msg, fields)."""
+"""Structured logs: one JSON object per line on stdout (ts, level, logger, msg, fields).
+
+Every line logged while a request is served carries its `request_id`, which the request-id
+middleware puts in `current_request_id` for the duration of the request.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
 import sys
+from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any
+
+current_request_id: ContextVar[str | None] = ContextVar("current_request_id", default=None)
 
 
 class JsonFormatter(logging.Formatter):
@@ -19,6 +26,9 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "msg": record.getMessage(),
         }
+        request_id = current_request_id.get()
+        if request_id is not None:
+            entry["request_id"] = request_id
         entry.update(getattr(record, "fields", {}))
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)

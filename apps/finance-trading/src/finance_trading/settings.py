@@ -1,7 +1,8 @@
 """Start-up settings read once from `APP_*` environment variables, drill faults included.
 
 The engine passes a release's config overrides as `APP_<NAME>` variables, so a drill is a
-release whose overrides set one of the `APP_FAULT_*` variables below.
+release whose overrides set one of the `APP_FAULT_*` variables below. The trading part (risk
+limits, API keys) comes from config/<APP_ENV>.yaml, see trading_config.py.
 """
 
 from __future__ import annotations
@@ -11,16 +12,18 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from finance_trading import APP_NAME, __version__
+from finance_trading.trading_config import ConfigError, TradingConfig, load_trading_config
 
 _TRUE = {"1", "true", "yes", "on"}
 
 
-class SettingsError(ValueError):
+class SettingsError(ConfigError):
     """An `APP_*` variable holds a value the app cannot use; the message names it."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Settings:
+    trading: TradingConfig  # APP_ENV's config file with its APP_* overrides
     app_name: str = APP_NAME
     version: str = __version__
     slot: str | None = None
@@ -34,8 +37,10 @@ class Settings:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Read and check everything; raises ConfigError (or SettingsError) naming the key."""
         env = os.environ if environ is None else environ
         settings = cls(
+            trading=load_trading_config(env),
             version=env.get("APP_VERSION") or __version__,
             slot=env.get("APP_SLOT") or None,
             fault_error_rate=_number(env, "APP_FAULT_ERROR_RATE", 0.0),

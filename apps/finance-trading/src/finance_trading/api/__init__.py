@@ -1,1 +1,1 @@
-"""HTTP routes: operational endpoints (health, metrics, version) and the business API."""
+"""HTTP surface: operational endpoints, the REST trading API, GraphQL, and the error answers."""

@@ -1,1 +1,1 @@
-"""Cross-cutting request handling: metrics and request logs, and the drill faults."""
+"""Cross-cutting request handling: request ids, metrics and request logs, API keys, faults."""

@@ -1,4 +1,4 @@
-"""Drill faults for /api/* only: added latency and a deterministic share of 503 answers.
+"""Drill faults for /api/* and /graphql: added latency and a deterministic share of 503 answers.
 
 They are a router dependency of the business routes, not a middleware, so that health,
 metrics and version endpoints stay correct, as they would with a real bug in business logic.
@@ -33,6 +33,6 @@ class FaultInjector:
 
 
 async def inject_faults(request: Request) -> None:
-    """Router dependency for /api/*: applies the faults this process was started with."""
+    """Router dependency for /api/* and /graphql: applies the faults this process started with."""
     faults: FaultInjector = request.app.state.faults
     await faults.apply()

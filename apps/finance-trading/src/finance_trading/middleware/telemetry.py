@@ -60,11 +60,14 @@ class TelemetryMiddleware:
             method = scope["method"]
             self.metrics.requests.labels(route, method, str(status)).inc()
             self.metrics.latency.labels(route, method).observe(elapsed)
-            fields = {
+            fields: dict[str, object] = {
                 "method": method,
                 "path": scope["path"],
                 "route": route,
                 "status": status,
                 "duration_ms": round(elapsed * 1000, 2),
             }
+            account = scope.get("state", {}).get("account")  # set by the API-key middleware
+            if account is not None:
+                fields["account"] = account
             logger.info("request", extra={"fields": fields})

@@ -1,1 +1,1 @@
-"""Request and response models of the trading API."""
+"""Request and response models of the REST API (the GraphQL types mirror them)."""
