@@ -1,6 +1,7 @@
 """Fixtures for pharma-manufacturing: the app in process (ASGITransport) and as a real process.
 
-The package is imported from apps/pharma-manufacturing/src, so the tests need no install.
+The package is imported from apps/pharma-manufacturing/src, so the tests need no install. Each
+test gets its own data folder (`data_dir`), so its own SQLite file, migrated and seeded at start.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from fastapi import FastAPI
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 if str(SRC) not in sys.path:
@@ -32,14 +34,27 @@ InProcess = Callable[..., AbstractAsyncContextManager[httpx.AsyncClient]]
 
 
 @pytest.fixture
-def in_process() -> InProcess:
-    """`async with in_process({"APP_...": ...}) as client`: a fresh app, lifespan run."""
+def data_dir(tmp_path: Path) -> Path:
+    """This test's APP_DATA_DIR: the SQLite file is `data_dir / "pharma-manufacturing.db"`."""
+    folder = tmp_path / "data"
+    folder.mkdir(exist_ok=True)
+    return folder
+
+
+@pytest.fixture
+def in_process(data_dir: Path) -> InProcess:
+    """`async with in_process({"APP_...": ...}) as client`: a fresh app, lifespan run.
+
+    APP_ENV is local and APP_DATA_DIR is `data_dir` unless `env` says otherwise; `app=` serves
+    an app the test built itself.
+    """
 
     @asynccontextmanager
     async def serve(
-        env: dict[str, str] | None = None, *, started: bool = True
+        env: dict[str, str] | None = None, *, started: bool = True, app: FastAPI | None = None
     ) -> AsyncIterator[httpx.AsyncClient]:
-        app = create_app(Settings.from_env(env or {}))
+        if app is None:
+            app = create_app(Settings.from_env({"APP_DATA_DIR": str(data_dir), **(env or {})}))
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://app") as client:
             if not started:
@@ -82,17 +97,23 @@ def free_port() -> int:
 
 @pytest.fixture
 def app_process(tmp_path: Path) -> Iterator[Callable[[dict[str, str]], AppProcess]]:
-    """Starts `python -m pharma_manufacturing --port <free>`; kills what it started."""
+    """Starts `python -m pharma_manufacturing --port <free>`; kills what it started.
+
+    Every process of one test shares one APP_DATA_DIR, as the versions of an app do under the
+    engine; `env` may override it.
+    """
     started: list[AppProcess] = []
 
     def start(env: dict[str, str]) -> AppProcess:
         port = free_port()
         log_path = tmp_path / f"app-{port}.log"
         clean = {k: v for k, v in os.environ.items() if not k.startswith("APP_")}
+        data = tmp_path / "process-data"  # shared by the processes of one test, like the engine's
+        data.mkdir(exist_ok=True)
         with log_path.open("wb") as log:
             process = subprocess.Popen(
                 [sys.executable, "-m", PACKAGE, "--host", "127.0.0.1", "--port", str(port)],
-                env={**clean, "PYTHONPATH": str(SRC), **env},
+                env={**clean, "PYTHONPATH": str(SRC), "APP_DATA_DIR": str(data), **env},
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,

@@ -1,4 +1,4 @@
-"""pharma-manufacturing: operational endpoints, batch API, drill faults, and the SIGTERM drain."""
+"""pharma-manufacturing: operational endpoints, the batch read, drill faults, the SIGTERM drain."""
 
 from __future__ import annotations
 
@@ -11,17 +11,12 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import httpx
+from pharma_kit import step_body, write_headers
 
 if TYPE_CHECKING:  # conftest is pytest's, so import it for the type names only
     from conftest import AppProcess, InProcess
 
 StartApp = Callable[[dict[str, str]], "AppProcess"]
-
-STEP = {"step": "granulation", "operator": "op-17", "parameters": {"temperature_c": 41.5}}
-
-
-def key(value: str) -> dict[str, str]:
-    return {"Idempotency-Key": value}
 
 
 async def test_health_version_and_metrics(in_process: InProcess) -> None:
@@ -73,50 +68,12 @@ async def test_seeded_batch_is_found_and_unknown_batch_is_404(in_process: InProc
     assert unknown.status_code == 404
 
 
-async def test_retried_step_is_recorded_once(in_process: InProcess) -> None:
-    async with in_process() as client:
-        first = await client.post("/api/batches/B-1001/steps", json=STEP, headers=key("k-1"))
-        retry = await client.post("/api/batches/B-1001/steps", json=STEP, headers=key("k-1"))
-        second = await client.post("/api/batches/B-1001/steps", json=STEP, headers=key("k-2"))
-        batch = (await client.get("/api/batches/B-1001")).json()
-    assert first.status_code == 201
-    assert "Idempotent-Replay" not in first.headers
-    assert retry.status_code == 200
-    assert retry.headers["Idempotent-Replay"] == "true"
-    assert retry.json() == first.json()
-    assert second.status_code == 201
-    assert [step["sequence"] for step in batch["steps"]] == [1, 2]
-    assert [step["idempotency_key"] for step in batch["steps"]] == ["k-1", "k-2"]
-
-
-async def test_step_needs_an_idempotency_key(in_process: InProcess) -> None:
-    async with in_process() as client:
-        response = await client.post("/api/batches/B-1001/steps", json=STEP)
-    assert response.status_code == 422
-
-
-async def test_reused_key_for_another_step_or_batch_is_409(in_process: InProcess) -> None:
-    async with in_process() as client:
-        await client.post("/api/batches/B-1001/steps", json=STEP, headers=key("k-1"))
-        other_step = {**STEP, "step": "drying"}
-        changed = await client.post(
-            "/api/batches/B-1001/steps", json=other_step, headers=key("k-1")
-        )
-        moved = await client.post("/api/batches/B-1002/steps", json=STEP, headers=key("k-1"))
-    assert (changed.status_code, moved.status_code) == (409, 409)
-
-
-async def test_released_batch_takes_no_steps(in_process: InProcess) -> None:
-    async with in_process() as client:
-        released = await client.post("/api/batches/B-1003/steps", json=STEP, headers=key("k-1"))
-        unknown = await client.post("/api/batches/B-9999/steps", json=STEP, headers=key("k-2"))
-    assert (released.status_code, unknown.status_code) == (409, 404)
-
-
 async def test_error_rate_one_fails_api_but_not_health(in_process: InProcess) -> None:
     async with in_process({"APP_FAULT_ERROR_RATE": "1"}) as client:
         api = [(await client.get("/api/batches/B-1001")).status_code for _ in range(5)]
-        step = await client.post("/api/batches/B-1001/steps", json=STEP, headers=key("k-1"))
+        step = await client.post(
+            "/api/batches/B-1001/steps", json=step_body(), headers=write_headers("k-1")
+        )
         health = [
             (await client.get(path)).status_code
             for path in ("/healthz/live", "/healthz/ready", "/version", "/metrics")

@@ -11,29 +11,47 @@ Drain sequence on SIGTERM (or SIGINT), as run by `python -m pharma_manufacturing
 3. The lifespan shutdown runs and the process exits 0. A second signal skips the delay; a
    third stops without waiting for in-flight requests.
 
-A start-up failure (such as the APP_FAULT_CRASH_ON_START drill) makes uvicorn exit with code 3.
+A start-up failure (the APP_FAULT_CRASH_ON_START drill, or a database that cannot be reached)
+makes uvicorn exit with code 3; a configuration error exits 1 with one log line naming it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import signal
+import sys
 import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from types import FrameType
+from typing import Any
 
 import uvicorn
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
+from sqlalchemy.exc import SQLAlchemyError
 
-from pharma_manufacturing.api import batches, operations
+from pharma_manufacturing.api import batches, deviations, line, lots, operations, session
+from pharma_manufacturing.api.dependencies import Services
+from pharma_manufacturing.api.errors import record_error_response
 from pharma_manufacturing.lifecycle import Lifecycle
 from pharma_manufacturing.logs import configure_logging
 from pharma_manufacturing.middleware.faults import FaultInjector
 from pharma_manufacturing.middleware.telemetry import RequestMetrics, TelemetryMiddleware
-from pharma_manufacturing.services.batches import BatchRegistry
-from pharma_manufacturing.settings import Settings
+from pharma_manufacturing.services.batches import BatchRecords
+from pharma_manufacturing.services.credentials import UserDirectory
+from pharma_manufacturing.services.deviations import DeviationRecords
+from pharma_manufacturing.services.errors import RecordError
+from pharma_manufacturing.services.genealogy import Genealogy
+from pharma_manufacturing.services.release import BatchRelease
+from pharma_manufacturing.services.signatures import SignatureSeal
+from pharma_manufacturing.services.steps import StepRecords
+from pharma_manufacturing.settings import Settings, SettingsError
+from pharma_manufacturing.startup import DatabaseUnavailableError, prepare_database
+from pharma_manufacturing.storage.database import Database
+from pharma_manufacturing.storage.readiness import DatabaseReadiness
+from pharma_manufacturing.storage.schema import SchemaGate
 
 logger = logging.getLogger("pharma_manufacturing")
 
@@ -43,9 +61,18 @@ class InjectedStartupCrash(RuntimeError):
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
-    """A fresh app with its own state and metrics registry; settings default to the environment."""
+    """A fresh app with its own state and metrics registry; settings default to the environment.
+
+    Nothing touches the database here: the lifespan migrates, checks and seeds at start-up,
+    and closes the engine on shutdown.
+    """
     settings = settings or Settings.from_env()
     lifecycle = Lifecycle(ready_delay_s=settings.fault_ready_delay_s)
+    database = Database(settings.database_url, settings.busy_timeout_ms)
+    gate = SchemaGate()
+    seal = SignatureSeal(settings.signing_key)
+    users = UserDirectory(settings.users, settings.signing_key)
+    records = BatchRecords(database, seal)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -54,10 +81,23 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 "injected fault APP_FAULT_CRASH_ON_START: failing startup, the process exits 3"
             )
             raise InjectedStartupCrash("APP_FAULT_CRASH_ON_START is set")
+        try:
+            await asyncio.to_thread(prepare_database, settings, database, gate, seal)
+        except SQLAlchemyError as error:
+            database.dispose()
+            cause = " ".join(str(getattr(error, "orig", None) or error).split())
+            logger.critical(
+                f"database unavailable at start-up ({database.describe()}): {cause}; "
+                "the process exits 3"
+            )
+            raise DatabaseUnavailableError(cause) from None
         lifecycle.mark_started()
-        logger.info("started", extra={"fields": _describe(settings)})
-        yield
-        logger.info("stopped")
+        logger.info("started", extra={"fields": _describe(settings, database)})
+        try:
+            yield
+        finally:
+            database.dispose()
+            logger.info("stopped")
 
     app = FastAPI(title=settings.app_name, version=settings.version, lifespan=lifespan)
     registry = CollectorRegistry()
@@ -65,10 +105,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.lifecycle = lifecycle
     app.state.registry = registry
     app.state.faults = FaultInjector(settings.fault_error_rate, settings.fault_latency_ms)
-    app.state.batches = BatchRegistry()
+    app.state.database = database
+    app.state.database_readiness = DatabaseReadiness(database, gate)
+    app.state.services = Services(
+        database=database,
+        users=users,
+        batches=records,
+        steps=StepRecords(database, users, seal),
+        release=BatchRelease(database, users, seal, records),
+        deviations=DeviationRecords(database),
+        genealogy=Genealogy(database),
+    )
     app.add_middleware(TelemetryMiddleware, metrics=RequestMetrics(registry))
-    app.include_router(operations.router)
-    app.include_router(batches.router)
+    app.add_exception_handler(RecordError, record_error_response)
+    for module in (operations, batches, deviations, lots, line, session):
+        app.include_router(module.router)
     return app
 
 
@@ -102,11 +153,19 @@ class DrainingServer(uvicorn.Server):
 
 
 def run(host: str = "127.0.0.1", port: int = 8000) -> None:
-    """Serve `app` on host:port until a signal, then drain (see the module docstring)."""
+    """Serve the app on host:port until a signal, then drain (see the module docstring).
+
+    A setting the app cannot use stops it here with one log line naming it, and exit code 1.
+    """
     configure_logging()
-    settings: Settings = app.state.settings
+    try:
+        application = create_app()
+    except SettingsError as error:
+        logger.critical(f"configuration error: {error}")
+        sys.exit(1)
+    settings: Settings = application.state.settings
     config = uvicorn.Config(
-        app,
+        application,
         host=host,
         port=port,
         lifespan="on",  # a failed startup must stop the process, not be ignored
@@ -114,18 +173,33 @@ def run(host: str = "127.0.0.1", port: int = 8000) -> None:
         access_log=False,  # TelemetryMiddleware logs each request
         timeout_graceful_shutdown=max(1, round(settings.drain_timeout_s)),
     )
-    DrainingServer(config, app.state.lifecycle, settings.drain_delay_s).run()
+    DrainingServer(config, application.state.lifecycle, settings.drain_delay_s).run()
 
 
-def _describe(settings: Settings) -> dict[str, object]:
+def _describe(settings: Settings, database: Database) -> dict[str, object]:
     return {
         "app": settings.app_name,
         "version": settings.version,
         "slot": settings.slot,
+        "environment": settings.environment,
+        "config_file": settings.config_file,
+        "database": database.describe(),
+        "migrate_on_start": settings.migrate_on_start,
         "fault_error_rate": settings.fault_error_rate,
         "fault_latency_ms": settings.fault_latency_ms,
         "fault_ready_delay_s": settings.fault_ready_delay_s,
     }
 
 
-app = create_app()
+_app: FastAPI | None = None
+
+
+def __getattr__(name: str) -> Any:
+    """`pharma_manufacturing.main:app`, built on first use (so that importing this module for
+    `run` or for tests does not read the environment)."""
+    global _app
+    if name != "app":
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    if _app is None:
+        _app = create_app()
+    return _app

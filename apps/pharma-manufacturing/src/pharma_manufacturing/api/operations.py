@@ -11,6 +11,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pharma_manufacturing.lifecycle import Lifecycle
 from pharma_manufacturing.middleware.faults import FaultInjector
 from pharma_manufacturing.settings import Settings
+from pharma_manufacturing.storage.readiness import DatabaseReadiness
 
 router = APIRouter(tags=["operations"])
 
@@ -22,9 +23,17 @@ async def live() -> dict[str, str]:
 
 @router.get("/healthz/ready")
 async def ready(request: Request) -> JSONResponse:
+    """200 ready; 503 starting or draining; 503 not_ready with the reason when the database
+    does not answer or its schema does not fit this version."""
     lifecycle: Lifecycle = request.app.state.lifecycle
     readiness = lifecycle.readiness
-    return JSONResponse({"status": readiness}, status_code=200 if readiness == "ready" else 503)
+    if readiness != "ready":
+        return JSONResponse({"status": readiness}, status_code=503)
+    database: DatabaseReadiness = request.app.state.database_readiness
+    reason = await database.problem()
+    if reason is not None:
+        return JSONResponse({"status": "not_ready", "reason": reason}, status_code=503)
+    return JSONResponse({"status": "ready"})
 
 
 @router.get("/version")
