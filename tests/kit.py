@@ -34,6 +34,7 @@ from zdp.models import (
     Strategy,
     ValidationReference,
 )
+from zdp.notify import Notifier
 from zdp.platforms.memory import (
     STATE,
     MemoryAppQuery,
@@ -115,6 +116,7 @@ class Harness:
     state: MemoryState
     home: Path
     started: list[WorkflowHandle[Any, DeploymentResult]] = field(default_factory=list)
+    notifier: Notifier | None = None
 
     def worker(self, graceful_shutdown: timedelta = timedelta(seconds=5)) -> Worker:
         return build_worker(
@@ -130,6 +132,7 @@ class Harness:
             task_queue=self.task_queue,
             graceful_shutdown=graceful_shutdown,
             home=self.home,
+            notifier=self.notifier,
         )
 
     def request(self, version: str = "2.0.0", **overrides: Any) -> DeploymentRequest:

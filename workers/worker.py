@@ -22,6 +22,7 @@ from temporalio.worker import Worker
 
 from activities.compliance import ComplianceActivities
 from activities.health import HealthActivities
+from activities.notify import NotifyActivities
 from activities.release import ReleaseActivities
 from activities.risk import RiskActivities
 from activities.runtime import RuntimeActivities
@@ -30,6 +31,7 @@ from workflows.deployment import DeploymentWorkflow
 from zdp.config import EngineConfig
 from zdp.domain import AppQuery
 from zdp.models import TASK_QUEUE
+from zdp.notify import Notifier
 from zdp.platforms.base import HealthProbe, Runtime, TrafficRouter
 from zdp.platforms.registry import build_app_query, build_probe, build_router, build_runtime
 
@@ -59,6 +61,7 @@ def activities_for(
     config: EngineConfig | None = None,
     trusted_keys_dir: Path | None = None,
     home: Path | None = None,
+    notifier: Notifier | None = None,
 ) -> list[Callable[..., Any]]:
     release = ReleaseActivities(trusted_keys_dir, config)
     risk = RiskActivities(config, platform.runtime, platform.router, platform.app_query)
@@ -66,7 +69,9 @@ def activities_for(
     traffic = TrafficActivities(platform.router, platform.runtime)
     health = HealthActivities(platform.runtime, platform.probe, platform.router)
     compliance = ComplianceActivities(home)
+    notify = NotifyActivities(notifier)
     return [
+        notify.notify,
         compliance.record_audit,
         compliance.seal_evidence,
         release.verify_release,
@@ -87,13 +92,14 @@ def build_worker(
     task_queue: str = TASK_QUEUE,
     graceful_shutdown: timedelta = timedelta(seconds=30),
     home: Path | None = None,
+    notifier: Notifier | None = None,
 ) -> Worker:
     return Worker(
         client,
         task_queue=task_queue,
         workflows=[DeploymentWorkflow],
         activities=activities_for(
-            platform or Platform.from_environment(), config, trusted_keys_dir, home
+            platform or Platform.from_environment(), config, trusted_keys_dir, home, notifier
         ),
         graceful_shutdown_timeout=graceful_shutdown,
     )

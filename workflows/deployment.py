@@ -18,6 +18,7 @@ from temporalio.exceptions import ActivityError, ApplicationError, FailureError
 with workflow.unsafe.imports_passed_through():
     from activities.compliance import ComplianceActivities
     from activities.health import HealthActivities
+    from activities.notify import NotifyActivities
     from activities.release import ReleaseActivities
     from activities.risk import RiskActivities
     from activities.runtime import RuntimeActivities
@@ -51,6 +52,7 @@ with workflow.unsafe.imports_passed_through():
         VerifyReleaseInput,
         WeightsInput,
     )
+    from zdp.notify import Notification, NotificationKind, top_factors
     from zdp.temporal import (
         SA_APP,
         SA_ENVIRONMENT,
@@ -71,6 +73,8 @@ GATE_HEARTBEAT = timedelta(seconds=5)
 # workflow.patched ids: each guards a change that running histories must not see retroactively.
 PAUSE_WHEN_BASELINE_DEGRADES = "pause-when-baseline-degrades"
 AUDIT_AND_EVIDENCE = "audit-log-and-evidence-bundle"
+NOTIFICATIONS = "notifications"
+NOTIFY_RETRY = RetryPolicy(initial_interval=timedelta(milliseconds=500), maximum_attempts=3)
 # Evidence must not be lost: the audit and sealing activities retry until they succeed, as
 # compensations do; a failing one shows in the Temporal UI with its cause.
 EVIDENCE_RETRY = RetryPolicy(
@@ -98,6 +102,7 @@ class DeploymentWorkflow:
         self.undo = CompensationStack()
         self.slots: dict[str, str] = {}
         self.audited = 0  # timeline events already in the audit log
+        self.report: RiskReport | None = None
 
     # ------------------------------------------------------------------ the runbook
 
@@ -189,6 +194,7 @@ class DeploymentWorkflow:
             },
         )
         self._record_checks(report.checks)
+        self.report = report
         if report.blocked:
             # Nothing has changed yet: the deployment ends here, with the reason.
             raise RollbackRequired(f"blocked: {report.blocked}", Outcome.blocked)
@@ -202,6 +208,7 @@ class DeploymentWorkflow:
                 actor=self.request.initiator,
                 data={"reason": report.emergency_override},
             )
+        await self._notify("started")
         return report
 
     def _record_checks(self, checks: list[DomainCheck]) -> None:
@@ -224,6 +231,7 @@ class DeploymentWorkflow:
             Phase.await_approval,
             f"waiting for {needed} approval(s) from {', '.join(report.decision.allowed_approvers)}",
         )
+        await self._notify("awaiting_approval")
         try:
             await workflow.wait_condition(
                 lambda: self.state.approval_settled() or self.state.abort is not None,
@@ -305,6 +313,7 @@ class DeploymentWorkflow:
                 await self._set_traffic({"stable": 0, "canary": 100})
                 return
             self._require_pass(verdict)
+            await self._notify("step_passed", step=f"{weight}%")
             await self._hold_while_paused()
 
     async def _shift_blue_green(self, report: RiskReport) -> None:
@@ -519,6 +528,15 @@ class DeploymentWorkflow:
         workflow.upsert_search_attributes([SA_OUTCOME.value_set(outcome.value)])
         # Updates that are still running must not be cut off by the workflow completing.
         await workflow.wait_condition(workflow.all_handlers_finished)
+        final: dict[Outcome, NotificationKind] = {
+            Outcome.promoted: "promoted",
+            Outcome.rolled_back: "rolled_back",
+            Outcome.blocked: "blocked",
+            Outcome.rejected: "rejected",
+            Outcome.failed: "failed",
+        }
+        if outcome in final:
+            await self._notify(final[outcome], cause=cause)
         if workflow.patched(AUDIT_AND_EVIDENCE):
             await self._audit(checkpoint=True)
             await self._seal_evidence(outcome, cause)
@@ -528,6 +546,46 @@ class DeploymentWorkflow:
             status=self.state.status(),
             timeline=list(self.state.timeline),
         )
+
+    async def _notify(
+        self, kind: NotificationKind, step: str | None = None, cause: str | None = None
+    ) -> None:
+        """Best effort: a notifier that keeps failing is recorded, never blocks the deployment."""
+        if not workflow.patched(NOTIFICATIONS):
+            return
+        report, r = self.report, self.request
+        notification = Notification(
+            kind=kind,
+            deployment_id=workflow.info().workflow_id,
+            app=r.app,
+            environment=r.environment,
+            version=self.state.version,
+            initiator=r.initiator,
+            change_ref=r.change_ref,
+            risk_score=report.assessment.score if report else None,
+            risk_level=report.assessment.level if report else None,
+            top_factors=top_factors(report.assessment) if report else [],
+            approvals_required=report.decision.approvals_required if report else 0,
+            allowed_approvers=list(report.decision.allowed_approvers) if report else [],
+            signature_required=self.state.signers is not None,
+            step=step,
+            cause=cause,
+            at=workflow.now(),
+        )
+        try:
+            await workflow.execute_activity_method(
+                NotifyActivities.notify,
+                notification,
+                start_to_close_timeout=timedelta(seconds=15),
+                retry_policy=NOTIFY_RETRY,
+                summary=f"notify: {kind}" + (f" {step}" if step else ""),
+            )
+        except ActivityError as err:
+            self.state.record(
+                workflow.now(),
+                "notification_failed",
+                f"{kind} notification not delivered: {_activity_cause(err)}",
+            )
 
     async def _audit(self, checkpoint: bool = False) -> None:
         """Append the timeline events not yet in the audit log (idempotent per event)."""

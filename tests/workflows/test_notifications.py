@@ -1,0 +1,68 @@
+"""Notifications at the moments people act on: started, awaiting approval, steps, outcome."""
+
+from __future__ import annotations
+
+import asyncio
+
+from tests.kit import APP, Harness
+from zdp import deployments
+from zdp.errors import ZdpError
+from zdp.models import Outcome, Phase
+from zdp.notify import Notification
+
+
+class Recorder:
+    def __init__(self, fail: bool = False) -> None:
+        self.sent: list[Notification] = []
+        self.fail = fail
+
+    async def send(self, n: Notification) -> None:
+        if self.fail:
+            raise ZdpError("webhook answered HTTP 503")
+        self.sent.append(n)
+
+
+async def test_approval_steps_and_promotion_are_announced(kit: Harness) -> None:
+    recorder = Recorder()
+    kit.notifier = recorder
+    async with kit.worker():
+        handle = await kit.start(kit.request("2.0.0", environment="prod"))
+        await kit.wait_for(handle, lambda s: s.phase is Phase.await_approval)
+        waiting = recorder.sent[-1]
+        assert waiting.kind == "awaiting_approval"
+        assert (waiting.version, waiting.initiator, waiting.change_ref) == (
+            "2.0.0", "ci-bot", "CHG-1001",
+        )  # fmt: skip
+        assert waiting.approvals_required == 1 and waiting.allowed_approvers == [
+            "alice", "bob", "carol",
+        ]  # fmt: skip
+        assert waiting.risk_score is not None and waiting.top_factors
+        await deployments.approve(kit.client, handle.id, "alice")
+        result = await asyncio.wait_for(handle.result(), 60)
+    assert result.outcome is Outcome.promoted
+    assert [(n.kind, n.step) for n in recorder.sent] == [
+        ("started", None), ("awaiting_approval", None),
+        ("step_passed", "1%"), ("step_passed", "5%"), ("step_passed", "25%"),
+        ("step_passed", "100%"), ("promoted", None),
+    ]  # fmt: skip
+
+
+async def test_rollback_is_announced_with_its_cause(kit: Harness) -> None:
+    recorder = Recorder()
+    kit.notifier = recorder
+    kit.state.fail_at_weight[(APP, "2.0.0")] = 5
+    async with kit.worker():
+        result = await kit.deploy(kit.request("2.0.0"))
+    assert result.outcome is Outcome.rolled_back
+    last = recorder.sent[-1]
+    assert last.kind == "rolled_back" and last.cause == result.cause
+    assert [n.kind for n in recorder.sent] == ["started", "step_passed", "rolled_back"]
+
+
+async def test_a_failing_notifier_never_holds_a_deployment_back(kit: Harness) -> None:
+    kit.notifier = Recorder(fail=True)
+    async with kit.worker():
+        result = await kit.deploy(kit.request("2.0.0"))
+    assert result.outcome is Outcome.promoted
+    failed = [e for e in result.timeline if e.kind == "notification_failed"]
+    assert failed and "webhook answered HTTP 503" in failed[0].message
