@@ -92,6 +92,14 @@ def test_demo_promotes_v2_rolls_back_v3_and_switches_pharma_with_no_failed_reque
     assert rows[("finance-trading", "3.0.0")]["requests_sent"] > 100
     bad = rows[("finance-trading", "3.0.0")]
     assert bad["containment_ms"] is not None and bad["containment_ms"] < 5000
+    # The engine asked the running pharma version for batches in progress: in staging they
+    # only raise the risk (15 points); the demo's seeded batches are in progress.
+    pharma = rows[("pharma-manufacturing", "2.0.0")]
+    wip = next(c for c in pharma["domain_checks"] if c.startswith("work_in_progress"))
+    assert wip.startswith("work_in_progress: passed — 2 batches in progress: ")
+    assert "B-1001" in wip and "B-1002" in wip
+    first = rows[("pharma-manufacturing", "1.0.0")]
+    assert pharma["risk_score"] == first["risk_score"] + 15
     assert demo_result["ok"] is True
 
 
