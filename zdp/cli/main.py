@@ -17,7 +17,7 @@ from temporalio.exceptions import TemporalError
 from temporalio.service import RPCError
 
 from zdp import deployments
-from zdp.cli import audit_cmd, evidence_cmd, keys_cmd, release_cmd
+from zdp.cli import audit_cmd, evidence_cmd, keys_cmd, release_cmd, slack_cmd
 from zdp.cli.keys_cmd import PassphraseEnv, PassphraseFile, Prompt, read_passphrase
 from zdp.cli.output import EXIT_ERROR, EXIT_USAGE, console, err_console, fail, print_json
 from zdp.cli.progress import OUTCOME_EXIT_CODES, follow
@@ -41,6 +41,7 @@ app.add_typer(keys_cmd.app, name="keys", help="Generate Ed25519 signing keys.")
 app.add_typer(release_cmd.app, name="release", help="Create, sign and verify releases.")
 app.add_typer(audit_cmd.app, name="audit", help="Verify the hash-chained audit log.")
 app.add_typer(evidence_cmd.app, name="evidence", help="Verify sealed evidence bundles.")
+app.add_typer(slack_cmd.app, name="slack", help="Approve and steer deployments from Slack.")
 
 
 def run(work: Callable[[], Awaitable[T]]) -> T:

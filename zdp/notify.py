@@ -1,0 +1,185 @@
+"""Tell people what a deployment is doing: a Slack message or a signed webhook per event.
+
+A `Notifier` sends one `Notification`. `notifier_from_env()` builds the ones configured in the
+environment; with several, each notification goes to all of them and one error lists those
+that failed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import os
+from collections.abc import Sequence
+from typing import Literal, Protocol
+
+import aiohttp
+import httpx
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
+
+from zdp.errors import ZdpError
+from zdp.models import RiskLevel
+from zdp.slack.config import (
+    DEFAULT_SLACK_API_URL,
+    SLACK_BOT_TOKEN_ENV_VAR,
+    load_slack_config,
+    slack_api_url,
+)
+from zdp.slack.messages import approval_message, event_line, top_factors
+
+__all__ = [
+    "CompositeNotifier",
+    "Notification",
+    "NotificationKind",
+    "Notifier",
+    "SlackNotifier",
+    "WebhookNotifier",
+    "notifier_from_env",
+    "top_factors",
+    "webhook_signature",
+]
+
+NotificationKind = Literal[
+    "started",
+    "awaiting_approval",
+    "step_passed",
+    "rolled_back",
+    "promoted",
+    "blocked",
+    "rejected",
+    "failed",
+]
+
+WEBHOOK_URL_ENV_VAR = "ZDP_NOTIFY_WEBHOOK_URL"
+WEBHOOK_SECRET_ENV_VAR = "ZDP_NOTIFY_WEBHOOK_SECRET"
+SIGNATURE_HEADER = "X-Zdp-Signature"
+WEBHOOK_TIMEOUT_SECONDS = 5.0
+
+
+class Notification(BaseModel):
+    """One thing that happened to a deployment, with what a person needs to act on it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: NotificationKind
+    deployment_id: str
+    app: str
+    environment: str
+    version: str | None = None
+    initiator: str | None = None
+    change_ref: str | None = None
+    risk_score: int | None = Field(default=None, ge=0, le=100)
+    risk_level: RiskLevel | None = None
+    top_factors: list[str] = Field(default_factory=list)
+    approvals_required: int = Field(default=0, ge=0)
+    allowed_approvers: list[str] = Field(default_factory=list)
+    signature_required: bool = False
+    step: str | None = None
+    cause: str | None = None
+    at: AwareDatetime
+
+
+class Notifier(Protocol):
+    async def send(self, n: Notification) -> None: ...
+
+
+def webhook_signature(secret: bytes, body: bytes) -> str:
+    """The X-Zdp-Signature value: `sha256=` and the hex HMAC-SHA256 of the exact body."""
+    return "sha256=" + hmac.new(secret, body, hashlib.sha256).hexdigest()
+
+
+class WebhookNotifier:
+    """POSTs the notification as JSON; signed with HMAC-SHA256 when a secret is set."""
+
+    def __init__(self, url: str, secret: bytes | None = None) -> None:
+        self.url = url
+        self.secret = secret
+
+    async def send(self, n: Notification) -> None:
+        body = n.model_dump_json().encode()
+        headers = {"Content-Type": "application/json"}
+        if self.secret:
+            headers[SIGNATURE_HEADER] = webhook_signature(self.secret, body)
+        try:
+            async with httpx.AsyncClient(timeout=WEBHOOK_TIMEOUT_SECONDS) as client:
+                response = await client.post(self.url, content=body, headers=headers)
+        except httpx.HTTPError as err:
+            raise ZdpError(f"webhook {self.url} unreachable: {err or type(err).__name__}") from None
+        if not response.is_success:
+            raise ZdpError(
+                f"webhook {self.url} answered {response.status_code}: {response.text[:200]}"
+            )
+
+
+class SlackNotifier:
+    """Posts to the app's channel: the approval message with buttons, else one plain line."""
+
+    def __init__(
+        self, token: str, channels: dict[str, str], api_url: str = DEFAULT_SLACK_API_URL
+    ) -> None:
+        self.channels = dict(channels)
+        base = api_url if api_url.endswith("/") else api_url + "/"
+        self.client = AsyncWebClient(token=token, base_url=base)
+
+    async def send(self, n: Notification) -> None:
+        channel = self.channels.get(n.app)
+        if channel is None:
+            raise ZdpError(
+                f"no Slack channel for app '{n.app}': add it under channels in slack.yaml"
+            )
+        if n.kind == "awaiting_approval":
+            text, blocks = approval_message(n)
+        else:
+            text, blocks = event_line(n), None
+        try:
+            await self.client.chat_postMessage(channel=channel, text=text, blocks=blocks)
+        except SlackApiError as err:
+            raise ZdpError(
+                f"Slack refused the message to {channel}: {err.response.get('error', err)}"
+            ) from None
+        except (aiohttp.ClientError, TimeoutError) as err:
+            raise ZdpError(
+                f"Slack API at {self.client.base_url} unreachable: {err or type(err).__name__}"
+            ) from None
+
+
+class CompositeNotifier:
+    """Sends to every notifier at once; one error lists each one that failed."""
+
+    def __init__(self, notifiers: Sequence[Notifier]) -> None:
+        self.notifiers = list(notifiers)
+
+    async def send(self, n: Notification) -> None:
+        results = await asyncio.gather(
+            *(notifier.send(n) for notifier in self.notifiers), return_exceptions=True
+        )
+        failures: list[str] = []
+        for notifier, result in zip(self.notifiers, results, strict=True):
+            if isinstance(result, Exception):
+                failures.append(f"{type(notifier).__name__}: {result}")
+            elif isinstance(result, BaseException):  # cancelled: not a failure to report
+                raise result
+        if failures:
+            raise ZdpError(
+                f"{len(failures)} of {len(self.notifiers)} notifiers failed: " + "; ".join(failures)
+            )
+
+
+def notifier_from_env() -> Notifier | None:
+    """Slack when ZDP_SLACK_BOT_TOKEN is set (channels from slack.yaml), a webhook when
+    ZDP_NOTIFY_WEBHOOK_URL is set, both together if both; None when neither is."""
+    notifiers: list[Notifier] = []
+    token = os.environ.get(SLACK_BOT_TOKEN_ENV_VAR)
+    if token:
+        channels = load_slack_config().channels
+        notifiers.append(SlackNotifier(token, channels, slack_api_url()))
+    url = os.environ.get(WEBHOOK_URL_ENV_VAR)
+    if url:
+        secret = os.environ.get(WEBHOOK_SECRET_ENV_VAR)
+        notifiers.append(WebhookNotifier(url, secret.encode() if secret else None))
+    if not notifiers:
+        return None
+    return notifiers[0] if len(notifiers) == 1 else CompositeNotifier(notifiers)

@@ -1,0 +1,256 @@
+"""The Slack bot: Approve/Reject clicks and `/zdp` commands become workflow updates and signals.
+
+It is a client like the CLI: every decision goes through zdp.deployments, so the workflow's
+validators decide and their refusals reach Slack word for word. Bolt verifies each request's
+signature and timestamp (a forgery or a stale request gets 401), the replay guard drops a
+repeat, and only Slack users listed in slack.yaml act, as the approver they are mapped to.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncRespond
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
+from temporalio.client import Client
+from temporalio.exceptions import TemporalError
+from temporalio.service import RPCError
+
+from zdp import deployments
+from zdp.errors import ZdpError
+from zdp.models import DeploymentStatus
+from zdp.slack.config import (
+    SLACK_BOT_TOKEN_ENV_VAR,
+    SLACK_SIGNING_SECRET_ENV_VAR,
+    SlackConfig,
+    slack_api_url,
+)
+from zdp.slack.messages import (
+    APPROVE_ACTION,
+    REJECT_ACTION,
+    USAGE,
+    escape,
+    signing_command,
+    status_text,
+    with_note,
+)
+from zdp.slack.replay import ReplayGuard
+
+log = logging.getLogger(__name__)
+
+# Slack wants an answer to a slash command within 3 s; a slower one is sent to response_url.
+COMMAND_ANSWER_SECONDS = 2.0
+COMMANDS = ("status", "pause", "resume", "abort")
+
+
+@dataclass(frozen=True)
+class BotSettings:
+    """What the bot needs from Slack: the signing secret, the bot token, the Web API URL."""
+
+    signing_secret: str
+    bot_token: str
+    api_url: str
+
+    @classmethod
+    def from_env(cls) -> BotSettings:
+        """From ZDP_SLACK_SIGNING_SECRET, ZDP_SLACK_BOT_TOKEN and ZDP_SLACK_API_URL."""
+        values = {
+            name: os.environ.get(name, "").strip()
+            for name in (SLACK_SIGNING_SECRET_ENV_VAR, SLACK_BOT_TOKEN_ENV_VAR)
+        }
+        missing = [name for name, value in values.items() if not value]
+        if missing:
+            one = len(missing) == 1
+            raise ZdpError(
+                f"{' and '.join(missing)} {'is' if one else 'are'} not set: copy "
+                f"{'it' if one else 'them'} from your Slack app's settings (Basic Information: "
+                "Signing Secret; OAuth & Permissions: Bot User OAuth Token)"
+            )
+        return cls(
+            signing_secret=values[SLACK_SIGNING_SECRET_ENV_VAR],
+            bot_token=values[SLACK_BOT_TOKEN_ENV_VAR],
+            api_url=slack_api_url(),
+        )
+
+
+@dataclass(frozen=True)
+class Reply:
+    """What the bot says after a click; `decided_by` is set when the workflow took it."""
+
+    text: str
+    decided_by: str | None = None
+    final: bool = False
+
+
+class ApprovalBot:
+    """The listeners: they map the Slack user, call zdp.deployments and report in words."""
+
+    def __init__(self, temporal: Client, identities: SlackConfig) -> None:
+        self.temporal = temporal
+        self.identities = identities
+
+    # ------------------------------------------------------------------ buttons
+
+    async def on_decision(
+        self, ack: AsyncAck, body: dict[str, Any], action: dict[str, Any], client: AsyncWebClient
+    ) -> None:
+        await ack()
+        kind = "approve" if action.get("action_id") == APPROVE_ACTION else "reject"
+        team, user = clicker(body)
+        workflow_id = str(action.get("value", ""))
+        reply = await self.decide(kind, workflow_id, team, user)
+        log.info("%s %s by Slack user %s/%s: %s", kind, workflow_id, team, user, reply.text)
+        message = body.get("message") or {}
+        channel = (body.get("channel") or {}).get("id") or (body.get("container") or {}).get(
+            "channel_id"
+        )
+        ts = message.get("ts") or (body.get("container") or {}).get("message_ts")
+        if not channel or not ts:
+            log.warning("click without a message to update: %s", reply.text)
+            return
+        blocks = with_note(
+            list(message.get("blocks") or []),
+            reply.text,
+            decided_by=reply.decided_by,
+            final=reply.final,
+        )
+        try:
+            await client.chat_update(channel=channel, ts=ts, text=reply.text, blocks=blocks)
+        except SlackApiError as err:
+            log.error("chat.update in %s failed: %s", channel, err.response.get("error", err))
+
+    async def decide(
+        self, kind: str, workflow_id: str, team: str | None, user: str | None
+    ) -> Reply:
+        """Approve or reject as the mapped approver; every outcome is a sentence for Slack."""
+        who = f"<@{escape(user or '?')}>"
+        approver = self.identities.approver_for(team, user)
+        if approver is None:
+            return Reply(unmapped(team, user, kind))
+        actor = f"{who} ({escape(approver)})"
+        try:
+            current = await deployments.status(self.temporal, workflow_id)
+            if current.signature_required:
+                command = signing_command(workflow_id, current.environment, approver, kind)
+                return Reply(
+                    f":lock: {actor}: a button cannot {kind} this deployment, because 21 CFR "
+                    "Part 11 requires your electronic signature. Sign it from a terminal:\n"
+                    f"```{escape(command)}```"
+                )
+            action = deployments.approve if kind == "approve" else deployments.reject
+            outcome = await action(
+                self.temporal, workflow_id, approver, f"via Slack ({team}/{user})"
+            )
+            after = await deployments.status(self.temporal, workflow_id)
+        except deployments.RequestRefused as refused:
+            return Reply(f":no_entry: {actor} could not {kind}: {escape(str(refused))}")
+        except (ZdpError, RPCError, TemporalError) as err:
+            return Reply(
+                f":warning: {actor} could not {kind} {escape(workflow_id)}: {escape(str(err))}"
+            )
+        except Exception:  # a bug: say so in Slack rather than leave the click unanswered
+            log.exception("%s %s by %s/%s failed", kind, workflow_id, team, user)
+            return Reply(
+                f":warning: {actor} could not {kind}: unexpected error (see the bot's log)"
+            )
+        mark = ":white_check_mark:" if kind == "approve" else ":x:"
+        return Reply(f"{mark} {actor} via Slack: {escape(outcome)}", approver, settled(after))
+
+    # ------------------------------------------------------------------ /zdp
+
+    async def on_command(
+        self, ack: AsyncAck, command: dict[str, Any], respond: AsyncRespond
+    ) -> None:
+        words = str(command.get("text", "")).split()
+        if len(words) != 2 or words[0] not in COMMANDS:
+            await ack(text=escape(USAGE), response_type="ephemeral")
+            return
+        sub, workflow_id = words
+        team, user = command.get("team_id"), command.get("user_id")
+        log.info("/zdp %s %s by Slack user %s/%s", sub, workflow_id, team, user)
+        work = asyncio.ensure_future(self.run_command(sub, workflow_id, team, user))
+        try:
+            text = await asyncio.wait_for(asyncio.shield(work), COMMAND_ANSWER_SECONDS)
+        except TimeoutError:
+            # Temporal is slow to answer: acknowledge now, answer through response_url later.
+            await ack(
+                text=f"{sub} {escape(workflow_id)}: working on it…", response_type="ephemeral"
+            )
+            await respond(text=await work, response_type="ephemeral", replace_original=False)
+            return
+        await ack(text=text, response_type="ephemeral")
+
+    async def run_command(
+        self, sub: str, workflow_id: str, team: str | None, user: str | None
+    ) -> str:
+        """The answer to `/zdp <sub> <id>`; pause, resume and abort need a mapped identity."""
+        try:
+            if sub == "status":
+                return status_text(await deployments.status(self.temporal, workflow_id))
+            actor = self.identities.approver_for(team, user)
+            if actor is None:
+                return unmapped(team, user, sub)
+            if sub == "abort":
+                reason = f"via Slack ({team}/{user})"
+                await deployments.abort(self.temporal, workflow_id, actor, reason)
+            else:
+                # The pause and resume signals carry no actor; the timeline says "operator".
+                if not await deployments.is_running(self.temporal, workflow_id):
+                    return f"{escape(workflow_id)} is not running"
+                await deployments.send_signal(self.temporal, workflow_id, sub)
+        except (ZdpError, RPCError, TemporalError) as err:
+            return f"{sub} {escape(workflow_id)} failed: {escape(str(err))}"
+        except Exception:  # a bug: say so in Slack rather than leave the command unanswered
+            log.exception("/zdp %s %s by %s/%s failed", sub, workflow_id, team, user)
+            return f"{sub} {escape(workflow_id)} failed: unexpected error (see the bot's log)"
+        return f"{sub} sent to {escape(workflow_id)} (as {escape(actor)})"
+
+
+def clicker(body: dict[str, Any]) -> tuple[str | None, str | None]:
+    """(team id, user id) of whoever clicked: the user's own workspace, which differs from the
+    app's in a shared channel, so a user is never taken for someone of another team."""
+    user = body.get("user") or {}
+    team = user.get("team_id") or (body.get("team") or {}).get("id")
+    return team, user.get("id")
+
+
+def unmapped(team: str | None, user: str | None, what: str) -> str:
+    return (
+        f":no_entry: <@{escape(user or '?')}> could not {what}: Slack user {escape(user or '?')} "
+        f"of team {escape(team or '?')} is not mapped to an approver identity "
+        "(add it under identities in slack.yaml); nothing was changed"
+    )
+
+
+def settled(status: DeploymentStatus) -> bool:
+    """True when no more decisions are wanted: a rejection, or enough approvals."""
+    approvals = [a for a in status.approvals if a.decision == "approve"]
+    rejected = any(a.decision == "reject" for a in status.approvals)
+    return rejected or len(approvals) >= status.approvals_required
+
+
+def build_bolt_app(settings: BotSettings, identities: SlackConfig, temporal: Client) -> AsyncApp:
+    """The Bolt app in HTTP mode with request verification on and the replay guard after it."""
+    bot = ApprovalBot(temporal, identities)
+    # Bolt logs the whole body of a refused request at INFO (zdp.slack.server says it in one
+    # line instead); its loggers copy this one's level when the app is built.
+    bolt_logger = logging.getLogger("zdp.slack.bolt")
+    bolt_logger.setLevel(logging.WARNING)
+    app = AsyncApp(
+        name="zdp-slack-bot",
+        logger=bolt_logger,
+        signing_secret=settings.signing_secret,
+        client=AsyncWebClient(token=settings.bot_token, base_url=settings.api_url),
+        request_verification_enabled=True,
+        # Runs right after verification and before authorization: a replay costs no API call.
+        before_authorize=ReplayGuard(),
+    )
+    app.action(APPROVE_ACTION)(bot.on_decision)
+    app.action(REJECT_ACTION)(bot.on_decision)
+    app.command("/zdp")(bot.on_command)
+    return app
