@@ -121,6 +121,19 @@ async def _update(client: Client, workflow_id: str, name: str, arg: Any) -> str:
     return str(result)
 
 
+async def decide(
+    client: Client,
+    workflow_id: str,
+    kind: Literal["approve", "reject"],
+    approver: str,
+    reason: str | None = None,
+    signature: ApprovalSignature | None = None,
+) -> str:
+    """The `approve` or `reject` update; RequestRefused carries the validator's reason."""
+    decision = ApprovalInput(approver=approver, reason=reason, signature=signature)
+    return await _update(client, workflow_id, kind, decision)
+
+
 async def approve(
     client: Client,
     workflow_id: str,
@@ -128,8 +141,7 @@ async def approve(
     reason: str | None = None,
     signature: ApprovalSignature | None = None,
 ) -> str:
-    decision = ApprovalInput(approver=approver, reason=reason, signature=signature)
-    return await _update(client, workflow_id, "approve", decision)
+    return await decide(client, workflow_id, "approve", approver, reason, signature)
 
 
 async def reject(
@@ -139,8 +151,7 @@ async def reject(
     reason: str | None = None,
     signature: ApprovalSignature | None = None,
 ) -> str:
-    decision = ApprovalInput(approver=approver, reason=reason, signature=signature)
-    return await _update(client, workflow_id, "reject", decision)
+    return await decide(client, workflow_id, "reject", approver, reason, signature)
 
 
 async def sign_decision(

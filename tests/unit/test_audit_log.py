@@ -18,6 +18,7 @@ import typer
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from typer.testing import CliRunner, Result
 
+from tests.cli_checks import assert_one_line_error
 from zdp.cli import audit_cmd
 from zdp.compliance.audit import (
     GENESIS_HASH,
@@ -457,16 +458,6 @@ def test_processes_racing_to_create_the_engine_key_end_with_one(tmp_path: Path) 
 
 def run(*args: str | Path, home: Path) -> Result:
     return CliRunner().invoke(cli, [str(a) for a in args], env={"ZDP_HOME": str(home)})
-
-
-def assert_one_line_error(result: Result, contains: str) -> None:
-    assert result.exit_code == 1, result.output
-    assert result.stdout == ""
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("error: ")
-    assert contains in lines[0]
-    assert "Traceback" not in result.output
 
 
 def test_cli_verify_summarises_a_good_log(tmp_path: Path) -> None:

@@ -14,6 +14,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from typer.testing import CliRunner, Result
 
+from tests.cli_checks import assert_one_line_error
 from zdp.cli import evidence_cmd
 from zdp.compliance.evidence import (
     EvidenceError,
@@ -233,16 +234,6 @@ def test_a_name_cannot_be_both_a_file_and_a_folder(tmp_path: Path) -> None:
 
 def run(*args: str | Path) -> Result:
     return CliRunner().invoke(cli, [str(a) for a in args])
-
-
-def assert_one_line_error(result: Result, contains: str) -> None:
-    assert result.exit_code == 1, result.output
-    assert result.stdout == ""
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("error: ")
-    assert contains in lines[0]
-    assert "Traceback" not in result.output
 
 
 def test_cli_verify_with_a_trusted_key(bundle: Path, tmp_path: Path) -> None:

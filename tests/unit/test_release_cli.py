@@ -10,6 +10,7 @@ import pytest
 import typer
 from typer.testing import CliRunner, Result
 
+from tests.cli_checks import assert_one_line_error
 from zdp.cli import keys_cmd, release_cmd
 
 IMAGE = "registry.example.com/shop/webshop@sha256:" + "ab" * 32
@@ -21,16 +22,6 @@ cli.add_typer(release_cmd.app, name="release")
 
 def run(*args: str | Path, env: dict[str, str] | None = None) -> Result:
     return CliRunner().invoke(cli, [str(a) for a in args], env=env)
-
-
-def assert_one_line_error(result: Result, contains: str) -> None:
-    assert result.exit_code == 1, result.output
-    assert result.stdout == ""
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("error: ")
-    assert contains in lines[0]
-    assert "Traceback" not in result.output
 
 
 @pytest.fixture
