@@ -1,8 +1,9 @@
 """Backends by name: a new backend is a new module and one entry here, nothing else.
 
 The worker asks for a runtime and a router by the names in its environment (`ZDP_RUNTIME`,
-`ZDP_ROUTER`; `zdp up` sets `local` and `envoy`, and both default to `memory`). The health
-probe follows the runtime: memory endpoints are probed in memory, real ones over HTTP.
+`ZDP_ROUTER`; `zdp up` sets `local` and `envoy`, and both default to `memory`; on a cluster,
+`kubernetes` with `gateway-api` or `istio`, see docs/kubernetes.md). The health probe follows
+the runtime: memory endpoints are probed in memory, real ones over HTTP.
 """
 
 from __future__ import annotations
@@ -29,18 +30,53 @@ def _envoy_router() -> TrafficRouter:
     return EnvoyRouter()
 
 
+def _kubernetes_runtime() -> Runtime:
+    from zdp.platforms.kubernetes import KubernetesRuntime
+
+    return KubernetesRuntime()
+
+
+def _gateway_api_router() -> TrafficRouter:
+    from zdp.platforms.gateway_api import GatewayApiRouter
+
+    return GatewayApiRouter()
+
+
+def _istio_router() -> TrafficRouter:
+    from zdp.platforms.istio import IstioRouter
+
+    return IstioRouter()
+
+
 def _http_probe() -> HealthProbe:
     from zdp.health.http_probe import HttpProbe
 
     return HttpProbe()
 
 
-RUNTIMES: dict[str, Callable[[], Runtime]] = {"memory": MemoryRuntime, "local": _local_runtime}
-ROUTERS: dict[str, Callable[[], TrafficRouter]] = {"memory": MemoryRouter, "envoy": _envoy_router}
+RUNTIMES: dict[str, Callable[[], Runtime]] = {
+    "memory": MemoryRuntime,
+    "local": _local_runtime,
+    "kubernetes": _kubernetes_runtime,
+}
+ROUTERS: dict[str, Callable[[], TrafficRouter]] = {
+    "memory": MemoryRouter,
+    "envoy": _envoy_router,
+    "gateway-api": _gateway_api_router,
+    "istio": _istio_router,
+}
 # Keyed by runtime name: the probe that understands that runtime's endpoints.
-PROBES: dict[str, Callable[[], HealthProbe]] = {"memory": MemoryProbe, "local": _http_probe}
+PROBES: dict[str, Callable[[], HealthProbe]] = {
+    "memory": MemoryProbe,
+    "local": _http_probe,
+    "kubernetes": _http_probe,
+}
 # Keyed by runtime name too: how the domain checks ask a running version a question.
-APP_QUERIES: dict[str, Callable[[], AppQuery]] = {"memory": MemoryAppQuery, "local": HttpAppQuery}
+APP_QUERIES: dict[str, Callable[[], AppQuery]] = {
+    "memory": MemoryAppQuery,
+    "local": HttpAppQuery,
+    "kubernetes": HttpAppQuery,
+}
 
 T = TypeVar("T")
 
