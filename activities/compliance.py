@@ -2,7 +2,8 @@
 
 Both are idempotent: the audit log skips (workflow id, event id) pairs it already holds, and
 sealing the same bundle again returns the sealed one. The workflow retries them until they
-succeed: a deployment does not close without its evidence.
+succeed: a deployment does not close without its evidence. The log is the JSON-lines file in
+$ZDP_HOME/audit, or PostgreSQL when ZDP_AUDIT_DATABASE_URL is set.
 """
 
 from __future__ import annotations
@@ -10,13 +11,21 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import os
 from datetime import UTC, datetime
 from pathlib import Path
 
 from temporalio import activity
 
 from activities._support import to_application_error
-from zdp.compliance.audit import AuditEvent, AuditLog, default_log_path
+from zdp.compliance.audit import (
+    AUDIT_DATABASE_URL_ENV,
+    AuditEvent,
+    AuditLog,
+    AuditStore,
+    default_log_path,
+)
+from zdp.compliance.audit_pg import PostgresAuditLog
 from zdp.compliance.engine_key import engine_key
 from zdp.compliance.evidence import seal_bundle
 from zdp.errors import ZdpError
@@ -46,12 +55,16 @@ def _aware(at: datetime) -> datetime:
 class ComplianceActivities:
     def __init__(self, home: Path | None = None) -> None:
         self.home = home
-        self._log: AuditLog | None = None
+        self._log: AuditStore | None = None
 
-    def log(self) -> AuditLog:
-        """One AuditLog per worker process: it indexes what it holds on first use."""
+    def log(self) -> AuditStore:
+        """One audit store per worker process: it indexes what it holds on first use."""
         if self._log is None:
-            self._log = AuditLog(default_log_path(self.home), engine_key(self.home))
+            url = os.environ.get(AUDIT_DATABASE_URL_ENV, "").strip()
+            if url:
+                self._log = PostgresAuditLog(url, engine_key(self.home))
+            else:
+                self._log = AuditLog(default_log_path(self.home), engine_key(self.home))
         return self._log
 
     @activity.defn
@@ -133,8 +146,11 @@ class ComplianceActivities:
 
     def _entries_of(self, workflow_id: str, run_id: str) -> bytes:
         """This run's lines of the audit log, exactly as stored (each verifiable alone)."""
-        path = default_log_path(self.home)
         prefix = f"{run_id}/"
+        store = self.log()
+        if isinstance(store, PostgresAuditLog):
+            return store.entries_of(workflow_id, prefix)
+        path = default_log_path(self.home)
         lines = []
         with path.open("rb") as log:
             for line in log:

@@ -181,9 +181,12 @@ async def test_stable_failing_too_pauses_instead_of_rolling_back(
     handle = await deployments.start_deployment(client, request)
     await demo.approve_when_asked(client, handle.id, ("bob", "carol", "alice"))
     async with httpx.AsyncClient(trust_env=False) as http:
-        for _ in range(400):  # the outage elsewhere: stable starts failing once the canary runs
+        # The outage elsewhere: stable starts failing while the canary is being provisioned,
+        # so the first gate already sees both sick (on a busy machine, waiting until the
+        # canary takes traffic could let the canary's own verdict come first).
+        for _ in range(600):
             status = await deployments.status(client, workflow_id)
-            if status.weights.get("canary"):
+            if status.phase in (Phase.provision, Phase.shift):
                 break
             await asyncio.sleep(0.05)
         assert (await http.post(stable_url, json={"error_rate": 1.0})).status_code == 200

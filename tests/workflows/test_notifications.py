@@ -28,6 +28,10 @@ async def test_approval_steps_and_promotion_are_announced(kit: Harness) -> None:
     async with kit.worker():
         handle = await kit.start(kit.request("2.0.0", environment="prod"))
         await kit.wait_for(handle, lambda s: s.phase is Phase.await_approval)
+        for _ in range(100):  # the message goes out just after the phase is entered
+            if recorder.sent and recorder.sent[-1].kind == "awaiting_approval":
+                break
+            await asyncio.sleep(0.05)
         waiting = recorder.sent[-1]
         assert waiting.kind == "awaiting_approval"
         assert (waiting.version, waiting.initiator, waiting.change_ref) == (

@@ -1,24 +1,42 @@
-"""`zdp audit`: verify the hash-chained audit log and its signed checkpoints."""
+"""`zdp audit`: verify the hash-chained audit log and its signed checkpoints, in its file or
+in PostgreSQL (`--database`, or ZDP_AUDIT_DATABASE_URL), and export the database's log."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from zdp.cli.output import fail
-from zdp.compliance.audit import default_log_path, verify_log
+from zdp.cli.output import EXIT_USAGE, fail
+from zdp.compliance.audit import (
+    AUDIT_DATABASE_URL_ENV,
+    VerifyReport,
+    default_log_path,
+    verify_log,
+)
 from zdp.compliance.engine_key import engine_public_key_path
 from zdp.errors import ZdpError
 from zdp.signing import load_public_key
 
-app = typer.Typer(help="Verify the audit log.", no_args_is_help=True, add_completion=False)
+app = typer.Typer(
+    help="Verify or export the audit log.", no_args_is_help=True, add_completion=False
+)
+
+DatabaseOption = Annotated[
+    str | None,
+    typer.Option(
+        "--database",
+        metavar="URL",
+        help=f"The audit log's PostgreSQL database [default: ${AUDIT_DATABASE_URL_ENV}].",
+    ),
+]
 
 
 @app.callback()
 def audit() -> None:
-    """Verify the audit log."""
+    """Verify or export the audit log."""
 
 
 @app.command("verify")
@@ -40,18 +58,62 @@ def verify(
             "[default: $ZDP_HOME/keys/engine.pub].",
         ),
     ] = None,
+    database: DatabaseOption = None,
 ) -> None:
     """Check every entry's hash and link, and every checkpoint's signature and coverage."""
+    if database and (log or checkpoints):
+        fail("give --log (a file) or --database, not both", EXIT_USAGE)
+    url = database or (None if log else os.environ.get(AUDIT_DATABASE_URL_ENV, "").strip())
     log_path = log or default_log_path()
-    if not log_path.is_file():
+    if not url and not log_path.is_file():
         fail(f"audit log not found: {log_path}")
     if not keys and not engine_public_key_path().is_file():
         fail(f"engine public key not found: {engine_public_key_path()} (give --key PUB)")
     try:
         public_keys = [load_public_key(path) for path in keys or [engine_public_key_path()]]
-        report = verify_log(log_path, checkpoints, public_keys=public_keys)
+        if url:  # imported here: the PostgreSQL driver loads only for commands that use it
+            from zdp.compliance.audit_pg_verify import verify_database
+
+            report = verify_database(url, public_keys=public_keys)
+        else:
+            report = verify_log(log_path, checkpoints, public_keys=public_keys)
     except (ZdpError, OSError, ValueError) as err:
         fail(str(err))
+    typer.echo(_summary(report))
+
+
+@app.command("export")
+def export(
+    output: Annotated[
+        Path,
+        typer.Option(
+            "--output",
+            "-o",
+            metavar="DIR",
+            help="The folder to write audit.jsonl and its "
+            "checkpoint file into (they must not exist yet).",
+        ),
+    ],
+    database: DatabaseOption = None,
+) -> None:
+    """Write the database's log as the JSON-lines pair, for `zdp audit verify --log`."""
+    url = database or os.environ.get(AUDIT_DATABASE_URL_ENV, "").strip()
+    if not url:
+        fail(f"no audit database: give --database URL or set {AUDIT_DATABASE_URL_ENV}", EXIT_USAGE)
+    from zdp.compliance.audit_pg_verify import export_database
+
+    try:
+        exported = export_database(url, output / default_log_path().name)
+    except (ZdpError, OSError) as err:
+        fail(str(err))
+    typer.echo(
+        f"exported {_count(exported.entries, 'entry', 'entries')} to {exported.path} and "
+        f"{_count(exported.checkpoints, 'checkpoint', 'checkpoints')} to "
+        f"{exported.checkpoints_path}"
+    )
+
+
+def _summary(report: VerifyReport) -> str:
     last = report.last_checkpoint
     if last is None:
         coverage = "no checkpoint yet (nothing is signed)"
@@ -61,7 +123,7 @@ def verify(
         unsigned = report.entries - last.size
         newer = _count(unsigned, "newer entry", "newer entries")
         coverage = f"last checkpoint covers {last.size} ({newer} not yet signed)"
-    typer.echo(
+    return (
         f"audit log OK: {_count(report.entries, 'entry', 'entries')}, "
         f"{_count(report.checkpoints, 'checkpoint', 'checkpoints')}, "
         f"head {report.head_hash[:12]}…, {coverage}"

@@ -7,7 +7,8 @@ checkpoint, or rewriting what it covers, no longer matches a signature.
 
 This module is the entry point: the storage protocol, where the log lives, and `verify_log`.
 The format and models are in audit_format.py; the JSON-lines file backend, `AuditLog`, is in
-audit_jsonl.py. Both are re-exported here.
+audit_jsonl.py. Both are re-exported here. The PostgreSQL backend, `PostgresAuditLog`, is in
+audit_pg.py (not imported here: it loads the driver); ZDP_AUDIT_DATABASE_URL selects it.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ from zdp.platforms.local_layout import zdp_home
 from zdp.signing import fingerprint
 
 __all__ = [
+    "AUDIT_DATABASE_URL_ENV",
     "GENESIS_HASH",
     "AppendResult",
     "AuditEntry",
@@ -57,6 +59,7 @@ __all__ = [
     "VerifyReport",
     "canonical_json",
     "checkpoints_path_for",
+    "coverage_problem",
     "default_log_path",
     "entry_hash",
     "format_utc",
@@ -64,9 +67,12 @@ __all__ = [
     "verify_log",
 ]
 
+AUDIT_DATABASE_URL_ENV = "ZDP_AUDIT_DATABASE_URL"  # set: the engine logs to PostgreSQL
+
 
 class AuditStore(Protocol):
-    """Audit storage as the engine uses it; a backend is one class (audit_jsonl: JSON lines)."""
+    """Audit storage as the engine uses it; a backend is one class (audit_jsonl: JSON lines,
+    audit_pg: PostgreSQL)."""
 
     def append(self, workflow_id: str, events: Sequence[AuditEvent]) -> AppendResult:
         """Add the events not yet logged for this workflow; logged ones are skipped."""
@@ -145,10 +151,11 @@ def _read_checkpoints(
     return good, problems
 
 
-def _coverage_problem(
+def coverage_problem(
     index: int, cp: Checkpoint, size: int, heads: Mapping[int, AuditEntry]
 ) -> AuditVerificationError | None:
-    """How a log of `size` good entries disagrees with a well-signed checkpoint, if it does."""
+    """How a log of `size` good entries disagrees with a well-signed checkpoint, if it does.
+    The database verifier (audit_pg_verify) uses it too, so both judge a checkpoint alike."""
     if cp.size > size:
         reason = f"missing: the log ends here, but checkpoint {index} covers {cp.size} entries"
         return AuditVerificationError(size, f"{reason} (truncated?)", checkpoint=index)
@@ -198,7 +205,7 @@ def verify_log(
     if entry_problem is not None:
         ranked.append((chain.size, 0, entry_problem))
     for index, cp in checkpoints:
-        mismatch = _coverage_problem(index, cp, chain.size, heads)
+        mismatch = coverage_problem(index, cp, chain.size, heads)
         if mismatch is not None:
             ranked.append((cp.size - 1 if cp.size <= chain.size else chain.size, 1, mismatch))
     if ranked:

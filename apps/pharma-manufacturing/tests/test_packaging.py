@@ -86,6 +86,7 @@ def test_wheel_carries_every_package_and_declares_the_dependencies(wheel: Path) 
         "sqlalchemy",
         "alembic",
         "pyyaml",
+        "psycopg",
     } <= declared
 
 

@@ -47,7 +47,11 @@ from pharma_manufacturing.services.signatures import (
 from pharma_manufacturing.storage.database import Database
 from pharma_manufacturing.storage.tables import signatures, steps
 
-_WRITE_ATTEMPTS = 3  # on PostgreSQL two writers can race for a sequence number or a key
+# Writers of this version cannot race for a sequence number or an idempotency key: they run one
+# at a time (BEGIN IMMEDIATE on SQLite, the PG_WRITE_LOCK advisory lock on PostgreSQL). A writer
+# that skips the advisory lock (a release from before it, running beside this one, or a client
+# outside the app) still can, and the loser's IntegrityError is retried.
+_WRITE_ATTEMPTS = 3
 
 
 class StepRecords:

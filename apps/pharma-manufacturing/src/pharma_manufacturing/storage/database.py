@@ -5,6 +5,11 @@ same SQLite file, so every connection uses WAL (readers never wait for the write
 timeout (a writer waits for the other process's write instead of failing). Write transactions
 start with BEGIN IMMEDIATE: taking the write lock up front means a transaction that reads and
 then writes cannot fail halfway with SQLITE_BUSY when the other process wrote in between.
+
+The services rely on that: a write transaction checks, then writes (the next step number, what
+is left of a lot, whether a batch is still open). On PostgreSQL a write transaction therefore
+starts by taking a transaction-level advisory lock, so writers run one at a time there too,
+across every replica; readers never wait for it.
 """
 
 from __future__ import annotations
@@ -15,11 +20,13 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import StaticPool
 
 SQLITE_FILE_NAME = "pharma-manufacturing.db"
+# PostgreSQL: the advisory lock every write transaction holds (SQLite's BEGIN IMMEDIATE).
+PG_WRITE_LOCK = 7_302_012
 
 T = TypeVar("T")
 
@@ -56,6 +63,10 @@ class Database:
         with self.engine.connect() as connection:
             connection.execution_options(sqlite_begin="IMMEDIATE")
             with connection.begin():
+                if self.dialect == "postgresql":
+                    connection.execute(
+                        text("SELECT pg_advisory_xact_lock(:key)"), {"key": PG_WRITE_LOCK}
+                    )
                 yield connection
 
     async def read(self, query: Callable[..., T], *args: Any) -> T:
