@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import timedelta
+from typing import Any
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
@@ -706,18 +707,26 @@ class DeploymentWorkflow:
         self._refuse_if(self.state.promote_refusal(request))
 
     @workflow.signal
-    def pause(self) -> None:
-        """Holds at the current weight after the running gate; gates and abort still work."""
+    def pause(self, request: AbortInput | None = None) -> None:
+        """Holds at the current weight after the running gate; gates and abort still work.
+
+        `request` names who paused and why; older clients send none ("operator")."""
         if not self.state.paused and self.state.outcome is None:
             self.state.paused = True
-            self.state.record(workflow.now(), "paused", "paused by operator")
+            who = request or AbortInput()
+            self.state.record(
+                workflow.now(), "paused", _by("paused", who), actor=who.actor, data=_why(who)
+            )
 
     @workflow.signal
-    def resume(self) -> None:
+    def resume(self, request: AbortInput | None = None) -> None:
         """Lets a paused deployment continue with its next step."""
         if self.state.paused:
             self.state.paused = False
-            self.state.record(workflow.now(), "resumed", "resumed by operator")
+            who = request or AbortInput()
+            self.state.record(
+                workflow.now(), "resumed", _by("resumed", who), actor=who.actor, data=_why(who)
+            )
 
     @workflow.signal
     def abort(self, request: AbortInput) -> None:
@@ -782,6 +791,14 @@ def _plan_slots(strategy: Strategy, current: dict[str, int]) -> dict[str, str]:
 
 def _other_colour(colour: str) -> str:
     return "green" if colour == "blue" else "blue"
+
+
+def _by(what: str, who: AbortInput) -> str:
+    return f"{what} by {who.actor}" + (f": {who.reason}" if who.reason else "")
+
+
+def _why(who: AbortInput) -> dict[str, Any]:
+    return {"reason": who.reason} if who.reason else {}
 
 
 def _weights_text(weights: dict[str, int]) -> str:

@@ -207,6 +207,15 @@ async def send_signal(client: Client, workflow_id: str, name: str, arg: Any = No
         raise _rpc_error(err, workflow_id) from None
 
 
+async def pause(client: Client, workflow_id: str, actor: str, reason: str | None = None) -> None:
+    """Hold at the current weight after the running gate; the timeline names `actor`."""
+    await send_signal(client, workflow_id, "pause", AbortInput(actor=actor, reason=reason))
+
+
+async def resume(client: Client, workflow_id: str, actor: str, reason: str | None = None) -> None:
+    await send_signal(client, workflow_id, "resume", AbortInput(actor=actor, reason=reason))
+
+
 async def abort(client: Client, workflow_id: str, actor: str, reason: str | None = None) -> None:
     await send_signal(client, workflow_id, "abort", AbortInput(actor=actor, reason=reason))
 

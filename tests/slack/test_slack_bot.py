@@ -32,6 +32,7 @@ from tests.slack.slack_kit import (
     sign,
     unescape,
 )
+from zdp import deployments
 from zdp.compliance.esign import register_approver
 from zdp.config import EnvironmentConfig
 from zdp.models import DeploymentStatus, Outcome, Phase, ValidationReference
@@ -282,6 +283,9 @@ async def test_slash_status_pause_resume_abort(harness: Harness, slack: SlackWor
     )
     await harness.wait_for(handle, lambda s: s.paused)
     assert "phase: shift (paused)" in await slack.command(f"status {handle.id}", ALICE)
+    events = await deployments.timeline(harness.client, handle.id)
+    paused = next(e for e in events if e.kind == "paused")
+    assert paused.actor == "alice" and "via Slack" in paused.message
 
     refused = await slack.command(f"resume {handle.id}", MALLORY)
     assert "Slack user U0666 of team T0001 is not mapped" in refused

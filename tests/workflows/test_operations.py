@@ -32,6 +32,19 @@ async def test_pause_holds_the_current_weight_until_resumed(harness: Harness) ->
     assert kinds.index("paused") < kinds.index("resumed")
 
 
+async def test_pause_and_resume_name_who_and_why(harness: Harness) -> None:
+    handle = await harness.start(harness.request("2.0.0", bake_seconds=0.3))
+    await harness.wait_for(handle, lambda s: s.weights.get("canary") == 1)
+    await deployments.pause(harness.client, handle.id, "dave", "investigating INC-9")
+    await harness.wait_for(handle, lambda s: s.paused)
+    await deployments.resume(harness.client, handle.id, "erin")
+    result = await asyncio.wait_for(handle.result(), 60)
+    paused = next(e for e in result.timeline if e.kind == "paused")
+    resumed = next(e for e in result.timeline if e.kind == "resumed")
+    assert (paused.actor, paused.message) == ("dave", "paused by dave: investigating INC-9")
+    assert (resumed.actor, resumed.message) == ("erin", "resumed by erin")
+
+
 async def test_promote_skips_the_remaining_steps(harness: Harness) -> None:
     handle = await harness.start(harness.request("2.0.0", bake_seconds=30))
     await harness.wait_for(handle, lambda s: s.weights.get("canary") == 1)

@@ -239,7 +239,8 @@ def _signal(name: str, doc: str) -> Callable[..., None]:
             else:
                 if not await deployments.is_running(client, deployment):
                     raise ZdpError(f"{deployment} is not running")
-                await deployments.send_signal(client, deployment, name)
+                action = deployments.pause if name == "pause" else deployments.resume
+                await action(client, deployment, _who(actor), reason)
 
         run(work)
         console.print(f"{name} sent to {deployment}")

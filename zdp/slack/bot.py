@@ -199,10 +199,10 @@ class ApprovalBot:
                 reason = f"via Slack ({team}/{user})"
                 await deployments.abort(self.temporal, workflow_id, actor, reason)
             else:
-                # The pause and resume signals carry no actor; the timeline says "operator".
                 if not await deployments.is_running(self.temporal, workflow_id):
                     return f"{escape(workflow_id)} is not running"
-                await deployments.send_signal(self.temporal, workflow_id, sub)
+                action = deployments.pause if sub == "pause" else deployments.resume
+                await action(self.temporal, workflow_id, actor, f"via Slack ({team}/{user})")
         except (ZdpError, RPCError, TemporalError) as err:
             return f"{sub} {escape(workflow_id)} failed: {escape(str(err))}"
         except Exception:  # a bug: say so in Slack rather than leave the command unanswered
