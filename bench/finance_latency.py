@@ -2,10 +2,13 @@
 
 Starts the app as a real process (`python -m finance_trading`, PYTHONPATH=apps/finance-trading/src,
 APP_ENV=local, a free loopback port, its JSON logs to a temporary file as the engine keeps them),
-then sends order submits at a fixed rate, open loop: request i is started at t0 + i/rate whether
-or not earlier ones have been answered, over one keep-alive pool (httpx.AsyncClient). Each order
-has a fresh client order id and the demo key and is within the local limits; buys and sells
-alternate at one price, so every other submit matches in the book and moves two positions.
+with APP_DATA_DIR a fresh temporary folder, as the engine gives one, so that every submit claims
+its key in the shared SQLite idempotency ledger (`--no-ledger` leaves it unset: the in-memory
+record only). Then it sends order submits at a fixed rate, open loop: request i is started at
+t0 + i/rate whether or not earlier ones have been answered, over one keep-alive pool
+(httpx.AsyncClient). Each order has a fresh client order id and the demo key and is within the
+local limits; buys and sells alternate at one price, so every other submit matches in the book
+and moves two positions.
 
 Side by side, in the same run and at the same rate, a baseline of public quote reads
 (GET /api/quote/AAPL): the same app, middleware and connection pool with no order logic, which
@@ -17,7 +20,8 @@ client, not the app, was the bottleneck), and p50/p99 of the time spent inside t
 `duration_ms` of its request log lines. The client runs on uvloop when installed, as the app
 does. Bounded by `--requests` and `--seconds`, loopback only; the app is stopped by its pid.
 
-    .venv/bin/python bench/finance_latency.py [--rate 200] [--seconds 10] [--requests 2000] [--json]
+    .venv/bin/python bench/finance_latency.py [--rate 200] [--seconds 10] [--requests 2000]
+        [--no-ledger] [--json]
 """
 
 from __future__ import annotations
@@ -94,11 +98,14 @@ def free_port() -> int:
 
 
 @contextmanager
-def running_app(log_path: Path) -> Iterator[str]:
-    """The app on a free loopback port until the block ends; stopped by its pid."""
+def running_app(log_path: Path, data_dir: Path | None) -> Iterator[str]:
+    """The app on a free loopback port until the block ends; stopped by its pid. With
+    `data_dir` as its APP_DATA_DIR, where it keeps the idempotency ledger."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("APP_")}
     env.update(PYTHONPATH=str(APP_SRC), APP_ENV="local", PYTHONUNBUFFERED="1")
+    if data_dir is not None:
+        env["APP_DATA_DIR"] = str(data_dir)
     with log_path.open("wb") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "finance_trading", "--host", "127.0.0.1", "--port", str(port)],
@@ -249,6 +256,12 @@ def main() -> None:
     parser.add_argument(
         "--no-baseline", dest="baseline", action="store_false", help="skip the quote baseline"
     )
+    parser.add_argument(
+        "--no-ledger",
+        dest="ledger",
+        action="store_false",
+        help="no APP_DATA_DIR: idempotency in the app's memory, not in the SQLite ledger",
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args()
     if not 1 <= args.rate <= 5000 or not 1 <= args.requests <= 100_000:
@@ -258,7 +271,10 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(prefix="finance-latency-") as scratch:
         log_path = Path(scratch) / "app.log"
-        with running_app(log_path) as base_url:
+        data_dir = Path(scratch) / "data" if args.ledger else None
+        if data_dir is not None:
+            data_dir.mkdir()
+        with running_app(log_path, data_dir) as base_url:
             measured = asyncio_run(measure(base_url, args))
         app_side = app_side_latency(log_path)
     report = {
@@ -268,6 +284,7 @@ def main() -> None:
         "max_requests": args.requests,
         "warmup_requests_excluded": 2 * WARMUP,
         "client_loop": "asyncio" if uvloop is None else "uvloop",
+        "idempotency_ledger": "sqlite" if args.ledger else "memory",
         **{name: {**series.report(), **app_side[name]} for name, series in measured.items()},
         "machine": {
             "cpu_count": os.cpu_count(),
@@ -281,7 +298,8 @@ def main() -> None:
         return
     print(
         f"finance-trading, open loop at {args.rate:g} req/s over one keep-alive pool, "
-        f"{os.cpu_count()} CPUs, Python {platform.python_version()}"
+        f"{os.cpu_count()} CPUs, Python {platform.python_version()}, "
+        f"idempotency ledger: {report['idempotency_ledger']}"
     )
     print(f"{'series':<16}{'count':>7}{'errors':>8}{'p50 ms':>9}{'p90 ms':>9}{'p99 ms':>9}"
           f"{'max ms':>9}{'lag ms':>9}{'in app p50':>12}{'p99':>7}")  # fmt: skip

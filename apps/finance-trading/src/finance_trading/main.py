@@ -38,6 +38,7 @@ from finance_trading.middleware.auth import ApiKeyMiddleware, ApiKeys
 from finance_trading.middleware.faults import FaultInjector, inject_faults
 from finance_trading.middleware.request_id import RequestIdMiddleware
 from finance_trading.middleware.telemetry import RequestMetrics, TelemetryMiddleware
+from finance_trading.services.ledger import DB_FILE, LedgerError, SqliteOrderLedger
 from finance_trading.services.orders import OrderService
 from finance_trading.settings import Settings
 from finance_trading.trading_config import ConfigError
@@ -50,9 +51,14 @@ class InjectedStartupCrash(RuntimeError):
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
-    """A fresh app with its own state and metrics registry; settings default to the environment."""
+    """A fresh app with its own state and metrics registry; settings default to the environment.
+
+    With `APP_DATA_DIR` it opens the shared idempotency ledger there (LedgerError if it
+    cannot), closed when the app stops; without it, orders are idempotent in memory only.
+    """
     settings = settings or Settings.from_env()
     lifecycle = Lifecycle(ready_delay_s=settings.fault_ready_delay_s)
+    ledger = SqliteOrderLedger.open(settings.data_dir) if settings.data_dir else None
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -64,6 +70,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifecycle.mark_started()
         logger.info("started", extra={"fields": _describe(settings)})
         yield
+        if ledger is not None:
+            ledger.close()
         logger.info("stopped")
 
     app = FastAPI(title=settings.app_name, version=settings.version, lifespan=lifespan)
@@ -72,7 +80,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.lifecycle = lifecycle
     app.state.registry = registry
     app.state.faults = FaultInjector(settings.fault_error_rate, settings.fault_latency_ms)
-    app.state.orders = OrderService(settings.trading.limits)
+    app.state.orders = OrderService(settings.trading.limits, ledger=ledger)
     # The last added runs first: request id, then telemetry (which sees every answer,
     # refusals included), then the API-key check, then the routes.
     app.add_middleware(ApiKeyMiddleware, keys=ApiKeys(settings.trading.api_keys))
@@ -117,16 +125,16 @@ class DrainingServer(uvicorn.Server):
 def run(host: str = "127.0.0.1", port: int = 8000) -> None:
     """Serve the app on host:port until a signal, then drain (see the module docstring).
 
-    A configuration the app cannot use stops it before it listens: one `critical` log line
-    naming the key, exit code 1.
+    A configuration the app cannot use, or a ledger it cannot open, stops it before it
+    listens: one `critical` log line naming the key, exit code 1.
     """
     configure_logging()
     try:
         settings = Settings.from_env()
-    except ConfigError as error:
+        app = create_app(settings)
+    except (ConfigError, LedgerError) as error:
         logger.critical(f"invalid configuration, not starting: {error}")
         raise SystemExit(1) from None
-    app = create_app(settings)
     # The app, its schemas and the imported frameworks live as long as the process: move them
     # out of the collector's sight, so that a full collection while serving orders takes
     # microseconds instead of the ~30 ms it takes to walk them all.
@@ -152,6 +160,7 @@ def _describe(settings: Settings) -> dict[str, object]:
         "environment": settings.trading.environment,
         "config": str(settings.trading.source),
         "api_keys": len(settings.trading.api_keys),
+        "idempotency_ledger": str(settings.data_dir / DB_FILE) if settings.data_dir else "memory",
         "fault_error_rate": settings.fault_error_rate,
         "fault_latency_ms": settings.fault_latency_ms,
         "fault_ready_delay_s": settings.fault_ready_delay_s,

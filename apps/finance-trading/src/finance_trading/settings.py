@@ -3,6 +3,10 @@
 The engine passes a release's config overrides as `APP_<NAME>` variables, so a drill is a
 release whose overrides set one of the `APP_FAULT_*` variables below. The trading part (risk
 limits, API keys) comes from config/<APP_ENV>.yaml, see trading_config.py.
+
+`APP_DATA_DIR` is the folder the engine gives an app, one per app and shared by all of its
+versions. When it is set, the idempotency ledger lives there (services/ledger.py); without it,
+this process's memory is the only idempotency record.
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 from finance_trading import APP_NAME, __version__
 from finance_trading.trading_config import ConfigError, TradingConfig, load_trading_config
@@ -27,6 +32,7 @@ class Settings:
     app_name: str = APP_NAME
     version: str = __version__
     slot: str | None = None
+    data_dir: Path | None = None  # APP_DATA_DIR: the shared idempotency ledger's folder
     fault_error_rate: float = 0.0  # APP_FAULT_ERROR_RATE: fraction of /api/* answered 503
     fault_latency_ms: int = 0  # APP_FAULT_LATENCY_MS: added before every /api/* request
     fault_crash_on_start: bool = False  # APP_FAULT_CRASH_ON_START: exit 3 during startup
@@ -43,6 +49,7 @@ class Settings:
             trading=load_trading_config(env),
             version=env.get("APP_VERSION") or __version__,
             slot=env.get("APP_SLOT") or None,
+            data_dir=_folder(env, "APP_DATA_DIR"),
             fault_error_rate=_number(env, "APP_FAULT_ERROR_RATE", 0.0),
             fault_latency_ms=int(_number(env, "APP_FAULT_LATENCY_MS", 0)),
             fault_crash_on_start=env.get("APP_FAULT_CRASH_ON_START", "").lower() in _TRUE,
@@ -56,6 +63,16 @@ class Settings:
                 f"APP_FAULT_ERROR_RATE must be between 0.0 and 1.0, got {settings.fault_error_rate}"
             )
         return settings
+
+
+def _folder(env: Mapping[str, str], name: str) -> Path | None:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return None
+    folder = Path(raw)
+    if not folder.is_dir():
+        raise SettingsError(f"{name} must be an existing folder, got {raw!r}: create it first")
+    return folder
 
 
 def _number(env: Mapping[str, str], name: str, default: float) -> float:

@@ -8,6 +8,7 @@ from fastapi.responses import JSONResponse
 
 from finance_trading.services.errors import (
     IdempotencyConflictError,
+    LedgerUnavailableError,
     OrderNotCancellableError,
     OrderNotFoundError,
     RiskRejectedError,
@@ -21,6 +22,7 @@ STATUS: dict[type[TradingError], int] = {
     OrderNotCancellableError: 409,
     OrderNotFoundError: 404,
     UnknownSymbolError: 404,  # a quote for a symbol that is not quoted
+    LedgerUnavailableError: 503,  # nothing changed: the proxy may retry it on another version
 }
 
 

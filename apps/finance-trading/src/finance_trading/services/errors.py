@@ -39,3 +39,10 @@ class OrderNotFoundError(TradingError, LookupError):
 
 class OrderNotCancellableError(TradingError):
     code = "ORDER_NOT_CANCELLABLE"
+
+
+class LedgerUnavailableError(TradingError):
+    """The shared idempotency ledger could not be read or written (busy past its timeout, or
+    an I/O error); nothing was changed, so the same request may be retried."""
+
+    code = "LEDGER_UNAVAILABLE"
