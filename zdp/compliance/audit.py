@@ -201,9 +201,22 @@ def verify_log(
         raise AuditLogError(f"cannot read {path}: {err.strerror}") from None
     except AuditVerificationError as err:
         entry_problem = err
+    return report_or_first_problem(chain, problems, entry_problem, chain.size, checkpoints, heads)
+
+
+def report_or_first_problem(
+    chain: EntryChain,
+    problems: list[tuple[float, AuditVerificationError]],
+    entry_problem: AuditVerificationError | None,
+    entry_position: float,
+    checkpoints: list[tuple[int, Checkpoint]],
+    heads: dict[int, AuditEntry],
+) -> VerifyReport:
+    """Raise the first problem in log order (an entry before a checkpoint at the same place);
+    the report when there is none. Shared by the file and the PostgreSQL verifiers."""
     ranked = [(position, 1, error) for position, error in problems]
     if entry_problem is not None:
-        ranked.append((chain.size, 0, entry_problem))
+        ranked.append((entry_position, 0, entry_problem))
     for index, cp in checkpoints:
         mismatch = coverage_problem(index, cp, chain.size, heads)
         if mismatch is not None:

@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from pydantic import BaseModel
 
 # The file verifier's own coverage check, so both verifiers judge a checkpoint alike.
-from zdp.compliance.audit import coverage_problem
+from zdp.compliance.audit import report_or_first_problem
 from zdp.compliance.audit_format import (
     AuditEntry,
     AuditLogError,
@@ -73,22 +73,10 @@ def verify_database(url: str, *, public_keys: Sequence[Ed25519PublicKey]) -> Ver
                         heads[chain.size] = entry
         except AuditVerificationError as err:
             entry_problem = err
-    ranked = [(position, 1, error) for position, error in problems]
-    if entry_problem is not None:
-        position = entry_problem.seq if entry_problem.seq is not None else chain.size
-        ranked.append((position, 0, entry_problem))
-    for index, cp in checkpoints:
-        mismatch = coverage_problem(index, cp, chain.size, heads)
-        if mismatch is not None:
-            ranked.append((cp.size - 1 if cp.size <= chain.size else chain.size, 1, mismatch))
-    if ranked:
-        raise min(ranked, key=lambda item: (item[0], item[1]))[2]
-    return VerifyReport(
-        entries=chain.size,
-        checkpoints=len(checkpoints),
-        head_hash=chain.head_hash,
-        last_checkpoint=checkpoints[-1][1] if checkpoints else None,
-    )
+    position = chain.size
+    if entry_problem is not None and entry_problem.seq is not None:
+        position = entry_problem.seq
+    return report_or_first_problem(chain, problems, entry_problem, position, checkpoints, heads)
 
 
 def export_database(url: str, path: Path, checkpoints_path: Path | None = None) -> AuditExport:
