@@ -12,7 +12,7 @@ from typing import Any
 
 from temporalio.common import SearchAttributeUpdate
 
-from zdp.compliance.esign import verify_approval
+from zdp.compliance.esign import Binding, verify_approval
 from zdp.models import (
     AbortInput,
     ApprovalInput,
@@ -28,7 +28,6 @@ from zdp.models import (
     RiskAssessment,
     RiskReport,
     SignatureManifestation,
-    SignedApproval,
     TimelineEvent,
     deployment_id,
 )
@@ -135,15 +134,12 @@ class DeploymentState:
         if self.signers is None:
             return None, None
         who = decision.approver
-        expected = SignedApproval(
+        expected = Binding(
             deployment_id=deployment_id(self.request.app, self.request.environment),
             run_id=run_id,
             release_digest=self.manifest.artifact.digest if self.manifest else "",
             decision="approve" if kind == "approve" else "reject",
-            meaning="(from the payload)",
             signer=who,
-            printed_name="(from the payload)",
-            signed_at=now,
         )
         return verify_approval(
             decision.signature, self.signers.get(who), expected, now, self.used_signatures

@@ -19,6 +19,7 @@ import binascii
 import json
 import os
 import re
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -73,16 +74,29 @@ def sign_approval(private_key: Ed25519PrivateKey, payload: SignedApproval) -> Ap
     )
 
 
+@dataclass(frozen=True)
+class Binding:
+    """The record a signature must be bound to: what the payload has to say, field by field.
+    The meaning, printed name and time come from the payload (checked against the registry
+    and the clock)."""
+
+    deployment_id: str
+    run_id: str
+    release_digest: str
+    decision: str
+    signer: str
+
+
 def verify_approval(
     signature: ApprovalSignature | None,
     identity: ApproverIdentity | None,
-    expected: SignedApproval,
+    expected: Binding,
     now: datetime,
     used: set[str],
 ) -> tuple[SignatureManifestation | None, str | None]:
     """(the manifestation, None) when the signature is valid for exactly `expected`;
     (None, why) when it is missing, malformed, foreign, moved from another record, stale or
-    reused. `expected.meaning`, `printed_name` and `signed_at` are taken from the payload."""
+    reused."""
     who = expected.signer
     if identity is None:
         return None, f"{who} has no registered signing key: register one first (part11)"
