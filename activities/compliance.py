@@ -146,17 +146,4 @@ class ComplianceActivities:
 
     def _entries_of(self, workflow_id: str, run_id: str) -> bytes:
         """This run's lines of the audit log, exactly as stored (each verifiable alone)."""
-        prefix = f"{run_id}/"
-        store = self.log()
-        if isinstance(store, PostgresAuditLog):
-            return store.entries_of(workflow_id, prefix)
-        path = default_log_path(self.home)
-        lines = []
-        with path.open("rb") as log:
-            for line in log:
-                entry = json.loads(line)
-                if entry.get("workflow_id") == workflow_id and str(
-                    entry.get("event_id", "")
-                ).startswith(prefix):
-                    lines.append(line)
-        return b"".join(lines)
+        return self.log().entries_of(workflow_id, f"{run_id}/")

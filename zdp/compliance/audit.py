@@ -82,6 +82,10 @@ class AuditStore(Protocol):
         """Sign the current size and head, unless the last checkpoint already covers them."""
         ...
 
+    def entries_of(self, workflow_id: str, run_prefix: str) -> bytes:
+        """This workflow's lines whose event id starts with `run_prefix`, exactly as stored."""
+        ...
+
 
 # --------------------------------------------------------------------------- reading
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
 import os
 import threading
 from collections.abc import Iterator, Sequence
@@ -91,6 +92,18 @@ class AuditLog:
                 size=self._chain.size,
                 head_hash=self._chain.head_hash,
             )
+
+    def entries_of(self, workflow_id: str, run_prefix: str) -> bytes:
+        """The lines of this workflow's events whose id starts with `run_prefix`, in log order,
+        exactly as stored (each verifiable alone)."""
+        lines = []
+        with self.path.open("rb") as log:
+            for line in log:
+                entry = json.loads(line)
+                event_id = str(entry.get("event_id", ""))
+                if entry.get("workflow_id") == workflow_id and event_id.startswith(run_prefix):
+                    lines.append(line)
+        return b"".join(lines)
 
     def checkpoint(self, at: datetime | None = None) -> Checkpoint:
         """Sign the current size and head hash; returns the last checkpoint if nothing is new."""
