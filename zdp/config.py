@@ -144,6 +144,10 @@ class CalendarConfig(_Config):
     def _days_are_weekdays(cls, value: list[int]) -> list[int]:
         return _check_weekdays(value)
 
+    def freeze_at(self, at: datetime) -> FreezeWindow | None:
+        """The first freeze window containing `at` (timezone-aware), if any."""
+        return next((w for w in self.freeze_windows if w.contains(at)), None)
+
     @property
     def zone(self) -> ZoneInfo:
         return ZoneInfo(self.timezone)

@@ -69,9 +69,7 @@ def freeze_check(
 ) -> FreezeOutcome:
     """Is `at` inside a freeze window that binds `environment`? Blocked unless overridden."""
     calendar = app.calendar
-    window = (
-        next((w for w in calendar.freeze_windows if w.contains(at)), None) if calendar else None
-    )
+    window = calendar.freeze_at(at) if calendar else None
     if calendar is None or window is None:
         detail = "no business calendar" if calendar is None else "outside every freeze window"
         return FreezeOutcome(DomainCheck(name="freeze_window", passed=True, detail=detail), 0)

@@ -106,7 +106,7 @@ def _calendar_factors(calendar: CalendarConfig | None, at: datetime) -> list[Ris
     local = at.astimezone(calendar.zone)
     when = f"{_WEEKDAYS[local.weekday()]} {local:%H:%M} {calendar.timezone}"
 
-    freeze = next((w for w in calendar.freeze_windows if w.contains(at)), None)
+    freeze = calendar.freeze_at(at)
     if freeze is not None:
         freeze_factor = RiskFactor(
             name="freeze_window",
