@@ -14,6 +14,7 @@ from zdp.compliance.profiles import SIGNATURE_PROFILES
 from zdp.config import EngineConfig, EnvironmentConfig, load_config
 from zdp.domain import AppQuery, HttpAppQuery, freeze_check, work_in_progress_check
 from zdp.errors import ConfigError, ZdpError
+from zdp.health.policy import load_gate_policies
 from zdp.models import ApproverIdentity, AssessRiskInput, PolicyDecision, RiskReport
 from zdp.platforms.base import Runtime, TrafficRouter
 from zdp.policy import decide
@@ -101,6 +102,8 @@ class RiskActivities:
                 request.environment,
                 request.requested_steps,
                 request.requested_bake_seconds,
+                # Re-read with the config: a policy change applies to the next deployment.
+                load_gate_policies(config.gate_policies_path()),
             )
             decision = _with_approvals_floor(decision, freeze.approvals_floor, request)
             signers = self.signers(app.environment(request.environment), decision)

@@ -20,6 +20,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     ValidationError,
     field_validator,
     model_validator,
@@ -27,7 +28,7 @@ from pydantic import (
 
 from zdp.compliance.profiles import APPROVAL_PROFILES, PROFILES
 from zdp.errors import ConfigError
-from zdp.models import Criticality, GateThresholds, RiskLevel
+from zdp.models import Criticality, RiskLevel
 
 CONFIG_RELATIVE_PATH = Path("infrastructure/canary-deployments/apps.yaml")
 CONFIG_ENV_VAR = "ZDP_CONFIG"
@@ -270,7 +271,8 @@ class PolicyTier(_Config):
     approvals_required: int = Field(ge=0)
     min_bake_seconds: float = Field(ge=0.0)
     steps: list[int]
-    gate: GateThresholds
+    # The gate policy (by name, in gate-policies.yaml) every health gate at this tier runs.
+    gate_policy: str = Field(min_length=1)
 
     @field_validator("steps")
     @classmethod
@@ -312,12 +314,6 @@ class PolicyConfig(_Config):
                     f"{pair} bakes {higher.min_bake_seconds:g} s but {below} bakes "
                     f"{lower.min_bake_seconds:g} s: more risk must never mean a shorter bake"
                 )
-            if higher.gate.max_error_ratio > lower.gate.max_error_ratio:
-                raise ValueError(
-                    f"{pair} allows max_error_ratio {higher.gate.max_error_ratio:g} but "
-                    f"{below} allows {lower.gate.max_error_ratio:g}: more risk must never "
-                    "mean a looser gate"
-                )
         return self
 
     def tier_for(self, score: int) -> PolicyTier:
@@ -333,6 +329,10 @@ class EngineConfig(_Config):
     apps: dict[str, AppConfig] = Field(min_length=1)
     policy: PolicyConfig
     recent_failure_window_days: int = Field(default=30, ge=1)
+    # Where the gate policies the tiers name are: a path relative to this file. Unset: the
+    # usual search ($ZDP_GATE_POLICIES, then up from the working directory, then the package).
+    gate_policies: str | None = None
+    _base_dir: Path | None = PrivateAttr(default=None)
 
     @field_validator("apps")
     @classmethod
@@ -355,6 +355,13 @@ class EngineConfig(_Config):
     def environment(self, app: str, env: str) -> EnvironmentConfig:
         """The environment `env` of `app`, or ConfigError saying which part is unknown."""
         return self.app(app).environment(env, app=app)
+
+    def gate_policies_path(self) -> Path | None:
+        """The gate policies file this configuration names, if it names one."""
+        if self.gate_policies is None:
+            return None
+        path = Path(self.gate_policies)
+        return path if path.is_absolute() else (self._base_dir or Path.cwd()) / path
 
 
 # --------------------------------------------------------------------------- loading
@@ -432,4 +439,6 @@ def find_config_path(path: Path | None = None) -> Path:
 def load_config(path: Path | None = None) -> EngineConfig:
     """Find, read and validate the engine configuration; every failure is one-line ConfigError."""
     found = find_config_path(path)
-    return parse_config(read_yaml(found, "configuration"), str(found))
+    config = parse_config(read_yaml(found, "configuration"), str(found))
+    config._base_dir = found.resolve().parent
+    return config

@@ -13,6 +13,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from zdp.health.spec import GatePolicy
+
 TASK_QUEUE = "zdp-deployments"
 DEFAULT_STEPS: tuple[int, ...] = (1, 5, 25, 100)
 
@@ -215,8 +217,12 @@ class PolicyDecision(_Model):
     allowed_approvers: list[str]
     steps: list[int]
     bake_seconds: float = Field(ge=0.0)
+    # The gate's main thresholds, as recorded since the first histories; `gate_policy` (newer
+    # histories) is the whole policy the tier named, with the app/environment's overrides.
     gate: GateThresholds
     rationale: str = ""
+    gate_policy_name: str | None = None
+    gate_policy: GatePolicy | None = None
 
 
 class RiskReport(_Model):
@@ -247,6 +253,8 @@ class ProbeResult(_Model):
     latency_ms: float
     status_code: int | None = None
     error: str | None = None
+    # The answer did not come within the deadline: evidence of slowness, not an error.
+    timed_out: bool = False
 
 
 class GateResult(StrEnum):
@@ -468,13 +476,19 @@ class RetireInput(_Model):
 class WeightsInput(_Model):
     app: str
     weights: dict[str, int]
+    # A rollback: `weights` is what served before the deployment (empty when nothing did), with
+    # the slots the deployment used at 0. The activity routes back to the part of it that still
+    # runs, or, when none does, leaves traffic where a version runs (zdp.platforms.traffic_guard).
+    restore: bool = False
 
-    @field_validator("weights")
-    @classmethod
-    def _weights_sum_to_100(cls, value: dict[str, int]) -> dict[str, int]:
-        if any(w < 0 for w in value.values()) or sum(value.values()) != 100:
+    @model_validator(mode="after")
+    def _weights_sum_to_100(self) -> WeightsInput:
+        value = self.weights
+        if any(w < 0 for w in value.values()):
+            raise ValueError(f"weights must be non-negative, got {value}")
+        if not self.restore and sum(value.values()) != 100:
             raise ValueError(f"weights must be non-negative and sum to 100, got {value}")
-        return value
+        return self
 
 
 class GateInput(_Model):
@@ -489,6 +503,10 @@ class GateInput(_Model):
     baseline_slot: str | None = None
     environment: str | None = None
     risk_level: RiskLevel | None = None
+    # The resolved gate policy (from the policy decision) and the slot's traffic weight while
+    # the gate runs; absent in older histories, where the policy was looked up by risk level.
+    policy: GatePolicy | None = None
+    weight: int | None = None
 
 
 # --------------------------------------------------------------------------- compliance evidence

@@ -2,13 +2,17 @@
 
 `decide` is pure. The property it protects is monotonicity: for the same app, environment and
 request, a higher score never yields fewer approvals, a shorter bake or a looser gate. The
-tiers' own ordering is checked when the configuration loads (zdp.config.PolicyConfig).
+tiers' own ordering is checked when the configuration loads (zdp.config.PolicyConfig); the
+gate policies the tiers name are checked against each other here, with the app's overrides,
+because they live in another file (gate-policies.yaml).
 """
 
 from __future__ import annotations
 
 from zdp.config import EngineConfig, PolicyTier
 from zdp.errors import ConfigError
+from zdp.health.policy import GatePolicies, check_tightening, thresholds_of
+from zdp.health.spec import GatePolicy
 from zdp.models import PolicyDecision, RiskAssessment, RiskLevel
 
 # Tiers at these levels never let a request skip their smallest first traffic step.
@@ -47,11 +51,13 @@ def decide(
     environment: str,
     requested_steps: list[int] | None,
     requested_bake_seconds: float | None,
+    gate_policies: GatePolicies,
 ) -> PolicyDecision:
     """What deploying at this risk to `app`/`environment` requires.
 
-    Raises ConfigError when the app or environment is unknown, or when the environment lists
-    too few approvers to ever satisfy the requirement (such a deployment is refused up front).
+    Raises ConfigError when the app or environment is unknown, when the environment lists
+    too few approvers to ever satisfy the requirement, or when a tier names a gate policy that
+    does not exist or is looser than a lower tier's (such a deployment is refused up front).
     """
     env = config.environment(app, environment)
     tier = config.policy.tier_for(assessment.score)
@@ -66,13 +72,14 @@ def decide(
     if requested_bake_seconds is not None and requested_bake_seconds < 0:
         raise ValueError(f"requested bake cannot be negative, got {requested_bake_seconds}")
     bake = max(requested_bake_seconds or 0.0, tier.min_bake_seconds)
-    gate = tier.gate.model_copy()
+    policy = tier_gate_policies(config, gate_policies, app, environment)[tier.level]
+    gate = thresholds_of(policy)
 
     noun = "approval" if approvals == 1 else "approvals"
     rationale = (
         f"score {assessment.score} ({tier.level.value}): {approvals} {noun}, "
         f"≥{tier.min_bake_seconds:g} s bake per step, "
-        f"error budget {_percent(gate.max_error_ratio)}"
+        f"gate policy '{tier.gate_policy}', error budget {_percent(gate.max_error_ratio)}"
     )
     return PolicyDecision(
         approvals_required=approvals,
@@ -81,4 +88,21 @@ def decide(
         bake_seconds=bake,
         gate=gate,
         rationale=rationale,
+        gate_policy_name=tier.gate_policy,
+        gate_policy=policy,
     )
+
+
+def tier_gate_policies(
+    config: EngineConfig, gate_policies: GatePolicies, app: str, environment: str
+) -> dict[RiskLevel, GatePolicy]:
+    """The gate policy of every tier for `app`/`environment`, checked to tighten with risk."""
+    resolved = [
+        (t, gate_policies.for_deployment(app, environment, t.gate_policy))
+        for t in config.policy.tiers
+    ]
+    check_tightening(
+        [(f"{t.level.value} tier's gate policy '{t.gate_policy}'", p) for t, p in resolved],
+        f"{gate_policies.source}: for {app}/{environment}: ",
+    )
+    return {t.level: p for t, p in resolved}

@@ -68,9 +68,8 @@ def test_shipped_policy_tiers_use_the_risk_bands() -> None:
     assert [(t.max_score, t.level) for t in tiers] == list(SCORE_BANDS)
     assert [t.approvals_required for t in tiers] == [0, 1, 2, 3]
     assert [t.min_bake_seconds for t in tiers] == [60, 120, 300, 600]
-    assert [t.gate.max_error_ratio for t in tiers] == [0.02, 0.01, 0.005, 0.002]
+    assert [t.gate_policy for t in tiers] == ["low", "medium", "high", "critical"]
     assert tiers[-1].steps == [1, 2, 5, 10, 25, 50, 100]
-    assert all(t.gate.probe_interval_seconds == 0.05 for t in tiers)
 
 
 def test_tier_for_picks_the_band_containing_the_score() -> None:
@@ -165,9 +164,12 @@ def test_policy_with_shorter_bake_at_higher_risk_is_rejected(
     assert "more risk must never mean a shorter bake" in _error(shipped_data)
 
 
-def test_policy_with_looser_gate_at_higher_risk_is_rejected(shipped_data: dict[str, Any]) -> None:
-    shipped_data["policy"]["tiers"][1]["gate"]["max_error_ratio"] = 0.05
-    assert "more risk must never mean a looser gate" in _error(shipped_data)
+def test_tier_with_gate_thresholds_instead_of_a_policy_name_is_rejected(
+    shipped_data: dict[str, Any],
+) -> None:
+    # Thresholds live in gate-policies.yaml only: a tier that still carries them is refused.
+    shipped_data["policy"]["tiers"][1]["gate"] = {"max_error_ratio": 0.05}
+    assert "policy.tiers[1].gate: Extra inputs are not permitted" in _error(shipped_data)
 
 
 def test_policy_tiers_must_be_sorted_and_reach_100(shipped_data: dict[str, Any]) -> None:

@@ -13,6 +13,8 @@ import yaml
 from zdp.errors import ConfigError, PlatformError
 from zdp.health.policy import (
     GATE_POLICIES_ENV_VAR,
+    check_tightening,
+    find_gate_policies_path,
     load_gate_policies,
     parse_gate_policies,
 )
@@ -20,9 +22,10 @@ from zdp.health.prometheus import MetricTemplate, TemplateRun
 from zdp.models import GateResult, RiskLevel
 
 SHIPPED = Path(__file__).resolve().parents[2] / "infrastructure/health-checks/gate-policies.yaml"
+PACKAGED = Path(__file__).resolve().parents[2] / "zdp/data/gate-policies.yaml"
 
 
-def _level(min_samples: int, max_error_ratio: float, slowdown_ratio: float) -> dict[str, Any]:
+def _policy(min_samples: int, max_error_ratio: float, slowdown_ratio: float) -> dict[str, Any]:
     return {
         "probe_interval_seconds": 0.05,
         "breaker_failure_threshold": 3,
@@ -35,28 +38,41 @@ def _level(min_samples: int, max_error_ratio: float, slowdown_ratio: float) -> d
 
 def _data() -> dict[str, Any]:
     return {
-        "defaults": {
-            "low": _level(10, 0.02, 1.5),
-            "medium": _level(20, 0.01, 1.3),
-            "high": _level(50, 0.005, 1.2),
-            "critical": _level(100, 0.002, 1.1),
+        "policies": {
+            "low": _policy(10, 0.02, 1.5),
+            "medium": _policy(20, 0.01, 1.3),
+            "high": _policy(50, 0.005, 1.2),
+            "critical": _policy(100, 0.002, 1.1),
         }
     }
 
 
 def test_shipped_file_loads_with_sample_paths_and_templates() -> None:
     policies = load_gate_policies(SHIPPED)
-    finance = policies.for_deployment("finance-trading", "production", RiskLevel.high)
-    pharma = policies.for_deployment("pharma-manufacturing", "production", RiskLevel.low)
+    finance = policies.for_deployment("finance-trading", "production", "high")
+    pharma = policies.for_deployment("pharma-manufacturing", "production", "low")
     assert finance.sample_path == "/api/quote/AAPL"
     assert pharma.sample_path == "/api/batches/B-1001"
     assert finance.templates and pharma.templates
-    assert finance.max_error_ratio == policies.defaults[RiskLevel.high].max_error_ratio
+    assert finance.max_error_ratio == policies.policies["high"].max_error_ratio
+    assert set(policies.names()) >= {"low", "medium", "high", "critical", "demo"}
 
 
-def test_shipped_file_is_found_without_a_path(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_policy_ships_inside_the_package() -> None:
+    # The checkout's path is a link to the package's copy: one file, which a wheel carries.
+    assert SHIPPED.resolve() == PACKAGED.resolve()
+    text = Path(__file__).resolve().parents[2].joinpath("pyproject.toml").read_text()
+    assert '"data/*.yaml"' in text
+
+
+def test_packaged_copy_is_found_when_nothing_else_is(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     monkeypatch.delenv(GATE_POLICIES_ENV_VAR, raising=False)
-    assert load_gate_policies().defaults[RiskLevel.critical].min_samples >= 1
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("zdp.config.REPO_ROOT", tmp_path)  # as an installed wheel: no checkout
+    found = find_gate_policies_path()
+    assert found.resolve() == PACKAGED.resolve()
 
 
 def test_env_var_names_the_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -65,94 +81,92 @@ def test_env_var_names_the_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path)
         load_gate_policies()
 
 
-def test_unknown_app_gets_the_defaults() -> None:
+def test_unknown_policy_name_is_refused_listing_the_known_ones() -> None:
+    policies = parse_gate_policies(_data(), "gp.yaml")
+    with pytest.raises(ConfigError, match=r"^gp.yaml: policies: no gate policy named 'meduim'"):
+        policies.for_deployment("app", "prod", "meduim")
+
+
+def test_unknown_app_gets_the_named_policy_as_written() -> None:
     policies = parse_gate_policies(_data())
-    assert policies.for_deployment("other", "production", RiskLevel.medium).min_samples == 20
+    assert policies.for_deployment("other", "production", "medium").min_samples == 20
 
 
-def test_overrides_deep_merge_over_the_level_defaults() -> None:
+def test_overrides_deep_merge_over_every_policy_of_the_app() -> None:
     data = _data()
     data["apps"] = {
         "finance-trading": {
-            "production": {"high": {"sample_path": "/api/quote/AAPL", "latency": {"alpha": 0.05}}}
+            "production": {"sample_path": "/api/quote/AAPL", "latency": {"alpha": 0.05}}
         }
     }
     policies = parse_gate_policies(data)
-    high = policies.for_deployment("finance-trading", "production", RiskLevel.high)
+    high = policies.for_deployment("finance-trading", "production", "high")
     assert high.sample_path == "/api/quote/AAPL"
     assert high.latency.alpha == 0.05
-    assert high.latency.max_slowdown_ratio == 1.2  # kept from the defaults beside the override
+    assert high.latency.max_slowdown_ratio == 1.2  # kept from the policy beside the override
     assert high.min_samples == 50
-    low = policies.for_deployment("finance-trading", "production", RiskLevel.low)
-    assert low.sample_path is None
-    staging = policies.for_deployment("finance-trading", "staging", RiskLevel.high)
-    assert staging.sample_path is None
+    assert policies.for_deployment("finance-trading", "production", "low").sample_path
+    assert policies.for_deployment("finance-trading", "staging", "high").sample_path is None
 
 
-def test_defaults_loosening_with_risk_are_refused_naming_the_field() -> None:
-    data = _data()
-    data["defaults"]["critical"]["max_error_ratio"] = 0.05
+def test_policies_loosening_with_risk_are_refused_naming_the_field() -> None:
+    policies = parse_gate_policies(_data())
+    ordered = [(n, policies.policies[n]) for n in ("low", "medium", "critical", "high")]
     with pytest.raises(ConfigError) as err:
-        parse_gate_policies(data, "gp.yaml")
+        check_tightening(ordered, "gp.yaml: ")
     message = str(err.value)
-    assert message.startswith("gp.yaml: defaults.critical.max_error_ratio:")
+    assert message.startswith("gp.yaml: high.max_error_ratio:")
     assert "looser" in message and "\n" not in message
 
 
 def test_fewer_samples_at_higher_risk_is_refused() -> None:
     data = _data()
-    data["defaults"]["high"]["min_samples"] = 5
-    with pytest.raises(ConfigError, match=r"defaults\.high\.min_samples"):
-        parse_gate_policies(data)
-
-
-def test_override_that_loosens_a_level_is_refused() -> None:
-    data = _data()
-    data["apps"] = {"app": {"prod": {"critical": {"latency": {"max_slowdown_ratio": 2.0}}}}}
-    with pytest.raises(ConfigError, match=r"prod\.critical\.latency\.max_slowdown_ratio"):
-        parse_gate_policies(data)
+    data["policies"]["high"]["min_samples"] = 5
+    policies = parse_gate_policies(data)
+    ordered = [(n, policies.policies[n]) for n in ("medium", "high")]
+    with pytest.raises(ConfigError, match=r"high\.min_samples"):
+        check_tightening(ordered, "")
 
 
 def test_unknown_key_is_refused() -> None:
     data = _data()
-    data["defaults"]["low"]["max_eror_ratio"] = 0.1
-    with pytest.raises(ConfigError, match=r"defaults\.low\.max_eror_ratio: Extra inputs"):
+    data["policies"]["low"]["max_eror_ratio"] = 0.1
+    with pytest.raises(ConfigError, match=r"policies\.low\.max_eror_ratio: Extra inputs"):
         parse_gate_policies(data)
 
 
 def test_unknown_key_in_an_override_is_refused() -> None:
     data = _data()
-    data["apps"] = {"app": {"prod": {"low": {"latency": {"alfa": 0.05}}}}}
-    with pytest.raises(ConfigError, match=r"apps\.app\.prod\.low\.latency\.alfa"):
+    data["apps"] = {"app": {"prod": {"latency": {"alfa": 0.05}}}}
+    with pytest.raises(ConfigError, match=r"apps\.app\.prod\.latency\.alfa"):
         parse_gate_policies(data)
 
 
-def test_missing_level_is_refused() -> None:
-    data = _data()
-    del data["defaults"]["critical"]
-    with pytest.raises(ConfigError, match="missing critical"):
+def test_old_per_level_layout_is_refused_naming_the_field() -> None:
+    data = {"defaults": _data()["policies"]}
+    with pytest.raises(ConfigError, match=r"policies: Field required"):
         parse_gate_policies(data)
 
 
 def test_invalid_template_comparator_is_refused() -> None:
     data = _data()
     template = {"name": "errors", "query": "up", "threshold": 1, "comparator": "=="}
-    data["defaults"]["low"]["templates"] = [template]
-    with pytest.raises(ConfigError, match=r"defaults\.low\.templates\[0\]\.comparator"):
+    data["policies"]["low"]["templates"] = [template]
+    with pytest.raises(ConfigError, match=r"policies\.low\.templates\[0\]\.comparator"):
         parse_gate_policies(data)
 
 
 def test_unknown_template_placeholder_is_refused() -> None:
     data = copy.deepcopy(_data())
     template = {"name": "e", "query": 'up{job="{{service}}"}', "threshold": 1, "comparator": ">="}
-    data["defaults"]["low"]["templates"] = [template]
+    data["policies"]["low"]["templates"] = [template]
     with pytest.raises(ConfigError, match=r"unknown placeholder \{\{service\}\}"):
         parse_gate_policies(data)
 
 
 def test_invalid_yaml_is_one_line_with_position(tmp_path: Path) -> None:
     path = tmp_path / "gp.yaml"
-    path.write_text("defaults:\n  low: [\n", encoding="utf-8")
+    path.write_text("policies:\n  low: [\n", encoding="utf-8")
     with pytest.raises(ConfigError, match=r"gp\.yaml:\d+:\d+: invalid YAML"):
         load_gate_policies(path)
 
@@ -171,7 +185,9 @@ def test_template_renders_placeholders_and_checks_its_condition() -> None:
 
 def test_shipped_file_round_trips_through_yaml() -> None:
     data = yaml.safe_load(SHIPPED.read_text(encoding="utf-8"))
-    assert set(data["defaults"]) == {level.value for level in RiskLevel}
+    # Every risk level has a policy of its name, so a deployment started before policies
+    # travelled with it still finds one by its level.
+    assert {level.value for level in RiskLevel} <= set(data["policies"])
 
 
 class _ScriptedProvider:

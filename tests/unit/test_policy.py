@@ -12,11 +12,14 @@ from hypothesis import strategies as st
 
 from zdp.config import EngineConfig, load_config
 from zdp.errors import ConfigError
+from zdp.health.policy import GatePolicies, load_gate_policies, parse_gate_policies
 from zdp.models import PolicyDecision, RiskAssessment
 from zdp.policy import decide
 from zdp.risk import level_for
 
-SHIPPED = Path(__file__).resolve().parents[2] / "infrastructure/canary-deployments/apps.yaml"
+REPO = Path(__file__).resolve().parents[2]
+SHIPPED = REPO / "infrastructure/canary-deployments/apps.yaml"
+GATES = load_gate_policies(REPO / "infrastructure/health-checks/gate-policies.yaml")
 TARGETS = [
     ("finance-trading", "staging"),
     ("finance-trading", "production"),
@@ -40,8 +43,9 @@ def decide_for(
     target: tuple[str, str] = ("finance-trading", "production"),
     steps: list[int] | None = None,
     bake: float | None = None,
+    gates: GatePolicies = GATES,
 ) -> PolicyDecision:
-    return decide(scored(score), engine, target[0], target[1], steps, bake)
+    return decide(scored(score), engine, target[0], target[1], steps, bake, gates)
 
 
 # --------------------------------------------------------------------------- concrete decisions
@@ -54,17 +58,40 @@ def test_high_score_follows_the_high_tier(engine: EngineConfig) -> None:
     assert decision.steps == [1, 5, 25, 50, 100]
     assert decision.bake_seconds == 300
     assert decision.gate.max_error_ratio == 0.005
-    assert (
-        decision.rationale
-        == "score 61 (high): 2 approvals, ≥300 s bake per step, error budget 0.5%"
+    assert decision.gate_policy_name == "high"
+    assert decision.gate_policy is not None
+    assert decision.gate_policy.sample_path == "/api/quote/AAPL"  # finance's override
+    assert decision.gate.min_samples == decision.gate_policy.min_samples
+    assert decision.rationale == (
+        "score 61 (high): 2 approvals, ≥300 s bake per step, gate policy 'high', error budget 0.5%"
     )
+
+
+def test_tier_naming_an_unknown_gate_policy_is_refused_naming_it(engine: EngineConfig) -> None:
+    data: dict[str, Any] = engine.model_dump(mode="json")
+    data["policy"]["tiers"][2]["gate_policy"] = "hihg"
+    config = EngineConfig.model_validate(data)
+    with pytest.raises(ConfigError, match=r"no gate policy named 'hihg' \(known: .*high"):
+        decide_for(config, 61)
+
+
+def test_gate_policies_loosening_with_risk_are_refused_before_anything_starts(
+    engine: EngineConfig,
+) -> None:
+    data: dict[str, Any] = engine.model_dump(mode="json")
+    data["policy"]["tiers"][3]["gate_policy"] = "low"  # critical tier, low tier's policy
+    config = EngineConfig.model_validate(data)
+    with pytest.raises(ConfigError, match=r"critical tier's gate policy 'low'.max_error_ratio"):
+        decide_for(config, 10)
 
 
 def test_critical_score_follows_the_critical_tier(engine: EngineConfig) -> None:
     decision = decide_for(engine, 100)
     assert (decision.approvals_required, decision.bake_seconds) == (3, 600)
     assert decision.steps == [1, 2, 5, 10, 25, 50, 100]
-    assert decision.rationale.endswith("3 approvals, ≥600 s bake per step, error budget 0.2%")
+    assert decision.rationale.endswith(
+        "3 approvals, ≥600 s bake per step, gate policy 'critical', error budget 0.2%"
+    )
 
 
 def test_environment_floor_raises_the_tier_requirement(engine: EngineConfig) -> None:
@@ -166,11 +193,13 @@ def policies(draw: st.DrawFn) -> dict[str, Any]:
     bounds = sorted(draw(st.sets(st.integers(0, 99), min_size=count - 1, max_size=count - 1)))
     approvals, bake, ratio = 0, 0.0, 0.05
     tiers = []
+    gates: dict[str, float] = {}
     levels = ["low", "medium", "high", "critical"][-count:]
     for level, max_score in zip(levels, [*bounds, 100], strict=True):
         approvals += draw(st.integers(0, 1))
         bake += draw(st.floats(0, 300, allow_nan=False))
         ratio -= draw(st.floats(0, 0.01, allow_nan=False))
+        gates[level] = ratio
         steps = [*sorted(draw(st.sets(st.integers(1, 99), max_size=5))), 100]
         tiers.append(
             {
@@ -179,10 +208,10 @@ def policies(draw: st.DrawFn) -> dict[str, Any]:
                 "approvals_required": approvals,
                 "min_bake_seconds": bake,
                 "steps": steps,
-                "gate": {"max_error_ratio": ratio},
+                "gate_policy": f"p-{level}",
             }
         )
-    return {"tiers": tiers}
+    return {"tiers": tiers, "gates": gates}
 
 
 @settings(max_examples=200, deadline=None)
@@ -202,14 +231,28 @@ def test_any_valid_policy_is_monotonic_in_the_score(
     bake: float | None,
 ) -> None:
     data: dict[str, Any] = engine.model_dump(mode="json")
+    gates = parse_gate_policies(
+        {
+            "policies": {
+                f"p-{level}": {
+                    "probe_interval_seconds": 0.05,
+                    "breaker_failure_threshold": 3,
+                    "breaker_open_seconds": 1.0,
+                    "min_samples": 10,
+                    "max_error_ratio": ratio,
+                }
+                for level, ratio in policy.pop("gates").items()
+            }
+        }
+    )
     data["policy"] = policy
     production = data["apps"]["finance-trading"]["environments"]["production"]
     production["min_approvals"] = floor
     if floor == 0:  # sox and pci-dss demand at least one approval
         production["compliance_profiles"] = []
     config = EngineConfig.model_validate(data)
-    low = decide_for(config, scores[0], steps=steps, bake=bake)
-    high = decide_for(config, scores[1], steps=steps, bake=bake)
+    low = decide_for(config, scores[0], steps=steps, bake=bake, gates=gates)
+    high = decide_for(config, scores[1], steps=steps, bake=bake, gates=gates)
     _assert_not_laxer(low, high)
     assert low.approvals_required >= floor
     _assert_steps_well_formed(low.steps)

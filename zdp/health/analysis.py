@@ -7,12 +7,11 @@ release. Every result carries the numbers that decided it. Nothing here does I/O
 
 from __future__ import annotations
 
-import math
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from scipy.stats import mannwhitneyu
+from scipy.stats import fisher_exact
 
 from zdp.models import GateResult
 
@@ -27,67 +26,89 @@ class Comparison:
     evidence: dict[str, float] = field(default_factory=dict)
 
 
-def _p95(values: Sequence[float]) -> float:
-    ordered = sorted(values)
-    return ordered[max(0, math.ceil(0.95 * len(ordered)) - 1)] if ordered else 0.0
+@dataclass(frozen=True)
+class Timing:
+    """How long one answer took, in ms; `censored`: at least that long (it timed out, or it
+    is still in flight), the true time is unknown."""
+
+    ms: float
+    censored: bool = False
 
 
-def compare_latency(
-    canary_ms: Sequence[float],
-    stable_ms: Sequence[float],
+def compare_slowness(
+    new: Sequence[Timing],
+    baseline: Sequence[Timing],
     *,
-    min_samples: int = 20,
+    what: str,
+    min_slow: int = 6,
     alpha: float = 0.01,
     max_slowdown_ms: float = 20.0,
     max_slowdown_ratio: float = 1.2,
 ) -> Comparison:
-    """Is the canary slower than stable, significantly AND by enough to matter to a user?
+    """Is the new slot slow where its baseline, measured the same way at the same moment, is not?
 
-    One-sided Mann-Whitney U (no normality assumption: latencies are skewed). A significant
-    slowdown fails only when the canary's median exceeds stable's by more than
-    `max_slowdown_ms` and by more than `max_slowdown_ratio` times: with thousands of samples a
-    0.3 ms slowdown is significant, and rolling back for it would be noise.
+    An answer is slow when it took longer than the baseline's median plus `max_slowdown_ms`
+    and `max_slowdown_ratio` times that median. A censored timing counts as slow once it is past
+    that threshold and is left out while it is not (its outcome is unknown). Fails when at least
+    `min_slow` new answers are slow, at least half of the known ones are, and a one-sided Fisher
+    exact test says the new slot's share of slow answers is above the baseline's (p < alpha);
+    or, for a slot that just turned slow (a hang), when its latest `min_slow` known answers are
+    all slow and the same test holds. A busy machine slows both sides alike, so it does not fail
+    the release.
     """
-    n_canary, n_stable = len(canary_ms), len(stable_ms)
-    evidence: dict[str, float] = {"canary_n": float(n_canary), "stable_n": float(n_stable)}
-    if n_canary < min_samples or n_stable < min_samples:
+    evidence: dict[str, float] = {"new_n": float(len(new)), "baseline_n": float(len(baseline))}
+    if len(baseline) < min_slow or len(new) < min_slow:
         return Comparison(
             GateResult.inconclusive,
-            "latency",
-            f"too few latency samples to compare ({n_canary} canary, {n_stable} stable; "
-            f"need {min_samples} each)",
+            f"slowness.{what}",
+            f"{what}: too few timings to compare ({len(new)} new, {len(baseline)} baseline; "
+            f"need {min_slow} each)",
             evidence,
         )
-    test = mannwhitneyu(canary_ms, stable_ms, alternative="greater")
-    p_value = float(test.pvalue)
-    canary_median = float(statistics.median(canary_ms))
-    stable_median = float(statistics.median(stable_ms))
+    median = float(statistics.median(t.ms for t in baseline))
+    threshold = max(median + max_slowdown_ms, median * max_slowdown_ratio)
+
+    def known(timings: Sequence[Timing]) -> list[Timing]:
+        return [t for t in timings if not t.censored or t.ms > threshold]
+
+    def count(timings: Sequence[Timing]) -> tuple[int, int]:
+        found = known(timings)
+        return sum(1 for t in found if t.ms > threshold), len(found)
+
+    latest = known(new)[-min_slow:]
+    turned_slow = len(latest) == min_slow and all(t.ms > threshold for t in latest)
+    slow_new, known_new = count(new)
+    slow_base, known_base = count(baseline)
+    p_value = 1.0
+    if known_new and known_base:
+        table = [[slow_new, known_new - slow_new], [slow_base, known_base - slow_base]]
+        p_value = float(fisher_exact(table, alternative="greater").pvalue)
     evidence |= {
+        "threshold_ms": round(threshold, 3),
+        "baseline_median_ms": round(median, 3),
+        "new_slow": float(slow_new),
+        "new_known": float(known_new),
+        "baseline_slow": float(slow_base),
+        "baseline_known": float(known_base),
         "p_value": p_value,
-        "u_statistic": float(test.statistic),
-        "canary_median_ms": canary_median,
-        "stable_median_ms": stable_median,
-        "canary_p95_ms": float(_p95(canary_ms)),
-        "stable_p95_ms": float(_p95(stable_ms)),
     }
-    slowdown = canary_median - stable_median
     numbers = (
-        f"median {canary_median:.1f} ms vs {stable_median:.1f} ms, p={p_value:.2g}, "
-        f"n={n_canary}/{n_stable}"
+        f"{slow_new} of {known_new} new vs {slow_base} of {known_base} baseline answers slower "
+        f"than {threshold:.1f} ms (baseline median {median:.1f} ms), p={p_value:.2g}"
     )
-    significant = p_value < alpha
-    large = slowdown > max_slowdown_ms and canary_median > max_slowdown_ratio * stable_median
-    if significant and large:
+    mostly_slow = slow_new >= min_slow and 2 * slow_new >= known_new
+    if (mostly_slow or turned_slow) and p_value < alpha:
         return Comparison(
             GateResult.failed,
-            "latency",
-            f"canary is slower than stable by {slowdown:.1f} ms ({numbers}), more than "
-            f"{max_slowdown_ms:g} ms and {max_slowdown_ratio:g}x",
+            f"slowness.{what}",
+            f"{what} slower than baseline: {numbers}",
             evidence,
         )
-    why = "not significantly slower" if not significant else "slower, but within tolerance"
     return Comparison(
-        GateResult.passed, "latency", f"canary is {why} than stable ({numbers})", evidence
+        GateResult.passed,
+        f"slowness.{what}",
+        f"{what} not slower than baseline: {numbers}",
+        evidence,
     )
 
 

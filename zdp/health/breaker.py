@@ -68,6 +68,9 @@ class CircuitBreaker:
         self._failures = 0
         self._opened_at = 0.0
         self._trial_outstanding = False
+        # Whether the failure that opened the breaker was a timeout: while open, the skipped
+        # probes stand for the same kind of evidence (slowness), not for errors.
+        self.opened_by_timeout = False
 
     @property
     def state(self) -> BreakerState:
@@ -93,8 +96,10 @@ class CircuitBreaker:
         self._trial_outstanding = True
         return True
 
-    def record(self, ok: bool) -> BreakerTransition | None:
+    def record(self, ok: bool, timed_out: bool = False) -> BreakerTransition | None:
         """Count one probe outcome; returns the state change it caused, if any."""
+        if not ok and self._state is not BreakerState.open:
+            self.opened_by_timeout = timed_out
         if self._state is BreakerState.closed:
             if ok:
                 self._failures = 0
@@ -170,12 +175,18 @@ class BreakerBoard:
         return taken
 
     async def sweep(
-        self, probe: HealthProbe, endpoints: Sequence[str], concurrency: int = 32
+        self,
+        probe: HealthProbe,
+        endpoints: Sequence[str],
+        concurrency: int = 32,
+        timeout: float | None = None,
     ) -> list[ProbeResult]:
         """Probe every endpoint once, in parallel with bounded concurrency, in input order.
 
         An endpoint whose breaker is open is not probed: its result is a failure with the
-        error "circuit open" and zero latency. Every probed outcome is recorded in its breaker.
+        error "circuit open" and zero latency, marked timed out when timeouts opened it. A
+        probe that takes longer than `timeout` seconds is a timed-out result. Every probed
+        outcome is recorded in its breaker.
         """
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
@@ -185,17 +196,32 @@ class BreakerBoard:
             breaker = self.breaker(endpoint)
             # Asked before queueing for the semaphore: a skipped endpoint costs nothing.
             if not breaker.allow():
-                return ProbeResult(endpoint=endpoint, ok=False, latency_ms=0.0, error=CIRCUIT_OPEN)
+                return ProbeResult(
+                    endpoint=endpoint,
+                    ok=False,
+                    latency_ms=0.0,
+                    error=CIRCUIT_OPEN,
+                    timed_out=breaker.opened_by_timeout,
+                )
+            started = time.perf_counter()
             try:
-                async with limit:
+                async with limit, asyncio.timeout(timeout):
                     result = await probe.probe(endpoint)
+            except TimeoutError:
+                result = ProbeResult(
+                    endpoint=endpoint,
+                    ok=False,
+                    latency_ms=(time.perf_counter() - started) * 1000,
+                    error=f"timeout after {timeout * 1000:g} ms" if timeout else "timeout",
+                    timed_out=True,
+                )
             except asyncio.CancelledError:
                 breaker.abandon_trial()
                 raise
             except Exception as exc:  # a probe must not raise; count it as a failure if it does
                 text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
                 result = ProbeResult(endpoint=endpoint, ok=False, latency_ms=0.0, error=text)
-            breaker.record(result.ok)
+            breaker.record(result.ok, result.timed_out)
             return result
 
         return list(await asyncio.gather(*(one(e) for e in endpoints)))

@@ -1,15 +1,18 @@
 """The gate engine: every health source for one slot over one bake window, and the verdict.
 
-Sources, each judged as soon as it has enough data, so the first decisive breach ends the gate:
+What users experience decides (the rule is written out in gate-policies.yaml's header):
 1. probes of the slot's endpoints, swept in parallel behind per-endpoint circuit breakers
-   (results also go to the health-state cache);
+   (results also go to the health-state cache). A refused or reset connection or a non-2xx
+   answer is an error; a probe that does not answer in time is evidence of slowness;
 2. the router's counters of what the slot served (5xx, retried 5xx, connect failures), against
-   the error budget and against the baseline slot's own ratio;
-3. sampled requests to the app's `sample_path` on the new slot AND on the baseline, compared
-   with a one-sided Mann-Whitney U test (latency) and counted for errors;
+   the error budget and against the baseline slot's own ratio: real users weigh most;
+3. sampled requests to the app's `sample_path` on the new slot AND on the baseline: their
+   errors count like probe errors, their timings (a request still in flight counts, censored)
+   are compared with the baseline's over a short recent window, so a slowdown or a hang is
+   caught within a few samples while a busy machine, which slows both, is not blamed;
 4. PromQL metric templates, when ZDP_PROMETHEUS_URL is set.
-Differential diagnosis: when the baseline is as sick as the new version, the release is not the
-cause; the verdict is inconclusive with a `diagnosis` and the workflow pauses instead of
+Differential diagnosis: when the baseline fails as much as the new version, the release is not
+the cause; the verdict is inconclusive with a `diagnosis` and the workflow pauses instead of
 rolling back.
 """
 
@@ -19,22 +22,44 @@ import asyncio
 import contextlib
 import os
 import time
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import httpx
 
-from zdp.errors import ZdpError
-from zdp.health.analysis import Comparison, compare_errors, compare_latency, diagnose
-from zdp.health.breaker import BreakerBoard
+from zdp.errors import ConfigError, ZdpError
+from zdp.health.analysis import Comparison, Timing, compare_errors, compare_slowness, diagnose
+from zdp.health.breaker import CIRCUIT_OPEN, BreakerBoard
 from zdp.health.cache import HealthCache
 from zdp.health.gate import SimpleGateEvaluator
-from zdp.health.policy import GatePolicies, GatePolicy, load_gate_policies
+from zdp.health.policy import GatePolicies, load_gate_policies, thresholds_of
 from zdp.health.prometheus import PrometheusProvider, TemplateRun
+from zdp.health.spec import GatePolicy
 from zdp.models import GateInput, GateResult, GateVerdict, ProbeResult
 from zdp.platforms.base import HealthProbe, Runtime, TrafficRouter, TrafficStats
 
 Progress = Callable[[dict[str, float]], None]
+# How long a sampled request may take before it is given up (it counts as slow all along).
+SAMPLE_CEILING_S = 2.0
+
+
+@dataclass
+class _Timed:
+    """One probe or sampled request: when it was sent, and how it ended (None: in flight)."""
+
+    sent_at: float
+    ms: float | None = None
+    timed_out: bool = False
+    error: bool = False
+
+    def timing(self, now: float) -> Timing | None:
+        """Its timing for the slowness judge; None for an error (errors are judged apart)."""
+        if self.error:
+            return None
+        if self.ms is None:
+            return Timing((now - self.sent_at) * 1000, censored=True)
+        return Timing(self.ms, censored=self.timed_out)
 
 
 @dataclass
@@ -43,60 +68,91 @@ class _Side:
 
     slot: str
     evaluator: SimpleGateEvaluator
-    latencies_ms: list[float] = field(default_factory=list)
+    samples: deque[_Timed] = field(default_factory=deque)
+    probes: deque[_Timed] = field(default_factory=deque)
+    samples_answered: int = 0
     baseline_counts: tuple[int, int] | None = None
+    # (monotonic time, requests, failures) as the router counted them at each tick.
+    traffic: deque[tuple[float, int, int]] = field(default_factory=deque)
+
+    def recent(self, which: Iterable[_Timed], now: float, window: float) -> list[Timing]:
+        timings = (t.timing(now) for t in which if t.sent_at >= now - window)
+        return [t for t in timings if t is not None]
+
+    def trim(self, now: float, window: float) -> None:
+        """Forget timings older than the window (the error counts keep everything)."""
+        for queue in (self.samples, self.probes):
+            while queue and queue[0].sent_at < now - window:
+                queue.popleft()
+        while len(self.traffic) > 1 and self.traffic[1][0] <= now - window:
+            self.traffic.popleft()
+
+    def served_in_window(self) -> tuple[int, int]:
+        """Real requests served and failed over the traffic window the side keeps."""
+        if len(self.traffic) < 2:
+            return 0, 0
+        (_, r0, f0), (_, r1, f1) = self.traffic[0], self.traffic[-1]
+        return r1 - r0, f1 - f0
 
 
 class LatencySampler:
     """GETs `path` on each slot's endpoints at a fixed rate, directly (not through the proxy),
-    so both slots are measured the same way whatever their traffic weight."""
+    so both slots are measured the same way, at the same moments, whatever their weight."""
 
-    def __init__(self, path: str, rate_per_s: float, timeout: float = 2.0) -> None:
+    def __init__(self, path: str, rate_per_s: float, timeout: float = SAMPLE_CEILING_S) -> None:
         self.path = path
         self.interval = 1.0 / max(rate_per_s, 0.1)
         self.timeout = timeout
         self.client = httpx.AsyncClient(timeout=timeout, trust_env=False)
 
-    async def run(self, endpoints: Callable[[], list[str]], side: _Side) -> None:
-        """Send samples on a fixed schedule, never waiting for answers: a slow slot must not
-        slow its own sampling, or a latency fault would starve the comparison of samples."""
+    async def run(self, sides: list[tuple[Callable[[], list[str]], _Side]]) -> None:
+        """Send samples on a fixed schedule to every side in the same instant, never waiting
+        for answers: a slow slot must not slow its own sampling, or a latency fault would
+        starve the comparison of samples."""
         pending: set[asyncio.Task[None]] = set()
+        next_at = time.monotonic()
         try:
             while True:
-                for endpoint in [e for e in endpoints() if e.startswith("http")]:
-                    task = asyncio.create_task(self._one(endpoint, side))
-                    pending.add(task)
-                    task.add_done_callback(pending.discard)
-                await asyncio.sleep(self.interval)
+                for endpoints, side in sides:
+                    for endpoint in [e for e in endpoints() if e.startswith("http")]:
+                        timed = _Timed(sent_at=time.monotonic())
+                        side.samples.append(timed)
+                        task = asyncio.create_task(self._one(endpoint, side, timed))
+                        pending.add(task)
+                        task.add_done_callback(pending.discard)
+                next_at += self.interval
+                await asyncio.sleep(max(0.0, next_at - time.monotonic()))
         finally:
             for task in pending:
                 task.cancel()
 
-    async def _one(self, endpoint: str, side: _Side) -> None:
-        started = time.perf_counter()
+    async def _one(self, endpoint: str, side: _Side, timed: _Timed) -> None:
+        status: int | None = None
+        error: str | None = None
         try:
             answer = await self.client.get(endpoint.rstrip("/") + self.path)
-            status: int | None = answer.status_code
-            ok, error = (
-                answer.status_code < 400,
-                (None if answer.status_code < 400 else f"HTTP {answer.status_code}"),
-            )
+            status = answer.status_code
+            error = None if status < 400 else f"HTTP {status}"
+        except httpx.TimeoutException:
+            timed.timed_out = True
+            error = f"no answer within {self.timeout:g} s"
         except httpx.HTTPError as err:
-            ok, status, error = False, None, type(err).__name__
-        latency = (time.perf_counter() - started) * 1000
+            error = type(err).__name__
+        timed.ms = (time.monotonic() - timed.sent_at) * 1000
+        timed.error = error is not None and not timed.timed_out
+        side.samples_answered += 1
         side.evaluator.add(
             [
                 ProbeResult(
                     endpoint=endpoint + self.path,
-                    ok=ok,
-                    latency_ms=latency,
+                    ok=error is None,
+                    latency_ms=timed.ms,
                     status_code=status,
                     error=error,
+                    timed_out=timed.timed_out,
                 )
             ]
         )
-        if ok:
-            side.latencies_ms.append(latency)
 
     async def aclose(self) -> None:
         await self.client.aclose()
@@ -119,99 +175,110 @@ class GateEngine:
         self.cache = cache
         self.prometheus_url = prometheus_url or os.environ.get("ZDP_PROMETHEUS_URL")
 
-    def policy(self, request: GateInput) -> GatePolicy | None:
-        """The gate policy for this app, environment and risk level, if one is configured."""
+    def policy(self, request: GateInput) -> GatePolicy:
+        """The gate policy: the one the deployment's policy decision resolved (newer histories),
+        else, for a deployment that started before policies travelled with it, the policy
+        named after its risk level. ConfigError when there is none: never a gate that checks
+        less than it says."""
+        if request.policy is not None:
+            return request.policy
         if request.environment is None or request.risk_level is None:
-            return None
-        try:
-            policies = self._policies or load_gate_policies()
-            return policies.for_deployment(request.app, request.environment, request.risk_level)
-        except ZdpError:
-            return None
+            raise ConfigError(
+                f"gate {request.label or request.slot}: no gate policy in the gate's input and "
+                "no environment and risk level to look one up by"
+            )
+        policies = self._policies or load_gate_policies()
+        return policies.for_deployment(request.app, request.environment, request.risk_level.value)
 
     async def run(self, request: GateInput, progress: Progress | None = None) -> GateVerdict:
         policy = self.policy(request)
-        thresholds = request.thresholds
-        if policy is not None:
-            # The stricter error budget of the two wins. The sample minimum stays the risk
-            # tier's: a canary at 1% sees few requests, and a breach must end the gate fast.
-            thresholds = thresholds.model_copy(
+        # Older inputs carried their thresholds; the stricter error budget of the two wins.
+        thresholds = thresholds_of(policy)
+        if request.policy is None:
+            thresholds = request.thresholds.model_copy(
                 update={"max_error_ratio": min(thresholds.max_error_ratio, policy.max_error_ratio)}
             )
         board = BreakerBoard(
-            failure_threshold=policy.breaker_failure_threshold if policy else 3,
-            open_seconds=policy.breaker_open_seconds if policy else 1.0,
+            failure_threshold=policy.breaker_failure_threshold,
+            open_seconds=policy.breaker_open_seconds,
         )
-        new = _Side(request.slot, SimpleGateEvaluator(thresholds, request.slot))
+        has_base = request.baseline_slot is not None
+        # With a baseline, slowness is judged against it, never against a fixed number.
+        new = _Side(
+            request.slot, SimpleGateEvaluator(thresholds, request.slot, judge_latency=not has_base)
+        )
         base = (
-            _Side(request.baseline_slot, SimpleGateEvaluator(thresholds, request.baseline_slot))
+            _Side(
+                request.baseline_slot,
+                SimpleGateEvaluator(thresholds, request.baseline_slot, judge_latency=False),
+            )
             if request.baseline_slot
             else None
         )
+        sides = [s for s in (new, base) if s is not None]
         endpoints: dict[str, list[str]] = {}
 
         async def refresh() -> None:
-            for side in filter(None, (new, base)):
+            for side in sides:
                 endpoints[side.slot] = await self.runtime.endpoints(request.app, side.slot)
 
         await refresh()
-        for side in filter(None, (new, base)):
+        for side in sides:
             side.baseline_counts = await self._counts(request.app, side.slot)
         sampler = (
             LatencySampler(policy.sample_path, policy.sample_rate_per_s)
-            if (policy and policy.sample_path)
+            if policy.sample_path
             else None
         )
 
         def endpoints_of(slot: str) -> Callable[[], list[str]]:
             return lambda: endpoints.get(slot, [])
 
-        tasks = [
-            asyncio.create_task(sampler.run(endpoints_of(side.slot), side))
-            for side in filter(None, (new, base))
+        tasks = (
+            [asyncio.create_task(sampler.run([(endpoints_of(s.slot), s) for s in sides]))]
             if sampler is not None
-        ]
+            else []
+        )
         provider = PrometheusProvider(self.prometheus_url) if self.prometheus_url else None
-        templates = [TemplateRun(t) for t in policy.templates] if (policy and provider) else []
+        templates = [TemplateRun(t) for t in policy.templates] if provider else []
         started = time.monotonic()
-        interval = thresholds.probe_interval_seconds
+        interval = policy.probe_interval_seconds
+        window = policy.latency.window_seconds
+        probe_timeout = policy.probe_timeout_ms / 1000
         hard_stop = started + 2 * request.bake_seconds + 5.0
         try:
             while True:
                 tick = time.monotonic()
                 await refresh()
-                for side in filter(None, (new, base)):
-                    results = await board.sweep(self.probe, endpoints.get(side.slot, []))
+                for side in sides:
+                    results = await board.sweep(
+                        self.probe, endpoints.get(side.slot, []), timeout=probe_timeout
+                    )
                     side.evaluator.add(results)
+                    side.probes.extend(_probe_timing(tick, r, policy) for r in results)
                     if self.cache is not None:
                         for result in results:
                             with contextlib.suppress(ZdpError):
                                 await self.cache.put(result)
                     counts = await self._counts(request.app, side.slot)
                     if counts is not None and side.baseline_counts is not None:
-                        side.evaluator.set_traffic(
-                            counts[0] - side.baseline_counts[0],
-                            counts[1] - side.baseline_counts[1],
-                        )
+                        requests = counts[0] - side.baseline_counts[0]
+                        failures = counts[1] - side.baseline_counts[1]
+                        side.evaluator.set_traffic(requests, failures)
+                        side.traffic.append((time.monotonic(), requests, failures))
                 template_results = [
                     await run.step(provider, request.app, request.slot, request.version)
                     for run in templates
                     if provider is not None
                 ]
-                elapsed = time.monotonic() - started
-                latency_ready = (
-                    sampler is None
-                    or base is None
-                    or policy is None
-                    or min(len(new.latencies_ms), len(base.latencies_ms))
-                    >= policy.latency.min_samples
+                now = time.monotonic()
+                elapsed = now - started
+                comparisons = self._comparisons(new, base, policy, now, sampler is not None)
+                enough, short = self._enough(new, base, policy, request, sampler is not None)
+                final = (elapsed >= request.bake_seconds and enough) or now >= hard_stop
+                verdict = self._judge(
+                    new, base, policy, comparisons, template_results, final, short
                 )
-                final = (
-                    elapsed >= request.bake_seconds
-                    and len(new.evaluator.results) >= thresholds.min_samples
-                    and latency_ready
-                ) or time.monotonic() >= hard_stop
-                verdict = self._judge(new, base, policy, template_results, final)
                 if progress is not None:
                     progress({**new.evaluator.evidence(), "elapsed_s": round(elapsed, 3)})
                 if verdict is not None:
@@ -220,6 +287,8 @@ class GateEngine:
                         for t in board.take_transitions()
                     )
                     return verdict
+                for side in sides:
+                    side.trim(now, window)
                 await asyncio.sleep(max(0.0, interval - (time.monotonic() - tick)))
         finally:
             for task in tasks:
@@ -237,15 +306,47 @@ class GateEngine:
         stats = (await router.slot_stats(app)).get(slot)
         return (stats.requests, stats.failures) if stats is not None else (0, 0)
 
+    def _enough(
+        self,
+        new: _Side,
+        base: _Side | None,
+        policy: GatePolicy,
+        request: GateInput,
+        sampling: bool,
+    ) -> tuple[bool, str | None]:
+        """Whether there is enough evidence to end the bake; if not, what is missing.
+
+        A gate does not pass on nothing: sampled timings on both sides up to
+        latency.min_samples, and a slot that takes real traffic needs errors.min_requests
+        requests judged, real ones plus sampled ones (the probes' own minimum, min_samples,
+        is the evaluator's)."""
+        if sampling and base is not None:
+            fewest = min(new.samples_answered, base.samples_answered)
+            if fewest < policy.latency.min_samples:
+                return False, (
+                    f"too few sampled requests to compare ({new.samples_answered} new, "
+                    f"{base.samples_answered} baseline; need {policy.latency.min_samples} each)"
+                )
+        takes_traffic = (request.weight or 0) > 0 and isinstance(self.router, TrafficStats)
+        judged = new.evaluator.traffic_requests + new.samples_answered
+        if takes_traffic and judged < policy.errors.min_requests:
+            return False, (
+                f"nothing to judge: {new.evaluator.traffic_requests} real and "
+                f"{new.samples_answered} sampled requests on {new.slot}; need "
+                f"{policy.errors.min_requests}"
+            )
+        return True, None
+
     def _judge(
         self,
         new: _Side,
         base: _Side | None,
-        policy: GatePolicy | None,
+        policy: GatePolicy,
+        comparisons: list[Comparison],
         template_results: list[GateResult | None],
         final: bool,
+        short: str | None,
     ) -> GateVerdict | None:
-        comparisons = self._comparisons(new, base, policy)
         failed = [c for c in comparisons if c.result is GateResult.failed]
         simple = new.evaluator.verdict(final=final)
         reason: str | None = None
@@ -276,11 +377,19 @@ class GateEngine:
             )
         if not final or simple is None:
             return None
-        inconclusive = [c for c in comparisons if c.result is GateResult.inconclusive]
-        details = [c.reason for c in inconclusive]
+        details = [c.reason for c in comparisons]
+        if self.prometheus_url is None and policy.templates:
+            details.append(
+                f"{len(policy.templates)} PromQL template(s) not run: ZDP_PROMETHEUS_URL is unset"
+            )
+        result, why = simple.result, simple.reason
+        if short is not None and result is GateResult.passed:
+            result, why = GateResult.inconclusive, f"{short} by the end of the extended bake"
+        elif result is GateResult.passed:
+            why = f"passed: {why}"
         return GateVerdict(
-            result=simple.result,
-            reason=simple.reason,
+            result=result,
+            reason=why,
             slot=new.slot,
             samples=simple.samples,
             evidence=evidence,
@@ -289,8 +398,10 @@ class GateEngine:
         )
 
     @staticmethod
-    def _comparisons(new: _Side, base: _Side | None, policy: GatePolicy | None) -> list[Comparison]:
-        if base is None or policy is None:
+    def _comparisons(
+        new: _Side, base: _Side | None, policy: GatePolicy, now: float, sampling: bool
+    ) -> list[Comparison]:
+        if base is None:
             return []
         out = [
             compare_errors(
@@ -303,39 +414,53 @@ class GateEngine:
                 max_ratio_to_stable=policy.errors.max_ratio_to_stable,
             )
         ]
-        if new.latencies_ms or base.latencies_ms:
-            # The most recent window on each side: a slowdown that starts mid-bake is judged on
-            # what the slot does now, not diluted by the healthy samples before it.
-            window = policy.latency.min_samples
-            out.append(
-                compare_latency(
-                    new.latencies_ms[-window:],
-                    base.latencies_ms[-window:],
-                    min_samples=policy.latency.min_samples,
-                    alpha=policy.latency.alpha,
-                    max_slowdown_ms=policy.latency.max_slowdown_ms,
-                    max_slowdown_ratio=policy.latency.max_slowdown_ratio,
-                )
+        lat, window = policy.latency, policy.latency.window_seconds
+
+        def slowness(what: str, new_t: list[Timing], base_t: list[Timing]) -> Comparison:
+            return compare_slowness(
+                new_t,
+                base_t,
+                what=what,
+                min_slow=lat.min_slow,
+                alpha=lat.alpha,
+                max_slowdown_ms=lat.max_slowdown_ms,
+                max_slowdown_ratio=lat.max_slowdown_ratio,
             )
+
+        samples = None
+        if sampling:
+            samples = slowness(
+                "sampled requests",
+                new.recent(new.samples, now, window),
+                base.recent(base.samples, now, window),
+            )
+            out.append(samples)
+        probes = slowness(
+            "probes", new.recent(new.probes, now, window), base.recent(base.probes, now, window)
+        )
+        if probes.result is GateResult.failed:
+            excuse = _probe_slowness_excuse(new, policy, samples)
+            if excuse is not None:
+                probes = Comparison(
+                    GateResult.passed,
+                    probes.metric,
+                    f"{probes.reason}; not a failure: {excuse}",
+                    probes.evidence,
+                )
+        out.append(probes)
         return out
 
     @staticmethod
-    def _diagnose(
-        new: _Side, base: _Side | None, policy: GatePolicy | None, kind: str
-    ) -> str | None:
+    def _diagnose(new: _Side, base: _Side | None, policy: GatePolicy, kind: str) -> str | None:
         """Is the baseline as sick as the new slot, on the dimension that failed?
 
-        Only that dimension counts: a canary 200 ms slower is not excused by one stray probe
-        error on stable, and the baseline must be degraded itself (beyond the error budget,
-        or slow beyond the latency floor), not merely "no better".
+        Only errors are diagnosed: slowness is already judged against the baseline (a busy
+        machine that slows both never fails the release), and a canary 200 ms slower is not
+        excused by one stray error on stable. The baseline must be degraded itself (beyond the
+        error budget), not merely "no better".
         """
-        if base is None or kind == "template":
+        if base is None or kind != "errors":
             return None
-        tolerance = policy.diagnosis_tolerance if policy else 0.5
-        if kind == "latency":
-            return diagnose(
-                0.0, 0.0, _median(new.latencies_ms), _median(base.latencies_ms), tolerance=tolerance
-            )
         n, b = new.evaluator.evidence(), base.evaluator.evidence()
         budget = new.evaluator.thresholds.max_error_ratio
         return diagnose(
@@ -343,13 +468,28 @@ class GateEngine:
             max(b["error_ratio"], b["traffic_error_ratio"]),
             0.0,
             0.0,
-            tolerance=tolerance,
+            tolerance=policy.diagnosis_tolerance,
             floor_error_ratio=max(budget, 0.01) + 1e-9,
         )
 
 
-def _median(values: list[float]) -> float:
-    if not values:
-        return 0.0
-    ordered = sorted(values)
-    return ordered[len(ordered) // 2]
+def _probe_timing(sent_at: float, result: ProbeResult, policy: GatePolicy) -> _Timed:
+    """A probe result as a timing. A probe skipped because timeouts opened its breaker stands
+    for another timeout (the evidence that opened it), not for an instant answer."""
+    if result.error == CIRCUIT_OPEN and result.timed_out:
+        return _Timed(sent_at, policy.probe_timeout_ms, timed_out=True)
+    return _Timed(
+        sent_at, result.latency_ms, result.timed_out, not result.ok and not result.timed_out
+    )
+
+
+def _probe_slowness_excuse(
+    new: _Side, policy: GatePolicy, samples: Comparison | None
+) -> str | None:
+    """Why slow probes alone must not fail the slot: what users get says otherwise."""
+    served, failed = new.served_in_window()
+    if served >= policy.errors.min_requests and failed == 0:
+        return f"{new.slot} served {served} real requests in the same window without a failure"
+    if samples is not None and samples.result is GateResult.passed:
+        return "the sampled requests to the same slot were not slower than the baseline's"
+    return None

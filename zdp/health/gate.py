@@ -26,13 +26,19 @@ TrafficCounter = Callable[[], Awaitable[tuple[int, int]]]
 
 @dataclass
 class SimpleGateEvaluator:
-    """Error ratio and p95 latency over every probe result seen so far."""
+    """Error ratio and p95 latency over every probe result seen so far.
+
+    A result that timed out is evidence of slowness, not an error: it is counted apart
+    (`timeouts`) and never enters the error ratio. `judge_latency` off leaves slowness to a
+    comparison with the baseline (the gate engine does that when it has one).
+    """
 
     thresholds: GateThresholds
     slot: str
     results: list[ProbeResult] = field(default_factory=list)
     traffic_requests: int = 0
     traffic_failures: int = 0
+    judge_latency: bool = True
 
     def add(self, batch: Sequence[ProbeResult]) -> None:
         self.results.extend(batch)
@@ -43,7 +49,8 @@ class SimpleGateEvaluator:
 
     def evidence(self) -> dict[str, float]:
         n = len(self.results)
-        errors = sum(1 for r in self.results if not r.ok)
+        errors = sum(1 for r in self.results if not r.ok and not r.timed_out)
+        timeouts = sum(1 for r in self.results if r.timed_out)
         latencies = sorted(r.latency_ms for r in self.results if r.ok)
         p95 = latencies[max(0, math.ceil(0.95 * len(latencies)) - 1)] if latencies else 0.0
         served = self.traffic_requests
@@ -51,6 +58,7 @@ class SimpleGateEvaluator:
             "samples": float(n),
             "errors": float(errors),
             "error_ratio": errors / n if n else 0.0,
+            "timeouts": float(timeouts),
             "latency_p95_ms": round(p95, 3),
             "traffic_requests": float(served),
             "traffic_failures": float(self.traffic_failures),
@@ -85,17 +93,40 @@ class SimpleGateEvaluator:
             ev["error_ratio"] > self.thresholds.max_error_ratio
             and ev["errors"] >= self.thresholds.min_failures
         ):
-            first = next(r for r in self.results if not r.ok)
+            first = next(r for r in self.results if not r.ok and not r.timed_out)
             return (
                 f"error ratio {ev['error_ratio']:.2%} over {int(ev['samples'])} probes exceeds "
                 f"{self.thresholds.max_error_ratio:.2%} (first: {first.endpoint}: {first.error})"
             )
-        if ev["latency_p95_ms"] > self.thresholds.max_latency_ms:
+        if self.judge_latency and ev["latency_p95_ms"] > self.thresholds.max_latency_ms:
             return (
                 f"p95 latency {ev['latency_p95_ms']:.1f} ms exceeds "
                 f"{self.thresholds.max_latency_ms:.1f} ms"
             )
         return None
+
+    def pass_reason(self) -> str:
+        """Why the evidence does not fail the slot, in words, with the numbers."""
+        ev, t = self.evidence(), self.thresholds
+        errors, n = int(ev["errors"]), int(ev["samples"])
+        parts = [f"{n} probes, {errors} errors ({ev['error_ratio']:.2%})"]
+        if ev["error_ratio"] > t.max_error_ratio:
+            parts[0] += (
+                f": over the {t.max_error_ratio:.2%} budget but fewer than min_failures "
+                f"{t.min_failures}"
+            )
+        if ev["timeouts"]:
+            parts.append(f"{int(ev['timeouts'])} timed out (slowness, not errors)")
+        served, failed = int(ev["traffic_requests"]), int(ev["traffic_failures"])
+        if served or failed:
+            text = f"{served} real requests served, {failed} failed"
+            if ev["traffic_error_ratio"] > t.max_error_ratio and failed < t.min_failures:
+                text += f" (fewer than min_failures {t.min_failures})"
+            elif ev["traffic_error_ratio"] > t.max_error_ratio:
+                text += f" (fewer than min_samples {t.min_samples} requests)"
+            parts.append(text)
+        parts.append(f"p95 {ev['latency_p95_ms']:.1f} ms")
+        return ", ".join(parts)
 
     def verdict(self, *, final: bool) -> GateVerdict | None:
         """A verdict once one is decided: a breach at any time, pass/inconclusive at the end."""
@@ -110,10 +141,7 @@ class SimpleGateEvaluator:
             reason = f"only {int(ev['samples'])} probes, {self.thresholds.min_samples} needed"
         else:
             result = GateResult.passed
-            reason = (
-                f"{int(ev['samples'])} probes, error ratio {ev['error_ratio']:.2%}, "
-                f"p95 {ev['latency_p95_ms']:.1f} ms"
-            )
+            reason = self.pass_reason()
         return GateVerdict(
             result=result,
             reason=reason,

@@ -36,20 +36,26 @@ class HttpProbe:
         started = time.perf_counter()
         status: int | None = None
         error: str | None = None
+        timed_out = False
         try:
             async with asyncio.timeout(self.timeout):  # bounds the whole GET, connect included
                 status = await pool.get()
             if not 200 <= status < 300:
                 error = f"HTTP {status}"
         except TimeoutError:
-            error = f"timeout after {self.timeout * 1000:g} ms"
+            error, timed_out = f"timeout after {self.timeout * 1000:g} ms", True
         except ConnectionRefusedError:
             error = "connection refused"
         except (OSError, asyncio.IncompleteReadError, ValueError) as exc:
             error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
         latency = (time.perf_counter() - started) * 1000
         return ProbeResult(
-            endpoint=endpoint, ok=error is None, latency_ms=latency, status_code=status, error=error
+            endpoint=endpoint,
+            ok=error is None,
+            latency_ms=latency,
+            status_code=status,
+            error=error,
+            timed_out=timed_out,
         )
 
     async def aclose(self) -> None:

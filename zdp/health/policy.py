@@ -1,14 +1,20 @@
-"""Gate policies as data: per-risk-level health gate settings, per-app overrides, and their loader.
+"""Gate policies as data: named policies (as Argo Rollouts' AnalysisTemplates), per-app
+overrides, and their loader.
 
-The file lives at `infrastructure/health-checks/gate-policies.yaml`. It has `defaults` for each
-risk level and optional `apps: {<app>: {<env>: {<level>: {overrides}}}}`, deep-merged over the
-defaults. Every model forbids unknown keys, and a policy that gets looser as risk rises is
-refused at load time with a one-line ConfigError naming the field.
+The file is `gate-policies.yaml`: `policies: {<name>: GatePolicy}` and optional
+`apps: {<app>: {<env>: {overrides}}}`, deep-merged over whichever policy a deployment uses.
+The engine configuration's risk tiers name the policy they use (`gate_policy: <name>`); this
+file holds every threshold. Every model forbids unknown keys, and a policy or an override that
+cannot be loaded is a one-line ConfigError naming the file and the field: a gate never runs
+with less than its policy says.
 """
 
 from __future__ import annotations
 
 import itertools
+import os
+from collections.abc import Sequence
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -16,45 +22,25 @@ from pydantic import BaseModel, Field, ValidationError
 
 from zdp.config import _describe, find_data_file, read_yaml
 from zdp.errors import ConfigError
-from zdp.health.prometheus import MetricTemplate
-from zdp.models import RiskLevel
+from zdp.health.spec import ErrorAnalysis, GatePolicy, LatencyAnalysis
+from zdp.models import GateThresholds
+
+__all__ = [
+    "GATE_POLICIES_ENV_VAR",
+    "ErrorAnalysis",
+    "GatePolicies",
+    "GatePolicy",
+    "LatencyAnalysis",
+    "check_tightening",
+    "load_gate_policies",
+    "parse_gate_policies",
+    "thresholds_of",
+]
 
 GATE_POLICIES_RELATIVE_PATH = Path("infrastructure/health-checks/gate-policies.yaml")
 GATE_POLICIES_ENV_VAR = "ZDP_GATE_POLICIES"
-
-
-class LatencyAnalysis(BaseModel, extra="forbid"):
-    """Canary-vs-stable latency comparison (one-sided Mann-Whitney U on sampled requests)."""
-
-    min_samples: int = Field(default=20, ge=3)
-    alpha: float = Field(default=0.01, gt=0.0, lt=1.0)
-    max_slowdown_ms: float = Field(default=20.0, ge=0.0)
-    max_slowdown_ratio: float = Field(default=1.2, ge=1.0)
-
-
-class ErrorAnalysis(BaseModel, extra="forbid"):
-    """Canary-vs-stable error comparison on the requests each slot served."""
-
-    min_requests: int = Field(default=10, ge=1)
-    max_ratio_to_stable: float = Field(default=2.0, ge=1.0)
-
-
-class GatePolicy(BaseModel, extra="forbid"):
-    """Everything one health gate is run with, for one app, environment and risk level."""
-
-    probe_interval_seconds: float = Field(gt=0.0)
-    probe_timeout_ms: float = Field(default=50.0, gt=0.0)
-    breaker_failure_threshold: int = Field(ge=1)
-    breaker_open_seconds: float = Field(gt=0.0)
-    min_samples: int = Field(ge=1)
-    max_error_ratio: float = Field(ge=0.0, le=1.0)
-    latency: LatencyAnalysis = Field(default_factory=LatencyAnalysis)
-    errors: ErrorAnalysis = Field(default_factory=ErrorAnalysis)
-    sample_path: str | None = Field(default=None, pattern=r"^/")
-    sample_rate_per_s: float = Field(default=20.0, gt=0.0)
-    diagnosis_tolerance: float = Field(default=0.5, ge=0.0, le=1.0)
-    templates: list[MetricTemplate] = Field(default_factory=list)
-
+# The copy shipped inside the package (a wheel or the container image has it).
+PACKAGED_GATE_POLICIES = "data/gate-policies.yaml"
 
 # (field path, direction as risk rises, what it means)
 _TIGHTENING: tuple[tuple[tuple[str, ...], int, str], ...] = (
@@ -71,18 +57,30 @@ def _field(policy: GatePolicy, path: tuple[str, ...]) -> float:
     return float(value)
 
 
-def _check_tightening(levels: dict[RiskLevel, GatePolicy], where: str) -> None:
-    """Refuse policies that get looser as risk rises (ConfigError naming the field)."""
-    for lower, higher in itertools.pairwise(RiskLevel):
+def check_tightening(ordered: Sequence[tuple[str, GatePolicy]], where: str) -> None:
+    """Refuse policies that get looser as risk rises; `ordered` is (label, policy), lowest
+    risk first. The ConfigError names the field and both labels."""
+    for (low_label, lower), (high_label, higher) in itertools.pairwise(ordered):
         for path, direction, verb in _TIGHTENING:
-            low, high = _field(levels[lower], path), _field(levels[higher], path)
+            low, high = _field(lower, path), _field(higher, path)
             if (high - low) * direction < 0:
                 name = ".".join(path)
                 raise ConfigError(
-                    f"{where}{higher.value}.{name}: level '{higher.value}' {verb} {name} "
-                    f"{high:g} but level '{lower.value}' below it {verb} {low:g}: more risk "
-                    "must never mean a looser gate"
+                    f"{where}{high_label}.{name}: '{high_label}' {verb} {name} {high:g} but "
+                    f"'{low_label}' below it {verb} {low:g}: more risk must never mean a "
+                    "looser gate"
                 )
+
+
+def thresholds_of(policy: GatePolicy) -> GateThresholds:
+    """The error-budget thresholds of a policy, as a policy decision has always carried them."""
+    return GateThresholds(
+        max_error_ratio=policy.max_error_ratio,
+        min_samples=policy.min_samples,
+        probe_interval_seconds=policy.probe_interval_seconds,
+        max_latency_ms=policy.max_latency_ms,
+        min_failures=policy.min_failures,
+    )
 
 
 def _deep_merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
@@ -97,64 +95,76 @@ def _deep_merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, An
 
 
 class GatePoliciesFile(BaseModel, extra="forbid"):
-    """The file as written: a policy per risk level, and overrides per app, environment, level."""
+    """The file as written: named policies, and overrides per app and environment."""
 
-    defaults: dict[RiskLevel, GatePolicy]
-    apps: dict[str, dict[str, dict[RiskLevel, dict[str, Any]]]] = Field(default_factory=dict)
+    policies: dict[str, GatePolicy] = Field(min_length=1)
+    apps: dict[str, dict[str, dict[str, Any]]] = Field(default_factory=dict)
 
 
 class GatePolicies:
-    """The validated policies, resolved per app and environment at load time."""
+    """The validated policies of one file, with every app/environment override pre-resolved."""
 
     def __init__(
         self,
-        defaults: dict[RiskLevel, GatePolicy],
-        overrides: dict[tuple[str, str], dict[RiskLevel, GatePolicy]] | None = None,
+        policies: dict[str, GatePolicy],
+        overrides: dict[tuple[str, str], dict[str, GatePolicy]] | None = None,
+        source: str = "<gate policies>",
     ) -> None:
-        self.defaults = defaults
+        self.policies = policies
         self.overrides = overrides or {}
+        self.source = source
 
-    def for_deployment(self, app: str, env: str, level: RiskLevel) -> GatePolicy:
-        """The policy for one deployment: the level's defaults merged with app/env overrides."""
-        levels = self.overrides.get((app, env), self.defaults)
-        return levels[RiskLevel(level)]
+    def names(self) -> list[str]:
+        return sorted(self.policies)
+
+    def for_deployment(self, app: str, env: str, name: str) -> GatePolicy:
+        """Policy `name` with the app/environment's overrides; ConfigError if it is unknown."""
+        if name not in self.policies:
+            raise ConfigError(
+                f"{self.source}: policies: no gate policy named '{name}' (known: "
+                f"{', '.join(self.names())})"
+            )
+        return self.overrides.get((app, env), self.policies)[name]
 
 
 def parse_gate_policies(data: Any, source: str = "<gate policies>") -> GatePolicies:
-    """Validate already-parsed YAML data; ConfigError names the first bad setting."""
+    """Validate already-parsed YAML data; ConfigError names the file and the first bad field."""
     if not isinstance(data, dict):
-        raise ConfigError(f"{source}: gate policies must be a mapping with 'defaults' and 'apps'")
+        raise ConfigError(f"{source}: gate policies must be a mapping with 'policies' and 'apps'")
     try:
         parsed = GatePoliciesFile.model_validate(data)
     except ValidationError as err:
         raise ConfigError(f"{source}: {_describe(err)}") from None
-    missing = [level.value for level in RiskLevel if level not in parsed.defaults]
-    if missing:
-        raise ConfigError(
-            f"{source}: defaults: every risk level needs a policy; missing {', '.join(missing)}"
-        )
-    _check_tightening(parsed.defaults, f"{source}: defaults.")
-    resolved: dict[tuple[str, str], dict[RiskLevel, GatePolicy]] = {}
+    resolved: dict[tuple[str, str], dict[str, GatePolicy]] = {}
     for app, envs in parsed.apps.items():
-        for env, by_level in envs.items():
-            where = f"apps.{app}.{env}."
-            levels: dict[RiskLevel, GatePolicy] = {}
-            for level, default in parsed.defaults.items():
-                merged = _deep_merge(default.model_dump(), by_level.get(level, {}))
+        for env, overrides in envs.items():
+            by_name: dict[str, GatePolicy] = {}
+            for name, policy in parsed.policies.items():
+                merged = _deep_merge(policy.model_dump(), overrides)
                 try:
-                    levels[level] = GatePolicy.model_validate(merged)
+                    by_name[name] = GatePolicy.model_validate(merged)
                 except ValidationError as err:
-                    raise ConfigError(f"{source}: {where}{level.value}.{_describe(err)}") from None
-            _check_tightening(levels, f"{source}: {where}")
-            resolved[(app, env)] = levels
-    return GatePolicies(dict(parsed.defaults), resolved)
+                    raise ConfigError(f"{source}: apps.{app}.{env}.{_describe(err)}") from None
+            resolved[(app, env)] = by_name
+    return GatePolicies(dict(parsed.policies), resolved, source)
 
 
 def find_gate_policies_path(path: Path | None = None) -> Path:
-    """Where the policies are: `path`, else $ZDP_GATE_POLICIES, else up from cwd, else the repo."""
-    return find_data_file(
-        path, GATE_POLICIES_ENV_VAR, GATE_POLICIES_RELATIVE_PATH, "gate policies file"
-    )
+    """Where the policies are: `path`, else $ZDP_GATE_POLICIES, else up from cwd, else the copy
+    shipped in the package."""
+    try:
+        return find_data_file(
+            path, GATE_POLICIES_ENV_VAR, GATE_POLICIES_RELATIVE_PATH, "gate policies file"
+        )
+    except ConfigError:
+        packaged = Path(str(resources.files("zdp").joinpath(PACKAGED_GATE_POLICIES)))
+        if path is None and not _from_env() and packaged.is_file():
+            return packaged
+        raise
+
+
+def _from_env() -> bool:
+    return bool(os.environ.get(GATE_POLICIES_ENV_VAR))
 
 
 def load_gate_policies(path: Path | None = None) -> GatePolicies:

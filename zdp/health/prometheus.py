@@ -9,78 +9,17 @@ behind which the gate reads a number. As Argo Rollouts' analysis templates: a te
 from __future__ import annotations
 
 import math
-import operator
-import re
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Protocol
 
 import httpx
-from pydantic import BaseModel, Field, field_validator
 
 from zdp.errors import PlatformError
+from zdp.health.spec import MetricTemplate
 from zdp.models import GateResult
 
-_PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_]+)\s*\}\}")
-_KNOWN_PLACEHOLDERS = frozenset({"app", "slot", "version", "interval"})
-_COMPARATORS: dict[str, Callable[[float, float], bool]] = {
-    "<": operator.lt,
-    "<=": operator.le,
-    ">": operator.gt,
-    ">=": operator.ge,
-}
-
-
-def _duration(seconds: float) -> str:
-    """A PromQL duration: whole seconds as "5s", anything finer in milliseconds."""
-    if seconds == int(seconds):
-        return f"{int(seconds)}s"
-    return f"{round(seconds * 1000)}ms"
-
-
-class MetricTemplate(BaseModel, extra="forbid"):
-    """One PromQL check: the query, the SUCCESS condition, and how many misses it tolerates."""
-
-    name: str = Field(min_length=1)
-    # PromQL with {{app}}, {{slot}}, {{version}} and {{interval}} placeholders.
-    query: str = Field(min_length=1)
-    threshold: float
-    # The success condition: `value <comparator> threshold`, e.g. error ratio "<" 0.01.
-    comparator: Literal["<", "<=", ">", ">="]
-    interval_seconds: float = Field(default=1.0, gt=0.0)
-    # Breaches tolerated: the template fails once breaches exceed it (Argo's failureLimit).
-    failure_limit: int = Field(default=1, ge=0)
-    # Queries without data tolerated: beyond it the template is inconclusive.
-    inconclusive_limit: int = Field(default=3, ge=0)
-    # Successful measurements after which the template passes; None: it runs for the whole
-    # bake and `TemplateRun.conclude()` decides at the end.
-    count: int | None = Field(default=None, ge=1)
-
-    @field_validator("query")
-    @classmethod
-    def _placeholders_are_known(cls, value: str) -> str:
-        unknown = sorted({m for m in _PLACEHOLDER.findall(value)} - _KNOWN_PLACEHOLDERS)
-        if unknown:
-            raise ValueError(
-                f"unknown placeholder {{{{{unknown[0]}}}}} in the query: use {{{{app}}}}, "
-                "{{slot}}, {{version}} or {{interval}}"
-            )
-        return value
-
-    def render(self, app: str, slot: str, version: str) -> str:
-        """The query with its placeholders filled in for one app, slot and version."""
-        values = {
-            "app": app,
-            "slot": slot,
-            "version": version,
-            "interval": _duration(self.interval_seconds),
-        }
-        return _PLACEHOLDER.sub(lambda m: values[m.group(1)], self.query)
-
-    def succeeds(self, value: float) -> bool:
-        """Whether one measured value meets the success condition."""
-        return _COMPARATORS[self.comparator](value, self.threshold)
+__all__ = ["MetricProvider", "MetricTemplate", "PrometheusProvider", "TemplateRun"]
 
 
 class MetricProvider(Protocol):

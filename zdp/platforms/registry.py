@@ -51,7 +51,8 @@ def _istio_router() -> TrafficRouter:
 def _http_probe() -> HealthProbe:
     from zdp.health.http_probe import HttpProbe
 
-    return HttpProbe()
+    # A ceiling only: each gate bounds its probes by its policy's probe_timeout_ms.
+    return HttpProbe(timeout=2.0)
 
 
 RUNTIMES: dict[str, Callable[[], Runtime]] = {
