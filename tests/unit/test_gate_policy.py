@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import subprocess
+import sys
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -258,3 +261,21 @@ async def test_template_is_not_queried_more_often_than_its_interval() -> None:
     for _ in range(5):
         await run.step(provider, "a", "canary", "2")
     assert len(provider.queries) == 1
+
+
+def test_the_engine_wheel_carries_the_gate_policies(tmp_path: Path) -> None:
+    # What an installed worker or the container image (which installs this wheel) reads.
+    repo = Path(__file__).resolve().parents[2]
+    command = ["wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(tmp_path)]
+    built = subprocess.run(
+        [sys.executable, "-m", "pip", *command, str(repo)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert built.returncode == 0, built.stderr
+    (wheel,) = tmp_path.glob("zero_downtime_pipeline-*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        text = archive.read("zdp/data/gate-policies.yaml").decode("utf-8")
+    assert text == PACKAGED.read_text(encoding="utf-8")
+    assert parse_gate_policies(yaml.safe_load(text)).names() == load_gate_policies(SHIPPED).names()
