@@ -18,6 +18,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from fastapi import FastAPI
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 if str(SRC) not in sys.path:
@@ -33,13 +34,15 @@ InProcess = Callable[..., AbstractAsyncContextManager[httpx.AsyncClient]]
 
 @pytest.fixture
 def in_process() -> InProcess:
-    """`async with in_process({"APP_...": ...}) as client`: a fresh app, lifespan run."""
+    """`async with in_process({"APP_...": ...}) as client`: a fresh app, lifespan run;
+    `app=` serves an app the test built itself."""
 
     @asynccontextmanager
     async def serve(
-        env: dict[str, str] | None = None, *, started: bool = True
+        env: dict[str, str] | None = None, *, started: bool = True, app: FastAPI | None = None
     ) -> AsyncIterator[httpx.AsyncClient]:
-        app = create_app(Settings.from_env(env or {}))
+        if app is None:
+            app = create_app(Settings.from_env(env or {}))
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://app") as client:
             if not started:

@@ -12,7 +12,15 @@ from typing import TYPE_CHECKING
 import httpx
 from alembic.config import Config
 from alembic.script import ScriptDirectory
-from pharma_kit import DB_FILE, sql, sqlite_engine, step_body, write_headers
+from pharma_kit import (
+    DB_FILE,
+    is_ready,
+    readiness_until,
+    sql,
+    sqlite_engine,
+    step_body,
+    write_headers,
+)
 from pharma_manufacturing.storage.database import Database, sqlite_url
 from pharma_manufacturing.storage.schema import SCRIPT_LOCATION, migrate
 from pharma_manufacturing.storage.tables import KNOWN_REVISIONS, SCHEMA_REVISION, metadata
@@ -184,7 +192,7 @@ async def test_older_schema_with_migrations_disabled_keeps_this_version_not_read
     async with in_process({"APP_MIGRATE_ON_START": "0"}) as client:
         refused = await client.get("/healthz/ready")
         migrate(database)  # an operator runs the migrations: the version turns ready by itself
-        accepted = await client.get("/healthz/ready")
+        accepted = await readiness_until(client, is_ready)  # at the next background refresh
     database.dispose()
     assert refused.status_code == 503
     assert refused.json()["status"] == "not_ready"

@@ -38,6 +38,7 @@ from finance_trading.middleware.auth import ApiKeyMiddleware, ApiKeys
 from finance_trading.middleware.faults import FaultInjector, inject_faults
 from finance_trading.middleware.request_id import RequestIdMiddleware
 from finance_trading.middleware.telemetry import RequestMetrics, TelemetryMiddleware
+from finance_trading.readiness import ReadinessMonitor
 from finance_trading.services.ledger import DB_FILE, LedgerError, SqliteOrderLedger
 from finance_trading.services.orders import OrderService
 from finance_trading.settings import Settings
@@ -55,10 +56,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     With `APP_DATA_DIR` it opens the shared idempotency ledger there (LedgerError if it
     cannot), closed when the app stops; without it, orders are idempotent in memory only.
+    While the app runs, readiness also requires the ledger to answer a read (checked in the
+    background, see readiness.py).
     """
     settings = settings or Settings.from_env()
     lifecycle = Lifecycle(ready_delay_s=settings.fault_ready_delay_s)
     ledger = SqliteOrderLedger.open(settings.data_dir) if settings.data_dir else None
+    readiness = ReadinessMonitor(
+        ledger.problem if ledger is not None else _nothing_to_check, subject="the order ledger"
+    )
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -67,9 +73,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 "injected fault APP_FAULT_CRASH_ON_START: failing startup, the process exits 3"
             )
             raise InjectedStartupCrash("APP_FAULT_CRASH_ON_START is set")
-        lifecycle.mark_started()
-        logger.info("started", extra={"fields": _describe(settings)})
-        yield
+        # Probes read the verdict this keeps fresh, so that none of them touches the ledger;
+        # it stops before the ledger is closed.
+        async with readiness.running():
+            lifecycle.mark_started()
+            logger.info("started", extra={"fields": _describe(settings)})
+            yield
         if ledger is not None:
             ledger.close()
         logger.info("stopped")
@@ -78,6 +87,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     registry = CollectorRegistry()
     app.state.settings = settings
     app.state.lifecycle = lifecycle
+    app.state.readiness = readiness
     app.state.registry = registry
     app.state.faults = FaultInjector(settings.fault_error_rate, settings.fault_latency_ms)
     app.state.orders = OrderService(settings.trading.limits, ledger=ledger)
@@ -150,6 +160,11 @@ def run(host: str = "127.0.0.1", port: int = 8000) -> None:
         timeout_graceful_shutdown=max(1, round(settings.drain_timeout_s)),
     )
     DrainingServer(config, app.state.lifecycle, settings.drain_delay_s).run()
+
+
+def _nothing_to_check() -> str | None:
+    """Readiness without a ledger: memory only, so nothing outside the process to wait for."""
+    return None
 
 
 def _describe(settings: Settings) -> dict[str, object]:

@@ -39,6 +39,7 @@ from pharma_manufacturing.lifecycle import Lifecycle
 from pharma_manufacturing.logs import configure_logging
 from pharma_manufacturing.middleware.faults import FaultInjector
 from pharma_manufacturing.middleware.telemetry import RequestMetrics, TelemetryMiddleware
+from pharma_manufacturing.readiness import ReadinessMonitor
 from pharma_manufacturing.services.batches import BatchRecords
 from pharma_manufacturing.services.credentials import UserDirectory
 from pharma_manufacturing.services.deviations import DeviationRecords
@@ -64,7 +65,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     """A fresh app with its own state and metrics registry; settings default to the environment.
 
     Nothing touches the database here: the lifespan migrates, checks and seeds at start-up,
-    and closes the engine on shutdown.
+    keeps the readiness verdict refreshed while the app runs, and closes the engine on shutdown.
     """
     settings = settings or Settings.from_env()
     lifecycle = Lifecycle(ready_delay_s=settings.fault_ready_delay_s)
@@ -73,6 +74,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     seal = SignatureSeal(settings.signing_key)
     users = UserDirectory(settings.users, settings.signing_key)
     records = BatchRecords(database, seal)
+    readiness = ReadinessMonitor(DatabaseReadiness(database, gate).check, subject="the database")
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -91,10 +93,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 "the process exits 3"
             )
             raise DatabaseUnavailableError(cause) from None
-        lifecycle.mark_started()
-        logger.info("started", extra={"fields": _describe(settings, database)})
         try:
-            yield
+            # Probes read the verdict this keeps fresh, so that none of them queries the
+            # database; it stops before the engine is disposed.
+            async with readiness.running():
+                lifecycle.mark_started()
+                logger.info("started", extra={"fields": _describe(settings, database)})
+                yield
         finally:
             database.dispose()
             logger.info("stopped")
@@ -106,7 +111,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.registry = registry
     app.state.faults = FaultInjector(settings.fault_error_rate, settings.fault_latency_ms)
     app.state.database = database
-    app.state.database_readiness = DatabaseReadiness(database, gate)
+    app.state.readiness = readiness
     app.state.services = Services(
         database=database,
         users=users,

@@ -9,7 +9,8 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from finance_trading.lifecycle import Lifecycle
-from finance_trading.middleware.faults import FaultInjector
+from finance_trading.middleware.faults import READY_FAIL_REASON, FaultInjector
+from finance_trading.readiness import ReadinessMonitor
 from finance_trading.settings import Settings
 
 router = APIRouter(tags=["operations"])
@@ -22,9 +23,24 @@ async def live() -> dict[str, str]:
 
 @router.get("/healthz/ready")
 async def ready(request: Request) -> JSONResponse:
-    lifecycle: Lifecycle = request.app.state.lifecycle
+    """200 ready; 503 starting or draining; 503 not_ready with the reason when the order
+    ledger (APP_DATA_DIR) does not answer, or during the ready_fail drill.
+
+    Probes come every 50 ms with a 50 ms timeout: this reads state only. The ledger verdict is
+    the one the background refresher stored (at most about a second old, see readiness.py);
+    starting and draining come straight from the lifecycle, so draining shows at once.
+    """
+    state = request.app.state
+    lifecycle: Lifecycle = state.lifecycle
     readiness = lifecycle.readiness
-    return JSONResponse({"status": readiness}, status_code=200 if readiness == "ready" else 503)
+    if readiness != "ready":
+        return JSONResponse({"status": readiness}, status_code=503)
+    faults: FaultInjector = state.faults
+    monitor: ReadinessMonitor = state.readiness
+    reason = READY_FAIL_REASON if faults.ready_fail else monitor.problem()
+    if reason is not None:
+        return JSONResponse({"status": "not_ready", "reason": reason}, status_code=503)
+    return JSONResponse({"status": "ready"})
 
 
 @router.get("/version")
@@ -40,7 +56,9 @@ async def metrics(request: Request) -> Response:
 
 @router.post("/drill/faults")
 async def set_drill_faults(request: Request) -> dict[str, Any]:
-    """Drills only: change the injected faults of a RUNNING process (error rate, latency).
+    """Drills only: set the injected faults of a RUNNING process (error rate, latency, and
+    `ready_fail`: readiness answers 503 while the API keeps working). Each call sets all three;
+    a field left out goes back to none. The answer echoes what is now set.
 
     Disabled unless the process was started with APP_DRILL_ENDPOINT=1 (a release's config
     override `DRILL_ENDPOINT=1`): then 404, as if the route did not exist.
@@ -49,6 +67,8 @@ async def set_drill_faults(request: Request) -> dict[str, Any]:
     if not settings.drill_endpoint:
         raise HTTPException(status_code=404, detail="Not Found")
     body = await request.json()
+    if not isinstance(body, dict):
+        raise HTTPException(status_code=422, detail="the body must be a JSON object")
     try:
         error_rate = float(body.get("error_rate", 0.0))
         latency_ms = int(body.get("latency_ms", 0))
@@ -58,5 +78,8 @@ async def set_drill_faults(request: Request) -> dict[str, Any]:
         ) from None
     if not 0.0 <= error_rate <= 1.0 or latency_ms < 0:
         raise HTTPException(status_code=422, detail="error_rate in [0, 1], latency_ms >= 0")
-    request.app.state.faults = FaultInjector(error_rate, latency_ms)
-    return {"error_rate": error_rate, "latency_ms": latency_ms}
+    ready_fail = body.get("ready_fail", False)
+    if not isinstance(ready_fail, bool):  # bool("false") is True: accept JSON booleans only
+        raise HTTPException(status_code=422, detail="ready_fail must be true or false")
+    request.app.state.faults = FaultInjector(error_rate, latency_ms, ready_fail)
+    return {"error_rate": error_rate, "latency_ms": latency_ms, "ready_fail": ready_fail}

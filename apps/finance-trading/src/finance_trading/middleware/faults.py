@@ -2,6 +2,8 @@
 
 They are a router dependency of the business routes, not a middleware, so that health,
 metrics and version endpoints stay correct, as they would with a real bug in business logic.
+The one exception is `ready_fail` (set through POST /drill/faults only): `/healthz/ready`
+answers 503 `not_ready` while it is set, and the API keeps answering as before.
 """
 
 from __future__ import annotations
@@ -11,14 +13,19 @@ from fractions import Fraction
 
 from fastapi import HTTPException, Request
 
+READY_FAIL_REASON = "drill: readiness failing"
+
 
 class FaultInjector:
     """Fails exactly round(rate * N) of every N requests, spread evenly (no randomness)."""
 
-    def __init__(self, error_rate: float = 0.0, latency_ms: int = 0) -> None:
+    def __init__(
+        self, error_rate: float = 0.0, latency_ms: int = 0, ready_fail: bool = False
+    ) -> None:
         self._rate = Fraction(error_rate).limit_denominator(10_000)
         self._latency_s = latency_ms / 1000
         self._seen = 0
+        self.ready_fail = ready_fail  # read by /healthz/ready, which answers READY_FAIL_REASON
 
     def next_request_fails(self) -> bool:
         # Request n fails when floor(n * rate) steps up: n = 2, 4, 6... for a rate of 0.5.

@@ -22,7 +22,7 @@ import logging
 import sqlite3
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import closing, contextmanager, suppress
 from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
@@ -58,6 +58,7 @@ ON CONFLICT (account, client_order_id) DO NOTHING
 _BY_KEY = "SELECT order_json FROM order_ledger WHERE account = ? AND client_order_id = ?"
 _BY_ORDER_ID = "SELECT order_json FROM order_ledger WHERE order_id = ? AND account = ?"
 _STORE_CANCEL = "UPDATE order_ledger SET order_json = ? WHERE account = ? AND client_order_id = ?"
+_READABLE = "SELECT 1 FROM order_ledger LIMIT 1"  # reads the header, the schema and one page
 _NOT_ACCEPTED = "the order was not accepted; retry with the same client_order_id"
 _NOT_CANCELLED = "the order was not cancelled; retry the cancel"
 
@@ -151,6 +152,22 @@ class SqliteOrderLedger:
 
     def close(self) -> None:
         self._db.close()
+
+    def problem(self) -> str | None:
+        """Readiness: None when the ledger file answers a read, else the reason. Blocking.
+
+        On a short-lived connection of its own, not the order service's: the check must never
+        queue for that connection's lock behind order traffic, nor hold orders up. `mode=rw`
+        so that a ledger file someone removed reads as missing instead of being re-created
+        empty (which would forget every key the other version still replays).
+        """
+        try:
+            uri = f"{self.path.resolve().as_uri()}?mode=rw"
+            with closing(sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT_MS / 1000)) as db:
+                db.execute(_READABLE).fetchall()
+        except sqlite3.Error as error:
+            return f"the order ledger does not answer: {error}"
+        return None
 
     @contextmanager
     def _failures(self, outcome: str) -> Iterator[None]:

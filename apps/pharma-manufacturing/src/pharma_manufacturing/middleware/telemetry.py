@@ -1,4 +1,4 @@
-"""Request metrics (count by path/method/status, latency histogram) and one log line per request."""
+"""Request metrics (count by path/method/status, latency histogram) and a log line per request."""
 
 from __future__ import annotations
 
@@ -11,6 +11,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 logger = logging.getLogger(__name__)
 
 UNMATCHED = "<unmatched>"  # path label for requests no route matched, to bound label cardinality
+# Health probes arrive every 50 ms from each gate and the proxy: counted and timed like any
+# request, but not logged, since a JSON line each would cost more than the probe itself and
+# bury the requests that matter. Readiness changes are logged once, by readiness.py.
+UNLOGGED_PATHS = frozenset({"/healthz/live", "/healthz/ready"})
 
 
 class RequestMetrics:
@@ -60,11 +64,17 @@ class TelemetryMiddleware:
             method = scope["method"]
             self.metrics.requests.labels(route, method, str(status)).inc()
             self.metrics.latency.labels(route, method).observe(elapsed)
-            fields = {
-                "method": method,
-                "path": scope["path"],
-                "route": route,
-                "status": status,
-                "duration_ms": round(elapsed * 1000, 2),
-            }
-            logger.info("request", extra={"fields": fields})
+            if scope["path"] not in UNLOGGED_PATHS:
+                _log_request(scope, route, status, elapsed)
+
+
+def _log_request(scope: Scope, route: str, status: int, elapsed: float) -> None:
+    """One JSON line for an answered request."""
+    fields = {
+        "method": scope["method"],
+        "path": scope["path"],
+        "route": route,
+        "status": status,
+        "duration_ms": round(elapsed * 1000, 2),
+    }
+    logger.info("request", extra={"fields": fields})

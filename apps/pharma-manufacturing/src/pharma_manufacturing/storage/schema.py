@@ -74,7 +74,7 @@ def needs_migration(database: Database) -> bool:
 
 
 class SchemaGate:
-    """Answers "does the database fit this version?" for readiness; cheap on every probe."""
+    """Answers "does the database fit this version?" for readiness; cheap on every refresh."""
 
     def __init__(self) -> None:
         self._newer: dict[str, str | None] = {}  # revision -> what it lacks (None: fits)
