@@ -172,8 +172,9 @@ async def test_a_slot_taking_traffic_with_nothing_to_judge_is_not_a_pass() -> No
 @dataclass
 class _Server:
     url: str
-    delay_s: float
+    delay_s: float  # for the sampled path, /quote
     hang: bool = False
+    busy_s: float = 0.0  # for every path: the whole process (or machine) is slow
 
 
 @pytest.fixture
@@ -185,11 +186,12 @@ async def servers() -> AsyncIterator[dict[str, _Server]]:
     def make(name: str) -> _Server:
         async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
             try:
-                while await reader.readuntil(b"\r\n\r\n"):
+                while head := await reader.readuntil(b"\r\n\r\n"):
                     server = made[name]
                     if server.hang:
                         await asyncio.sleep(3600)
-                    await asyncio.sleep(server.delay_s)
+                    sampled = head.split(b" ", 2)[1].startswith(b"/quote")
+                    await asyncio.sleep(server.busy_s + (server.delay_s if sampled else 0.0))
                     writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
                     await writer.drain()
             except (asyncio.IncompleteReadError, ConnectionError, asyncio.CancelledError):
@@ -209,9 +211,12 @@ async def servers() -> AsyncIterator[dict[str, _Server]]:
         server.close()
 
 
-def _sampled(bake: float = 1.0) -> GateInput:
-    policy = POLICY.model_copy(update={"sample_path": "/quote", "sample_rate_per_s": 50})
-    return _input(policy, bake=bake, weight=0)
+def _sampled(bake: float = 1.0, first: bool = False) -> GateInput:
+    policy = POLICY.model_copy(
+        update={"sample_path": "/quote", "sample_rate_per_s": 50, "reference_path": "/live"}
+    )
+    request = _input(policy, bake=bake, weight=0)
+    return request.model_copy(update={"baseline_slot": None}) if first else request
 
 
 async def test_truly_slow_canary_fails_on_its_sampled_requests(
@@ -246,6 +251,30 @@ async def test_equally_fast_slots_pass_with_every_check_named(
     assert result is GateResult.passed, reason
     assert any(d.startswith("sampled requests not slower than baseline") for d in details)
     assert any(d.startswith("probes not slower than baseline") for d in details)
+
+
+async def test_first_deployment_slow_release_fails_against_its_own_liveness(
+    servers: dict[str, _Server],
+) -> None:
+    # No baseline slot: the sampled API is compared with the same process's liveness path.
+    servers["canary"].delay_s = 0.2
+    endpoints = {"canary": [servers["canary"].url]}
+    probe = {servers["canary"].url: ["ok"]}
+    request = _sampled(bake=5, first=True)
+    result, reason, _ = await _judge(probe, endpoints=endpoints, request=request)
+    assert result is GateResult.failed
+    assert reason.startswith("sampled requests (against the slot's own /live: no baseline slot)")
+
+
+async def test_first_deployment_on_a_busy_machine_passes(servers: dict[str, _Server]) -> None:
+    # Everything the process answers takes 100 ms: busy, not a slow release.
+    servers["canary"].busy_s = 0.1
+    endpoints = {"canary": [servers["canary"].url]}
+    probe = {servers["canary"].url: ["ok"]}
+    request = _sampled(bake=1, first=True)
+    result, reason, details = await _judge(probe, endpoints=endpoints, request=request)
+    assert result is GateResult.passed, reason
+    assert any("not slower than baseline" in d for d in details), details
 
 
 # --------------------------------------------------------------------------- the policy

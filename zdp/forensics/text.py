@@ -103,6 +103,14 @@ def summary_rows(facts: Facts) -> list[tuple[str, str]]:
 
 def policy_lines(policy: PolicyDecision) -> list[str]:
     gate = policy.gate
+    if policy.gate_policy is not None:  # newer histories: slowness is judged against a baseline
+        latency = (
+            f"gate policy '{policy.gate_policy_name}': slowness judged against the baseline "
+            f"(more than {policy.gate_policy.latency.max_slowdown_ms:g} ms and "
+            f"{policy.gate_policy.latency.max_slowdown_ratio:g}x slower counts)"
+        )
+    else:
+        latency = f"p95 under {gate.max_latency_ms:g} ms"
     return [
         f"Rationale: {policy.rationale or '—'}",
         f"Approvals required: {policy.approvals_required} "
@@ -110,7 +118,7 @@ def policy_lines(policy: PolicyDecision) -> list[str]:
         f"Steps: {' → '.join(f'{w}%' for w in policy.steps)}; "
         f"bake {policy.bake_seconds:g} s per step",
         f"Gate: error budget {as_percent(gate.max_error_ratio)}, "
-        f"p95 under {gate.max_latency_ms:g} ms, at least {gate.min_samples} samples, "
+        f"{latency}, at least {gate.min_samples} samples, "
         f"and {gate.min_failures} failures before a breach counts",
     ]
 

@@ -99,13 +99,12 @@ class LatencySampler:
     """GETs `path` on each slot's endpoints at a fixed rate, directly (not through the proxy),
     so both slots are measured the same way, at the same moments, whatever their weight."""
 
-    def __init__(self, path: str, rate_per_s: float, timeout: float = SAMPLE_CEILING_S) -> None:
-        self.path = path
+    def __init__(self, rate_per_s: float, timeout: float = SAMPLE_CEILING_S) -> None:
         self.interval = 1.0 / max(rate_per_s, 0.1)
         self.timeout = timeout
         self.client = httpx.AsyncClient(timeout=timeout, trust_env=False)
 
-    async def run(self, sides: list[tuple[Callable[[], list[str]], _Side]]) -> None:
+    async def run(self, sides: list[tuple[Callable[[], list[str]], _Side, str]]) -> None:
         """Send samples on a fixed schedule to every side in the same instant, never waiting
         for answers: a slow slot must not slow its own sampling, or a latency fault would
         starve the comparison of samples."""
@@ -113,11 +112,11 @@ class LatencySampler:
         next_at = time.monotonic()
         try:
             while True:
-                for endpoints, side in sides:
+                for endpoints, side, path in sides:
                     for endpoint in [e for e in endpoints() if e.startswith("http")]:
                         timed = _Timed(sent_at=time.monotonic())
                         side.samples.append(timed)
-                        task = asyncio.create_task(self._one(endpoint, side, timed))
+                        task = asyncio.create_task(self._one(endpoint + path, side, timed))
                         pending.add(task)
                         task.add_done_callback(pending.discard)
                 next_at += self.interval
@@ -126,11 +125,11 @@ class LatencySampler:
             for task in pending:
                 task.cancel()
 
-    async def _one(self, endpoint: str, side: _Side, timed: _Timed) -> None:
+    async def _one(self, url: str, side: _Side, timed: _Timed) -> None:
         status: int | None = None
         error: str | None = None
         try:
-            answer = await self.client.get(endpoint.rstrip("/") + self.path)
+            answer = await self.client.get(url)
             status = answer.status_code
             error = None if status < 400 else f"HTTP {status}"
         except httpx.TimeoutException:
@@ -144,7 +143,7 @@ class LatencySampler:
         side.evaluator.add(
             [
                 ProbeResult(
-                    endpoint=endpoint + self.path,
+                    endpoint=url,
                     ok=error is None,
                     latency_ms=timed.ms,
                     status_code=status,
@@ -202,10 +201,10 @@ class GateEngine:
             failure_threshold=policy.breaker_failure_threshold,
             open_seconds=policy.breaker_open_seconds,
         )
-        has_base = request.baseline_slot is not None
-        # With a baseline, slowness is judged against it, never against a fixed number.
+        # Slowness is judged against a baseline measured at the same moments, never against a
+        # fixed number: on a busy machine every fixed number is eventually exceeded.
         new = _Side(
-            request.slot, SimpleGateEvaluator(thresholds, request.slot, judge_latency=not has_base)
+            request.slot, SimpleGateEvaluator(thresholds, request.slot, judge_latency=False)
         )
         base = (
             _Side(
@@ -225,20 +224,25 @@ class GateEngine:
         await refresh()
         for side in sides:
             side.baseline_counts = await self._counts(request.app, side.slot)
-        sampler = (
-            LatencySampler(policy.sample_path, policy.sample_rate_per_s)
-            if policy.sample_path
+        sampler = LatencySampler(policy.sample_rate_per_s) if policy.sample_path else None
+        # Without a baseline slot, the slot's own reference path (its liveness) is the baseline
+        # of its sampled requests: same process, same moments, nothing the release changes much.
+        reference = (
+            _Side(
+                f"{request.slot}{policy.reference_path}",
+                SimpleGateEvaluator(thresholds, request.slot, judge_latency=False),
+            )
+            if base is None and sampler is not None
             else None
         )
 
         def endpoints_of(slot: str) -> Callable[[], list[str]]:
             return lambda: endpoints.get(slot, [])
 
-        tasks = (
-            [asyncio.create_task(sampler.run([(endpoints_of(s.slot), s) for s in sides]))]
-            if sampler is not None
-            else []
-        )
+        streams = [(endpoints_of(s.slot), s, policy.sample_path or "") for s in sides]
+        if reference is not None:
+            streams.append((endpoints_of(request.slot), reference, policy.reference_path))
+        tasks = [asyncio.create_task(sampler.run(streams))] if sampler is not None else []
         provider = PrometheusProvider(self.prometheus_url) if self.prometheus_url else None
         templates = [TemplateRun(t) for t in policy.templates] if provider else []
         started = time.monotonic()
@@ -273,8 +277,8 @@ class GateEngine:
                 ]
                 now = time.monotonic()
                 elapsed = now - started
-                comparisons = self._comparisons(new, base, policy, now, sampler is not None)
-                enough, short = self._enough(new, base, policy, request, sampler is not None)
+                comparisons = self._comparisons(new, base, reference, policy, now)
+                enough, short = self._enough(new, base or reference, policy, request)
                 final = (elapsed >= request.bake_seconds and enough) or now >= hard_stop
                 verdict = self._judge(
                     new, base, policy, comparisons, template_results, final, short
@@ -287,7 +291,7 @@ class GateEngine:
                         for t in board.take_transitions()
                     )
                     return verdict
-                for side in sides:
+                for side in filter(None, (*sides, reference)):
                     side.trim(now, window)
                 await asyncio.sleep(max(0.0, interval - (time.monotonic() - tick)))
         finally:
@@ -312,7 +316,6 @@ class GateEngine:
         base: _Side | None,
         policy: GatePolicy,
         request: GateInput,
-        sampling: bool,
     ) -> tuple[bool, str | None]:
         """Whether there is enough evidence to end the bake; if not, what is missing.
 
@@ -320,7 +323,7 @@ class GateEngine:
         latency.min_samples, and a slot that takes real traffic needs errors.min_requests
         requests judged, real ones plus sampled ones (the probes' own minimum, min_samples,
         is the evaluator's)."""
-        if sampling and base is not None:
+        if policy.sample_path and base is not None:
             fewest = min(new.samples_answered, base.samples_answered)
             if fewest < policy.latency.min_samples:
                 return False, (
@@ -399,21 +402,8 @@ class GateEngine:
 
     @staticmethod
     def _comparisons(
-        new: _Side, base: _Side | None, policy: GatePolicy, now: float, sampling: bool
+        new: _Side, base: _Side | None, reference: _Side | None, policy: GatePolicy, now: float
     ) -> list[Comparison]:
-        if base is None:
-            return []
-        out = [
-            compare_errors(
-                new.evaluator.traffic_requests,
-                new.evaluator.traffic_failures,
-                base.evaluator.traffic_requests,
-                base.evaluator.traffic_failures,
-                min_requests=policy.errors.min_requests,
-                max_error_ratio=policy.max_error_ratio,
-                max_ratio_to_stable=policy.errors.max_ratio_to_stable,
-            )
-        ]
         lat, window = policy.latency, policy.latency.window_seconds
 
         def slowness(what: str, new_t: list[Timing], base_t: list[Timing]) -> Comparison:
@@ -427,8 +417,30 @@ class GateEngine:
                 max_slowdown_ratio=lat.max_slowdown_ratio,
             )
 
+        if base is None:
+            if reference is None:
+                return []
+            return [
+                slowness(
+                    f"sampled requests (against the slot's own {policy.reference_path}: no "
+                    "baseline slot)",
+                    new.recent(new.samples, now, window),
+                    reference.recent(reference.samples, now, window),
+                )
+            ]
+        out = [
+            compare_errors(
+                new.evaluator.traffic_requests,
+                new.evaluator.traffic_failures,
+                base.evaluator.traffic_requests,
+                base.evaluator.traffic_failures,
+                min_requests=policy.errors.min_requests,
+                max_error_ratio=policy.max_error_ratio,
+                max_ratio_to_stable=policy.errors.max_ratio_to_stable,
+            )
+        ]
         samples = None
-        if sampling:
+        if policy.sample_path:
             samples = slowness(
                 "sampled requests",
                 new.recent(new.samples, now, window),

@@ -67,12 +67,12 @@ class SimpleGateEvaluator:
 
     def thresholds_dict(self) -> dict[str, float]:
         t = self.thresholds
-        return {
+        applied = {
             "max_error_ratio": t.max_error_ratio,
             "min_samples": float(t.min_samples),
-            "max_latency_ms": t.max_latency_ms,
             "min_failures": float(t.min_failures),
         }
+        return applied | ({"max_latency_ms": t.max_latency_ms} if self.judge_latency else {})
 
     def breach(self) -> str | None:
         """A decisive failure, if there is one already."""

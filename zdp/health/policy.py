@@ -78,7 +78,6 @@ def thresholds_of(policy: GatePolicy) -> GateThresholds:
         max_error_ratio=policy.max_error_ratio,
         min_samples=policy.min_samples,
         probe_interval_seconds=policy.probe_interval_seconds,
-        max_latency_ms=policy.max_latency_ms,
         min_failures=policy.min_failures,
     )
 

@@ -110,10 +110,12 @@ class GatePolicy(BaseModel, extra="forbid"):
     min_samples: int = Field(ge=1)
     min_failures: int = Field(default=3, ge=1)
     max_error_ratio: float = Field(ge=0.0, le=1.0)
-    max_latency_ms: float = Field(default=250.0, gt=0.0)
     latency: LatencyAnalysis = Field(default_factory=LatencyAnalysis)
     errors: ErrorAnalysis = Field(default_factory=ErrorAnalysis)
     sample_path: str | None = Field(default=None, pattern=r"^/")
     sample_rate_per_s: float = Field(default=20.0, gt=0.0)
+    # Without a baseline (a first deployment), sampled requests are compared with the slot's
+    # own answers on this cheap path at the same moments: a busy machine slows both.
+    reference_path: str = Field(default="/healthz/live", pattern=r"^/")
     diagnosis_tolerance: float = Field(default=0.5, ge=0.0, le=1.0)
     templates: list[MetricTemplate] = Field(default_factory=list)
