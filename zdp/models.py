@@ -503,10 +503,12 @@ class GateInput(_Model):
     baseline_slot: str | None = None
     environment: str | None = None
     risk_level: RiskLevel | None = None
-    # The resolved gate policy (from the policy decision) and the slot's traffic weight while
-    # the gate runs; absent in older histories, where the policy was looked up by risk level.
+    # The resolved gate policy (from the policy decision), and the traffic weights of the slot
+    # and of its baseline while the gate runs; absent in older histories, where the policy was
+    # looked up by risk level.
     policy: GatePolicy | None = None
     weight: int | None = None
+    baseline_weight: int | None = None
 
 
 # --------------------------------------------------------------------------- compliance evidence

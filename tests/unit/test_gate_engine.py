@@ -277,6 +277,30 @@ async def test_first_deployment_on_a_busy_machine_passes(servers: dict[str, _Ser
     assert any("not slower than baseline" in d for d in details), details
 
 
+async def test_a_loaded_slot_is_not_compared_with_an_idle_baseline(
+    servers: dict[str, _Server],
+) -> None:
+    # After a blue-green switch the new colour serves everyone and the old one idles: the new
+    # colour answers everything 100 ms slower, its API no slower than its own liveness.
+    servers["canary"].busy_s = 0.1
+    endpoints = {slot: [s.url] for slot, s in servers.items()}
+    probe = {servers["canary"].url: ["ok"], servers["stable"].url: ["ok"]}
+    request = _sampled(bake=1).model_copy(update={"weight": 100, "baseline_weight": 0})
+    result, reason, details = await _judge(probe, endpoints=endpoints, request=request)
+    assert result is GateResult.passed, reason
+    assert any("the baseline serves less traffic" in d for d in details), details
+
+
+async def test_a_slow_api_after_the_switch_still_fails(servers: dict[str, _Server]) -> None:
+    servers["canary"].delay_s = 0.2
+    endpoints = {slot: [s.url] for slot, s in servers.items()}
+    probe = {servers["canary"].url: ["ok"], servers["stable"].url: ["ok"]}
+    request = _sampled(bake=5).model_copy(update={"weight": 100, "baseline_weight": 0})
+    result, reason, _ = await _judge(probe, endpoints=endpoints, request=request)
+    assert result is GateResult.failed
+    assert "the baseline serves less traffic" in reason
+
+
 # --------------------------------------------------------------------------- the policy
 
 

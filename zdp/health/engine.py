@@ -225,14 +225,22 @@ class GateEngine:
         for side in sides:
             side.baseline_counts = await self._counts(request.app, side.slot)
         sampler = LatencySampler(policy.sample_rate_per_s) if policy.sample_path else None
-        # Without a baseline slot, the slot's own reference path (its liveness) is the baseline
-        # of its sampled requests: same process, same moments, nothing the release changes much.
+        # Without a fair baseline, the slot's own reference path (its liveness) is the baseline
+        # of its sampled requests: same process, same load, same moments. A baseline is unfair
+        # when it serves less traffic than the new slot (a blue-green watch after the switch,
+        # a canary at 100%): an idle process answers faster than one serving every user.
+        unfair = (
+            base is not None
+            and request.weight is not None
+            and request.baseline_weight is not None
+            and request.baseline_weight < request.weight
+        )
         reference = (
             _Side(
                 f"{request.slot}{policy.reference_path}",
                 SimpleGateEvaluator(thresholds, request.slot, judge_latency=False),
             )
-            if base is None and sampler is not None
+            if (base is None or unfair) and sampler is not None
             else None
         )
 
@@ -278,7 +286,7 @@ class GateEngine:
                 now = time.monotonic()
                 elapsed = now - started
                 comparisons = self._comparisons(new, base, reference, policy, now)
-                enough, short = self._enough(new, base or reference, policy, request)
+                enough, short = self._enough(new, reference or base, policy, request)
                 final = (elapsed >= request.bake_seconds and enough) or now >= hard_stop
                 verdict = self._judge(
                     new, base, policy, comparisons, template_results, final, short
@@ -417,17 +425,18 @@ class GateEngine:
                 max_slowdown_ratio=lat.max_slowdown_ratio,
             )
 
+        own = (
+            slowness(
+                f"sampled requests (against the slot's own {policy.reference_path}: "
+                + ("no baseline slot)" if base is None else "the baseline serves less traffic)"),
+                new.recent(new.samples, now, window),
+                reference.recent(reference.samples, now, window),
+            )
+            if reference is not None
+            else None
+        )
         if base is None:
-            if reference is None:
-                return []
-            return [
-                slowness(
-                    f"sampled requests (against the slot's own {policy.reference_path}: no "
-                    "baseline slot)",
-                    new.recent(new.samples, now, window),
-                    reference.recent(reference.samples, now, window),
-                )
-            ]
+            return [own] if own is not None else []
         out = [
             compare_errors(
                 new.evaluator.traffic_requests,
@@ -439,8 +448,10 @@ class GateEngine:
                 max_ratio_to_stable=policy.errors.max_ratio_to_stable,
             )
         ]
-        samples = None
-        if policy.sample_path:
+        samples = own
+        if own is not None:
+            out.append(own)
+        elif policy.sample_path:
             samples = slowness(
                 "sampled requests",
                 new.recent(new.samples, now, window),
