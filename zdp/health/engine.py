@@ -292,7 +292,8 @@ class GateEngine:
                     new, base, policy, comparisons, template_results, final, short
                 )
                 if progress is not None:
-                    progress({**new.evaluator.evidence(), "elapsed_s": round(elapsed, 3)})
+                    evidence = new.evaluator.evidence(latency=False)
+                    progress({**evidence, "elapsed_s": round(elapsed, 3)})
                 if verdict is not None:
                     verdict.breaker_transitions.extend(
                         f"{t.endpoint}: {t.old.value} -> {t.new.value} ({t.reason})"
@@ -369,6 +370,8 @@ class GateEngine:
             reason, kind = failed[0].reason, failed[0].metric
         elif GateResult.failed in template_results:
             reason, kind = "a PromQL metric template failed", "template"
+        if reason is None and (not final or simple is None):
+            return None
         evidence = new.evaluator.evidence()
         for c in comparisons:
             evidence.update({f"{c.metric}.{k}": v for k, v in c.evidence.items()})

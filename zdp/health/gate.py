@@ -39,31 +39,42 @@ class SimpleGateEvaluator:
     traffic_requests: int = 0
     traffic_failures: int = 0
     judge_latency: bool = True
+    # Running counts, so that judging every tick costs nothing however long the bake is.
+    errors: int = 0
+    timeouts: int = 0
+    first_error: ProbeResult | None = None
 
     def add(self, batch: Sequence[ProbeResult]) -> None:
-        self.results.extend(batch)
+        for result in batch:
+            self.results.append(result)
+            if result.timed_out:
+                self.timeouts += 1
+            elif not result.ok:
+                self.errors += 1
+                self.first_error = self.first_error or result
 
     def set_traffic(self, requests: int, failures: int) -> None:
         """Requests the slot served since the gate began, and how many of them failed."""
         self.traffic_requests, self.traffic_failures = requests, failures
 
-    def evidence(self) -> dict[str, float]:
-        n = len(self.results)
-        errors = sum(1 for r in self.results if not r.ok and not r.timed_out)
-        timeouts = sum(1 for r in self.results if r.timed_out)
+    def p95_ms(self) -> float:
+        """The p95 latency of the answered results (a sort: called for verdicts, not per tick)."""
         latencies = sorted(r.latency_ms for r in self.results if r.ok)
-        p95 = latencies[max(0, math.ceil(0.95 * len(latencies)) - 1)] if latencies else 0.0
+        return latencies[max(0, math.ceil(0.95 * len(latencies)) - 1)] if latencies else 0.0
+
+    def evidence(self, latency: bool = True) -> dict[str, float]:
+        n = len(self.results)
         served = self.traffic_requests
-        return {
+        counts = {
             "samples": float(n),
-            "errors": float(errors),
-            "error_ratio": errors / n if n else 0.0,
-            "timeouts": float(timeouts),
-            "latency_p95_ms": round(p95, 3),
+            "errors": float(self.errors),
+            "error_ratio": self.errors / n if n else 0.0,
+            "timeouts": float(self.timeouts),
             "traffic_requests": float(served),
             "traffic_failures": float(self.traffic_failures),
             "traffic_error_ratio": self.traffic_failures / served if served else 0.0,
         }
+        return counts | ({"latency_p95_ms": round(self.p95_ms(), 3)} if latency else {})
 
     def thresholds_dict(self) -> dict[str, float]:
         t = self.thresholds
@@ -76,7 +87,7 @@ class SimpleGateEvaluator:
 
     def breach(self) -> str | None:
         """A decisive failure, if there is one already."""
-        ev = self.evidence()
+        ev = self.evidence(latency=False)
         if (
             ev["traffic_requests"] >= self.thresholds.min_samples
             and ev["traffic_failures"] >= self.thresholds.min_failures
@@ -93,16 +104,14 @@ class SimpleGateEvaluator:
             ev["error_ratio"] > self.thresholds.max_error_ratio
             and ev["errors"] >= self.thresholds.min_failures
         ):
-            first = next(r for r in self.results if not r.ok and not r.timed_out)
+            first = self.first_error
+            assert first is not None
             return (
                 f"error ratio {ev['error_ratio']:.2%} over {int(ev['samples'])} probes exceeds "
                 f"{self.thresholds.max_error_ratio:.2%} (first: {first.endpoint}: {first.error})"
             )
-        if self.judge_latency and ev["latency_p95_ms"] > self.thresholds.max_latency_ms:
-            return (
-                f"p95 latency {ev['latency_p95_ms']:.1f} ms exceeds "
-                f"{self.thresholds.max_latency_ms:.1f} ms"
-            )
+        if self.judge_latency and (p95 := self.p95_ms()) > self.thresholds.max_latency_ms:
+            return f"p95 latency {p95:.1f} ms exceeds {self.thresholds.max_latency_ms:.1f} ms"
         return None
 
     def pass_reason(self) -> str:
@@ -130,18 +139,18 @@ class SimpleGateEvaluator:
 
     def verdict(self, *, final: bool) -> GateVerdict | None:
         """A verdict once one is decided: a breach at any time, pass/inconclusive at the end."""
-        ev = self.evidence()
         reason = self.breach()
         if reason:
             result = GateResult.failed
         elif not final:
             return None
-        elif ev["samples"] < self.thresholds.min_samples:
+        elif len(self.results) < self.thresholds.min_samples:
             result = GateResult.inconclusive
-            reason = f"only {int(ev['samples'])} probes, {self.thresholds.min_samples} needed"
+            reason = f"only {len(self.results)} probes, {self.thresholds.min_samples} needed"
         else:
             result = GateResult.passed
             reason = self.pass_reason()
+        ev = self.evidence()
         return GateVerdict(
             result=result,
             reason=reason,
