@@ -1,31 +1,69 @@
-"""Activities: read and set an app's traffic split through the configured TrafficRouter."""
+"""Activities: read and set an app's traffic split through the configured TrafficRouter.
+
+`set_weights` is the one place every weight change passes through, forward or in a rollback,
+so it is where the traffic guard (`zdp.platforms.traffic_guard`) is enforced: no split is
+applied that routes users to a slot where nothing runs, or newly to one that does not answer
+readiness.
+"""
 
 from __future__ import annotations
 
 from temporalio import activity
+from temporalio.exceptions import ApplicationError
 
 from activities._support import to_application_error
 from zdp.errors import PlatformError, ZdpError
 from zdp.models import WeightsInput
-from zdp.platforms.base import Runtime, TrafficRouter
+from zdp.platforms.base import HealthProbe, Runtime, TrafficRouter
+from zdp.platforms.traffic_guard import (
+    probe_where_it_matters,
+    read_slots,
+    refusal,
+    restore_split,
+)
 
 
 class TrafficActivities:
-    def __init__(self, router: TrafficRouter, runtime: Runtime | None = None) -> None:
+    def __init__(
+        self, router: TrafficRouter, runtime: Runtime, probe: HealthProbe | None = None
+    ) -> None:
         self.router = router
         self.runtime = runtime
+        self.probe = probe  # None: a slot that runs a version with endpoints counts as ready
 
     @activity.defn
     async def set_weights(self, request: WeightsInput) -> dict[str, int]:
-        """Apply the split and confirm it by reading it back (idempotent)."""
+        """Apply the split and confirm it by reading it back (idempotent).
+
+        Refused (ApplicationError, nothing applied): a slot to hold weight where nothing runs
+        (`EmptySlot`, not retried), or a slot newly taking traffic that answers no readiness
+        probe (`SlotNotReady`, retried). With `restore`, the split is the one to return to, and
+        the result says what was applied: see `restore_split`.
+        """
+        app = request.app
         try:
-            applied = await self.router.set_weights(request.app, request.weights)
+            current = await self.router.get_weights(app)
+            slots = await read_slots(self.runtime, None, app, [*request.weights, *current])
+            wanted = dict(request.weights)
+            if request.restore:
+                target = restore_split(request.weights, current, slots)
+                if target is None:  # nowhere better to go: traffic stays as it is
+                    return {**{slot: 0 for slot in request.weights}, **current}
+                wanted = target
+            slots = await probe_where_it_matters(
+                self.runtime, self.probe, app, wanted, current, slots
+            )
+            refused = refusal(app, wanted, current, slots)
+            if refused is not None:
+                raise ApplicationError(
+                    refused.message, type=refused.kind, non_retryable=not refused.retryable
+                )
+            applied = await self.router.set_weights(app, wanted)
         except ZdpError as err:
             raise to_application_error(err) from None
-        wanted = {s: w for s, w in request.weights.items() if w}
-        if {s: w for s, w in applied.items() if w} != wanted:
+        if _nonzero(applied) != _nonzero(wanted):
             raise to_application_error(
-                PlatformError(f"router applied {applied}, not the requested {request.weights}")
+                PlatformError(f"router applied {applied}, not the requested {wanted}")
             )
         return applied
 
@@ -38,8 +76,6 @@ class TrafficActivities:
         """
         try:
             weights = await self.router.get_weights(app)
-            if self.runtime is None:
-                return weights
             return {
                 slot: w
                 for slot, w in weights.items()
@@ -47,3 +83,7 @@ class TrafficActivities:
             }
         except ZdpError as err:
             raise to_application_error(err) from None
+
+
+def _nonzero(weights: dict[str, int]) -> dict[str, int]:
+    return {slot: w for slot, w in weights.items() if w}

@@ -66,7 +66,7 @@ def activities_for(
     release = ReleaseActivities(trusted_keys_dir, config)
     risk = RiskActivities(config, platform.runtime, platform.router, platform.app_query)
     runtime = RuntimeActivities(platform.runtime)
-    traffic = TrafficActivities(platform.router, platform.runtime)
+    traffic = TrafficActivities(platform.router, platform.runtime, platform.probe)
     health = HealthActivities(platform.runtime, platform.probe, platform.router)
     compliance = ComplianceActivities(home)
     notify = NotifyActivities(notifier)

@@ -4,6 +4,11 @@ A compensation is registered only after the step it undoes has run. On rollback,
 restored first (users stop seeing the new version before anything else happens), then the rest
 run newest first. Each retries until it succeeds: a rollback that gives up leaves the system
 half-changed, which is worse than a slow one.
+
+A traffic compensation made with `restore` names what served before the deployment, not a split
+to force: the set_weights activity routes back to the part of it that still runs, and when none
+does (a first deployment, or the previous version is gone), it leaves traffic where a version
+runs. `run()` returns the split as applied, which is what the timeline records.
 """
 
 from __future__ import annotations
@@ -37,11 +42,22 @@ class Compensation:
     weights: dict[str, int] = field(default_factory=dict)
     slot: str = ""
     version: str | None = None
+    restore: bool = False
 
     @classmethod
     def traffic(cls, app: str, weights: dict[str, int]) -> Compensation:
-        text = " ".join(f"{s}={w}%" for s, w in sorted(weights.items()))
-        return cls("traffic", app, f"traffic restored: {text}", weights=dict(weights))
+        return cls("traffic", app, f"traffic restored: {_text(weights)}", weights=dict(weights))
+
+    @classmethod
+    def restore_traffic(cls, app: str, before: dict[str, int]) -> Compensation:
+        """Back to `before` (what served before; the deployment's slots at 0), as far as it runs."""
+        served = {s: w for s, w in before.items() if w}
+        description = (
+            f"traffic back to what served before ({_text(served)})"
+            if served
+            else "nothing served before: traffic stays where a version runs"
+        )
+        return cls("traffic", app, description, weights=dict(before), restore=True)
 
     @classmethod
     def retire(cls, app: str, slot: str, version: str | None) -> Compensation:
@@ -54,11 +70,12 @@ class Compensation:
             return {"weights": dict(self.weights)}
         return {"slot": self.slot, "version": self.version}
 
-    async def run(self) -> None:
+    async def run(self) -> dict[str, int] | None:
+        """Run it; a traffic compensation returns the split as applied."""
         if self.kind == "traffic":
-            await workflow.execute_activity_method(
+            return await workflow.execute_activity_method(
                 TrafficActivities.set_weights,
-                WeightsInput(app=self.app, weights=self.weights),
+                WeightsInput(app=self.app, weights=self.weights, restore=self.restore),
                 start_to_close_timeout=timedelta(seconds=30),
                 retry_policy=COMPENSATION_RETRY,
                 summary="rollback: " + self.description,
@@ -72,6 +89,7 @@ class Compensation:
                 retry_policy=COMPENSATION_RETRY,
                 summary="rollback: " + self.description,
             )
+            return None
 
 
 class CompensationStack:
@@ -97,3 +115,7 @@ class CompensationStack:
         return [c for c in newest_first if c.kind == "traffic"] + [
             c for c in newest_first if c.kind != "traffic"
         ]
+
+
+def _text(weights: dict[str, int]) -> str:
+    return " ".join(f"{s}={w}%" for s, w in sorted(weights.items())) or "no route"

@@ -75,6 +75,9 @@ GATE_HEARTBEAT = timedelta(seconds=5)
 PAUSE_WHEN_BASELINE_DEGRADES = "pause-when-baseline-degrades"
 AUDIT_AND_EVIDENCE = "audit-log-and-evidence-bundle"
 NOTIFICATIONS = "notifications"
+# A rollback returns traffic to what served before the deployment, as far as it still runs, and
+# never routes users to nothing; see _roll_back.
+ROLLBACK_NEVER_ROUTES_TO_NOTHING = "rollback-never-routes-to-nothing"
 NOTIFY_RETRY = RetryPolicy(initial_interval=timedelta(milliseconds=500), maximum_attempts=3)
 # Evidence must not be lost: the audit and sealing activities retry until they succeed, as
 # compensations do; a failing one shows in the Temporal UI with its cause.
@@ -104,6 +107,10 @@ class DeploymentWorkflow:
         self.slots: dict[str, str] = {}
         self.audited = 0  # timeline events already in the audit log
         self.report: RiskReport | None = None
+        # What served before this deployment (get_weights at provision: slots with weight and a
+        # running version), and whether this run plans and rolls back traffic from it.
+        self.before: dict[str, int] = {}
+        self.guarded = False
 
     # ------------------------------------------------------------------ the runbook
 
@@ -269,7 +276,9 @@ class DeploymentWorkflow:
             retry_policy=FORWARD_RETRY,
             summary="read the current traffic split",
         )
-        self.slots = _plan_slots(self.request.strategy, current)
+        self.guarded = workflow.patched(ROLLBACK_NEVER_ROUTES_TO_NOTHING)
+        self.before = {slot: weight for slot, weight in current.items() if weight > 0}
+        self.slots = _plan_slots(self.request.strategy, current, any_serving_slot=self.guarded)
         self.state.weights = current
         new_slot = self.slots["new"]
         deployed: Deployed = await workflow.execute_activity_method(
@@ -348,7 +357,8 @@ class DeploymentWorkflow:
                 self._check_abort()
             self.undo.clear()
             if old is not None:
-                await self._retire(old, "previous colour retired")
+                what = "colour" if old in ("blue", "green") else f"version ({old})"
+                await self._retire(old, f"previous {what} retired")
             return
         # Canary: as Flagger promotes its primary. The canary holds 100% while the stable
         # slot is rebuilt on the new version; from here the safe state is the canary, not
@@ -370,6 +380,12 @@ class DeploymentWorkflow:
         await self._set_traffic({"stable": 100, "canary": 0}, register_undo=False)
         self.undo.clear()
         await self._retire("canary", "canary slot emptied")
+        if self.guarded:
+            # An app that served from another slot (a colour, after blue-green deployments) now
+            # serves from stable: the version that served before is retired like an old stable.
+            for slot in self.before:
+                if slot not in ("stable", "canary"):
+                    await self._retire(slot, "the version that served before is retired")
 
     # ------------------------------------------------------------------ building blocks
 
@@ -390,11 +406,19 @@ class DeploymentWorkflow:
             data={"weights": applied, "previous": previous},
         )
         if register_undo and not self.undo.has_traffic():
-            self.undo.push(Compensation.traffic(self.request.app, self._safe_weights()))
+            if self.guarded:
+                # What served before, not an assumed slot; the deployment's own slots go to 0.
+                before = {**{slot: 0 for slot in weights}, self.slots["new"]: 0, **self.before}
+                self.undo.push(Compensation.restore_traffic(self.request.app, before))
+            else:
+                self.undo.push(Compensation.traffic(self.request.app, self._safe_weights()))
         self._refresh_details()
 
     def _safe_weights(self) -> dict[str, int]:
-        """The split to restore on rollback: all traffic to the version that served before."""
+        """Before ROLLBACK_NEVER_ROUTES_TO_NOTHING: the split assumed to have served before.
+
+        Kept for histories recorded before it: on a first deployment it named a slot where
+        nothing ran."""
         new, old = self.slots["new"], self.slots.get("old")
         if self.request.strategy is Strategy.canary:
             return {"stable": 100, "canary": 0}
@@ -443,6 +467,9 @@ class DeploymentWorkflow:
                 baseline_slot=self.slots.get("old"),
                 environment=self.request.environment,
                 risk_level=report.assessment.level,
+                policy=report.decision.gate_policy,
+                weight=self.state.weights.get(slot, 0),
+                baseline_weight=self.state.weights.get(self.slots.get("old") or "", 0),
             ),
             start_to_close_timeout=timedelta(seconds=2 * bake + 120),
             heartbeat_timeout=GATE_HEARTBEAT,
@@ -509,18 +536,136 @@ class DeploymentWorkflow:
                 outcome = Outcome.failed
             return await self._finish(outcome, cause)
         self._enter(Phase.rollback, cause)
+        if self.guarded:
+            cause = await self._compensate(cause)
+        else:
+            for step in self.undo.in_rollback_order():
+                await step.run()
+                if step.kind == "traffic":
+                    self.state.weights = dict(step.weights)
+                self.state.record(
+                    workflow.now(),
+                    "compensated",
+                    step.description,
+                    data={"kind": step.kind, **step.data()},
+                )
+        self.undo.clear()
+        return await self._finish(outcome, cause)
+
+    async def _compensate(self, cause: str) -> str:
+        """The compensations, never routing users to nothing; returns the cause, with what a
+        rollback could not do when there was no previous version to return to.
+
+        Traffic goes back to what served before, as far as it still runs (the set_weights
+        activity decides, from what runs now). When nothing of it runs (a first deployment, or
+        the previous version is gone), traffic stays where a version runs, and a version that
+        still takes traffic is not retired: retiring it would route its users to nothing.
+        """
+        notes: list[str] = []
+        if not self.undo.has_traffic() and not self.before:
+            notes.append(
+                "no previous version to return to: nothing served before this deployment, and "
+                "no traffic was moved"
+            )
+            self.state.record(
+                workflow.now(),
+                "no_previous_version",
+                f"{notes[-1]}; the failed version is retired and nothing serves the app, as before",
+                data={"before": {}},
+            )
         for step in self.undo.in_rollback_order():
-            await step.run()
             if step.kind == "traffic":
-                self.state.weights = dict(step.weights)
+                try:
+                    applied = await step.run()
+                except ActivityError as err:  # refused by the traffic guard: nothing changed
+                    notes.append(
+                        f"traffic not moved ({_activity_cause(err)}); it stays "
+                        f"{_weights_text(self.state.weights)}"
+                    )
+                    self.state.record(
+                        workflow.now(),
+                        "compensation_refused",
+                        f"{step.description}: refused: {notes[-1]}",
+                        data={"kind": "traffic", "weights": dict(self.state.weights)},
+                    )
+                    continue
+                self.state.weights = dict(applied if applied is not None else step.weights)
+                if not step.restore:
+                    self.state.record(
+                        workflow.now(),
+                        "compensated",
+                        step.description,
+                        data={"kind": step.kind, **step.data()},
+                    )
+                elif self._returned(self.state.weights):
+                    self.state.record(
+                        workflow.now(),
+                        "compensated",
+                        self._restored_text(self.state.weights),
+                        data={"kind": "traffic", "weights": dict(self.state.weights)},
+                    )
+                else:
+                    notes.append(f"no previous version to return to: {self._left_text()}")
+                    self.state.record(
+                        workflow.now(),
+                        "no_previous_version",
+                        f"{notes[-1]}; moving it would route users to nothing",
+                        data={"weights": dict(self.state.weights), "before": dict(self.before)},
+                    )
+                continue
+            held = self.state.weights.get(step.slot, 0)
+            if held > 0:
+                self.state.record(
+                    workflow.now(),
+                    "not_retired",
+                    f"version {step.version} not retired from slot {step.slot}: it still takes "
+                    f"{held}% of the traffic, and retiring it would route those users to "
+                    "nothing. Deploy a fixed release, or retire it by hand",
+                    data={
+                        "slot": step.slot,
+                        "version": step.version,
+                        "weights": dict(self.state.weights),
+                    },
+                )
+                continue
+            await step.run()
             self.state.record(
                 workflow.now(),
                 "compensated",
                 step.description,
                 data={"kind": step.kind, **step.data()},
             )
-        self.undo.clear()
-        return await self._finish(outcome, cause)
+        return "; ".join([cause, *notes])
+
+    def _returned(self, applied: dict[str, int]) -> bool:
+        """Whether all traffic is back on slots that served before."""
+        held = [slot for slot, weight in applied.items() if weight > 0]
+        return bool(held) and all(slot in self.before for slot in held)
+
+    def _restored_text(self, applied: dict[str, int]) -> str:
+        text = " ".join(f"{s}={w}%" for s, w in sorted(applied.items()))
+        gone = sorted(s for s in self.before if applied.get(s, 0) == 0)
+        if gone:
+            text += f" ({', '.join(gone)}, which served before, no longer runs)"
+        return f"traffic restored: {text}"
+
+    def _left_text(self) -> str:
+        """Where traffic was left, and why there was no previous version to return to."""
+        applied = self.state.weights
+        if self.before:
+            why = f"what served before ({_weights_text(self.before)}) no longer runs"
+        else:
+            why = "nothing served before this deployment"
+        held = {slot: weight for slot, weight in applied.items() if weight > 0}
+        if not held:
+            return f"{why}, and no slot takes traffic"
+        where = ", ".join(
+            f"{slot} ({weight}%"
+            + (f", this release {self.state.version}" if slot == self.slots.get("new") else "")
+            + ")"
+            for slot, weight in sorted(held.items())
+        )
+        return f"{why}; traffic left on {where}"
 
     async def _finish(self, outcome: Outcome, cause: str | None) -> DeploymentResult:
         self.state.outcome = outcome
@@ -779,12 +924,23 @@ class DeploymentWorkflow:
             raise ApplicationError(refusal, type="Refused", non_retryable=True)
 
 
-def _plan_slots(strategy: Strategy, current: dict[str, int]) -> dict[str, str]:
-    """Which slot the new version goes to, and which one serves now (None on first deploy)."""
+def _plan_slots(
+    strategy: Strategy, current: dict[str, int], any_serving_slot: bool = False
+) -> dict[str, str]:
+    """Which slot the new version goes to, and which one serves now (None on first deploy).
+
+    `current` holds the slots that serve (weight and a running version). With
+    `any_serving_slot` (ROLLBACK_NEVER_ROUTES_TO_NOTHING), a blue-green deployment of an app
+    that serves from another slot (stable, after canary deployments) takes that slot as the
+    old one: it is the baseline, the switch takes its traffic and promotion retires it.
+    """
     if strategy is Strategy.canary:
         return {"new": "canary", "old": "stable"} if current.get("stable") else {"new": "canary"}
     live = max(("blue", "green"), key=lambda c: current.get(c, 0))
     if current.get(live, 0) == 0:
+        serving = sorted((s for s, w in current.items() if w > 0), key=lambda s: -current[s])
+        if any_serving_slot and serving:
+            return {"new": "blue", "old": serving[0]}
         return {"new": "blue"}
     return {"new": _other_colour(live), "old": live}
 

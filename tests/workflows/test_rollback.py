@@ -1,8 +1,13 @@
-"""Failed gate, abort, failing router: traffic is restored first, then the version retired."""
+"""Failed gate, abort, failing router: traffic is restored first, then the version retired.
+
+A rollback returns traffic to what served before the deployment and never routes users to a
+slot where nothing runs, also when there is no previous version to return to.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import json
 
 import pytest
 
@@ -122,3 +127,135 @@ async def test_dead_canary_endpoint_opens_its_breaker_and_the_timeline_says_whic
     assert kinds.index("breaker") < kinds.index("compensated")
     verdict = [e for e in result.timeline if e.kind == "gate_verdict"][-1]
     assert verdict.data["breaker_transitions"] == [breaker[0].message.split("breaker ", 1)[1]]
+
+
+def _routed_to_nothing(harness: Harness) -> dict[str, int]:
+    """Slots that hold weight while nothing runs in them (must always be empty)."""
+    weights = harness.state.weights.get(APP, {})
+    return {s: w for s, w in weights.items() if w > 0 and (APP, s) not in harness.state.deployed}
+
+
+async def test_rollback_never_routes_to_an_empty_slot(harness: Harness) -> None:
+    # Nothing runs and nothing is routed: webshop has never been deployed.
+    harness.state.deployed.clear()
+    harness.state.weights.clear()
+
+    # 1. The first deployment fails its pre-switch gate: no traffic was ever moved.
+    harness.state.unhealthy_versions.add((APP, "1.0.0"))
+    first = await harness.deploy(harness.request("1.0.0", strategy=Strategy.blue_green))
+
+    assert first.outcome is Outcome.rolled_back
+    assert first.cause and "no previous version to return to" in first.cause
+    assert _routed_to_nothing(harness) == {}
+    assert (APP, "blue") not in harness.state.deployed  # the failed version is retired
+    (event,) = [e for e in first.timeline if e.kind == "no_previous_version"]
+    assert event.message.startswith(
+        "no previous version to return to: nothing served before this deployment"
+    )
+    assert "nothing serves the app, as before" in event.message
+
+    # 2. The next one fails after the switch. Before, the rollback sent 100% to green, where
+    # nothing ran; now traffic stays on blue, where a version runs, and it is not retired.
+    harness.state.fail_at_weight[(APP, "2.0.0")] = 100
+    second = await harness.deploy(harness.request("2.0.0", strategy=Strategy.blue_green))
+
+    assert second.outcome is Outcome.rolled_back
+    assert _routed_to_nothing(harness) == {}
+    assert harness.state.weights[APP] == {"blue": 100, "green": 0}
+    assert harness.state.deployed[(APP, "blue")].version == "2.0.0"
+    assert second.cause and second.cause.startswith("health gate fail")
+    assert (
+        "no previous version to return to: nothing served before this deployment; traffic "
+        "left on blue (100%, this release 2.0.0)"
+    ) in second.cause
+    kinds = [e.kind for e in second.timeline]
+    assert kinds.index("no_previous_version") < kinds.index("not_retired")
+    assert "compensated" not in kinds  # nothing was moved or retired
+    kept = next(e for e in second.timeline if e.kind == "not_retired")
+    assert kept.message.startswith("version 2.0.0 not retired from slot blue")
+    # Every weight change named only slots where a version ran.
+    assert [d for op, d in harness.state.ops(APP) if op == "weights"] == ["blue=100,green=0"]
+
+
+async def test_failed_first_canary_keeps_traffic_on_the_only_running_version(
+    harness: Harness,
+) -> None:
+    harness.state.deployed.clear()
+    harness.state.weights.clear()
+    harness.state.fail_at_weight[(APP, "1.0.0")] = 100  # passes the pre-traffic gate only
+    result = await harness.deploy(harness.request("1.0.0"))
+
+    assert result.outcome is Outcome.rolled_back
+    assert _routed_to_nothing(harness) == {}
+    assert harness.state.weights[APP] == {"canary": 100, "stable": 0}
+    assert harness.state.deployed[(APP, "canary")].version == "1.0.0"
+    assert result.cause and "no previous version to return to" in result.cause
+
+
+async def test_blue_green_failure_of_an_app_serving_from_stable_returns_traffic_to_stable(
+    harness: Harness,
+) -> None:
+    # Deployed by canary so far: 1.0.0 serves from stable, nothing runs in blue or green.
+    del harness.state.deployed[(APP, "blue")]
+    harness.state.fail_at_weight[(APP, "2.0.0")] = 100
+    result = await harness.deploy(harness.request("2.0.0", strategy=Strategy.blue_green))
+
+    assert result.outcome is Outcome.rolled_back
+    assert result.cause and "no previous version" not in result.cause
+    assert {s: w for s, w in harness.state.weights[APP].items() if w} == {"stable": 100}
+    assert _routed_to_nothing(harness) == {}
+    assert harness.state.deployed[(APP, "stable")].version == "1.0.0"
+    assert (APP, "blue") not in harness.state.deployed
+    restored = [e for e in result.timeline if e.kind == "compensated" and "weights" in e.data]
+    assert restored and restored[0].message == "traffic restored: blue=0% stable=100%"
+    # The gates compared blue with stable, the version that served.
+    history = await harness.started[-1].fetch_history()
+    gates = [
+        json.loads(e.activity_task_scheduled_event_attributes.input.payloads[0].data)
+        for e in history.events
+        if e.HasField("activity_task_scheduled_event_attributes")
+        and e.activity_task_scheduled_event_attributes.activity_type.name == "run_health_gate"
+    ]
+    assert [g["baseline_slot"] for g in gates] == ["stable", "stable"]
+
+
+async def test_blue_green_promotion_of_an_app_serving_from_stable_retires_stable(
+    harness: Harness,
+) -> None:
+    del harness.state.deployed[(APP, "blue")]
+    result = await harness.deploy(harness.request("2.0.0", strategy=Strategy.blue_green))
+
+    assert result.outcome is Outcome.promoted, result.cause
+    assert harness.state.weights[APP] == {"blue": 100, "stable": 0}
+    assert harness.state.deployed[(APP, "blue")].version == "2.0.0"
+    assert (APP, "stable") not in harness.state.deployed
+
+
+async def test_canary_failure_of_an_app_serving_from_a_colour_returns_traffic_to_it(
+    harness: Harness,
+) -> None:
+    # Deployed by blue-green so far: 1.0.0 serves from blue, nothing runs in stable.
+    del harness.state.deployed[(APP, "stable")]
+    harness.state.weights[APP] = {"blue": 100, "green": 0}
+    harness.state.fail_at_weight[(APP, "2.0.0")] = 100
+    result = await harness.deploy(harness.request("2.0.0"))
+
+    assert result.outcome is Outcome.rolled_back
+    assert {s: w for s, w in harness.state.weights[APP].items() if w} == {"blue": 100}
+    assert _routed_to_nothing(harness) == {}
+    assert harness.state.deployed[(APP, "blue")].version == "1.0.0"
+    assert (APP, "canary") not in harness.state.deployed
+
+
+async def test_canary_promotion_of_an_app_serving_from_a_colour_retires_the_colour(
+    harness: Harness,
+) -> None:
+    del harness.state.deployed[(APP, "stable")]
+    harness.state.weights[APP] = {"blue": 100, "green": 0}
+    result = await harness.deploy(harness.request("2.0.0"))
+
+    assert result.outcome is Outcome.promoted, result.cause
+    assert harness.state.weights[APP] == {"canary": 0, "stable": 100}
+    assert harness.state.deployed[(APP, "stable")].version == "2.0.0"
+    assert (APP, "blue") not in harness.state.deployed
+    assert (APP, "canary") not in harness.state.deployed
