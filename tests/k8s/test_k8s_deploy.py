@@ -183,16 +183,16 @@ async def test_zdp_deploy_on_kubernetes_promotes_a_good_release_and_rolls_back_a
     assert await on_kubernetes.router.get_weights("webshop") == {"stable": 100}
     assert "traffic canary=5% stable=95%" in err
 
-    # 2. A bad release fails its first gate: traffic goes back first, then the canary goes.
+    # 2. A bad release (every answer 503, readiness too) never takes traffic: the traffic
+    # guard refuses its first weight, and the canary goes.
     mark = cluster.mark()
     code, result, err = await zdp_deploy(kit, "3.0.0", tmp_path, temporal_env, k8s_env)
     assert code == 10, err
     assert result["outcome"] == "rolled_back", err
-    assert "health gate fail" in (result["cause"] or ""), result["cause"]
-    assert applied_splits(cluster, mark) == [
-        [("webshop-stable", 99), ("webshop-canary", 1)],
-        [("webshop-stable", 100)],  # restored
-    ]
+    cause = result["cause"] or ""
+    assert "refusing to route 1% of webshop to slot canary" in cause, cause
+    assert "none of its 2 endpoint(s) answers readiness (HTTP 503)" in cause, cause
+    assert applied_splits(cluster, mark) == []
     assert route_backends(cluster) == [("webshop-stable", 100)]
     assert running_version(cluster, "stable") == "2.0.0"
     assert running_version(cluster, "canary") is None

@@ -33,6 +33,7 @@ class Timing:
 
     ms: float
     censored: bool = False
+    at: float = 0.0  # when it was sent (seconds, any monotonic origin)
 
 
 def compare_slowness(
@@ -44,6 +45,7 @@ def compare_slowness(
     alpha: float = 0.01,
     max_slowdown_ms: float = 20.0,
     max_slowdown_ratio: float = 1.2,
+    min_span_seconds: float = 0.0,
 ) -> Comparison:
     """Is the new slot slow where its baseline, measured the same way at the same moment, is not?
 
@@ -53,7 +55,9 @@ def compare_slowness(
     `min_slow` new answers are slow, at least half of the known ones are, and a one-sided Fisher
     exact test says the new slot's share of slow answers is above the baseline's (p < alpha);
     or, for a slot that just turned slow (a hang), when its latest `min_slow` known answers are
-    all slow and the same test holds. A busy machine slows both sides alike, so it does not fail
+    all slow and the same test holds. Either way the slow answers must have been sent over at
+    least `min_span_seconds`: a moment's hiccup (a cold connection, a new process's first
+    requests) is not a slow release. A busy machine slows both sides alike, so it does not fail
     the release.
     """
     evidence: dict[str, float] = {"new_n": float(len(new)), "baseline_n": float(len(baseline))}
@@ -96,8 +100,11 @@ def compare_slowness(
         f"{slow_new} of {known_new} new vs {slow_base} of {known_base} baseline answers slower "
         f"than {threshold:.1f} ms (baseline median {median:.1f} ms), p={p_value:.2g}"
     )
+    slow_at = [t.at for t in known(new) if t.ms > threshold]
+    lasting = bool(slow_at) and max(slow_at) - min(slow_at) >= min_span_seconds
+    evidence["new_slow_span_s"] = round(max(slow_at) - min(slow_at), 3) if slow_at else 0.0
     mostly_slow = slow_new >= min_slow and 2 * slow_new >= known_new
-    if (mostly_slow or turned_slow) and p_value < alpha:
+    if (mostly_slow or turned_slow) and lasting and p_value < alpha:
         return Comparison(
             GateResult.failed,
             f"slowness.{what}",

@@ -58,8 +58,8 @@ class _Timed:
         if self.error:
             return None
         if self.ms is None:
-            return Timing((now - self.sent_at) * 1000, censored=True)
-        return Timing(self.ms, censored=self.timed_out)
+            return Timing((now - self.sent_at) * 1000, censored=True, at=self.sent_at)
+        return Timing(self.ms, censored=self.timed_out, at=self.sent_at)
 
 
 @dataclass
@@ -426,6 +426,7 @@ class GateEngine:
                 alpha=lat.alpha,
                 max_slowdown_ms=lat.max_slowdown_ms,
                 max_slowdown_ratio=lat.max_slowdown_ratio,
+                min_span_seconds=lat.min_span_seconds,
             )
 
         own = (

@@ -82,7 +82,8 @@ class LatencyAnalysis(BaseModel, extra="forbid"):
     plus `max_slowdown_ms` and `max_slowdown_ratio` times that median; one still in flight (or
     timed out) past that threshold is slow already (a censored sample). The new slot fails when
     at least `min_slow` of its recent samples are slow, at least half of them are, and a
-    one-sided Fisher exact test against the baseline's share gives p < `alpha`.
+    one-sided Fisher exact test against the baseline's share gives p < `alpha`; and the slow
+    answers were sent over at least `min_span_seconds`.
     """
 
     min_samples: int = Field(default=20, ge=3)
@@ -91,6 +92,8 @@ class LatencyAnalysis(BaseModel, extra="forbid"):
     max_slowdown_ratio: float = Field(default=1.2, ge=1.0)
     min_slow: int = Field(default=6, ge=1)
     window_seconds: float = Field(default=0.5, gt=0.0)
+    # The slow answers must have been sent over at least this long: not a moment's hiccup.
+    min_span_seconds: float = Field(default=0.1, ge=0.0)
 
 
 class ErrorAnalysis(BaseModel, extra="forbid"):
