@@ -74,6 +74,8 @@ class _Side:
     baseline_counts: tuple[int, int] | None = None
     # (monotonic time, requests, failures) as the router counted them at each tick.
     traffic: deque[tuple[float, int, int]] = field(default_factory=deque)
+    # Set when a sampled request fails: the gate judges at once instead of at its next tick.
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
 
     def recent(self, which: Iterable[_Timed], now: float, window: float) -> list[Timing]:
         timings = (t.timing(now) for t in which if t.sent_at >= now - window)
@@ -140,6 +142,8 @@ class LatencySampler:
         timed.ms = (time.monotonic() - timed.sent_at) * 1000
         timed.error = error is not None and not timed.timed_out
         side.samples_answered += 1
+        if timed.error:
+            side.wake.set()
         side.evaluator.add(
             [
                 ProbeResult(
@@ -302,7 +306,7 @@ class GateEngine:
                     return verdict
                 for side in filter(None, (*sides, reference)):
                     side.trim(now, window)
-                await asyncio.sleep(max(0.0, interval - (time.monotonic() - tick)))
+                await _until_tick_or_error(new.wake, interval - (time.monotonic() - tick))
         finally:
             for task in tasks:
                 task.cancel()
@@ -498,6 +502,14 @@ class GateEngine:
             tolerance=policy.diagnosis_tolerance,
             floor_error_ratio=max(budget, 0.01) + 1e-9,
         )
+
+
+async def _until_tick_or_error(wake: asyncio.Event, seconds: float) -> None:
+    """Sleep until the next tick, or until a sampled request to the new slot fails."""
+    if seconds > 0 and not wake.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(wake.wait(), seconds)
+    wake.clear()
 
 
 def _probe_timing(sent_at: float, result: ProbeResult, policy: GatePolicy) -> _Timed:
