@@ -120,6 +120,9 @@ class Stack:
             "--ui-port", str(temporal_port() + 1000),
             "--db-filename", str(self.home / "temporal.db"),
             "--log-level", "warn",
+            # A compensation scheduled by the workflow runs on the same worker at once, without
+            # a round trip through the task queue: rollback is on the containment clock.
+            "--dynamic-config-value", "system.enableActivityEagerExecution=true",
         ]  # fmt: skip
         for key in SEARCH_ATTRIBUTES:
             kind = "Int" if key.indexed_value_type.name == "INT" else "Keyword"

@@ -148,6 +148,29 @@ async def test_a_pass_says_why_it_passed_below_min_failures() -> None:
     assert "fewer than min_failures 3" in reason
 
 
+class _DyingRuntime(_Runtime):
+    """The canary's process dies after a few ticks: the runtime lists its endpoint no more."""
+
+    def __init__(self, endpoints: dict[str, list[str]], lives: int) -> None:
+        super().__init__(endpoints)
+        self.lives = lives
+
+    async def endpoints(self, app: str, slot: str) -> list[str]:
+        if slot == "canary":
+            self.lives -= 1
+            if self.lives < 0:
+                return []
+        return await super().endpoints(app, slot)
+
+
+async def test_a_crashed_slot_whose_endpoints_vanish_fails_instead_of_going_quiet() -> None:
+    runtime = _DyingRuntime({"canary": ["c"], "stable": ["s"]}, lives=20)
+    engine = GateEngine(runtime, _Probe({"c": ["ok"], "s": ["ok"]}))  # type: ignore[arg-type]
+    verdict = await asyncio.wait_for(engine.run(_input(bake=30, weight=0)), timeout=30)
+    assert verdict.result is GateResult.failed
+    assert "(first: c: no longer running)" in verdict.reason
+
+
 # --------------------------------------------------------------------------- real traffic
 
 

@@ -7,6 +7,7 @@ release. Every result carries the numbers that decided it. Nothing here does I/O
 
 from __future__ import annotations
 
+import math
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -49,9 +50,11 @@ def compare_slowness(
 ) -> Comparison:
     """Is the new slot slow where its baseline, measured the same way at the same moment, is not?
 
-    An answer is slow when it took longer than the baseline's median plus `max_slowdown_ms`
-    and `max_slowdown_ratio` times that median. A censored timing counts as slow once it is past
-    that threshold and is left out while it is not (its outcome is unknown). Fails when at least
+    An answer is slow when it took longer than the baseline's p90 plus `max_slowdown_ms`, and
+    longer than `max_slowdown_ratio` times the baseline's median: the new slot must be slower
+    than even the baseline's own spikes, which a busy machine raises on both sides. A censored
+    timing counts as slow once it is past that threshold and is left out while it is not (its
+    outcome is unknown). Fails when at least
     `min_slow` new answers are slow, at least half of the known ones are, and a one-sided Fisher
     exact test says the new slot's share of slow answers is above the baseline's (p < alpha);
     or, for a slot that just turned slow (a hang), when its latest `min_slow` known answers are
@@ -69,8 +72,10 @@ def compare_slowness(
             f"need {min_slow} each)",
             evidence,
         )
-    median = float(statistics.median(t.ms for t in baseline))
-    threshold = max(median + max_slowdown_ms, median * max_slowdown_ratio)
+    ordered = sorted(t.ms for t in baseline)
+    median = float(statistics.median(ordered))
+    p90 = ordered[max(0, math.ceil(0.9 * len(ordered)) - 1)]
+    threshold = max(p90 + max_slowdown_ms, median * max_slowdown_ratio)
 
     def known(timings: Sequence[Timing]) -> list[Timing]:
         return [t for t in timings if not t.censored or t.ms > threshold]
@@ -90,6 +95,7 @@ def compare_slowness(
     evidence |= {
         "threshold_ms": round(threshold, 3),
         "baseline_median_ms": round(median, 3),
+        "baseline_p90_ms": round(p90, 3),
         "new_slow": float(slow_new),
         "new_known": float(known_new),
         "baseline_slow": float(slow_base),
@@ -98,7 +104,8 @@ def compare_slowness(
     }
     numbers = (
         f"{slow_new} of {known_new} new vs {slow_base} of {known_base} baseline answers slower "
-        f"than {threshold:.1f} ms (baseline median {median:.1f} ms), p={p_value:.2g}"
+        f"than {threshold:.1f} ms (baseline median {median:.1f} ms, p90 {p90:.1f} ms), "
+        f"p={p_value:.2g}"
     )
     slow_at = [t.at for t in known(new) if t.ms > threshold]
     lasting = bool(slow_at) and max(slow_at) - min(slow_at) >= min_span_seconds

@@ -42,6 +42,9 @@ from zdp.platforms.base import HealthProbe, Runtime, TrafficRouter, TrafficStats
 Progress = Callable[[dict[str, float]], None]
 # How long a sampled request may take before it is given up (it counts as slow all along).
 SAMPLE_CEILING_S = 2.0
+# How often the gate judges what it has, between probe sweeps: a hung slot's requests turn
+# slow while in flight, and every tick of delay is on the containment clock.
+JUDGE_EVERY_S = 0.025
 
 
 @dataclass
@@ -76,6 +79,18 @@ class _Side:
     traffic: deque[tuple[float, int, int]] = field(default_factory=deque)
     # Set when a sampled request fails: the gate judges at once instead of at its next tick.
     wake: asyncio.Event = field(default_factory=asyncio.Event)
+    # Every endpoint the runtime listed for the slot during this gate.
+    seen: set[str] = field(default_factory=set)
+
+    def vanished(self, current: list[str]) -> list[ProbeResult]:
+        """An endpoint the runtime listed before and lists no more (its process died) is an
+        error at every tick until the gate ends: a crash must not look like silence."""
+        gone = sorted(self.seen.difference(current))
+        self.seen.update(current)
+        return [
+            ProbeResult(endpoint=e, ok=False, latency_ms=0.0, error="no longer running")
+            for e in gone
+        ]
 
     def recent(self, which: Iterable[_Timed], now: float, window: float) -> list[Timing]:
         timings = (t.timing(now) for t in which if t.sent_at >= now - window)
@@ -263,13 +278,19 @@ class GateEngine:
         probe_timeout = policy.probe_timeout_ms / 1000
         hard_stop = started + 2 * request.bake_seconds + 5.0
         try:
+            last_sweep = float("-inf")
             while True:
                 tick = time.monotonic()
-                await refresh()
-                for side in sides:
-                    results = await board.sweep(
-                        self.probe, endpoints.get(side.slot, []), timeout=probe_timeout
-                    )
+                # Probes and the router's counters every probe interval; the judge (in-flight
+                # samples turning slow, sampled errors) at least every JUDGE_EVERY_S.
+                swept = tick - last_sweep >= interval * 0.9
+                if swept:
+                    last_sweep = tick
+                    await refresh()
+                for side in sides if swept else []:
+                    current = endpoints.get(side.slot, [])
+                    results = await board.sweep(self.probe, current, timeout=probe_timeout)
+                    results += side.vanished(current)
                     side.evaluator.add(results)
                     side.probes.extend(_probe_timing(tick, r, policy) for r in results)
                     if self.cache is not None:
@@ -306,7 +327,8 @@ class GateEngine:
                     return verdict
                 for side in filter(None, (*sides, reference)):
                     side.trim(now, window)
-                await _until_tick_or_error(new.wake, interval - (time.monotonic() - tick))
+                pause = min(interval, JUDGE_EVERY_S) - (time.monotonic() - tick)
+                await _until_tick_or_error(new.wake, pause)
         finally:
             for task in tasks:
                 task.cancel()

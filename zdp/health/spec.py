@@ -78,8 +78,8 @@ class MetricTemplate(BaseModel, extra="forbid"):
 class LatencyAnalysis(BaseModel, extra="forbid"):
     """Slowness of the new slot against its baseline, measured the same way at the same moment.
 
-    A sampled request or a probe is *slow* when it took longer than the baseline's recent median
-    plus `max_slowdown_ms` and `max_slowdown_ratio` times that median; one still in flight (or
+    A sampled request or a probe is *slow* when it took longer than the baseline's recent p90
+    plus `max_slowdown_ms` and than `max_slowdown_ratio` times its median; one still in flight (or
     timed out) past that threshold is slow already (a censored sample). The new slot fails when
     at least `min_slow` of its recent samples are slow, at least half of them are, and a
     one-sided Fisher exact test against the baseline's share gives p < `alpha`; and the slow
