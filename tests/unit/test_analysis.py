@@ -107,6 +107,13 @@ def test_error_burst_on_canary_alone_fails() -> None:
     assert "20/100" in result.reason
 
 
+def test_fewer_canary_failures_than_min_failures_pass_and_say_so() -> None:
+    result = compare_errors(136, 2, 400, 0, min_failures=3)
+    assert result.result is GateResult.passed
+    assert "fewer than min_failures 3" in result.reason
+    assert compare_errors(136, 3, 400, 0, min_failures=3).result is GateResult.failed
+
+
 def test_errors_within_budget_pass() -> None:
     assert compare_errors(1000, 5, 1000, 0).result is GateResult.passed
 

@@ -135,8 +135,10 @@ def compare_errors(
     min_requests: int = 10,
     max_error_ratio: float = 0.01,
     max_ratio_to_stable: float = 2.0,
+    min_failures: int = 1,
 ) -> Comparison:
-    """Does the canary fail more than its budget AND clearly more than stable does?"""
+    """Does the canary fail more than its budget AND clearly more than stable does, with at
+    least `min_failures` failures (as the error budget asks everywhere)?"""
     canary_ratio = canary_failures / canary_requests if canary_requests else 0.0
     stable_ratio = stable_failures / stable_requests if stable_requests else 0.0
     evidence = {
@@ -160,6 +162,14 @@ def compare_errors(
     )
     over_budget = canary_ratio > max_error_ratio
     over_stable = canary_ratio > max_ratio_to_stable * stable_ratio
+    if over_budget and over_stable and canary_failures < min_failures:
+        return Comparison(
+            GateResult.passed,
+            "errors",
+            f"canary errors are over the {max_error_ratio:.2%} budget but fewer than "
+            f"min_failures {min_failures} ({numbers})",
+            evidence,
+        )
     if over_budget and over_stable:
         return Comparison(
             GateResult.failed,

@@ -476,6 +476,7 @@ class GateEngine:
                 min_requests=policy.errors.min_requests,
                 max_error_ratio=policy.max_error_ratio,
                 max_ratio_to_stable=policy.errors.max_ratio_to_stable,
+                min_failures=policy.min_failures,
             )
         ]
         samples = own
