@@ -77,10 +77,11 @@ class _Side:
     baseline_counts: tuple[int, int] | None = None
     # (monotonic time, requests, failures) as the router counted them at each tick.
     traffic: deque[tuple[float, int, int]] = field(default_factory=deque)
-    # Set when a sampled request fails: the gate judges at once instead of at its next tick.
+    # Set when a sampled request, a probe or a served request fails: the gate judges at once.
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     # Every endpoint the runtime listed for the slot during this gate.
     seen: set[str] = field(default_factory=set)
+    traffic_failures_seen: int = 0
 
     def vanished(self, current: list[str]) -> list[ProbeResult]:
         """An endpoint the runtime listed before and lists no more (its process died) is an
@@ -277,22 +278,21 @@ class GateEngine:
         window = policy.latency.window_seconds
         probe_timeout = policy.probe_timeout_ms / 1000
         hard_stop = started + 2 * request.bake_seconds + 5.0
-        try:
-            last_sweep = float("-inf")
+
+        async def sweep_forever() -> None:
+            """Probes and the router's counters, every probe interval, in their own task: a
+            sweep that waits out a hung endpoint's probe deadline must not delay the judge."""
             while True:
                 tick = time.monotonic()
-                # Probes and the router's counters every probe interval; the judge (in-flight
-                # samples turning slow, sampled errors) at least every JUDGE_EVERY_S.
-                swept = tick - last_sweep >= interval * 0.9
-                if swept:
-                    last_sweep = tick
-                    await refresh()
-                for side in sides if swept else []:
+                await refresh()
+                for side in sides:
                     current = endpoints.get(side.slot, [])
                     results = await board.sweep(self.probe, current, timeout=probe_timeout)
                     results += side.vanished(current)
                     side.evaluator.add(results)
                     side.probes.extend(_probe_timing(tick, r, policy) for r in results)
+                    if any(not r.ok and not r.timed_out for r in results):
+                        side.wake.set()
                     if self.cache is not None:
                         for result in results:
                             with contextlib.suppress(ZdpError):
@@ -303,6 +303,18 @@ class GateEngine:
                         failures = counts[1] - side.baseline_counts[1]
                         side.evaluator.set_traffic(requests, failures)
                         side.traffic.append((time.monotonic(), requests, failures))
+                        if failures > side.traffic_failures_seen:
+                            side.traffic_failures_seen = failures
+                            side.wake.set()
+                await asyncio.sleep(max(0.0, interval - (time.monotonic() - tick)))
+
+        sweeper = asyncio.create_task(sweep_forever())
+        tasks.append(sweeper)
+        try:
+            while True:
+                tick = time.monotonic()
+                if sweeper.done():
+                    sweeper.result()  # a sweep that failed fails the gate's activity (retried)
                 template_results = [
                     await run.step(provider, request.app, request.slot, request.version)
                     for run in templates
@@ -327,7 +339,7 @@ class GateEngine:
                     return verdict
                 for side in filter(None, (*sides, reference)):
                     side.trim(now, window)
-                pause = min(interval, JUDGE_EVERY_S) - (time.monotonic() - tick)
+                pause = JUDGE_EVERY_S - (time.monotonic() - tick)
                 await _until_tick_or_error(new.wake, pause)
         finally:
             for task in tasks:
@@ -528,7 +540,7 @@ class GateEngine:
 
 
 async def _until_tick_or_error(wake: asyncio.Event, seconds: float) -> None:
-    """Sleep until the next tick, or until a sampled request to the new slot fails."""
+    """Sleep until the next tick, or until something the new slot answered fails."""
     if seconds > 0 and not wake.is_set():
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(wake.wait(), seconds)

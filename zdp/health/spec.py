@@ -90,10 +90,10 @@ class LatencyAnalysis(BaseModel, extra="forbid"):
     alpha: float = Field(default=0.01, gt=0.0, lt=1.0)
     max_slowdown_ms: float = Field(default=20.0, ge=0.0)
     max_slowdown_ratio: float = Field(default=1.2, ge=1.0)
-    min_slow: int = Field(default=6, ge=1)
+    min_slow: int = Field(default=5, ge=1)
     window_seconds: float = Field(default=0.5, gt=0.0)
     # The slow answers must have been sent over at least this long: not a moment's hiccup.
-    min_span_seconds: float = Field(default=0.1, ge=0.0)
+    min_span_seconds: float = Field(default=0.08, ge=0.0)
 
 
 class ErrorAnalysis(BaseModel, extra="forbid"):
