@@ -93,6 +93,22 @@ def test_requests_in_flight_younger_than_the_threshold_are_not_judged() -> None:
     assert result.evidence["new_known"] == 20.0
 
 
+def test_a_moments_hiccup_is_not_a_slow_release_but_a_lasting_one_is() -> None:
+    # The new slot's latest 6 answers are all slow: sent within 20 ms (a cold connection, a
+    # stall of the process) they are a hiccup; sent over 100 ms they are a slow release.
+    fast = [Timing(3.0, at=i * 0.02) for i in range(14)]
+    base = [Timing(3.0, at=i * 0.02) for i in range(20)]
+
+    def judged(spacing: float) -> GateResult:
+        slow = [Timing(200.0, at=0.3 + i * spacing) for i in range(6)]
+        return compare_slowness(
+            fast + slow, base, what="sampled requests", min_slow=6, min_span_seconds=0.08
+        ).result
+
+    assert judged(0.004) is GateResult.passed
+    assert judged(0.02) is GateResult.failed
+
+
 def test_a_few_slow_answers_among_many_fast_ones_pass() -> None:
     # A stall of the canary's process alone for ~100 ms: 5 slow samples, not a slow release.
     new = _timed([3.0] * 10 + [80.0] * 5 + [3.0] * 10)

@@ -88,10 +88,17 @@ def compare_slowness(
     turned_slow = len(latest) == min_slow and all(t.ms > threshold for t in latest)
     slow_new, known_new = count(new)
     slow_base, known_base = count(baseline)
-    p_value = 1.0
-    if known_new and known_base:
-        table = [[slow_new, known_new - slow_new], [slow_base, known_base - slow_base]]
-        p_value = float(fisher_exact(table, alternative="greater").pvalue)
+
+    def fisher(slow: int, known: int) -> float:
+        if not known or not known_base:
+            return 1.0
+        table = [[slow, known - slow], [slow_base, known_base - slow_base]]
+        return float(fisher_exact(table, alternative="greater").pvalue)
+
+    p_value = fisher(slow_new, known_new)
+    # A slot that just turned slow: its latest answers, all slow, against the baseline's window
+    # (the fast answers from before it turned would otherwise dilute the test for a while).
+    p_recent = fisher(len(latest), len(latest)) if turned_slow else 1.0
     evidence |= {
         "threshold_ms": round(threshold, 3),
         "baseline_median_ms": round(median, 3),
@@ -101,17 +108,21 @@ def compare_slowness(
         "baseline_slow": float(slow_base),
         "baseline_known": float(known_base),
         "p_value": p_value,
+        "p_value_latest": p_recent,
     }
     numbers = (
         f"{slow_new} of {known_new} new vs {slow_base} of {known_base} baseline answers slower "
         f"than {threshold:.1f} ms (baseline median {median:.1f} ms, p90 {p90:.1f} ms), "
         f"p={p_value:.2g}"
     )
+    if turned_slow:
+        numbers += f"; its latest {min_slow} all slow, p={p_recent:.2g}"
     slow_at = [t.at for t in known(new) if t.ms > threshold]
-    lasting = bool(slow_at) and max(slow_at) - min(slow_at) >= min_span_seconds
-    evidence["new_slow_span_s"] = round(max(slow_at) - min(slow_at), 3) if slow_at else 0.0
-    mostly_slow = slow_new >= min_slow and 2 * slow_new >= known_new
-    if (mostly_slow or turned_slow) and lasting and p_value < alpha:
+    span = max(slow_at) - min(slow_at) if slow_at else 0.0
+    evidence["new_slow_span_s"] = round(span, 3)
+    mostly_slow = slow_new >= min_slow and 2 * slow_new >= known_new and span >= min_span_seconds
+    turned_slow = turned_slow and latest[-1].at - latest[0].at >= min_span_seconds
+    if (mostly_slow and p_value < alpha) or (turned_slow and p_recent < alpha):
         return Comparison(
             GateResult.failed,
             f"slowness.{what}",
