@@ -9,6 +9,7 @@ another worker, so a stopped worker loses nothing.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 from collections.abc import Callable
@@ -113,6 +114,9 @@ async def run_worker(
 ) -> None:
     """Run until SIGTERM or SIGINT, then drain and return."""
     worker = build_worker(client, platform, graceful_shutdown=graceful_shutdown)
+    # Everything loaded so far lives as long as the worker: keep it out of the collector's
+    # full passes, whose pauses would otherwise land in the middle of health gates.
+    gc.freeze()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
