@@ -122,15 +122,25 @@ async def test_probe_timeouts_on_both_slots_alike_do_not_fail_the_gate() -> None
 async def test_probe_timeouts_on_a_slot_serving_real_traffic_cleanly_do_not_fail_it() -> None:
     # The canary's probes time out, but users are served: 40 real requests a tick, none failed.
     router = _Router({"canary": (40, 0), "stable": (120, 0)})
-    result, reason, details = await _judge({"c": ["timeout"], "s": ["ok"]}, router)
+    request = _input(bake=1.5)  # past the 0.3 s warm-up, when slowness is judged
+    result, reason, details = await _judge({"c": ["timeout"], "s": ["ok"]}, router, request=request)
     assert result is GateResult.passed, reason
     assert any("not a failure: canary served" in d for d in details), details
 
 
 async def test_probe_timeouts_alone_on_a_slot_that_serves_nobody_fail_as_slowness() -> None:
-    result, reason, _ = await _judge({"c": ["timeout"], "s": ["ok"]}, request=_input(weight=0))
+    request = _input(bake=5, weight=0)
+    result, reason, _ = await _judge({"c": ["timeout"], "s": ["ok"]}, request=request)
     assert result is GateResult.failed
     assert reason.startswith("probes slower than baseline")
+
+
+async def test_a_fresh_process_slow_at_first_is_not_a_slow_release() -> None:
+    # The new slot's first answers miss their deadline (cold start), then it answers normally.
+    script = ["timeout"] * 8 + ["ok"] * 10_000
+    request = _input(bake=1.5, weight=0)
+    result, reason, _ = await _judge({"c": script, "s": ["ok"]}, request=request)
+    assert result is GateResult.passed, reason
 
 
 async def test_refused_probes_are_errors_and_fail_fast() -> None:

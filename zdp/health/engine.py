@@ -92,8 +92,12 @@ class _Side:
             for e in gone
         ]
 
-    def recent(self, which: Iterable[_Timed], now: float, window: float) -> list[Timing]:
-        timings = (t.timing(now) for t in which if t.sent_at >= now - window)
+    def recent(
+        self, which: Iterable[_Timed], now: float, window: float, since: float
+    ) -> list[Timing]:
+        """Timings sent in the last `window` seconds, and not before `since` (the warm-up)."""
+        start = max(now - window, since)
+        timings = (t.timing(now) for t in which if t.sent_at >= start)
         return [t for t in timings if t is not None]
 
     def trim(self, now: float, window: float) -> None:
@@ -332,7 +336,15 @@ class GateEngine:
                 ]
                 now = time.monotonic()
                 elapsed = now - started
-                comparisons = self._comparisons(new, base, reference, policy, now)
+                comparisons = self._comparisons(
+                    new,
+                    base,
+                    reference,
+                    policy,
+                    now,
+                    since=started + policy.latency.warmup_seconds,
+                    exposed=(request.weight or 0) > 0,
+                )
                 enough, short = self._enough(new, reference or base, policy, request)
                 final = (elapsed >= request.bake_seconds and enough) or now >= hard_stop
                 verdict = self._judge(
@@ -461,9 +473,18 @@ class GateEngine:
 
     @staticmethod
     def _comparisons(
-        new: _Side, base: _Side | None, reference: _Side | None, policy: GatePolicy, now: float
+        new: _Side,
+        base: _Side | None,
+        reference: _Side | None,
+        policy: GatePolicy,
+        now: float,
+        since: float,
+        exposed: bool,
     ) -> list[Comparison]:
         lat, window = policy.latency, policy.latency.window_seconds
+        # Speed matters only where users are: a slot without traffic weight (a pre-switch or
+        # pre-traffic gate) must be slow for half the window, not a fresh process's moment.
+        span = lat.min_span_seconds if exposed else max(lat.min_span_seconds, window / 2)
 
         def slowness(what: str, new_t: list[Timing], base_t: list[Timing]) -> Comparison:
             return compare_slowness(
@@ -474,15 +495,15 @@ class GateEngine:
                 alpha=lat.alpha,
                 max_slowdown_ms=lat.max_slowdown_ms,
                 max_slowdown_ratio=lat.max_slowdown_ratio,
-                min_span_seconds=lat.min_span_seconds,
+                min_span_seconds=span,
             )
 
         own = (
             slowness(
                 f"sampled requests (against the slot's own {policy.reference_path}: "
                 + ("no baseline slot)" if base is None else "the baseline serves less traffic)"),
-                new.recent(new.samples, now, window),
-                reference.recent(reference.samples, now, window),
+                new.recent(new.samples, now, window, since),
+                reference.recent(reference.samples, now, window, since),
             )
             if reference is not None
             else None
@@ -507,12 +528,14 @@ class GateEngine:
         elif policy.sample_path:
             samples = slowness(
                 "sampled requests",
-                new.recent(new.samples, now, window),
-                base.recent(base.samples, now, window),
+                new.recent(new.samples, now, window, since),
+                base.recent(base.samples, now, window, since),
             )
             out.append(samples)
         probes = slowness(
-            "probes", new.recent(new.probes, now, window), base.recent(base.probes, now, window)
+            "probes",
+            new.recent(new.probes, now, window, since),
+            base.recent(base.probes, now, window, since),
         )
         if probes.result is GateResult.failed:
             excuse = _probe_slowness_excuse(new, policy, samples)

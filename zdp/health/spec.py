@@ -93,7 +93,11 @@ class LatencyAnalysis(BaseModel, extra="forbid"):
     min_slow: int = Field(default=5, ge=1)
     window_seconds: float = Field(default=0.5, gt=0.0)
     # The slow answers must have been sent over at least this long: not a moment's hiccup.
+    # On a slot without traffic weight, half the window: nobody is exposed to a slowdown there.
     min_span_seconds: float = Field(default=0.08, ge=0.0)
+    # Answers sent in the gate's first seconds are not judged for slowness: a fresh process,
+    # fresh connections.
+    warmup_seconds: float = Field(default=0.3, ge=0.0)
 
 
 class ErrorAnalysis(BaseModel, extra="forbid"):
