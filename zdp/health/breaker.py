@@ -68,9 +68,6 @@ class CircuitBreaker:
         self._failures = 0
         self._opened_at = 0.0
         self._trial_outstanding = False
-        # Whether the failure that opened the breaker was a timeout: while open, the skipped
-        # probes stand for the same kind of evidence (slowness), not for errors.
-        self.opened_by_timeout = False
 
     @property
     def state(self) -> BreakerState:
@@ -96,10 +93,8 @@ class CircuitBreaker:
         self._trial_outstanding = True
         return True
 
-    def record(self, ok: bool, timed_out: bool = False) -> BreakerTransition | None:
+    def record(self, ok: bool) -> BreakerTransition | None:
         """Count one probe outcome; returns the state change it caused, if any."""
-        if not ok and self._state is not BreakerState.open:
-            self.opened_by_timeout = timed_out
         if self._state is BreakerState.closed:
             if ok:
                 self._failures = 0
@@ -184,8 +179,8 @@ class BreakerBoard:
         """Probe every endpoint once, in parallel with bounded concurrency, in input order.
 
         An endpoint whose breaker is open is not probed: its result is a failure with the
-        error "circuit open" and zero latency, marked timed out when timeouts opened it. A
-        probe that takes longer than `timeout` seconds is a timed-out result. Every probed
+        error "circuit open" and zero latency. A probe that takes longer than `timeout` seconds
+        is a timed-out result, which the breaker ignores (slow is not dead). Every other probed
         outcome is recorded in its breaker.
         """
         if concurrency < 1:
@@ -196,13 +191,7 @@ class BreakerBoard:
             breaker = self.breaker(endpoint)
             # Asked before queueing for the semaphore: a skipped endpoint costs nothing.
             if not breaker.allow():
-                return ProbeResult(
-                    endpoint=endpoint,
-                    ok=False,
-                    latency_ms=0.0,
-                    error=CIRCUIT_OPEN,
-                    timed_out=breaker.opened_by_timeout,
-                )
+                return ProbeResult(endpoint=endpoint, ok=False, latency_ms=0.0, error=CIRCUIT_OPEN)
             started = time.perf_counter()
             try:
                 async with limit, asyncio.timeout(timeout):
@@ -221,7 +210,12 @@ class BreakerBoard:
             except Exception as exc:  # a probe must not raise; count it as a failure if it does
                 text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
                 result = ProbeResult(endpoint=endpoint, ok=False, latency_ms=0.0, error=text)
-            breaker.record(result.ok, result.timed_out)
+            if result.timed_out:
+                # Slow is not dead: a timeout neither opens nor closes the breaker (the gate
+                # judges slowness against the baseline), and the endpoint keeps being measured.
+                breaker.abandon_trial()
+            else:
+                breaker.record(result.ok)
             return result
 
         return list(await asyncio.gather(*(one(e) for e in endpoints)))

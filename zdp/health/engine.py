@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 
 from zdp.errors import ConfigError, ZdpError
 from zdp.health.analysis import Comparison, Timing, compare_errors, compare_slowness, diagnose
-from zdp.health.breaker import CIRCUIT_OPEN, BreakerBoard
+from zdp.health.breaker import BreakerBoard
 from zdp.health.cache import HealthCache
 from zdp.health.gate import SimpleGateEvaluator
 from zdp.health.policy import GatePolicies, load_gate_policies, thresholds_of
@@ -304,7 +304,7 @@ class GateEngine:
                     results = await board.sweep(self.probe, current, timeout=probe_timeout)
                     results += side.vanished(current)
                     side.evaluator.add(results)
-                    side.probes.extend(_probe_timing(tick, r, policy) for r in results)
+                    side.probes.extend(_probe_timing(tick, r) for r in results)
                     if any(not r.ok and not r.timed_out for r in results):
                         side.wake.set()
                     if self.cache is not None:
@@ -580,11 +580,8 @@ async def _until_tick_or_error(wake: asyncio.Event, seconds: float) -> None:
     wake.clear()
 
 
-def _probe_timing(sent_at: float, result: ProbeResult, policy: GatePolicy) -> _Timed:
-    """A probe result as a timing. A probe skipped because timeouts opened its breaker stands
-    for another timeout (the evidence that opened it), not for an instant answer."""
-    if result.error == CIRCUIT_OPEN and result.timed_out:
-        return _Timed(sent_at, policy.probe_timeout_ms, timed_out=True)
+def _probe_timing(sent_at: float, result: ProbeResult) -> _Timed:
+    """A probe result as a timing (an error, a skipped probe included, is judged apart)."""
     return _Timed(
         sent_at, result.latency_ms, result.timed_out, not result.ok and not result.timed_out
     )
