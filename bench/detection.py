@@ -95,8 +95,8 @@ async def _trial(demo: Demo, client: Any, version: str, fault: dict[str, float])
 async def bench(trials: int, rate: float) -> dict[str, Any]:
     home = Path(tempfile.mkdtemp(prefix="zdp-detect-"))
     os.environ["ZDP_HOME"] = str(home)
-    os.environ.setdefault("ZDP_PORT_BASE", "35000")
-    os.environ.setdefault("ZDP_TEMPORAL_PORT", "35233")
+    os.environ.setdefault("ZDP_PORT_BASE", "25000")  # below the ephemeral ports
+    os.environ.setdefault("ZDP_TEMPORAL_PORT", "25400")
     demo = Demo(home, quiet=True)
     stack = Stack(home=home, config=REPO / "bench" / "detection-policy.yaml")
     await asyncio.to_thread(demo.prepare)

@@ -674,8 +674,8 @@ async def bench(
 ) -> dict[str, Any]:
     home = Path(tempfile.mkdtemp(prefix="zdp-gate-accuracy-"))
     os.environ["ZDP_HOME"] = str(home)
-    os.environ.setdefault("ZDP_PORT_BASE", "36000")
-    os.environ.setdefault("ZDP_TEMPORAL_PORT", "36233")
+    os.environ.setdefault("ZDP_PORT_BASE", "27000")  # below the ephemeral ports
+    os.environ.setdefault("ZDP_TEMPORAL_PORT", "27400")
     _progress(f"gate accuracy bench in {home}")
     machine = _machine()
     code = [_code("start: wheels built, worker on the demo policy", uncommitted=True)]

@@ -76,8 +76,8 @@ async def _naive_redeploy(demo: Demo, version: str) -> str:
 async def bench(rate: float, repeat: int) -> dict[str, Any]:
     home = Path(tempfile.mkdtemp(prefix="zdp-bench-"))
     os.environ["ZDP_HOME"] = str(home)
-    os.environ.setdefault("ZDP_PORT_BASE", "34000")
-    os.environ.setdefault("ZDP_TEMPORAL_PORT", "34233")
+    os.environ.setdefault("ZDP_PORT_BASE", "29000")  # below the ephemeral ports
+    os.environ.setdefault("ZDP_TEMPORAL_PORT", "29400")
     demo = Demo(home, quiet=True)
     stack = Stack(home=home, config=DEMO_CONFIG)
     await asyncio.to_thread(demo.prepare)

@@ -48,7 +48,9 @@ def stack_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, st
     home = tmp_path_factory.mktemp("zdp-home")
     env = {
         "ZDP_HOME": str(home),
-        "ZDP_PORT_BASE": str(31000 + (os.getpid() % 50) * 300),
+        # Below Linux's ephemeral range (32768-60999): an app must never find its port taken
+        # by some outgoing connection's local port.
+        "ZDP_PORT_BASE": str(22000 + (os.getpid() % 30) * 300),
         "ZDP_TEMPORAL_PORT": str(_free_port()),
         "COLUMNS": "200",
     }
