@@ -43,7 +43,7 @@ from zdp.models import (
     TimelineEvent,
     deployment_id,
 )
-from zdp.temporal import SA_APP, SA_ENVIRONMENT, SA_PHASE, SA_STRATEGY
+from zdp.temporal import SA_APP, SA_ENVIRONMENT, SA_OUTCOME, SA_PHASE, SA_STRATEGY
 
 WORKFLOW = "DeploymentWorkflow"
 
@@ -117,8 +117,27 @@ async def _update(client: Client, workflow_id: str, name: str, arg: Any) -> str:
     except WorkflowUpdateFailedError as err:
         raise RequestRefused(_failure_message(err)) from None
     except RPCError as err:
+        if err.status == RPCStatusCode.NOT_FOUND:
+            finished = await _finished(handle)
+            if finished is not None:
+                raise RequestRefused(
+                    f"deployment {workflow_id} has finished ({finished}); there is nothing to "
+                    f"{name}"
+                ) from None
         raise _rpc_error(err, workflow_id) from None
     return str(result)
+
+
+async def _finished(handle: WorkflowHandle[Any, Any]) -> str | None:
+    """How a deployment that exists but no longer runs ended (its outcome); None otherwise."""
+    try:
+        described = await handle.describe()
+    except RPCError:
+        return None
+    if described.status is None or described.status == WorkflowExecutionStatus.RUNNING:
+        return None
+    outcome = described.typed_search_attributes.get(SA_OUTCOME)
+    return outcome or described.status.name.lower()
 
 
 async def decide(

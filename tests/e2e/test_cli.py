@@ -129,6 +129,30 @@ async def test_deploy_wait_json_exits_zero_when_promoted(
     assert "gate_verdict" in run.err and "outcome: promoted" in run.err
 
 
+async def test_approving_a_finished_deployment_says_it_has_finished(
+    cli: Harness, cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    release = str(tmp_path / "release.json")
+    done = await zdp("deploy", APP, "--env", "dev", "--release", release, "--wait", env=cli_env)
+    assert done.code == 0, done.err
+    run = await zdp("approve", f"deploy-{APP}-dev", "--as", "bob", env=cli_env)
+    assert run.code == 1
+    assert one_clear_line(run) == (
+        f"error: deployment deploy-{APP}-dev has finished (promoted); there is nothing to approve"
+    )
+
+
+async def test_malformed_steps_are_a_usage_error(
+    cli: Harness, cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    release = str(tmp_path / "release.json")
+    run = await zdp(
+        "deploy", APP, "--env", "dev", "--release", release, "--steps", "abc", env=cli_env
+    )
+    assert run.code == 2
+    assert "--steps must be comma-separated percentages" in one_clear_line(run)
+
+
 async def test_deploy_wait_exits_10_when_rolled_back(
     cli: Harness, cli_env: dict[str, str], tmp_path: Path
 ) -> None:

@@ -90,7 +90,10 @@ def _parse_steps(value: str | None) -> list[int] | None:
     try:
         return [int(part) for part in value.split(",") if part.strip()]
     except ValueError:
-        fail(f"--steps must be comma-separated percentages such as 1,5,25,100, not '{value}'")
+        fail(
+            f"--steps must be comma-separated percentages such as 1,5,25,100, not '{value}'",
+            EXIT_USAGE,
+        )
 
 
 @app.command()
