@@ -54,9 +54,9 @@ def compare_slowness(
     longer than `max_slowdown_ratio` times the baseline's median: the new slot must be slower
     than even the baseline's own spikes, which a busy machine raises on both sides. A censored
     timing counts as slow once it is past that threshold and is left out while it is not (its
-    outcome is unknown). Fails when at least
-    `min_slow` new answers are slow, at least half of the known ones are, and a one-sided Fisher
-    exact test says the new slot's share of slow answers is above the baseline's (p < alpha);
+    outcome is unknown). Fails when at least `min_slow` new answers are slow, at least half of
+    the known ones are, and a one-sided Fisher exact test says the new slot's share of slow
+    answers is above the baseline's (p < alpha);
     or, for a slot that just turned slow (a hang), when its latest `min_slow` known answers are
     all slow and the same test holds. Either way the slow answers must have been sent over at
     least `min_span_seconds`: a moment's hiccup (a cold connection, a new process's first
@@ -80,14 +80,12 @@ def compare_slowness(
     def known(timings: Sequence[Timing]) -> list[Timing]:
         return [t for t in timings if not t.censored or t.ms > threshold]
 
-    def count(timings: Sequence[Timing]) -> tuple[int, int]:
-        found = known(timings)
-        return sum(1 for t in found if t.ms > threshold), len(found)
-
-    latest = known(new)[-min_slow:]
+    known_n, known_b = known(new), known(baseline)
+    slow_at = [t.at for t in known_n if t.ms > threshold]
+    slow_new, known_new = len(slow_at), len(known_n)
+    slow_base, known_base = sum(1 for t in known_b if t.ms > threshold), len(known_b)
+    latest = known_n[-min_slow:]
     turned_slow = len(latest) == min_slow and all(t.ms > threshold for t in latest)
-    slow_new, known_new = count(new)
-    slow_base, known_base = count(baseline)
 
     def fisher(slow: int, known: int) -> float:
         if not known or not known_base:
@@ -117,7 +115,6 @@ def compare_slowness(
     )
     if turned_slow:
         numbers += f"; its latest {min_slow} all slow, p={p_recent:.2g}"
-    slow_at = [t.at for t in known(new) if t.ms > threshold]
     span = max(slow_at) - min(slow_at) if slow_at else 0.0
     evidence["new_slow_span_s"] = round(span, 3)
     mostly_slow = slow_new >= min_slow and 2 * slow_new >= known_new and span >= min_span_seconds

@@ -80,7 +80,6 @@ class _Side:
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     # Every endpoint the runtime listed for the slot during this gate.
     seen: set[str] = field(default_factory=set)
-    traffic_failures_seen: int = 0
 
     def vanished(self, current: list[str]) -> list[ProbeResult]:
         """An endpoint the runtime listed before and lists no more (its process died) is an
@@ -315,11 +314,10 @@ class GateEngine:
                     if counts is not None and side.baseline_counts is not None:
                         requests = counts[0] - side.baseline_counts[0]
                         failures = counts[1] - side.baseline_counts[1]
+                        if failures > side.evaluator.traffic_failures:
+                            side.wake.set()
                         side.evaluator.set_traffic(requests, failures)
                         side.traffic.append((time.monotonic(), requests, failures))
-                        if failures > side.traffic_failures_seen:
-                            side.traffic_failures_seen = failures
-                            side.wake.set()
                 await asyncio.sleep(max(0.0, interval - (time.monotonic() - tick)))
 
         sweeper = asyncio.create_task(sweep_forever())
@@ -449,8 +447,7 @@ class GateEngine:
                 thresholds=thresholds,
                 diagnosis=diagnosis,
             )
-        if not final or simple is None:
-            return None
+        assert simple is not None  # a verdict without a failure is only written when final
         details = [c.reason for c in comparisons]
         if self.prometheus_url is None and policy.templates:
             details.append(
