@@ -9,6 +9,7 @@ $ZDP_HOME/audit, or PostgreSQL when ZDP_AUDIT_DATABASE_URL is set.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import json
 import os
@@ -31,6 +32,7 @@ from zdp.compliance.evidence import seal_bundle
 from zdp.errors import ZdpError
 from zdp.forensics.report import render_html, render_markdown
 from zdp.models import (
+    AuditAnchor,
     AuditReceipt,
     AuditRecordInput,
     EvidenceReceipt,
@@ -83,15 +85,22 @@ class ComplianceActivities:
         ]
         try:
             log = await asyncio.to_thread(self.log)
-            result = await asyncio.to_thread(log.append, request.workflow_id, events)
-            checkpoint = await asyncio.to_thread(log.checkpoint) if request.checkpoint else None
+            result = await asyncio.to_thread(
+                functools.partial(
+                    log.append, request.workflow_id, events, checkpoint=request.checkpoint
+                )
+            )
         except ZdpError as err:
             raise to_application_error(err) from None
+        checkpoint = result.checkpoint
         return AuditReceipt(
             appended=result.appended,
             size=result.size,
             head_hash=result.head_hash,
             checkpoint_size=checkpoint.size if checkpoint else None,
+            anchor=AuditAnchor(**checkpoint.model_dump(), first_hash=result.first_hash)
+            if checkpoint
+            else None,
         )
 
     @activity.defn

@@ -265,7 +265,9 @@ class DeploymentWorkflow:
             f"approved by {', '.join(self.state.approvers())}",
             data={"approvers": self.state.approvers()},
         )
-        await self._audit()  # the approval evidence is logged before anything changes
+        # The approval evidence is logged, and the log's head signed and anchored in this
+        # history, before anything changes.
+        await self._audit(checkpoint=True)
 
     async def _provision(self, release: VerifiedRelease) -> None:
         self._enter(Phase.provision, "starting the new version")
@@ -737,15 +739,16 @@ class DeploymentWorkflow:
         """Append the timeline events not yet in the audit log (idempotent per event)."""
         if not workflow.patched(AUDIT_AND_EVIDENCE):
             return
-        events = self.state.timeline[self.audited :]
+        start = self.audited
+        events = self.state.timeline[start:]
         if not events and not checkpoint:
             return
-        await workflow.execute_activity_method(
+        receipt = await workflow.execute_activity_method(
             ComplianceActivities.record_audit,
             AuditRecordInput(
                 workflow_id=workflow.info().workflow_id,
                 run_id=workflow.info().run_id,
-                start_index=self.audited,
+                start_index=start,
                 events=events,
                 checkpoint=checkpoint,
             ),
@@ -753,7 +756,10 @@ class DeploymentWorkflow:
             retry_policy=EVIDENCE_RETRY,
             summary=f"audit log: {len(events)} events" + (" + checkpoint" if checkpoint else ""),
         )
-        self.audited += len(events)
+        # max: an update handler may log refusals while the runbook logs too (both idempotent)
+        self.audited = max(self.audited, start + len(events))
+        if receipt.anchor is not None:
+            self.state.audit_anchor = receipt.anchor
 
     async def _seal_evidence(self, outcome: Outcome, cause: str | None) -> None:
         receipt = await workflow.execute_activity_method(
@@ -807,23 +813,30 @@ class DeploymentWorkflow:
 
     # ------------------------------------------------------------------ messages
 
+    # Refusals are decided in the handlers, not in validators: a validator's rejection leaves
+    # no trace in the history, and every refused decision (self-approval, an approver who is
+    # not allowed, a duplicate, a stale or foreign signature, a decision nobody awaits) must be
+    # on the record. The handler records it, logs it to the audit log, then fails the update
+    # with the reason; nothing else changes. Validators refuse only once the deployment has
+    # ended, when there is no record left to write to.
+
     @workflow.update
     async def approve(self, decision: ApprovalInput) -> str:
         """Adds one approval. Refused: initiator, unknown approver, duplicate, wrong phase."""
-        return self._decide(decision, "approve")
+        return await self._decide(decision, "approve")
 
     @approve.validator
     def _validate_approve(self, decision: ApprovalInput) -> None:
-        self._refuse_if(self._decision_refusal(decision, "approve"))
+        self._refuse_if(self._ended())
 
     @workflow.update
     async def reject(self, decision: ApprovalInput) -> str:
         """Rejects the release; the workflow ends `rejected`. Same refusals as approve."""
-        return self._decide(decision, "reject")
+        return await self._decide(decision, "reject")
 
     @reject.validator
     def _validate_reject(self, decision: ApprovalInput) -> None:
-        self._refuse_if(self._decision_refusal(decision, "reject"))
+        self._refuse_if(self._ended())
 
     @workflow.signal(name="approve_signal")
     def approve_signal(self, decision: ApprovalInput) -> None:
@@ -838,6 +851,9 @@ class DeploymentWorkflow:
     @workflow.update
     async def promote(self, request: PromoteInput) -> str:
         """Skips the remaining steps: traffic goes to 100% and the release is promoted."""
+        refusal = self.state.promote_refusal(request)
+        if refusal:
+            await self._refuse("promote", request.approver, request.channel, refusal)
         self.state.promote = request
         self.state.record(
             workflow.now(),
@@ -849,7 +865,7 @@ class DeploymentWorkflow:
 
     @promote.validator
     def _validate_promote(self, request: PromoteInput) -> None:
-        self._refuse_if(self.state.promote_refusal(request))
+        self._refuse_if(self._ended())
 
     @workflow.signal
     def pause(self, request: AbortInput | None = None) -> None:
@@ -900,21 +916,28 @@ class DeploymentWorkflow:
             decision, self.request.initiator, kind, workflow.info().run_id, workflow.now()
         )
 
-    def _decide(self, decision: ApprovalInput, kind: str) -> str:
-        try:
-            return self.state.decide(decision, kind, workflow.now(), workflow.info().run_id)
-        except ValueError as refused:
-            raise ApplicationError(str(refused), type="Refused", non_retryable=True) from None
+    async def _decide(self, decision: ApprovalInput, kind: str) -> str:
+        refusal = self._decision_refusal(decision, kind)
+        if refusal:
+            await self._refuse(kind, decision.approver, decision.channel, refusal)
+        return self.state.decide(decision, kind, workflow.now(), workflow.info().run_id)
+
+    async def _refuse(self, kind: str, actor: str, channel: str, reason: str) -> None:
+        """Record the refusal, log it to the audit log, then fail the update with the reason."""
+        self.state.refused(workflow.now(), kind, actor, channel, reason)
+        self._refresh_details()
+        await self._audit()
+        raise ApplicationError(reason, type="Refused", non_retryable=True)
+
+    def _ended(self) -> str | None:
+        if self.state.outcome is None:
+            return None
+        return f"deployment has finished ({self.state.outcome.value}); there is nothing to decide"
 
     def _signal_decision(self, decision: ApprovalInput, kind: str) -> None:
         refusal = self._decision_refusal(decision, kind)
         if refusal:
-            self.state.record(
-                workflow.now(),
-                "decision_refused",
-                f"{kind} by {decision.approver} refused: {refusal}",
-                decision.approver,
-            )
+            self.state.refused(workflow.now(), kind, decision.approver, "signal", refusal)
             return
         self.state.decide(decision, kind, workflow.now(), workflow.info().run_id)
 

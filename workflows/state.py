@@ -18,6 +18,7 @@ from zdp.models import (
     ApprovalInput,
     ApprovalRecord,
     ApproverIdentity,
+    AuditAnchor,
     DeploymentRequest,
     DeploymentStatus,
     Outcome,
@@ -55,6 +56,8 @@ class DeploymentState:
     # Part 11: the registered signers (None: signatures not required) and signatures used.
     signers: dict[str, ApproverIdentity] | None = None
     used_signatures: set[str] = field(default_factory=set)
+    # The latest signed checkpoint of the audit log this deployment took (approval, end).
+    audit_anchor: AuditAnchor | None = None
 
     @classmethod
     def start(cls, request: DeploymentRequest) -> DeploymentState:
@@ -171,6 +174,16 @@ class DeploymentState:
         self.record(at, "decision", message, decision.approver, data)
         return message
 
+    def refused(self, at: datetime, kind: str, actor: str, channel: str, reason: str) -> None:
+        """Put a refused decision on the record: who, what, through which channel, and why."""
+        self.record(
+            at,
+            "decision_refused",
+            f"{kind} by {actor} via {channel} refused: {reason}",
+            actor,
+            {"decision": kind, "channel": channel, "reason": reason},
+        )
+
     def promote_refusal(self, request: PromoteInput) -> str | None:
         if self.phase is not Phase.shift:
             return (
@@ -210,6 +223,7 @@ class DeploymentState:
             release_digest=self.manifest.artifact.digest if self.manifest else None,
             signature_required=self.signers is not None,
             printed_names={u: i.printed_name for u, i in (self.signers or {}).items()},
+            audit_anchor=self.audit_anchor,
         )
 
     def runbook_markdown(self) -> str:

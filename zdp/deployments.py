@@ -32,6 +32,7 @@ from zdp.models import (
     AbortInput,
     ApprovalInput,
     ApprovalSignature,
+    Channel,
     DeploymentRequest,
     DeploymentResult,
     DeploymentStatus,
@@ -147,9 +148,11 @@ async def decide(
     approver: str,
     reason: str | None = None,
     signature: ApprovalSignature | None = None,
+    channel: Channel = "api",
 ) -> str:
-    """The `approve` or `reject` update; RequestRefused carries the validator's reason."""
-    decision = ApprovalInput(approver=approver, reason=reason, signature=signature)
+    """The `approve` or `reject` update; RequestRefused carries the workflow's reason (a
+    refusal is recorded in the deployment's timeline and audit log)."""
+    decision = ApprovalInput(approver=approver, reason=reason, signature=signature, channel=channel)
     return await _update(client, workflow_id, kind, decision)
 
 
@@ -159,8 +162,9 @@ async def approve(
     approver: str,
     reason: str | None = None,
     signature: ApprovalSignature | None = None,
+    channel: Channel = "api",
 ) -> str:
-    return await decide(client, workflow_id, "approve", approver, reason, signature)
+    return await decide(client, workflow_id, "approve", approver, reason, signature, channel)
 
 
 async def reject(
@@ -169,8 +173,9 @@ async def reject(
     approver: str,
     reason: str | None = None,
     signature: ApprovalSignature | None = None,
+    channel: Channel = "api",
 ) -> str:
-    return await decide(client, workflow_id, "reject", approver, reason, signature)
+    return await decide(client, workflow_id, "reject", approver, reason, signature, channel)
 
 
 async def sign_decision(
@@ -207,10 +212,17 @@ async def sign_decision(
 
 
 async def promote(
-    client: Client, workflow_id: str, approver: str, reason: str | None = None
+    client: Client,
+    workflow_id: str,
+    approver: str,
+    reason: str | None = None,
+    channel: Channel = "api",
 ) -> str:
     return await _update(
-        client, workflow_id, "promote", PromoteInput(approver=approver, reason=reason)
+        client,
+        workflow_id,
+        "promote",
+        PromoteInput(approver=approver, reason=reason, channel=channel),
     )
 
 

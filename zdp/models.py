@@ -372,6 +372,10 @@ class SignatureManifestation(_Model):
         )
 
 
+# Where a decision came from, recorded with it and with its refusal.
+Channel = Literal["cli", "slack", "ui", "api"]
+
+
 class ApprovalInput(_Model):
     """An approve or reject message, from the CLI, Slack, or a signal-only client."""
 
@@ -379,11 +383,13 @@ class ApprovalInput(_Model):
     reason: str | None = None
     # Required where the environment's compliance profile asks for Part 11 signatures.
     signature: ApprovalSignature | None = None
+    channel: Channel = "api"
 
 
 class PromoteInput(_Model):
     approver: str = Field(min_length=1)
     reason: str | None = None
+    channel: Channel = "api"
 
 
 class AbortInput(_Model):
@@ -431,6 +437,8 @@ class DeploymentStatus(_Model):
     release_digest: str | None = None
     signature_required: bool = False
     printed_names: dict[str, str] = Field(default_factory=dict)
+    # The latest signed checkpoint of the audit log this deployment took (approval, end).
+    audit_anchor: AuditAnchor | None = None
 
 
 class DeploymentResult(_Model):
@@ -524,11 +532,26 @@ class AuditRecordInput(_Model):
     checkpoint: bool = False
 
 
+class AuditAnchor(_Model):
+    """The engine's signed checkpoint of the audit log as it stood when a deployment logged
+    its approval or its end, kept outside the log files: in the workflow's history and result,
+    and in its evidence bundle. `zdp audit verify` checks the log against every anchor it can
+    reach, so cutting the log's tail together with its checkpoint lines shows."""
+
+    size: int = Field(ge=0)  # entries covered: 0 .. size-1
+    head_hash: str
+    at: datetime
+    key_fingerprint: str
+    signature: str
+    first_hash: str | None = None  # the hash of entry 0: which log this anchors
+
+
 class AuditReceipt(_Model):
     appended: int
     size: int
     head_hash: str
     checkpoint_size: int | None = None
+    anchor: AuditAnchor | None = None
 
 
 class SealEvidenceInput(_Model):

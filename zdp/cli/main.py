@@ -169,7 +169,7 @@ def _decision(kind: str) -> Callable[..., None]:
         action = getattr(deployments, kind)
 
         async def work() -> str:
-            return str(await action(await connect(), deployment, as_, reason))
+            return str(await action(await connect(), deployment, as_, reason, channel="cli"))
 
         console.print(run(work))
 
@@ -212,7 +212,7 @@ def _signed_decision(kind: Literal["approve", "reject"]) -> Callable[..., None]:
                     client, deployment, as_, kind, meaning, private
                 )
             action = deployments.approve if kind == "approve" else deployments.reject
-            return str(await action(client, deployment, as_, reason, signature))
+            return str(await action(client, deployment, as_, reason, signature, channel="cli"))
 
         console.print(run(work), markup=False)
 

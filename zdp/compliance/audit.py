@@ -74,8 +74,11 @@ class AuditStore(Protocol):
     """Audit storage as the engine uses it; a backend is one class (audit_jsonl: JSON lines,
     audit_pg: PostgreSQL)."""
 
-    def append(self, workflow_id: str, events: Sequence[AuditEvent]) -> AppendResult:
-        """Add the events not yet logged for this workflow; logged ones are skipped."""
+    def append(
+        self, workflow_id: str, events: Sequence[AuditEvent], *, checkpoint: bool = False
+    ) -> AppendResult:
+        """Add the events not yet logged for this workflow; logged ones are skipped. With
+        `checkpoint`, sign the resulting head atomically with the append."""
         ...
 
     def checkpoint(self, at: datetime | None = None) -> Checkpoint:

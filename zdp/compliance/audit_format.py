@@ -184,6 +184,11 @@ class AppendResult(BaseModel):
     skipped: int  # events already in the log (a retried activity)
     size: int
     head_hash: str
+    # With append(checkpoint=True): the checkpoint signed under the same lock, so it covers
+    # exactly these entries and nothing can slip between; and the hash of entry 0, which names
+    # the log an anchor belongs to.
+    checkpoint: Checkpoint | None = None
+    first_hash: str | None = None
 
 
 class VerifyReport(BaseModel):
@@ -220,6 +225,7 @@ class EntryChain:
     size: int = 0
     head_hash: str = GENESIS_HASH
     keys: dict[tuple[str, str], int] = field(default_factory=dict)
+    first_hash: str | None = None  # entry 0's hash: which log this is
 
     def read_line(self, line: bytes) -> AuditEntry:
         seq = self.size
@@ -260,6 +266,8 @@ class EntryChain:
                 seq, f"repeats the event of entry {self.keys[key]}", subject=label
             )
         self.keys[key] = seq
+        if seq == 0:
+            self.first_hash = entry.hash
         self.size += 1
         self.head_hash = entry.hash
         return entry

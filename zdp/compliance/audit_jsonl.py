@@ -60,8 +60,11 @@ class AuditLog:
         self._checkpoints_read = 0  # lines of the checkpoint file already read
         self._checkpoints_offset = 0
 
-    def append(self, workflow_id: str, events: Sequence[AuditEvent]) -> AppendResult:
-        """Log the events not yet logged under (workflow_id, event_id), in order."""
+    def append(
+        self, workflow_id: str, events: Sequence[AuditEvent], *, checkpoint: bool = False
+    ) -> AppendResult:
+        """Log the events not yet logged under (workflow_id, event_id), in order; with
+        `checkpoint`, sign the new head under the same lock (the anchor a deployment keeps)."""
         if not workflow_id:
             raise AuditLogError("cannot log events without a workflow id")
         with self._exclusive():
@@ -84,13 +87,20 @@ class AuditLog:
                     self._chain.read_line(line)
                 self._offset += len(data)
             last_size = self._last_checkpoint.size if self._last_checkpoint else 0
-            if self._signer and 0 < self.checkpoint_every <= self._chain.size - last_size:
+            signed = None
+            if checkpoint:
+                if self._signer is None:
+                    raise AuditLogError("cannot sign a checkpoint: this audit log has no key")
+                signed = self._checkpoint_locked(self._signer, None)
+            elif self._signer and 0 < self.checkpoint_every <= self._chain.size - last_size:
                 self._checkpoint_locked(self._signer, None)
             return AppendResult(
                 appended=len(lines),
                 skipped=len(events) - len(lines),
                 size=self._chain.size,
                 head_hash=self._chain.head_hash,
+                checkpoint=signed,
+                first_hash=self._chain.first_hash,
             )
 
     def entries_of(self, workflow_id: str, run_prefix: str) -> bytes:

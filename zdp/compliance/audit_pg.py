@@ -93,12 +93,17 @@ class PostgresAuditLog:
         self._chain = EntryChain()  # the rows read so far: the head and the logged keys
         self._schema_ready = False
 
-    def append(self, workflow_id: str, events: Sequence[AuditEvent]) -> AppendResult:
-        """Log the events not yet logged under (workflow_id, event_id), in order."""
+    def append(
+        self, workflow_id: str, events: Sequence[AuditEvent], *, checkpoint: bool = False
+    ) -> AppendResult:
+        """Log the events not yet logged under (workflow_id, event_id), in order; with
+        `checkpoint`, sign the new head in the same transaction."""
         if not workflow_id:
             raise AuditLogError("cannot log events without a workflow id")
+        if checkpoint and self._signer is None:
+            raise AuditLogError("cannot sign a checkpoint: this audit log has no signing key")
         result, _ = self._run(
-            lambda conn: self._append_locked(conn, workflow_id, events),
+            lambda conn: self._append_locked(conn, workflow_id, events, checkpoint),
             locked=True,
             committed=self._extend_chain,
         )
@@ -148,7 +153,11 @@ class PostgresAuditLog:
             self._chain.read_line(line)
 
     def _append_locked(
-        self, conn: Connection, workflow_id: str, events: Sequence[AuditEvent]
+        self,
+        conn: Connection,
+        workflow_id: str,
+        events: Sequence[AuditEvent],
+        checkpoint: bool = False,
     ) -> tuple[AppendResult, list[bytes]]:
         self._catch_up(conn)
         last = self._last_checkpoint(conn)
@@ -173,10 +182,25 @@ class PostgresAuditLog:
                     rows,
                 )
         last_size = last[1].size if last else 0
-        if self._signer and 0 < self.checkpoint_every <= seq - last_size:
+        signed = None
+        if checkpoint and self._signer is not None:
+            signed = (
+                last[1]
+                if last is not None and last[1].size == seq
+                else self._insert_checkpoint(conn, last, seq, prev_hash, self._signer, None)
+            )
+        elif self._signer and 0 < self.checkpoint_every <= seq - last_size:
             self._insert_checkpoint(conn, last, seq, prev_hash, self._signer, None)
+        first_hash = self._chain.first_hash
+        if first_hash is None and rows:
+            first_hash = AuditEntry.model_validate_json(lines[0]).hash
         result = AppendResult(
-            appended=len(rows), skipped=len(events) - len(rows), size=seq, head_hash=prev_hash
+            appended=len(rows),
+            skipped=len(events) - len(rows),
+            size=seq,
+            head_hash=prev_hash,
+            checkpoint=signed,
+            first_hash=first_hash,
         )
         return result, lines
 

@@ -144,7 +144,7 @@ class ApprovalBot:
                 )
             action = deployments.approve if kind == "approve" else deployments.reject
             outcome = await action(
-                self.temporal, workflow_id, approver, f"via Slack ({team}/{user})"
+                self.temporal, workflow_id, approver, f"via Slack ({team}/{user})", channel="slack"
             )
             after = await deployments.status(self.temporal, workflow_id)
         except deployments.RequestRefused as refused:
