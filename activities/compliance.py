@@ -25,6 +25,7 @@ from zdp.compliance.audit import (
     AuditLog,
     AuditStore,
     default_log_path,
+    evidence_dir,
 )
 from zdp.compliance.audit_pg import PostgresAuditLog
 from zdp.compliance.engine_key import engine_key
@@ -38,12 +39,7 @@ from zdp.models import (
     EvidenceReceipt,
     SealEvidenceInput,
 )
-from zdp.platforms.local_layout import zdp_home
 from zdp.signing import fingerprint
-
-
-def evidence_dir(home: Path | None = None) -> Path:
-    return (home or zdp_home()) / "evidence"
 
 
 def _event_id(run_id: str, index: int) -> str:

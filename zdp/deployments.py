@@ -8,6 +8,7 @@ need no running worker.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 from datetime import UTC, datetime
@@ -32,6 +33,8 @@ from zdp.models import (
     AbortInput,
     ApprovalInput,
     ApprovalSignature,
+    AuditAnchor,
+    AuditReceipt,
     Channel,
     DeploymentRequest,
     DeploymentResult,
@@ -362,3 +365,37 @@ async def cached_health(client: Client, workflow_id: str) -> dict[str, Any]:
         return dict(await cache.get_many(endpoints)) if endpoints else {}
     finally:
         await cache.aclose()
+
+
+async def audit_anchors(client: Client, concurrency: int = 8) -> list[tuple[str, AuditAnchor]]:
+    """Every audit-log anchor in the histories of this namespace's deployments, running or
+    closed: the signed checkpoints their `record_audit` activities returned. Read from the
+    histories themselves, so no worker needs to run. Each comes with where it was found."""
+    runs = [
+        (wf.id, wf.run_id) async for wf in client.list_workflows(f"WorkflowType = '{WORKFLOW}'")
+    ]
+    gate = asyncio.Semaphore(concurrency)
+
+    async def scan(workflow_id: str, run_id: str) -> list[tuple[str, AuditAnchor]]:
+        async with gate:
+            history = await client.get_workflow_handle(workflow_id, run_id=run_id).fetch_history()
+        source = f"the Temporal history of {workflow_id} (run {run_id[:8]})"
+        activity_of: dict[int, str] = {}
+        found: list[tuple[str, AuditAnchor]] = []
+        for event in history.events:
+            if event.HasField("activity_task_scheduled_event_attributes"):
+                attrs = event.activity_task_scheduled_event_attributes
+                activity_of[event.event_id] = attrs.activity_type.name
+            elif event.HasField("activity_task_completed_event_attributes"):
+                done = event.activity_task_completed_event_attributes
+                if activity_of.get(done.scheduled_event_id) != "record_audit":
+                    continue
+                (receipt,) = await client.data_converter.decode(
+                    done.result.payloads, [AuditReceipt]
+                )
+                if isinstance(receipt, AuditReceipt) and receipt.anchor is not None:
+                    found.append((source, receipt.anchor))
+        return found
+
+    scanned = await asyncio.gather(*(scan(w, r) for w, r in runs))
+    return [anchor for group in scanned for anchor in group]

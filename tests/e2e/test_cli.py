@@ -20,6 +20,8 @@ import pytest_asyncio
 from temporalio.testing import WorkflowEnvironment
 
 from tests.kit import APP, Harness
+from zdp.compliance.audit import default_log_path, evidence_dir
+from zdp.compliance.engine_key import engine_public_key_path
 from zdp.models import TASK_QUEUE
 
 ZDP = str(Path(sys.executable).parent / "zdp")
@@ -222,6 +224,23 @@ async def test_refused_approval_and_second_deployment_are_one_line_each(
     assert one_clear_line(own) == (
         "error: ci-bot started this deployment, so someone else must approve it"
     )
+    # The refused attempt is on the record: the timeline, and the audit log, which verifies
+    # (also against the anchors in Temporal and in the evidence bundles).
+    timeline = await zdp("timeline", f"deploy-{APP}-prod", "--json", env=cli_env)
+    refused = [e for e in json.loads(timeline.out) if e["kind"] == "decision_refused"]
+    assert [(e["actor"], e["data"]["channel"]) for e in refused] == [("ci-bot", "cli")]
+    log = default_log_path(cli.home)
+    assert any(
+        json.loads(line)["kind"] == "decision_refused"
+        and json.loads(line)["workflow_id"] == f"deploy-{APP}-prod"
+        for line in log.read_text().splitlines()
+    )
+    verified = await zdp(
+        "audit", "verify", "--log", str(log), "--key", str(engine_public_key_path(cli.home)),
+        "--evidence", str(evidence_dir(cli.home)), env=cli_env,
+    )  # fmt: skip
+    assert verified.code == 0, verified.err
+    assert verified.out.startswith("audit log OK:") and "anchors" in verified.out
     again = await zdp("deploy", APP, "--env", "prod", "--release", release, env=cli_env)
     assert again.code == 1
     assert "deployment already in progress: deploy-webshop-prod" in one_clear_line(again)

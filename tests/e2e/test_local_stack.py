@@ -253,6 +253,61 @@ def test_audit_log_of_the_demo_verifies_and_an_edited_copy_does_not(
     assert len(bad.stderr.strip().splitlines()) == 1
 
 
+def test_cutting_the_audit_logs_tail_or_its_checkpoints_shows(
+    demo_result: dict[str, Any], stack_env: dict[str, str], tmp_path: Path
+) -> None:
+    """The signed heads kept in Temporal and in the evidence bundles catch what the files
+    alone cannot: the last deployment's entries cut together with their checkpoint lines, or
+    the checkpoint file deleted."""
+    home = Path(stack_env["ZDP_HOME"])
+    log = home / "audit" / "audit.jsonl"
+
+    def verify(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [ZDP, "audit", "verify", *args], env=stack_env, capture_output=True, text=True
+        )
+
+    ok = verify()
+    assert ok.returncode == 0, ok.stderr
+    assert "cross-checked against" in ok.stdout and "in Temporal histories" in ok.stdout
+    assert "in evidence bundles" in ok.stdout
+
+    lines = log.read_text().splitlines()
+    last = json.loads(lines[-1])
+    run = last["event_id"].split("/")[0]
+    first = next(
+        i
+        for i, line in enumerate(lines)
+        if json.loads(line)["workflow_id"] == last["workflow_id"]
+        and json.loads(line)["event_id"].startswith(f"{run}/")
+    )
+    copy = tmp_path / "audit.jsonl"
+    copy.write_text("".join(line + "\n" for line in lines[:first]))
+    checkpoints = tmp_path / "audit.checkpoints.jsonl"
+    checkpoints.write_text(
+        "".join(
+            line + "\n"
+            for line in (home / "audit" / "audit.checkpoints.jsonl").read_text().splitlines()
+            if json.loads(line)["size"] <= first
+        )
+    )
+    cut = verify("--log", str(copy))
+    assert cut.returncode == 1, cut.stdout
+    line = [text for text in cut.stderr.splitlines() if text.startswith("error:")]
+    assert len(line) == 1 and "Traceback" not in cut.stderr, cut.stderr
+    assert f"the first missing entry is entry {first} ({last['workflow_id']} {run}/0" in line[0]
+    # Without Temporal, the evidence bundles still catch the cut tail.
+    offline = verify("--log", str(copy), "--no-temporal")
+    assert offline.returncode == 1 and "evidence bundle" in offline.stderr, offline.stderr
+
+    copy.write_text(log.read_text())
+    checkpoints.unlink()
+    gone = verify("--log", str(copy))
+    assert gone.returncode == 1, gone.stdout
+    assert gone.stderr.startswith("error: entry "), gone.stderr
+    assert "ends a deployment" in gone.stderr and "no checkpoint" in gone.stderr
+
+
 async def test_github_actions_example_deploys_through_the_stack(
     demo_result: dict[str, Any], stack_env: dict[str, str], tmp_path: Path
 ) -> None:

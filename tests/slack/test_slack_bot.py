@@ -7,6 +7,7 @@ message in the fake Slack, and the workflow's status and timeline show what chan
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import subprocess
 import sys
@@ -33,6 +34,8 @@ from tests.slack.slack_kit import (
     unescape,
 )
 from zdp import deployments
+from zdp.compliance.audit import default_log_path, verify_log
+from zdp.compliance.engine_key import engine_key
 from zdp.compliance.esign import register_approver
 from zdp.config import EnvironmentConfig
 from zdp.models import DeploymentStatus, Outcome, Phase, ValidationReference
@@ -140,6 +143,17 @@ async def test_self_approval_is_refused_and_shown_in_the_message(
     )
     assert DECISION_BLOCK in _blocks_ids(update.params["blocks"])  # others can still approve
     await _still_awaiting(harness, handle)
+    # The attempt is on the record: in the timeline, and in the audit log, which verifies.
+    timeline = await deployments.timeline(harness.client, handle.id)
+    refused = [e for e in timeline if e.kind == "decision_refused"]
+    assert [(e.actor, e.data["channel"], e.data["decision"]) for e in refused] == [
+        ("ci-bot", "slack", "approve")
+    ]
+    log = default_log_path(harness.home)
+    logged = [json.loads(line) for line in log.read_text().splitlines()]
+    mine = [e for e in logged if e["workflow_id"] == handle.id and e["kind"] == "decision_refused"]
+    assert mine and mine[-1]["data"]["reason"] == refused[0].data["reason"]
+    verify_log(log, public_keys=[engine_key(harness.home).public_key()])
 
 
 async def test_unmapped_slack_user_is_refused_and_nothing_changes(

@@ -3,21 +3,31 @@ in PostgreSQL (`--database`, or ZDP_AUDIT_DATABASE_URL), and export the database
 
 from __future__ import annotations
 
+import asyncio
 import os
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from zdp.cli.output import EXIT_USAGE, fail
+from zdp.cli.output import EXIT_USAGE, err_console, fail
 from zdp.compliance.audit import (
     AUDIT_DATABASE_URL_ENV,
     VerifyReport,
     default_log_path,
+    evidence_dir,
     verify_log,
 )
+from zdp.compliance.audit_anchors import (
+    HISTORIES,
+    Anchor,
+    anchors_from_bundles,
+    check_anchors,
+)
+from zdp.compliance.audit_anchors import summary as anchor_summary
 from zdp.compliance.engine_key import engine_public_key_path
 from zdp.errors import ZdpError
+from zdp.models import AuditAnchor
 from zdp.signing import load_public_key
 
 app = typer.Typer(
@@ -59,8 +69,24 @@ def verify(
         ),
     ] = None,
     database: DatabaseOption = None,
+    evidence: Annotated[
+        Path | None,
+        typer.Option(
+            "--evidence",
+            metavar="DIR",
+            help="Evidence bundles whose anchors to check [default: $ZDP_HOME/evidence].",
+        ),
+    ] = None,
+    temporal: Annotated[
+        bool,
+        typer.Option(
+            help="Also check the anchors in the deployments' Temporal histories "
+            "(TEMPORAL_ADDRESS); unreachable is said, never silent.",
+        ),
+    ] = True,
 ) -> None:
-    """Check every entry's hash and link, and every checkpoint's signature and coverage."""
+    """Check every entry's hash and link, every checkpoint's signature and coverage, and the
+    log against every anchor outside it (Temporal histories, evidence bundles)."""
     if database and (log or checkpoints):
         fail("give --log (a file) or --database, not both", EXIT_USAGE)
     url = database or (None if log else os.environ.get(AUDIT_DATABASE_URL_ENV, "").strip())
@@ -75,11 +101,52 @@ def verify(
             from zdp.compliance.audit_pg_verify import verify_database
 
             report = verify_database(url, public_keys=public_keys)
-        else:
-            report = verify_log(log_path, checkpoints, public_keys=public_keys)
+            typer.echo(_summary(report))
+            err_console.print(
+                "note: anchors are checked against a log file; export the database with "
+                "`zdp audit export` and verify the copy with --log to check them",
+                markup=False,
+            )
+            return
+        report = verify_log(log_path, checkpoints, public_keys=public_keys)
+        anchors, known, notes = _gather_anchors(evidence or evidence_dir(), temporal)
+        cross = check_anchors(
+            log_path,
+            report.entries,
+            anchors,
+            public_keys,
+            checkpoints_path=checkpoints,
+            known_entries=known,
+        )
     except (ZdpError, OSError, ValueError) as err:
         fail(str(err))
-    typer.echo(_summary(report))
+    for note in notes:
+        err_console.print(f"note: {note}", markup=False)
+    typer.echo(f"{_summary(report)}; {anchor_summary(cross)}")
+
+
+def _gather_anchors(
+    evidence: Path, temporal: bool
+) -> tuple[list[Anchor], dict[int, str], list[str]]:
+    """Anchors from the evidence bundles and, if asked and reachable, from Temporal."""
+    anchors, known = anchors_from_bundles(evidence)
+    notes: list[str] = []
+    if not evidence.is_dir():
+        notes.append(f"no evidence folder at {evidence}: no bundle anchors to check")
+    if temporal:
+        from zdp import deployments
+        from zdp.temporal import TemporalUnavailable, connect
+
+        async def from_temporal() -> list[tuple[str, AuditAnchor]]:
+            return await deployments.audit_anchors(await connect())
+
+        try:
+            found = asyncio.run(from_temporal())
+        except TemporalUnavailable as err:
+            notes.append(f"{err}: the anchors in Temporal histories were not checked")
+        else:
+            anchors += [Anchor(anchor, source, HISTORIES) for source, anchor in found]
+    return anchors, known, notes
 
 
 @app.command("export")

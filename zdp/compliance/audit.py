@@ -62,6 +62,7 @@ __all__ = [
     "coverage_problem",
     "default_log_path",
     "entry_hash",
+    "evidence_dir",
     "format_utc",
     "lock_path_for",
     "verify_log",
@@ -96,6 +97,11 @@ class AuditStore(Protocol):
 def default_log_path(home: Path | None = None) -> Path:
     """$ZDP_HOME/audit/audit.jsonl."""
     return (home or zdp_home()) / "audit" / "audit.jsonl"
+
+
+def evidence_dir(home: Path | None = None) -> Path:
+    """$ZDP_HOME/evidence: one folder per deployment, one sealed bundle per run."""
+    return (home or zdp_home()) / "evidence"
 
 
 def _snapshot_sizes(log_path: Path, checkpoints_path: Path) -> tuple[int | None, int]:
@@ -196,19 +202,42 @@ def verify_log(
     heads: dict[int, AuditEntry] = {}  # size -> the entry a checkpoint of that size ends on
     chain = EntryChain()
     entry_problem: AuditVerificationError | None = None
+    last_end: AuditEntry | None = None  # the latest entry logged at a deployment's end
     try:
         with path.open("rb") as handle:
             for line in _lines(handle, log_size):
                 entry = chain.read_line(line)
                 if chain.size in wanted:
                     heads[chain.size] = entry
+                if entry.data.get("phase") == "done":
+                    last_end = entry
     except FileNotFoundError:
         raise AuditLogError(f"audit log not found: {path}") from None
     except OSError as err:
         raise AuditLogError(f"cannot read {path}: {err.strerror}") from None
     except AuditVerificationError as err:
         entry_problem = err
+    unsigned_end = _end_without_checkpoint(last_end, checkpoints)
+    if unsigned_end is not None:
+        problems.append((unsigned_end.seq or 0, unsigned_end))
     return report_or_first_problem(chain, problems, entry_problem, chain.size, checkpoints, heads)
+
+
+def _end_without_checkpoint(
+    last_end: AuditEntry | None, checkpoints: list[tuple[int, Checkpoint]]
+) -> AuditVerificationError | None:
+    """The engine signs a checkpoint atomically with every deployment's last append, so an
+    entry of a deployment's end that no checkpoint covers means checkpoints were cut."""
+    covered = checkpoints[-1][1].size if checkpoints else 0
+    if last_end is None or last_end.seq < covered:
+        return None
+    held = f"the last checkpoint covers {covered} entries" if checkpoints else "no checkpoint"
+    return AuditVerificationError(
+        last_end.seq,
+        "ends a deployment, and the engine signs a checkpoint with every deployment's end, "
+        f"but {held}: checkpoint lines or the checkpoint file were removed",
+        subject=f"entry {last_end.seq} ({last_end.workflow_id} {last_end.event_id})",
+    )
 
 
 def report_or_first_problem(

@@ -1,0 +1,155 @@
+"""The audit log cannot be cut short quietly, and refused decisions are on the record.
+
+Each deployment keeps the signed head of the log it took at its approval and at its end in its
+Temporal history and result and in its evidence bundle. A copy of the log that lost its tail
+together with the checkpoint lines covering it, or that lost its checkpoint file, fails
+`check_anchors` naming the first missing entry; the untouched log passes.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tests.kit import Harness
+from zdp import deployments
+from zdp.compliance.audit import (
+    AuditVerificationError,
+    checkpoints_path_for,
+    default_log_path,
+    evidence_dir,
+    verify_log,
+)
+from zdp.compliance.audit_anchors import (
+    HISTORIES,
+    Anchor,
+    anchors_from_bundles,
+    check_anchors,
+)
+from zdp.compliance.engine_key import engine_key
+from zdp.models import DeploymentResult, Outcome, Phase
+
+
+async def _all_anchors(harness: Harness) -> tuple[list[Anchor], dict[int, str]]:
+    bundles, known = anchors_from_bundles(evidence_dir(harness.home))
+    found = await deployments.audit_anchors(harness.client)
+    return bundles + [Anchor(a, source, HISTORIES) for source, a in found], known
+
+
+def _entries(log: Path) -> list[dict[str, object]]:
+    return [json.loads(line) for line in log.read_text().splitlines()]
+
+
+async def _approved_deployment(harness: Harness) -> DeploymentResult:
+    """A prod deployment: the initiator tries to approve it (refused), then others do."""
+    handle = await harness.start(harness.request("2.0.0", environment="prod"))
+    await harness.wait_for(handle, lambda s: s.phase is Phase.await_approval)
+    with pytest.raises(deployments.RequestRefused, match="someone else must approve"):
+        await deployments.approve(harness.client, handle.id, "ci-bot", channel="cli")
+    # The refusal is in the timeline and already in the audit log (it was logged before the
+    # update answered), and the deployment still waits, with nothing approved.
+    status = await harness.status(handle)
+    assert status.phase is Phase.await_approval and status.approvals == []
+    timeline = await deployments.timeline(harness.client, handle.id)
+    refused = [e for e in timeline if e.kind == "decision_refused"]
+    assert len(refused) == 1
+    assert refused[0].actor == "ci-bot"
+    assert refused[0].data == {
+        "decision": "approve",
+        "channel": "cli",
+        "reason": "ci-bot started this deployment, so someone else must approve it",
+    }
+    log = default_log_path(harness.home)
+    logged = [e for e in _entries(log) if e["kind"] == "decision_refused"]
+    assert logged and logged[-1]["actor"] == "ci-bot"
+    assert logged[-1]["data"]["channel"] == "cli"  # type: ignore[index]
+    verify_log(log, public_keys=[engine_key(harness.home).public_key()])
+
+    for approver in ("alice", "bob", "carol")[: status.approvals_required]:
+        await deployments.approve(harness.client, handle.id, approver, "reviewed")
+    # The approval took a checkpoint whose signed head is kept in the workflow's state.
+    status = await harness.wait_for(handle, lambda s: s.phase is not Phase.await_approval)
+    assert status.audit_anchor is not None
+    return await handle.result()
+
+
+async def test_refusals_are_recorded_and_every_deployment_anchors_the_log(
+    harness: Harness, tmp_path: Path
+) -> None:
+    result = await _approved_deployment(harness)
+    assert result.outcome is Outcome.promoted
+    public = engine_key(harness.home).public_key()
+    log = default_log_path(harness.home)
+    report = verify_log(log, public_keys=[public])
+
+    # The end's anchor covers the deployment's last logged event and is a checkpoint in the file.
+    anchor = result.status.audit_anchor
+    assert anchor is not None
+    assert report.last_checkpoint is not None and anchor.size <= report.entries
+    sealed = result.timeline[-1]
+    bundled = DeploymentResult.model_validate_json(
+        (Path(sealed.data["path"]) / "result.json").read_bytes()
+    )
+    assert bundled.status.audit_anchor == anchor
+
+    anchors, known = await _all_anchors(harness)
+    ours = check_anchors(log, report.entries, anchors, [public], known_entries=known)
+    assert ours.checked >= 2  # this run's approval and end, at least
+    assert ours.sources[HISTORIES] >= 2
+
+    # A copy without the last deployment's entries and the checkpoint lines covering them.
+    entries = _entries(log)
+    workflow_id = str(entries[-1]["workflow_id"])
+    run = str(entries[-1]["event_id"]).split("/")[0]
+    first = next(
+        i
+        for i, e in enumerate(entries)
+        if e["workflow_id"] == workflow_id and str(e["event_id"]).startswith(f"{run}/")
+    )
+    copy = tmp_path / "audit.jsonl"
+    copy.write_text("".join(line + "\n" for line in log.read_text().splitlines()[:first]))
+    kept = [
+        line
+        for line in checkpoints_path_for(log).read_text().splitlines()
+        if json.loads(line)["size"] <= first
+    ]
+    checkpoints = checkpoints_path_for(copy)
+    checkpoints.write_text("".join(line + "\n" for line in kept))
+    cut = verify_log(copy, public_keys=[public])  # the file alone cannot tell
+    assert cut.entries == first
+    with pytest.raises(AuditVerificationError) as missing:
+        check_anchors(copy, cut.entries, anchors, [public], known_entries=known)
+    message = str(missing.value)
+    assert missing.value.seq == first
+    assert f"the log ends after {first} entries" in message
+    assert f"the first missing entry is entry {first} ({workflow_id} {run}/0, started)" in message
+
+    # The full log with its checkpoint file removed: the log itself says a deployment ended
+    # unsigned, and the anchors name the checkpoint that is gone.
+    shutil.copy(log, copy)
+    checkpoints.unlink()
+    with pytest.raises(AuditVerificationError, match=r"ends a deployment.*no checkpoint"):
+        verify_log(copy, public_keys=[public])
+    with pytest.raises(AuditVerificationError, match=r"does not \(checkpoint lines removed\?\)"):
+        check_anchors(copy, report.entries, anchors, [public])
+
+
+async def test_anchors_of_another_log_are_counted_not_failed(
+    harness: Harness, tmp_path: Path
+) -> None:
+    """A Temporal server shared by two homes: the other home's anchors do not fail this log."""
+    await harness.deploy(harness.request("2.0.0"))
+    anchors, _ = await _all_anchors(harness)
+    other = tmp_path / "audit.jsonl"
+    entries = _entries(default_log_path(harness.home))
+    shutil.copy(default_log_path(harness.home), other)
+    # A log of one entry that is not this one's entry 0: every anchor is foreign to it.
+    foreign = dict(entries[0], hash="0" * 64)
+    other.write_text(json.dumps(foreign) + "\n")
+    report = check_anchors(
+        other, 1, anchors, [engine_key(harness.home).public_key()], checkpoints_path=tmp_path / "x"
+    )
+    assert report.checked == 0 and report.foreign == len(anchors) > 0
