@@ -8,11 +8,10 @@ from pathlib import Path
 from temporalio import activity
 
 from activities._support import to_application_error
-from zdp.compliance.profiles import Evidence, missing_evidence
+from zdp.acceptance import Target, accept_release
 from zdp.config import EngineConfig, load_config
-from zdp.domain import validation_check
 from zdp.errors import ReleaseVerificationError, ZdpError
-from zdp.models import DomainCheck, VerifiedRelease, VerifyReleaseInput
+from zdp.models import VerifiedRelease, VerifyReleaseInput
 from zdp.release import verify_envelope
 from zdp.signing import load_trusted_keys
 
@@ -40,46 +39,27 @@ class ReleaseActivities:
             verified = verify_envelope(request.envelope, load_trusted_keys(self.trusted_keys_dir))
         except ZdpError as err:
             raise to_application_error(err) from None
-        if verified.manifest.app != request.app:
-            raise to_application_error(
-                ReleaseVerificationError(
-                    f"release is for app '{verified.manifest.app}', not '{request.app}'"
-                )
-            )
         if request.environment is None:
+            if verified.manifest.app != request.app:
+                raise to_application_error(
+                    ReleaseVerificationError(
+                        f"release is for app '{verified.manifest.app}', not '{request.app}'"
+                    )
+                )
             return verified
         try:
             config = self._config if self._config is not None else load_config()
-            app = config.app(request.app)
-            env = app.environment(request.environment, app=request.app)
+            checks = accept_release(
+                verified.manifest,
+                Target(
+                    app=request.app,
+                    environment=request.environment,
+                    strategy=request.strategy,
+                    change_ref=request.change_ref,
+                    reason=request.reason,
+                ),
+                config,
+            )
         except ZdpError as err:
             raise to_application_error(err) from None
-        validation = validation_check(verified.manifest, app, request.environment)
-        missing = missing_evidence(
-            env.compliance_profiles,
-            verified.manifest,
-            Evidence(change_ref=request.change_ref, reason=request.reason),
-        )
-        if validation.blocking and not missing:
-            raise to_application_error(ReleaseVerificationError(validation.detail))
-        if validation.blocking:
-            missing.append(validation.detail)
-        manifest = verified.manifest
-        if missing:
-            raise to_application_error(
-                ReleaseVerificationError(
-                    f"compliance evidence missing for {manifest.app} {manifest.version} to "
-                    f"{request.environment} ({', '.join(env.compliance_profiles)}): "
-                    + "; ".join(missing)
-                )
-            )
-        checks = [validation]
-        if env.compliance_profiles:
-            checks.append(
-                DomainCheck(
-                    name="compliance",
-                    passed=True,
-                    detail=f"evidence complete for {', '.join(env.compliance_profiles)}",
-                )
-            )
         return verified.model_copy(update={"checks": checks})

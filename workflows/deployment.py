@@ -143,6 +143,7 @@ class DeploymentWorkflow:
                     environment=self.request.environment,
                     change_ref=self.request.change_ref,
                     reason=self.request.reason,
+                    strategy=self.request.strategy,
                 ),
                 start_to_close_timeout=timedelta(seconds=30),
                 retry_policy=FORWARD_RETRY,

@@ -28,7 +28,7 @@ from pydantic import (
 
 from zdp.compliance.profiles import APPROVAL_PROFILES, PROFILES
 from zdp.errors import ConfigError
-from zdp.models import Criticality, RiskLevel
+from zdp.models import Criticality, RiskLevel, Strategy
 
 CONFIG_RELATIVE_PATH = Path("infrastructure/canary-deployments/apps.yaml")
 CONFIG_ENV_VAR = "ZDP_CONFIG"
@@ -171,6 +171,10 @@ class EnvironmentConfig(_Config):
     compliance_profiles: list[str] = Field(default_factory=list)
     # A GxP environment: a release must name its validation document (IQ/OQ/PQ) to be verified.
     requires_validation: bool = False
+    # The rollout strategies allowed here (a line that cannot run two colours says canary).
+    strategies: list[Strategy] = Field(
+        default_factory=lambda: [Strategy.canary, Strategy.blue_green], min_length=1
+    )
 
     @field_validator("approvers")
     @classmethod

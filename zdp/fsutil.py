@@ -7,6 +7,8 @@ import os
 import tempfile
 from pathlib import Path
 
+from zdp.errors import ZdpError
+
 
 def write_file_atomic(
     path: Path, data: bytes, *, mode: int = 0o644, overwrite: bool = True
@@ -56,3 +58,18 @@ def proc_cmdline(pid: int) -> list[str]:
     except OSError:
         return []
     return [part.decode(errors="replace") for part in raw.split(b"\0") if part]
+
+
+def rotate_log(path: Path, keep: int = 3) -> None:
+    """Move `path` to `path.1` (and `.1` to `.2` …, keeping `keep`) so a new process starts a
+    fresh log without emptying the last one: a crashed process's last lines stay readable."""
+    try:
+        if not path.exists() or path.stat().st_size == 0:
+            return
+        for n in range(keep - 1, 0, -1):
+            older = path.with_name(f"{path.name}.{n}")
+            if older.exists():
+                older.replace(path.with_name(f"{path.name}.{n + 1}"))
+        path.replace(path.with_name(f"{path.name}.1"))
+    except OSError as err:
+        raise ZdpError(f"cannot rotate {path}: {err.strerror}") from None

@@ -458,6 +458,7 @@ class VerifyReleaseInput(_Model):
     # From the deployment request, for the compliance profiles' evidence checks.
     change_ref: str | None = None
     reason: str | None = None
+    strategy: Strategy | None = None  # checked against the environment's allowed strategies
 
 
 class AssessRiskInput(_Model):

@@ -8,6 +8,8 @@ and, for wheels, the file itself against what was signed.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import json
 import re
@@ -132,6 +134,57 @@ def _write_json(path: Path, text: str, what: str) -> None:
         write_file_atomic(path, (text + "\n").encode("utf-8"))
     except OSError as err:
         raise ReleaseError(f"cannot write {what} {path}: {err.strerror or err}") from None
+
+
+def read_release_input(path: Path, envelope_path: Path | None = None) -> DsseEnvelope:
+    """The release to deploy. The signed envelope is the release: `path` may be the envelope,
+    or a manifest that equals the statement signed in its envelope (beside it, or
+    `envelope_path`) exactly. Anything else is one ReleaseError line, and nothing is deployed:
+    an edited manifest beside an old envelope would otherwise deploy what it does not say."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ReleaseError(f"release not found: {path}") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise ReleaseError(f"cannot read release {path}: {err}") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ReleaseError(
+            f"{path} is not valid JSON: {err.msg} at line {err.lineno} column {err.colno}"
+        ) from None
+    if isinstance(data, dict) and "payloadType" in data:
+        if envelope_path is not None:
+            raise ReleaseError(
+                f"{path} is a signed envelope already: --envelope goes with a manifest only"
+            )
+        try:
+            return DsseEnvelope.model_validate(data)
+        except ValidationError as err:
+            raise ReleaseError(
+                f"malformed envelope {path}: {summarize_validation_error(err)}"
+            ) from None
+    if not isinstance(data, dict):
+        raise ReleaseError(f"{path} is neither a release manifest nor a signed envelope")
+    signed_path = envelope_path or envelope_path_for(path)
+    if not signed_path.exists():
+        raise ReleaseError(
+            f"no signature: {signed_path} not found (sign it with `zdp release sign {path}`)"
+        )
+    envelope = read_envelope(signed_path)
+    try:
+        payload = base64.b64decode(envelope.payload, validate=True)
+    except (binascii.Error, ValueError):
+        raise ReleaseError(f"malformed envelope {signed_path}: payload is not base64") from None
+    signed = _statement_from(payload).get("predicate")
+    if data != signed:
+        changed = _differing_fields(signed, data)
+        raise ReleaseError(
+            f"{path} differs from the release signed in {signed_path} "
+            f"({', '.join(changed[:5])}{', …' if len(changed) > 5 else ''}): deploy the "
+            "envelope, or sign this manifest again"
+        )
+    return envelope
 
 
 def envelope_path_for(manifest_path: Path) -> Path:

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from zdp.errors import PlatformError
-from zdp.fsutil import proc_cmdline, tail_log, write_file_atomic
+from zdp.fsutil import proc_cmdline, rotate_log, tail_log, write_file_atomic
 from zdp.platforms import local
 from zdp.platforms.envoy_process import EnvoyProcess
 from zdp.platforms.local_layout import LOCAL_APPS, zdp_home
@@ -137,6 +137,14 @@ class Stack:
             if wanted is None or previous.get("config") == wanted:
                 return previous
             stop_pid(previous["pid"], "zdp worker")  # same stack, another policy: restart it
+        recorded = (previous or {}).get("config")
+        if wanted is None and recorded not in (None, "default"):
+            # A worker that died is replaced by one with the config the stack was started with.
+            if not Path(recorded).is_file():
+                raise PlatformError(
+                    f"the stack's worker config {recorded} no longer exists: give --config"
+                )
+            wanted = recorded
         env = {
             **os.environ,
             "TEMPORAL_ADDRESS": self.temporal_address,
@@ -144,10 +152,10 @@ class Stack:
             "ZDP_RUNTIME": "local",
             "ZDP_ROUTER": "envoy",
         }
-        if self.config is not None:
-            env["ZDP_CONFIG"] = str(self.config.resolve())
+        if wanted is not None:
+            env["ZDP_CONFIG"] = wanted
         log = self.home / "worker.log"
-        log.write_text("")
+        rotate_log(log)  # the last worker's lines stay readable in worker.log.1
         proc = self._spawn([_binary("zdp"), "worker"], log, env)
         deadline = time.monotonic() + READY_TIMEOUT_S
         while "worker ready" not in log.read_text():
@@ -232,8 +240,13 @@ class Stack:
         rows.append(("envoy", "running" if pid else "stopped", envoy.admin_url if pid else ""))
         worker: dict[str, Any] = record.get("worker") or {}
         alive = bool(worker) and pid_alive(worker["pid"], "zdp worker")
+        config = f"config {worker.get('config', 'default')}" if worker else ""
         rows.append(
-            ("worker", "running" if alive else "stopped", f"pid {worker['pid']}" if alive else "")
+            (
+                "worker",
+                "running" if alive else "stopped",
+                f"pid {worker['pid']}  {config}" if alive else config,
+            )
         )
         for name, url in record.get("listeners", {}).items():
             rows.append((f"listener {name}", "running" if pid else "stopped", url))
@@ -246,3 +259,14 @@ class Stack:
                 )
             )
         return rows
+
+
+def worker_config(home: Path | None = None) -> Path | None:
+    """The engine config the stack's worker in this $ZDP_HOME runs with, if it runs with one
+    given by path (so the CLI checks requests against the rules the worker applies)."""
+    stack = Stack(home=home or zdp_home())
+    worker = stack.record().get("worker") or {}
+    recorded = worker.get("config")
+    if not recorded or recorded == "default" or not pid_alive(worker["pid"], "zdp worker"):
+        return None
+    return Path(recorded)

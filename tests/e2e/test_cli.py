@@ -64,6 +64,9 @@ def cli_env(temporal_env: WorkflowEnvironment, tmp_path: Path) -> dict[str, str]
         ZDP_HOME=str(tmp_path / ".zdp"),
         ZDP_USER="ci-bot",
         COLUMNS="200",
+        # The worker in this process runs with the test engine config; `zdp deploy` checks
+        # requests against the same file before it starts anything.
+        ZDP_CONFIG=str(Path(__file__).parents[1] / "workflows" / "engine.yaml"),
     )
     return env
 

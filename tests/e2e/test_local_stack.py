@@ -295,7 +295,7 @@ def test_cutting_the_audit_logs_tail_or_its_checkpoints_shows(
     assert cut.returncode == 1, cut.stdout
     line = [text for text in cut.stderr.splitlines() if text.startswith("error:")]
     assert len(line) == 1 and "Traceback" not in cut.stderr, cut.stderr
-    assert f"the first missing entry is entry {first} ({last['workflow_id']} {run}/0" in line[0]
+    assert f"first missing entry: entry {first} ({last['workflow_id']} {run}/0" in line[0]
     # Without Temporal, the evidence bundles still catch the cut tail.
     offline = verify("--log", str(copy), "--no-temporal")
     assert offline.returncode == 1 and "evidence bundle" in offline.stderr, offline.stderr

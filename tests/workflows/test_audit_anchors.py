@@ -125,7 +125,7 @@ async def test_refusals_are_recorded_and_every_deployment_anchors_the_log(
     message = str(missing.value)
     assert missing.value.seq == first
     assert f"the log ends after {first} entries" in message
-    assert f"the first missing entry is entry {first} ({workflow_id} {run}/0, started)" in message
+    assert f"first missing entry: entry {first} ({workflow_id} {run}/0, started)" in message
 
     # The full log with its checkpoint file removed: the log itself says a deployment ended
     # unsigned, and the anchors name the checkpoint that is gone.

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import getpass
-import json
 import os
 import sys
 from collections.abc import Awaitable, Callable
@@ -69,19 +68,41 @@ def _who(value: str | None) -> str:
 
 
 def _load_envelope(release: Path, envelope: Path | None) -> DsseEnvelope:
-    from zdp.release import envelope_path_for, read_envelope
+    """The signed envelope named by --release (or the one a manifest there was signed into)."""
+    from zdp.release import read_release_input
 
-    path = envelope or (release if _is_envelope(release) else envelope_path_for(release))
-    if not path.exists():
-        fail(f"no signature: {path} not found (sign it with `zdp release sign {release}`)")
-    return read_envelope(path)
-
-
-def _is_envelope(path: Path) -> bool:
     try:
-        return "payloadType" in json.loads(path.read_text())
-    except (OSError, ValueError):
-        return False
+        return read_release_input(release, envelope)
+    except ZdpError as err:
+        fail(str(err), EXIT_USAGE)
+
+
+def _preflight(request: DeploymentRequest, config_path: Path | None) -> None:
+    """Refuse now, with exit 2, what the worker would refuse before changing anything: no
+    workflow starts, no audit entry is written, no bundle is sealed."""
+    from activities.release import default_trusted_keys_dir
+    from zdp.acceptance import Target, preflight
+    from zdp.config import find_config_path, load_config
+    from zdp.stack import worker_config
+
+    path = config_path or worker_config()
+    try:
+        path = find_config_path(path)
+        config = load_config(path)
+        preflight(
+            config,
+            request.release,
+            Target(
+                app=request.app,
+                environment=request.environment,
+                strategy=request.strategy,
+                change_ref=request.change_ref,
+                reason=request.reason,
+            ),
+            default_trusted_keys_dir(),
+        )
+    except ZdpError as err:
+        fail(f"refused before starting: {err} (checked against {path})", EXIT_USAGE)
 
 
 def _parse_steps(value: str | None) -> list[int] | None:
@@ -100,8 +121,16 @@ def _parse_steps(value: str | None) -> list[int] | None:
 def deploy(
     app_name: Annotated[str, typer.Argument(metavar="APP", help="App to deploy.")],
     env: Annotated[str, typer.Option("--env", help="Target environment.")],
-    release: Annotated[Path, typer.Option(help="release.json (its .dsse.json is read beside it).")],
-    envelope: Annotated[Path | None, typer.Option(help="DSSE envelope, if not beside.")] = None,
+    release: Annotated[
+        Path,
+        typer.Option(
+            help="The signed release: its DSSE envelope (release.dsse.json), or a manifest "
+            "that equals the statement signed beside it."
+        ),
+    ],
+    envelope: Annotated[
+        Path | None, typer.Option(help="The manifest's DSSE envelope, if not beside it.")
+    ] = None,
     strategy: Annotated[Strategy, typer.Option(help="canary or blue-green.")] = Strategy.canary,
     steps: Annotated[str | None, typer.Option(help="Canary weights, e.g. 1,5,25,100.")] = None,
     bake: Annotated[float | None, typer.Option(help="Seconds of health gate per step.")] = None,
@@ -124,8 +153,20 @@ def deploy(
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the final result as JSON.")
     ] = False,
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            help="Engine config to check the request against before starting [default: the "
+            "stack's worker config, else $ZDP_CONFIG, else apps.yaml]."
+        ),
+    ] = None,
 ) -> None:
-    """Start a deployment of a signed release; with --wait, follow it to its outcome."""
+    """Start a deployment of a signed release; with --wait, follow it to its outcome.
+
+    Checked before anything starts (exit 2): the app, the environment, the strategy, steps
+    and bake, and the release (its app, its evidence; its signature when trusted keys are at
+    hand). Exit codes: 0 started (or promoted with --wait), 1 error, 2 refused before starting,
+    10-15 the outcome with --wait (see `zdp --help`)."""
     try:
         request = DeploymentRequest(
             app=app_name,
@@ -143,6 +184,7 @@ def deploy(
         )
     except ValidationError as err:
         fail(f"invalid deployment request: {summarize_validation_error(err)}", EXIT_USAGE)
+    _preflight(request, config)
 
     async def work() -> int:
         client = await connect()

@@ -231,7 +231,11 @@ def _end_without_checkpoint(
     covered = checkpoints[-1][1].size if checkpoints else 0
     if last_end is None or last_end.seq < covered:
         return None
-    held = f"the last checkpoint covers {covered} entries" if checkpoints else "no checkpoint"
+    held = (
+        f"the last checkpoint covers only {covered} entries"
+        if checkpoints
+        else "no checkpoint covers it"
+    )
     return AuditVerificationError(
         last_end.seq,
         "ends a deployment, and the engine signs a checkpoint with every deployment's end, "

@@ -164,11 +164,10 @@ def check_anchors(
                     first,
                     AuditVerificationError(
                         first,
-                        f"missing: the log ends after {len(log)} entries, but {source} holds "
-                        f"the engine's signed head over {a.size} entries (signed "
-                        f"{a.at:%Y-%m-%d %H:%M:%S}); the first missing entry is {what} "
-                        "(truncated?)",
-                        subject=what,
+                        f"first missing entry: {what}; the log ends after {len(log)} entries, "
+                        f"but {source} holds the engine's signed head over {a.size} entries "
+                        f"(signed {a.at:%Y-%m-%d %H:%M:%S}) (truncated?)",
+                        subject="audit log",
                     ),
                 )
             )

@@ -1,0 +1,123 @@
+"""Whether a deployment request may go ahead: the rules the worker applies before anything
+changes, and that `zdp deploy` applies before anything starts.
+
+The worker is the authority: it checks the signature against its trusted keys, then calls
+`accept_release` on the verified manifest. The CLI runs the same checks first (`preflight`), on
+the verified manifest when it holds trusted keys and on the envelope's claims otherwise, so a
+request that would be refused never starts a workflow, writes an audit entry or seals a bundle.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from zdp.compliance.profiles import Evidence, missing_evidence
+from zdp.config import EngineConfig, EnvironmentConfig
+from zdp.domain import validation_check
+from zdp.errors import ReleaseVerificationError, ZdpError
+from zdp.models import DomainCheck, DsseEnvelope, ReleaseManifest, Strategy
+from zdp.release import summarize_validation_error, verify_envelope
+from zdp.signing import load_trusted_keys
+
+
+class PreflightError(ZdpError):
+    """The request would be refused: nothing was started."""
+
+
+@dataclass(frozen=True)
+class Target:
+    app: str
+    environment: str
+    strategy: Strategy | None = None
+    change_ref: str | None = None
+    reason: str | None = None
+
+
+def check_target(config: EngineConfig, target: Target) -> EnvironmentConfig:
+    """The environment's config; ConfigError for an unknown app or environment, PreflightError
+    for a strategy the environment does not allow."""
+    env = config.environment(target.app, target.environment)
+    if target.strategy is not None and target.strategy not in env.strategies:
+        allowed = ", ".join(s.value for s in env.strategies)
+        raise PreflightError(
+            f"strategy {target.strategy.value} is not allowed for {target.app} in "
+            f"{target.environment}; allowed: {allowed}"
+        )
+    return env
+
+
+def accept_release(
+    manifest: ReleaseManifest, target: Target, config: EngineConfig
+) -> list[DomainCheck]:
+    """The checks a release must pass for this target: it names this app, the environment
+    exists and allows the strategy, a GxP environment's validation document, and the
+    compliance profiles' evidence. ReleaseVerificationError names what is missing."""
+    if manifest.app != target.app:
+        raise ReleaseVerificationError(f"release is for app '{manifest.app}', not '{target.app}'")
+    env = check_target(config, target)
+    app = config.app(target.app)
+    validation = validation_check(manifest, app, target.environment)
+    missing = missing_evidence(
+        env.compliance_profiles,
+        manifest,
+        Evidence(change_ref=target.change_ref, reason=target.reason),
+    )
+    if validation.blocking and not missing:
+        raise ReleaseVerificationError(validation.detail)
+    if validation.blocking:
+        missing.append(validation.detail)
+    if missing:
+        raise ReleaseVerificationError(
+            f"compliance evidence missing for {manifest.app} {manifest.version} to "
+            f"{target.environment} ({', '.join(env.compliance_profiles)}): " + "; ".join(missing)
+        )
+    checks = [validation]
+    if env.compliance_profiles:
+        checks.append(
+            DomainCheck(
+                name="compliance",
+                passed=True,
+                detail=f"evidence complete for {', '.join(env.compliance_profiles)}",
+            )
+        )
+    return checks
+
+
+def claimed_manifest(envelope: DsseEnvelope) -> ReleaseManifest:
+    """The manifest the envelope's statement claims, signature unchecked (the worker checks
+    it); PreflightError if the payload is not a release statement at all."""
+    try:
+        statement = json.loads(base64.b64decode(envelope.payload, validate=True))
+        return ReleaseManifest.model_validate(statement["predicate"])
+    except (binascii.Error, ValueError, UnicodeDecodeError, KeyError, TypeError) as err:
+        detail = summarize_validation_error(err) if isinstance(err, ValidationError) else None
+        raise PreflightError(
+            "the envelope's payload is not a release statement" + (f" ({detail})" if detail else "")
+        ) from None
+
+
+def preflight(
+    config: EngineConfig,
+    envelope: DsseEnvelope,
+    target: Target,
+    trusted_keys_dir: Path | None = None,
+) -> ReleaseManifest:
+    """Everything the worker would refuse before changing anything, checked now. With trusted
+    keys at hand, the signature too; without them, the envelope's claims."""
+    check_target(config, target)
+    if (
+        trusted_keys_dir is not None
+        and trusted_keys_dir.is_dir()
+        and any(trusted_keys_dir.iterdir())
+    ):
+        manifest = verify_envelope(envelope, load_trusted_keys(trusted_keys_dir)).manifest
+    else:
+        manifest = claimed_manifest(envelope)
+    accept_release(manifest, target, config)
+    return manifest
