@@ -14,8 +14,9 @@ from temporalio.testing import WorkflowEnvironment
 
 from zdp.temporal import SEARCH_ATTRIBUTES
 
-# Signed releases, the seeded memory platform and per-test workers, for every test folder.
-pytest_plugins = ["tests.kit"]
+# Signed releases, the seeded memory platform and per-test workers, for every test folder;
+# the `zdp` subprocess runner and its worker (cli_env, cli).
+pytest_plugins = ["tests.kit", "tests.cli_checks"]
 
 
 def venv_binary(name: str) -> str:

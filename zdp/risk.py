@@ -59,6 +59,21 @@ def _plural(count: int, noun: str) -> str:
     return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
 
 
+def _config_factor(manifest: ReleaseManifest) -> RiskFactor:
+    """Configuration files changed in the diff, or configuration the release sets itself
+    (`zdp release create --set K=V`): either is a configuration change."""
+    overrides = sorted(manifest.config_overrides)
+    changed = manifest.change.config_changed or bool(overrides)
+    parts = ["configuration changed"] if manifest.change.config_changed else []
+    if overrides:
+        parts.append(f"the release sets {', '.join(overrides)}")
+    return RiskFactor(
+        name="config_changed",
+        detail="; ".join(parts) if changed else "configuration unchanged",
+        points=CONFIG_CHANGED_POINTS if changed else 0,
+    )
+
+
 def _change_factors(manifest: ReleaseManifest) -> list[RiskFactor]:
     change = manifest.change
     lines, files = change.lines_changed, change.files_changed
@@ -80,11 +95,7 @@ def _change_factors(manifest: ReleaseManifest) -> list[RiskFactor]:
             detail="includes database migrations" if change.migrations else "no migrations",
             points=MIGRATIONS_POINTS if change.migrations else 0,
         ),
-        RiskFactor(
-            name="config_changed",
-            detail="configuration changed" if change.config_changed else "configuration unchanged",
-            points=CONFIG_CHANGED_POINTS if change.config_changed else 0,
-        ),
+        _config_factor(manifest),
         RiskFactor(
             name="dependencies_changed",
             detail=(

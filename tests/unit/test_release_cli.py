@@ -28,6 +28,7 @@ def run(*args: str | Path, env: dict[str, str] | None = None) -> Result:
 def workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A working folder with a key pair in ./keys and its public key in ./trusted."""
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("ZDP_CONFIG", str(Path(__file__).parents[1] / "workflows" / "engine.yaml"))
     result = run("keys", "generate", "release-ci")
     assert result.exit_code == 0, result.output
     (tmp_path / "trusted").mkdir()
@@ -193,7 +194,7 @@ def test_prompted_passphrase_is_confirmed_and_encrypts_the_key(workspace: Path) 
 
 def test_create_with_a_validation_document_records_it(workspace: Path) -> None:
     result = run(
-        "release", "create", "pharma-manufacturing", "--version", "2.0.0",
+        "release", "create", "webshop", "--version", "2.0.0",
         "--image", IMAGE, "--validation-doc", "VAL-2026-0142", "-o", "release.json",
     )  # fmt: skip
     assert result.exit_code == 0, result.output
@@ -208,7 +209,7 @@ def test_create_with_a_validation_document_records_it(workspace: Path) -> None:
 
 def test_create_refuses_a_malformed_validation_document_id(workspace: Path) -> None:
     result = run(
-        "release", "create", "pharma-manufacturing", "--version", "2.0.0",
+        "release", "create", "webshop", "--version", "2.0.0",
         "--image", IMAGE, "--validation-doc", "no spaces allowed",
     )  # fmt: skip
     assert_one_line_error(result, "validation document id 'no spaces allowed' is not valid")

@@ -74,6 +74,16 @@ def test_nothing_changed_on_a_low_app_scores_zero_and_lists_every_factor() -> No
     assert result.factors[7].detail == "no business calendar configured for this app"
 
 
+def test_a_release_that_only_sets_configuration_counts_as_a_configuration_change() -> None:
+    """`zdp release create --set K=V` with no diff is still a configuration change."""
+    at = datetime(2026, 1, 14, 12, 0, tzinfo=UTC)
+    release = manifest().model_copy(update={"config_overrides": {"LIMIT": "5", "MODE": "x"}})
+    result = assess_risk(release, plain_app(), "production", at, recent_failures=0)
+    factor = next(f for f in result.factors if f.name == "config_changed")
+    assert (factor.points, factor.detail) == (5, "the release sets LIMIT, MODE")
+    assert result.score == 5
+
+
 def test_worked_example_from_the_docs(engine: EngineConfig) -> None:
     """docs/risk-and-policy.md, "A worked example": keep the two in step."""
     release = manifest(lines_changed=412, files_changed=9, config_changed=True)

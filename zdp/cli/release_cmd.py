@@ -30,6 +30,18 @@ def _fail(err: Exception) -> NoReturn:
     fail(str(err))
 
 
+def _known_app(app_name: str, path: Path | None) -> None:
+    """A release for an app the engine does not know would only be refused later: say so now."""
+    from zdp.config import find_config_path, load_config
+
+    found = path
+    try:
+        found = find_config_path(path)
+        load_config(found).app(app_name)
+    except ZdpError as err:
+        fail(f"{err} (checked against {found})" if found else str(err), EXIT_USAGE)
+
+
 def parse_overrides(pairs: list[str]) -> dict[str, str]:
     """`KEY=VALUE` strings as a dict; the value may itself contain '='."""
     overrides: dict[str, str] = {}
@@ -80,10 +92,18 @@ def create(
     output: Annotated[
         Path, typer.Option("--output", "-o", help="Where to write the manifest.")
     ] = Path("release.json"),
+    engine_config: Annotated[
+        Path | None,
+        typer.Option(
+            "--config",
+            help="Engine config that must know APP [default: $ZDP_CONFIG, else apps.yaml].",
+        ),
+    ] = None,
 ) -> None:
     """Write a release manifest for one artifact: a wheel file or an image pinned by digest."""
     if (artifact is None) == (image is None):
         fail("give exactly one of --artifact PATH or --image NAME@sha256:<hex>", EXIT_USAGE)
+    _known_app(app_name, engine_config)
     config = parse_overrides(overrides or [])
     try:
         manifest = create_manifest(
