@@ -15,8 +15,8 @@ from temporalio.testing import WorkflowEnvironment
 from zdp.temporal import SEARCH_ATTRIBUTES
 
 # Signed releases, the seeded memory platform and per-test workers, for every test folder;
-# the `zdp` subprocess runner and its worker (cli_env, cli).
-pytest_plugins = ["tests.kit", "tests.cli_checks"]
+# the `zdp` subprocess runner and its worker (cli_env, cli); the fake Slack and the bot.
+pytest_plugins = ["tests.kit", "tests.cli_checks", "tests.slack.fixtures"]
 
 
 def venv_binary(name: str) -> str:

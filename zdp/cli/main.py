@@ -102,7 +102,8 @@ def _preflight(request: DeploymentRequest, config_path: Path | None) -> None:
             default_trusted_keys_dir(),
         )
     except ZdpError as err:
-        fail(f"refused before starting: {err} (checked against {path})", EXIT_USAGE)
+        where = f" (checked against {path})" if path and str(path) not in str(err) else ""
+        fail(f"refused before starting: {err}{where}", EXIT_USAGE)
 
 
 def _parse_steps(value: str | None) -> list[int] | None:
