@@ -21,6 +21,7 @@ from temporalio.worker import Worker
 
 from workers.worker import Platform, build_worker
 from zdp import deployments
+from zdp.compliance.esign import load_registry, registry_dir
 from zdp.config import EngineConfig, load_config
 from zdp.models import (
     Artifact,
@@ -43,7 +44,7 @@ from zdp.platforms.memory import (
     MemoryRuntime,
     MemoryState,
 )
-from zdp.release import sign_manifest
+from zdp.release import approve_validation, sign_manifest
 
 HERE = Path(__file__).parent
 HISTORIES = HERE / "histories"
@@ -55,10 +56,10 @@ class Signer:
     key: Ed25519PrivateKey
     trusted_dir: Path
 
-    def release(
+    def manifest(
         self, version: str, validation: ValidationReference | None = None, **change: Any
-    ) -> DsseEnvelope:
-        manifest = ReleaseManifest(
+    ) -> ReleaseManifest:
+        return ReleaseManifest(
             validation=validation,
             app=APP,
             version=version,
@@ -69,7 +70,31 @@ class Signer:
             ),
             change=ChangeMetadata(**{"lines_changed": 10, "files_changed": 1, **change}),
         )
-        return sign_manifest(manifest, self.key)
+
+    def release(
+        self, version: str, validation: ValidationReference | None = None, **change: Any
+    ) -> DsseEnvelope:
+        return sign_manifest(self.manifest(version, validation, **change), self.key)
+
+    def validated(
+        self,
+        version: str,
+        approver: str,
+        key: Ed25519PrivateKey,
+        document_id: str = "VAL-2026-0142",
+        **change: Any,
+    ) -> DsseEnvelope:
+        """A release whose IQ/OQ/PQ document `approver` approved with a Part 11 signature
+        (registered in $ZDP_APPROVER_REGISTRY), then signed: what a GxP line deploys."""
+        pending = ValidationReference(document_id=document_id, status="pending")
+        approved = approve_validation(
+            self.manifest(version, pending, **change),
+            approver,
+            "IQ/OQ/PQ executed and approved",
+            key,
+            load_registry(registry_dir()),
+        )
+        return sign_manifest(approved, self.key)
 
 
 @pytest.fixture(scope="session")

@@ -12,16 +12,18 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from pydantic import ValidationError
 
+from zdp.compliance.esign import load_registry
 from zdp.compliance.profiles import Evidence, missing_evidence
 from zdp.config import EngineConfig, EnvironmentConfig
 from zdp.domain import validation_check
 from zdp.errors import ReleaseVerificationError, ZdpError
-from zdp.models import DomainCheck, DsseEnvelope, ReleaseManifest, Strategy
+from zdp.models import ApproverIdentity, DomainCheck, DsseEnvelope, ReleaseManifest, Strategy
 from zdp.release import summarize_validation_error, verify_envelope
 from zdp.signing import load_trusted_keys
 
@@ -53,7 +55,10 @@ def check_target(config: EngineConfig, target: Target) -> EnvironmentConfig:
 
 
 def accept_release(
-    manifest: ReleaseManifest, target: Target, config: EngineConfig
+    manifest: ReleaseManifest,
+    target: Target,
+    config: EngineConfig,
+    registry: Mapping[str, ApproverIdentity] | None = None,
 ) -> list[DomainCheck]:
     """The checks a release must pass for this target: it names this app, the environment
     exists and allows the strategy, a GxP environment's validation document, and the
@@ -62,7 +67,7 @@ def accept_release(
         raise ReleaseVerificationError(f"release is for app '{manifest.app}', not '{target.app}'")
     env = check_target(config, target)
     app = config.app(target.app)
-    validation = validation_check(manifest, app, target.environment)
+    validation = validation_check(manifest, app, target.environment, registry)
     missing = missing_evidence(
         env.compliance_profiles,
         manifest,
@@ -107,6 +112,7 @@ def preflight(
     envelope: DsseEnvelope,
     target: Target,
     trusted_keys_dir: Path | None = None,
+    registry_dir: Path | None = None,
 ) -> ReleaseManifest:
     """Everything the worker would refuse before changing anything, checked now. With trusted
     keys at hand, the signature too; without them, the envelope's claims."""
@@ -119,5 +125,6 @@ def preflight(
         manifest = verify_envelope(envelope, load_trusted_keys(trusted_keys_dir)).manifest
     else:
         manifest = claimed_manifest(envelope)
-    accept_release(manifest, target, config)
+    registry = load_registry(registry_dir) if registry_dir and registry_dir.is_dir() else None
+    accept_release(manifest, target, config, registry)
     return manifest

@@ -171,6 +171,8 @@ class EnvironmentConfig(_Config):
     compliance_profiles: list[str] = Field(default_factory=list)
     # A GxP environment: a release must name its validation document (IQ/OQ/PQ) to be verified.
     requires_validation: bool = False
+    # Who may sign a release's IQ/OQ/PQ validation document (default: the approvers).
+    validation_approvers: list[str] = Field(default_factory=list)
     # The rollout strategies allowed here (a line that cannot run two colours says canary).
     strategies: list[Strategy] = Field(
         default_factory=lambda: [Strategy.canary, Strategy.blue_green], min_length=1

@@ -19,16 +19,17 @@ The freeze and validation rules are pure. The work-in-progress rule does I/O thr
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
 import httpx
 
+from zdp.compliance.esign import verify_validation
 from zdp.config import AppConfig, WorkInProgressCheck
 from zdp.errors import ZdpError
-from zdp.models import DomainCheck, ReleaseManifest, RiskFactor
+from zdp.models import ApproverIdentity, DomainCheck, ReleaseManifest, RiskFactor
 
 
 class AppQuery(Protocol):
@@ -181,9 +182,16 @@ def _plural(noun: str) -> str:
 # --------------------------------------------------------------------------- validation
 
 
-def validation_check(manifest: ReleaseManifest, app: AppConfig, environment: str) -> DomainCheck:
+def validation_check(
+    manifest: ReleaseManifest,
+    app: AppConfig,
+    environment: str,
+    registry: Mapping[str, ApproverIdentity] | None = None,
+) -> DomainCheck:
     """A release to a `requires_validation` (or part11) environment must name an approved
-    IQ/OQ/PQ validation record."""
+    IQ/OQ/PQ validation record, approved by a Part 11 e-signature of a registered validation
+    approver who did not author the release. With `registry` None (a client without the
+    approver registry) only the signature's presence is checked; the worker checks it all."""
     env = app.environments.get(environment)
     if env is None or not (env.requires_validation or "part11" in env.compliance_profiles):
         return DomainCheck(
@@ -210,8 +218,29 @@ def validation_check(manifest: ReleaseManifest, app: AppConfig, environment: str
             blocking=True,
             detail=f"{where}: validation document {ref.document_id} {problem}",
         )
+    allowed = list(env.validation_approvers or env.approvers)
+    if registry is None:
+        refusal = (
+            None
+            if ref.signature is not None
+            else (
+                "it is not signed: a validation approver signs it with "
+                "`zdp release approve-validation` before the release is signed"
+            )
+        )
+        signed_by = "signed (signature checked by the worker)"
+    else:
+        manifestation, refusal = verify_validation(manifest, dict(registry), allowed)
+        signed_by = manifestation.line() if manifestation else ""
+    if refusal is not None:
+        return DomainCheck(
+            name="validation",
+            passed=False,
+            blocking=True,
+            detail=f"{where}: validation document {ref.document_id}: {refusal}",
+        )
     return DomainCheck(
         name="validation",
         passed=True,
-        detail=f"covered by validation document {ref.document_id} (IQ/OQ/PQ approved)",
+        detail=f"covered by validation document {ref.document_id} (IQ/OQ/PQ approved, {signed_by})",
     )

@@ -126,6 +126,25 @@ class ValidationReference(_Model):
     document_id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._/-]{2,63}$")
     qualifications: list[Qualification] = Field(default_factory=_all_qualifications, min_length=1)
     status: Literal["approved", "pending"] = "approved"
+    # The approval: a Part 11 e-signature over a SignedValidation by a registered validation
+    # approver who did not author the release (`zdp release approve-validation`).
+    signature: ApprovalSignature | None = None
+
+
+class SignedValidation(_Model):
+    """What a validation approver signs: this release (by artifact digest) is covered by this
+    validation document's qualifications. Bound to the document, the app and the digest, so
+    it cannot be moved to another release."""
+
+    type: Literal["zdp-validation/v1"] = "zdp-validation/v1"
+    document_id: str
+    app: str
+    release_digest: str
+    qualifications: list[Qualification]
+    meaning: str = Field(min_length=3, max_length=200)
+    signer: str
+    printed_name: str
+    signed_at: datetime
 
 
 class ReleaseManifest(_Model):

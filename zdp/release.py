@@ -25,14 +25,16 @@ from pydantic import ValidationError
 from zdp.errors import ReleaseError, ReleaseVerificationError
 from zdp.fsutil import write_file_atomic
 from zdp.models import (
+    ApproverIdentity,
     Artifact,
     ChangeMetadata,
     DsseEnvelope,
     ReleaseManifest,
+    SignedValidation,
     ValidationReference,
     VerifiedRelease,
 )
-from zdp.signing import load_trusted_keys, sign_dsse, verify_dsse
+from zdp.signing import fingerprint, load_trusted_keys, sign_dsse, verify_dsse
 
 PAYLOAD_TYPE = "application/vnd.in-toto+json"
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
@@ -260,7 +262,8 @@ def _validation_reference(document_id: str | None) -> ValidationReference | None
     if document_id is None:
         return None
     try:
-        return ValidationReference(document_id=document_id)
+        # Pending until a validation approver signs it (`zdp release approve-validation`).
+        return ValidationReference(document_id=document_id, status="pending")
     except ValidationError:
         raise ReleaseError(
             f"validation document id {document_id!r} is not valid: use 3 to 64 letters, digits, "
@@ -505,3 +508,50 @@ def _check_artifact_file(signed: Artifact, manifest_path: Path, artifact_path: P
         raise ReleaseVerificationError(
             f"artifact digest mismatch: signed {signed.digest}, file has {actual}"
         )
+
+
+def approve_validation(
+    manifest: ReleaseManifest,
+    signer: str,
+    meaning: str,
+    key: Ed25519PrivateKey,
+    registry: Mapping[str, ApproverIdentity],
+) -> ReleaseManifest:
+    """The manifest with its validation document approved: a Part 11 e-signature of `signer`
+    (registered, with this key, and not the release's author) over the document, the app and
+    the artifact digest. The release is signed after this, so the approval is in what the
+    release signature covers."""
+    from zdp.compliance.esign import sign_approval
+
+    ref = manifest.validation
+    if ref is None:
+        raise ReleaseError(
+            f"{manifest.app} {manifest.version} names no validation document: create the "
+            "release with --validation-doc ID"
+        )
+    identity = registry.get(signer)
+    if identity is None:
+        raise ReleaseError(f"{signer} has no registered signing key (zdp keys register-approver)")
+    if fingerprint(key.public_key()) != identity.fingerprint:
+        raise ReleaseError(f"this key is not the one registered to {signer}")
+    if manifest.change.author is not None and signer == manifest.change.author:
+        raise ReleaseError(
+            f"{signer} authored this release, so someone else must approve its validation"
+        )
+    try:
+        payload = SignedValidation(
+            document_id=ref.document_id,
+            app=manifest.app,
+            release_digest=manifest.artifact.digest,
+            qualifications=list(ref.qualifications),
+            meaning=meaning,
+            signer=signer,
+            printed_name=identity.printed_name,
+            signed_at=datetime.now(UTC),
+        )
+    except ValidationError as err:
+        raise ReleaseError(f"invalid approval: {summarize_validation_error(err)}") from None
+    approved = ref.model_copy(
+        update={"status": "approved", "signature": sign_approval(key, payload)}
+    )
+    return manifest.model_copy(update={"validation": approved})

@@ -6,6 +6,9 @@ TEMPORAL_API_KEY, TEMPORAL_TLS*, and profiles in temporal.toml), loaded by `temp
 
 from __future__ import annotations
 
+import json
+import os
+from pathlib import Path
 from typing import Any
 
 from temporalio.client import Client
@@ -14,6 +17,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.envconfig import ClientConfig
 
 from zdp.errors import ZdpError
+from zdp.fsutil import proc_cmdline
 
 SA_APP = SearchAttributeKey.for_keyword("ZdpApp")
 SA_ENVIRONMENT = SearchAttributeKey.for_keyword("ZdpEnvironment")
@@ -41,10 +45,24 @@ class TemporalUnavailable(ZdpError):
 
 
 def connect_config() -> dict[str, Any]:
-    """Client.connect keyword arguments from the standard TEMPORAL_* environment and profiles."""
+    """Client.connect keyword arguments from the standard TEMPORAL_* environment and profiles;
+    without an address there, the embedded stack's server in $ZDP_HOME while it runs (so the
+    CLI follows `zdp up` on moved ports), else localhost:7233."""
     config: dict[str, Any] = dict(ClientConfig.load_client_connect_config())
-    config.setdefault("target_host", DEFAULT_ADDRESS)
+    config.setdefault("target_host", stack_address() or DEFAULT_ADDRESS)
     return config
+
+
+def stack_address() -> str | None:
+    """The Temporal address `zdp up` recorded in $ZDP_HOME/stack.json, if that server runs."""
+    home = Path(os.environ.get("ZDP_HOME") or ".zdp")
+    try:
+        record = json.loads((home / "stack.json").read_text())
+        temporal = record["temporal"]
+        pid, address = int(temporal["pid"]), str(temporal["address"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return address if "start-dev" in proc_cmdline(pid) else None
 
 
 async def connect(**overrides: Any) -> Client:

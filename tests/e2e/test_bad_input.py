@@ -35,7 +35,6 @@ from zdp.models import (
     Phase,
     ReleaseManifest,
     Strategy,
-    ValidationReference,
 )
 from zdp.release import sign_manifest
 from zdp.slack.messages import APPROVE_ACTION
@@ -273,9 +272,7 @@ async def test_a_reused_e_signature_is_refused_and_recorded(
 
     async def awaiting() -> object:
         request = harness.request("2.0.0", environment="prod")
-        request.release = harness.signer.release(
-            "2.0.0", validation=ValidationReference(document_id="VAL-2026-0142")
-        )
+        request.release = harness.signer.validated("2.0.0", "alice", alice)
         handle = await harness.start(request)
         await harness.wait_for(handle, lambda s: s.phase is Phase.await_approval)
         return handle

@@ -124,6 +124,8 @@ async def zdp_deploy(
         ZDP_HOME=str(tmp_path / ".zdp"),
         ZDP_USER="ci-bot",
         COLUMNS="200",
+        # The worker runs with the test engine config; the CLI checks requests against it.
+        ZDP_CONFIG=str(Path(__file__).parents[1] / "workflows" / "engine.yaml"),
     )
     proc = await asyncio.create_subprocess_exec(
         ZDP, "deploy", "webshop", "--env", "dev", "--release", str(folder / "release.json"),

@@ -36,7 +36,7 @@ from zdp.compliance.audit import default_log_path, verify_log
 from zdp.compliance.engine_key import engine_key
 from zdp.compliance.esign import register_approver
 from zdp.config import EnvironmentConfig
-from zdp.models import DeploymentStatus, Outcome, Phase, ValidationReference
+from zdp.models import DeploymentStatus, Outcome, Phase
 from zdp.notify import SlackNotifier
 from zdp.slack import bot as bot_module
 from zdp.slack.config import SlackConfig
@@ -187,13 +187,18 @@ def part11(harness: Harness, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setenv("ZDP_APPROVER_REGISTRY", str(registry))
     for user, name in (("alice", "Alice A. Example"), ("bob", "Robert B. Example")):
         register_approver(user, name, Ed25519PrivateKey.generate().public_key(), registry)
+    register_approver("val-eng", "Vera L. Engineer", VALIDATION_KEY.public_key(), registry)
     harness.config.apps[APP].environments["prod"] = EnvironmentConfig(
         criticality="low",
         approvers=["alice", "bob", "carol"],
         min_approvals=1,
         compliance_profiles=["part11"],
+        validation_approvers=["val-eng"],
     )
     return harness
+
+
+VALIDATION_KEY = Ed25519PrivateKey.generate()
 
 
 async def test_part11_click_cannot_approve_and_shows_the_signing_command(
@@ -201,9 +206,7 @@ async def test_part11_click_cannot_approve_and_shows_the_signing_command(
 ) -> None:
     handle, status = await _awaiting(
         part11,
-        release=part11.signer.release(
-            "2.0.0", validation=ValidationReference(document_id="VAL-2026-0142")
-        ),
+        release=part11.signer.validated("2.0.0", "val-eng", VALIDATION_KEY),
     )
     assert status.signature_required
     message = await slack.post_approval(status)

@@ -457,7 +457,9 @@ def test_processes_racing_to_create_the_engine_key_end_with_one(tmp_path: Path) 
 
 
 def run(*args: str | Path, home: Path) -> Result:
-    return CliRunner().invoke(cli, [str(a) for a in args], env={"ZDP_HOME": str(home)})
+    """The CLI with no Temporal server to ask for anchors (port 9 refuses at once)."""
+    env = {"ZDP_HOME": str(home), "TEMPORAL_ADDRESS": "127.0.0.1:9"}
+    return CliRunner().invoke(cli, [str(a) for a in args], env=env)
 
 
 def test_cli_verify_summarises_a_good_log(tmp_path: Path) -> None:
@@ -470,11 +472,16 @@ def test_cli_verify_summarises_a_good_log(tmp_path: Path) -> None:
     assert verified.exit_code == 0, verified.output
     assert verified.stdout.strip() == (
         f"audit log OK: 12 entries, 1 checkpoint, head {result.head_hash[:12]}…, "
-        "last checkpoint covers 10 (2 newer entries not yet signed)"
+        "last checkpoint covers 10 (2 newer entries not yet signed); no anchors found outside "
+        "the log"
     )
+    # What could not be cross-checked is said, never skipped silently.
+    assert "the anchors in Temporal histories were not checked" in verified.stderr
+    assert "no evidence folder" in verified.stderr
     head = log.checkpoint().head_hash
     assert run("audit", "verify", home=tmp_path).stdout.strip() == (
-        f"audit log OK: 12 entries, 2 checkpoints, head {head[:12]}…, last checkpoint covers 12"
+        f"audit log OK: 12 entries, 2 checkpoints, head {head[:12]}…, last checkpoint covers "
+        "12; no anchors found outside the log"
     )
 
 

@@ -8,9 +8,14 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from tests.kit import APP, Harness
 from zdp import deployments
+from zdp.compliance.esign import register_approver
 from zdp.config import CalendarConfig, FreezeWindow, WorkInProgressCheck
 from zdp.models import DeploymentRequest, DeploymentResult, Outcome, Phase, ValidationReference
 
@@ -173,12 +178,30 @@ async def test_gxp_release_with_pending_validation_is_refused(harness: Harness) 
     assert "validation document VAL-2026-0142 is pending" in (result.cause or "")
 
 
-async def test_gxp_release_with_validation_is_verified_and_recorded(harness: Harness) -> None:
+async def test_gxp_release_approved_on_the_authors_word_is_refused(harness: Harness) -> None:
+    """`status: approved` without a validation approver's signature is nobody's approval."""
     harness.config.apps[APP].environments["prod"].requires_validation = True
-    ref = ValidationReference(document_id="VAL-2026-0142")
+    ref = ValidationReference(document_id="VAL-2026-0142", status="approved")
     request = harness.request("2.0.0", environment="prod")
     request.release = harness.signer.release("2.0.0", validation=ref)
+    result = await harness.deploy(request)
+    assert result.outcome is Outcome.rejected
+    assert "validation document VAL-2026-0142: it is not signed" in (result.cause or "")
+    _nothing_changed(harness)
+
+
+async def test_gxp_release_with_validation_is_verified_and_recorded(
+    harness: Harness, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    registry = tmp_path / "approvers"
+    monkeypatch.setenv("ZDP_APPROVER_REGISTRY", str(registry))
+    bob = Ed25519PrivateKey.generate()
+    register_approver("bob", "Robert B. Example", bob.public_key(), registry)
+    harness.config.apps[APP].environments["prod"].requires_validation = True
+    request = harness.request("2.0.0", environment="prod")
+    request.release = harness.signer.validated("2.0.0", "bob", bob)
     result = await _deploy_approving(harness, request)
     assert result.outcome is Outcome.promoted
     check = _checks(result)["validation"]
     assert check["passed"] and "VAL-2026-0142" in check["detail"]
+    assert "signed by Robert B. Example — IQ/OQ/PQ executed and approved" in check["detail"]

@@ -17,7 +17,7 @@ from tests.kit import APP, Harness
 from zdp import deployments
 from zdp.compliance.esign import register_approver, sign_approval
 from zdp.config import EnvironmentConfig
-from zdp.models import Outcome, Phase, SignedApproval, ValidationReference
+from zdp.models import Outcome, Phase, SignedApproval
 
 MEANING = "approve release to production"
 
@@ -41,11 +41,11 @@ def _part11(harness: Harness, min_approvals: int = 1) -> None:
     )
 
 
-async def _awaiting(harness: Harness, environment: str = "prod"):  # type: ignore[no-untyped-def]
+async def _awaiting(  # type: ignore[no-untyped-def]
+    harness: Harness, keys: dict[str, Ed25519PrivateKey], environment: str = "prod"
+):
     request = harness.request("2.0.0", environment=environment)
-    request.release = harness.signer.release(
-        "2.0.0", validation=ValidationReference(document_id="VAL-2026-0142")
-    )
+    request.release = harness.signer.validated("2.0.0", "bob", keys["bob"])
     handle = await harness.start(request)
     await harness.wait_for(handle, lambda s: s.phase is Phase.await_approval)
     return handle
@@ -61,7 +61,7 @@ async def test_signed_approval_is_accepted_and_manifested(
     harness: Harness, keys: dict[str, Ed25519PrivateKey]
 ) -> None:
     _part11(harness)
-    handle = await _awaiting(harness)
+    handle = await _awaiting(harness, keys)
     status = await harness.status(handle)
     assert status.signature_required and status.printed_names["alice"] == "Alice A. Example"
     assert "alice" in status.printed_names and "carol" not in status.printed_names
@@ -88,7 +88,7 @@ async def test_signature_from_an_unregistered_key_is_refused(
     harness: Harness, keys: dict[str, Ed25519PrivateKey]
 ) -> None:
     _part11(harness)
-    handle = await _awaiting(harness)
+    handle = await _awaiting(harness, keys)
     forged = await deployments.sign_decision(
         harness.client, handle.id, "alice", "approve", MEANING, Ed25519PrivateKey.generate()
     )
@@ -99,7 +99,7 @@ async def test_signature_of_one_approver_cannot_be_used_by_another(
     harness: Harness, keys: dict[str, Ed25519PrivateKey]
 ) -> None:
     _part11(harness)
-    handle = await _awaiting(harness)
+    handle = await _awaiting(harness, keys)
     alices = await deployments.sign_decision(
         harness.client, handle.id, "alice", "approve", MEANING, keys["alice"]
     )
@@ -110,7 +110,7 @@ async def test_signature_made_for_another_deployment_is_refused(
     harness: Harness, keys: dict[str, Ed25519PrivateKey]
 ) -> None:
     _part11(harness)
-    handle = await _awaiting(harness)
+    handle = await _awaiting(harness, keys)
     status = await harness.status(handle)
     run_id = (await handle.describe()).run_id
     elsewhere = sign_approval(
@@ -134,14 +134,14 @@ async def test_signature_replayed_from_an_earlier_run_is_refused(
     harness: Harness, keys: dict[str, Ed25519PrivateKey]
 ) -> None:
     _part11(harness)
-    first = await _awaiting(harness)
+    first = await _awaiting(harness, keys)
     old = await deployments.sign_decision(
         harness.client, first.id, "alice", "approve", MEANING, keys["alice"]
     )
     await deployments.approve(harness.client, first.id, "alice", None, old)
     assert (await asyncio.wait_for(first.result(), 60)).outcome is Outcome.promoted
 
-    second = await _awaiting(harness)  # same workflow id, a new run of the same release
+    second = await _awaiting(harness, keys)  # same workflow id, a new run of the same release
     refusal = await _refused(harness, second.id, old)
     assert refusal == "the signature was made for another run of this deployment (run_id differs)"
 
@@ -150,7 +150,7 @@ async def test_stale_signature_and_tampered_payload_are_refused(
     harness: Harness, keys: dict[str, Ed25519PrivateKey]
 ) -> None:
     _part11(harness)
-    handle = await _awaiting(harness)
+    handle = await _awaiting(harness, keys)
     status = await harness.status(handle)
     payload = SignedApproval(
         deployment_id=handle.id,
@@ -179,9 +179,7 @@ async def test_too_few_registered_signers_refuses_the_deployment_up_front(
 ) -> None:
     _part11(harness, min_approvals=3)  # alice, bob and carol; carol has no key
     request = harness.request("2.0.0", environment="prod")
-    request.release = harness.signer.release(
-        "2.0.0", validation=ValidationReference(document_id="VAL-2026-0142")
-    )
+    request.release = harness.signer.validated("2.0.0", "bob", keys["bob"])
     result = await harness.deploy(request)
     assert result.outcome is Outcome.failed
     assert "needs 3 signed approvals but only 2 of the approvers" in (result.cause or "")

@@ -10,7 +10,7 @@ import typer
 
 from zdp.cli.output import EXIT_USAGE, fail
 from zdp.errors import ZdpError
-from zdp.signing import generate_key_pair, load_public_key
+from zdp.signing import generate_key_pair, load_private_key
 
 app = typer.Typer(
     help="Generate release-signing keys (Ed25519).", no_args_is_help=True, add_completion=False
@@ -97,12 +97,20 @@ def generate(
 @app.command("register-approver")
 def register_approver_command(
     user: Annotated[str, typer.Argument(metavar="USER", help="The approver's user id.")],
-    public_key: Annotated[
-        Path, typer.Option("--public-key", help="Their Ed25519 public key (PEM, .pub).")
+    key: Annotated[
+        Path,
+        typer.Option(
+            "--key",
+            help="The approver's passphrase-encrypted Ed25519 private key: registering proves "
+            "they hold it, and that it has a passphrase (Part 11's second component).",
+        ),
     ],
     printed_name: Annotated[
         str, typer.Option("--printed-name", help="Name shown with every signature (§11.50).")
     ],
+    passphrase_env: PassphraseEnv = None,
+    passphrase_file: PassphraseFile = None,
+    prompt: Prompt = False,
     registry: Annotated[
         Path | None,
         typer.Option(
@@ -110,12 +118,23 @@ def register_approver_command(
         ),
     ] = None,
 ) -> None:
-    """Register an approver's signing key for Part 11 e-signatures on approvals."""
-    from zdp.compliance.esign import register_approver, registry_dir
+    """Register an approver's signing key for Part 11 e-signatures (approvals, validation).
+
+    The approver runs it with their own key and passphrase; a key without a passphrase is
+    refused (exit 2)."""
+    from zdp.compliance.esign import register_approver, registry_dir, require_encrypted_key
 
     try:
+        require_encrypted_key(key)
+    except ZdpError as err:
+        fail(str(err), EXIT_USAGE)
+    passphrase = read_passphrase(passphrase_env, passphrase_file, prompt)
+    if passphrase is None:
+        fail(f"{key} is encrypted: give its passphrase (--prompt or --passphrase-env)", EXIT_USAGE)
+    try:
+        private = load_private_key(key, passphrase)
         identity = register_approver(
-            user, printed_name, load_public_key(public_key), registry or registry_dir()
+            user, printed_name, private.public_key(), registry or registry_dir()
         )
     except ZdpError as err:
         fail(str(err))

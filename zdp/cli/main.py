@@ -82,6 +82,7 @@ def _preflight(request: DeploymentRequest, config_path: Path | None) -> None:
     workflow starts, no audit entry is written, no bundle is sealed."""
     from activities.release import default_trusted_keys_dir
     from zdp.acceptance import Target, preflight
+    from zdp.compliance.esign import registry_dir
     from zdp.config import find_config_path, load_config
     from zdp.stack import worker_config
 
@@ -100,6 +101,7 @@ def _preflight(request: DeploymentRequest, config_path: Path | None) -> None:
                 reason=request.reason,
             ),
             default_trusted_keys_dir(),
+            registry_dir(),
         )
     except ZdpError as err:
         where = f" (checked against {path})" if path and str(path) not in str(err) else ""

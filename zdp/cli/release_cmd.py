@@ -11,6 +11,7 @@ from zdp.cli.keys_cmd import PassphraseEnv, PassphraseFile, Prompt, read_passphr
 from zdp.cli.output import EXIT_USAGE, fail
 from zdp.errors import ZdpError
 from zdp.release import (
+    approve_validation,
     create_manifest,
     envelope_path_for,
     read_manifest,
@@ -126,7 +127,11 @@ def create(
     typer.echo(f"artifact: {manifest.artifact.kind} {manifest.artifact.reference}")
     typer.echo(f"digest:   {manifest.artifact.digest}")
     if manifest.validation is not None:
-        typer.echo(f"validation: {manifest.validation.document_id} (IQ/OQ/PQ approved)")
+        typer.echo(
+            f"validation: {manifest.validation.document_id} (IQ/OQ/PQ pending: a validation "
+            f"approver signs it with `zdp release approve-validation {output} --as USER --key "
+            "USER.key --meaning ...`, before `zdp release sign`)"
+        )
     if from_git:
         typer.echo(
             f"change:   {change.files_changed} files, {change.lines_changed} lines"
@@ -135,6 +140,44 @@ def create(
             f"{', dependencies' if change.dependencies_changed else ''}"
             f"; ticket {change.ticket or '-'}, author {change.author or '-'}"
         )
+
+
+@app.command("approve-validation")
+def approve_validation_command(
+    manifest_path: Annotated[Path, typer.Argument(metavar="MANIFEST", help="release.json")],
+    as_: Annotated[str, typer.Option("--as", help="Your validation approver identity.")],
+    key: Annotated[Path, typer.Option("--key", help="Your registered Ed25519 key.")],
+    meaning: Annotated[
+        str,
+        typer.Option(help='What your signature means, e.g. "IQ/OQ/PQ executed and approved".'),
+    ],
+    passphrase_env: PassphraseEnv = None,
+    passphrase_file: PassphraseFile = None,
+    prompt: Prompt = False,
+) -> None:
+    """Approve the release's IQ/OQ/PQ validation document with your Part 11 e-signature.
+
+    Bound to the document, the app and the artifact digest; refused for the release's author.
+    Sign the release after this (`zdp release sign`): the approval is part of what it covers."""
+    from zdp.compliance.esign import load_registry, registry_dir
+
+    passphrase = read_passphrase(passphrase_env, passphrase_file, prompt)
+    try:
+        manifest = read_manifest(manifest_path)
+        private_key = load_private_key(key, passphrase)
+        approved = approve_validation(
+            manifest, as_, meaning, private_key, load_registry(registry_dir())
+        )
+        write_manifest(approved, manifest_path)
+    except (ZdpError, OSError, ValueError) as err:
+        _fail(err)
+    ref = approved.validation
+    assert ref is not None and ref.signature is not None
+    typer.echo(
+        f"validation {ref.document_id} approved by {as_} for {approved.app} {approved.version} "
+        f"({approved.artifact.digest[:19]}…); now sign the release: zdp release sign "
+        f"{manifest_path} --key …"
+    )
 
 
 @app.command("sign")

@@ -33,8 +33,10 @@ from zdp.fsutil import write_file_atomic
 from zdp.models import (
     ApprovalSignature,
     ApproverIdentity,
+    ReleaseManifest,
     SignatureManifestation,
     SignedApproval,
+    SignedValidation,
 )
 from zdp.signing import fingerprint
 
@@ -60,12 +62,14 @@ def _import_invalid_signature_now() -> None:
 _import_invalid_signature_now()
 
 
-def canonical(payload: SignedApproval) -> bytes:
+def canonical(payload: SignedApproval | SignedValidation) -> bytes:
     data = payload.model_dump(mode="json")
     return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
-def sign_approval(private_key: Ed25519PrivateKey, payload: SignedApproval) -> ApprovalSignature:
+def sign_approval(
+    private_key: Ed25519PrivateKey, payload: SignedApproval | SignedValidation
+) -> ApprovalSignature:
     body = canonical(payload)
     return ApprovalSignature(
         payload=base64.b64encode(body).decode(),
@@ -147,6 +151,91 @@ def verify_approval(
         ),
         None,
     )
+
+
+# --------------------------------------------------------------------------- validation
+
+UNSIGNED_VALIDATION = (
+    "it is not signed: a validation approver signs it with `zdp release approve-validation` "
+    "before the release is signed"
+)
+
+
+def verify_validation(
+    manifest: ReleaseManifest,
+    registry: dict[str, ApproverIdentity],
+    allowed: list[str],
+) -> tuple[SignatureManifestation | None, str | None]:
+    """(the manifestation, None) when the release's validation document carries a valid
+    Part 11 signature of a registered validation approver in `allowed` who did not author the
+    release, bound to this document, app and artifact digest; (None, why) otherwise."""
+    ref = manifest.validation
+    if ref is None:
+        return None, "the release names no validation document"
+    if ref.signature is None:
+        return None, UNSIGNED_VALIDATION
+    signature = ref.signature
+    try:
+        body = base64.b64decode(signature.payload, validate=True)
+        payload = SignedValidation.model_validate_json(body)
+    except (binascii.Error, ValueError, ValidationError):
+        return None, "its signature is malformed"
+    who = payload.signer
+    if who not in allowed:
+        return None, (
+            f"{who} may not approve validation documents here; validation approvers: "
+            f"{', '.join(allowed) or 'nobody'}"
+        )
+    if manifest.change.author is not None and who == manifest.change.author:
+        return None, f"{who} authored this release, so someone else must approve its validation"
+    identity = registry.get(who)
+    if identity is None:
+        return None, f"{who} has no registered signing key (zdp keys register-approver)"
+    if signature.key_fingerprint != identity.fingerprint:
+        return None, f"signed with key {signature.key_fingerprint}, not the key registered to {who}"
+    try:
+        public = serialization.load_pem_public_key(identity.public_key_pem.encode())
+        if not isinstance(public, Ed25519PublicKey):
+            return None, f"the key registered to {who} is not Ed25519"
+        public.verify(base64.b64decode(signature.sig, validate=True), body)
+    except (binascii.Error, ValueError):
+        return None, "its signature is malformed"
+    except InvalidSignature:
+        return None, f"the validation signature does not verify with the key registered to {who}"
+    for field, expected, label in (
+        ("document_id", ref.document_id, "another validation document"),
+        ("app", manifest.app, "another app"),
+        ("release_digest", manifest.artifact.digest, "another release"),
+        ("qualifications", ref.qualifications, "other qualifications"),
+    ):
+        if getattr(payload, field) != expected:
+            return None, f"the validation signature was made for {label} ({field} differs)"
+    if payload.printed_name != identity.printed_name:
+        return None, "the signed printed name is not the registered one"
+    return (
+        SignatureManifestation(
+            printed_name=payload.printed_name,
+            meaning=payload.meaning,
+            signed_at=payload.signed_at,
+            key_fingerprint=signature.key_fingerprint,
+            signature=signature.sig,
+        ),
+        None,
+    )
+
+
+def require_encrypted_key(path: Path) -> None:
+    """Part 11 §11.200(a)(1): two distinct identification components, here the key file and
+    its passphrase. A signing key stored without a passphrase is refused for registration."""
+    try:
+        data = path.read_bytes()
+    except OSError as err:
+        raise ZdpError(f"cannot read {path}: {err.strerror}") from None
+    if b"-----BEGIN ENCRYPTED PRIVATE KEY-----" not in data:
+        raise ZdpError(
+            f"{path} is not passphrase-encrypted: Part 11 needs two identification components "
+            "(the key file and its passphrase); make one with `zdp keys generate NAME --prompt`"
+        )
 
 
 # --------------------------------------------------------------------------- the registry
