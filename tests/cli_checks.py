@@ -20,9 +20,9 @@ from tests.kit import Harness
 from zdp.models import TASK_QUEUE
 
 
-def assert_one_line_error(result: Result, contains: str) -> None:
-    """Exit 1, nothing on stdout, exactly one `error: …` line on stderr, no traceback."""
-    assert result.exit_code == 1, result.output
+def assert_one_line_error(result: Result, contains: str, code: int = 1) -> None:
+    """Exit `code`, nothing on stdout, exactly one `error: …` line on stderr, no traceback."""
+    assert result.exit_code == code, result.output
     assert result.stdout == ""
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr

@@ -737,7 +737,10 @@ class DeploymentWorkflow:
             )
 
     async def _audit(self, checkpoint: bool = False) -> None:
-        """Append the timeline events not yet in the audit log (idempotent per event)."""
+        """Append the timeline events not yet in the audit log (idempotent per event). Every
+        append is signed at once: the log's checkpoint comes back as this deployment's anchor
+        and stays in its history, so no append can be cut from the log unnoticed. `checkpoint`
+        signs even when there is nothing new (the end of a deployment)."""
         if not workflow.patched(AUDIT_AND_EVIDENCE):
             return
         start = self.audited
@@ -751,7 +754,7 @@ class DeploymentWorkflow:
                 run_id=workflow.info().run_id,
                 start_index=start,
                 events=events,
-                checkpoint=checkpoint,
+                checkpoint=True,
             ),
             start_to_close_timeout=timedelta(seconds=60),
             retry_policy=EVIDENCE_RETRY,

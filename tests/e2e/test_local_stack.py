@@ -140,12 +140,18 @@ async def test_worker_killed_mid_bake_is_replaced_and_traffic_stays_intact(
             if status.get("phase") == Phase.shift.value and status.get("weights", {}).get("canary"):
                 break
             await asyncio.sleep(0.05)
-        pid = stack.record()["worker"]["pid"]
+        before = stack.record()["worker"]
+        pid = before["pid"]
         os.kill(pid, signal.SIGKILL)  # a crash, not a drain
         await asyncio.sleep(1.0)
         assert not pid_alive(pid, "zdp worker")
-        await asyncio.to_thread(stack.up)  # a new worker
-        assert stack.record()["worker"]["pid"] != pid
+        # `zdp up` as an operator runs it, without --config: the new worker gets the config
+        # the stack was started with, and the dead worker's log is kept, not emptied.
+        await asyncio.to_thread(Stack(home=home).up)
+        after = stack.record()["worker"]
+        assert after["pid"] != pid
+        assert after["config"] == before["config"] == str(DEMO_CONFIG.resolve())
+        assert "worker ready" in (home / "worker.log.1").read_text()
 
     killer = asyncio.create_task(kill_worker_mid_bake())
     summary = await demo.deploy(client, "finance-trading", "4.0.0", Strategy.canary, True)
@@ -296,9 +302,12 @@ def test_cutting_the_audit_logs_tail_or_its_checkpoints_shows(
     line = [text for text in cut.stderr.splitlines() if text.startswith("error:")]
     assert len(line) == 1 and "Traceback" not in cut.stderr, cut.stderr
     assert f"first missing entry: entry {first} ({last['workflow_id']} {run}/0" in line[0]
-    # Without Temporal, the evidence bundles still catch the cut tail.
+    # Without Temporal, the evidence bundles still catch the cut tail; without the bundles,
+    # the Temporal histories do.
     offline = verify("--log", str(copy), "--no-temporal")
     assert offline.returncode == 1 and "evidence bundle" in offline.stderr, offline.stderr
+    no_bundles = verify("--log", str(copy), "--evidence", str(tmp_path / "none"))
+    assert no_bundles.returncode == 1 and "Temporal history" in no_bundles.stderr
 
     copy.write_text(log.read_text())
     checkpoints.unlink()
@@ -399,6 +408,7 @@ def test_up_again_is_safe_and_status_shows_what_runs(
     lines = {line.split()[0]: line for line in status.stdout.splitlines() if line.strip()}
     for part in ("temporal", "envoy", "worker"):
         assert "running" in lines[part], status.stdout
+    assert f"config {DEMO_CONFIG.resolve()}" in lines["worker"]
     assert "finance-trading/stable" in status.stdout
 
 

@@ -13,6 +13,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from tests.kit import Harness
 from zdp import deployments
@@ -137,19 +138,43 @@ async def test_refusals_are_recorded_and_every_deployment_anchors_the_log(
         check_anchors(copy, report.entries, anchors, [public])
 
 
-async def test_anchors_of_another_log_are_counted_not_failed(
-    harness: Harness, tmp_path: Path
-) -> None:
-    """A Temporal server shared by two homes: the other home's anchors do not fail this log."""
+async def test_a_replaced_log_is_caught_by_the_anchors(harness: Harness, tmp_path: Path) -> None:
+    """A fresh log written in place of the real one: the engine's anchors sign another first
+    entry. Anchors signed by another engine (another $ZDP_HOME sharing the Temporal server) are
+    not evidence about this log: they are counted, not failed."""
     await harness.deploy(harness.request("2.0.0"))
     anchors, _ = await _all_anchors(harness)
-    other = tmp_path / "audit.jsonl"
+    public = engine_key(harness.home).public_key()
     entries = _entries(default_log_path(harness.home))
-    shutil.copy(default_log_path(harness.home), other)
-    # A log of one entry that is not this one's entry 0: every anchor is foreign to it.
-    foreign = dict(entries[0], hash="0" * 64)
-    other.write_text(json.dumps(foreign) + "\n")
-    report = check_anchors(
-        other, 1, anchors, [engine_key(harness.home).public_key()], checkpoints_path=tmp_path / "x"
-    )
+    forged = tmp_path / "audit.jsonl"
+    forged.write_text(json.dumps(dict(entries[0], hash="0" * 64)) + "\n")
+    with pytest.raises(AuditVerificationError, match=r"entry 0 .*the log was replaced\?"):
+        check_anchors(forged, 1, anchors, [public], checkpoints_path=tmp_path / "none")
+
+    stranger = Ed25519PrivateKey.generate().public_key()
+    report = check_anchors(forged, 1, anchors, [stranger], checkpoints_path=tmp_path / "none")
     assert report.checked == 0 and report.foreign == len(anchors) > 0
+
+
+async def test_the_limit_cutting_every_copy_is_not_detected(
+    harness: Harness, tmp_path: Path
+) -> None:
+    """The threat model's limit, as tested: someone who can write the log's files, the evidence
+    folder and Temporal's database can cut the log back to a checkpoint and remove every later
+    anchor, and nothing the verifier can reach remembers the cut entries."""
+    await harness.deploy(harness.request("2.0.0"))
+    log = default_log_path(harness.home)
+    public = engine_key(harness.home).public_key()
+    anchors, _ = await _all_anchors(harness)
+    cps = [json.loads(line) for line in checkpoints_path_for(log).read_text().splitlines()]
+    keep = cps[-2]["size"]  # back to the checkpoint before the last one
+    copy = tmp_path / "audit.jsonl"
+    copy.write_text("".join(line + "\n" for line in log.read_text().splitlines()[:keep]))
+    checkpoints_path_for(copy).write_text(
+        "".join(json.dumps(cp) + "\n" for cp in cps if cp["size"] <= keep)
+    )
+    report = verify_log(copy, public_keys=[public])
+    surviving = [a for a in anchors if a.anchor.size <= keep]
+    assert check_anchors(copy, report.entries, surviving, [public]).checked == len(surviving)
+    with pytest.raises(AuditVerificationError, match="first missing entry"):
+        check_anchors(copy, report.entries, anchors, [public])

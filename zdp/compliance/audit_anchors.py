@@ -48,7 +48,7 @@ class Anchor:
 @dataclass
 class AnchorReport:
     checked: int = 0  # anchors of this log that agree with it
-    foreign: int = 0  # anchors of another log (another $ZDP_HOME sharing the Temporal server)
+    foreign: int = 0  # anchors signed by another engine (another $ZDP_HOME, same Temporal)
     sources: dict[str, int] = field(default_factory=dict)  # kind of source -> anchors found
     notes: list[str] = field(default_factory=list)  # what could not be checked, and why
 
@@ -140,12 +140,9 @@ def check_anchors(
     for found in anchors:
         a, source = found.anchor, found.source
         report.sources[found.kind] = report.sources.get(found.kind, 0) + 1
-        # Another engine's anchor (another $ZDP_HOME sharing the Temporal server), or one of
-        # another log: not evidence about this log. Only removing anchors could help someone
-        # hide a cut, so an anchor that is not this log's is counted, not failed.
-        if a.key_fingerprint not in keys or (
-            log and a.first_hash is not None and a.first_hash != log[0].hash
-        ):
+        # Another engine's anchor (another $ZDP_HOME sharing the Temporal server): not
+        # evidence about this log, counted, not failed.
+        if a.key_fingerprint not in keys:
             report.foreign += 1
             continue
         bad_signature = found.checkpoint.signature_problem(keys)
@@ -153,6 +150,20 @@ def check_anchors(
             where = max(a.size - 1, 0)
             problems.append(
                 (where, AuditVerificationError(where, f"anchor {bad_signature}", subject=source))
+            )
+            continue
+        if log and a.first_hash is not None and a.first_hash != log[0].hash:
+            # Signed by this engine's key, for a log that began with another entry.
+            problems.append(
+                (
+                    0,
+                    AuditVerificationError(
+                        0,
+                        f"differs from the first entry of the log {source} anchors (the log "
+                        "was replaced?)",
+                        subject=f"entry 0 ({log[0].label})",
+                    ),
+                )
             )
             continue
         if a.size > len(log):
@@ -211,5 +222,5 @@ def summary(report: AnchorReport) -> str:
     where = ", ".join(f"{count} in {kind}" for kind, count in sorted(report.sources.items()))
     text = f"cross-checked against {report.checked} anchors ({where})"
     if report.foreign:
-        text += f"; {report.foreign} belong to another log (other key or first entry)"
+        text += f"; {report.foreign} signed by another engine's key (another log)"
     return text
