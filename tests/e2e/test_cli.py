@@ -126,8 +126,10 @@ async def test_deploy_wait_exits_10_when_rolled_back(
     bundle = json.loads(timeline.out)[-1]["data"]["path"]
     evidence = await zdp("evidence", "verify", bundle, "--key", str(keys), env=cli_env)
     assert evidence.code == 0, evidence.err
-    bad_format = await zdp("timeline", f"deploy-{APP}-dev", "--format", "pdf", env=cli_env)
+    bad_format = await zdp("timeline", f"deploy-{APP}-dev", "--format", "docx", env=cli_env)
     assert bad_format.code == 2 and "--format must be one of" in one_clear_line(bad_format)
+    no_file = await zdp("timeline", f"deploy-{APP}-dev", "--format", "pdf", env=cli_env)
+    assert no_file.code == 2 and "give -o report.pdf" in one_clear_line(no_file)
 
 
 async def test_tampered_manifest_is_rejected_with_exit_11(

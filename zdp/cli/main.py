@@ -336,8 +336,8 @@ def timeline(
         str,
         typer.Option(
             "--format",
-            help="text (live, one line per event), or json, md, html: the forensic report "
-            "from the closed workflow's history.",
+            help="text (live, one line per event), or json, md, html, pdf: the forensic "
+            "report from the closed workflow's history (pdf: printed by headless Chromium, -o).",
         ),
     ] = "text",
     as_json: Annotated[bool, typer.Option("--json", help="The events as JSON.")] = False,
@@ -348,8 +348,10 @@ def timeline(
     """The forensic record: every phase, decision, weight change, verdict and compensation."""
     from zdp.forensics.report import RENDERERS
 
-    if fmt not in ("text", *RENDERERS):
-        fail(f"--format must be one of text, {', '.join(RENDERERS)}; got {fmt!r}", EXIT_USAGE)
+    if fmt not in ("text", *RENDERERS, "pdf"):
+        fail(f"--format must be one of text, {', '.join(RENDERERS)}, pdf; got {fmt!r}", EXIT_USAGE)
+    if fmt == "pdf" and output is None:
+        fail("--format pdf writes a file: give -o report.pdf", EXIT_USAGE)
     if fmt == "text":
 
         async def events() -> list[deployments.TimelineEvent]:
@@ -373,6 +375,17 @@ def timeline(
                 )
             return await deployments.closed_result(client, deployment)
 
+        if fmt == "pdf" and output is not None:
+            from zdp.forensics.pdf import html_to_pdf
+            from zdp.forensics.report import render_html
+
+            html = render_html(run(closed))
+            try:
+                size = html_to_pdf(html, output)
+            except ZdpError as err:
+                fail(str(err))
+            err_console.print(f"wrote {output} ({size} bytes, printed by headless Chromium)")
+            return
         text = RENDERERS[fmt](run(closed))
     if output is not None:
         try:

@@ -14,6 +14,7 @@ from zdp.forensics.text import (
     GOOD,
     MARK,
     TIMELINE_HEADER,
+    VERIFICATION_HEADER,
     WARN,
     check_rows,
     event_rows,
@@ -27,6 +28,7 @@ from zdp.forensics.text import (
     summary_rows,
     timeline_rows,
     verdict_label,
+    verification_rows,
 )
 from zdp.models import DeploymentResult
 
@@ -55,6 +57,11 @@ def _html(facts: Facts) -> str:
     cause = f' <span class="cause">{escape(r.cause)}</span>' if r.cause else ""
     sections = [
         _section("summary", "Summary", html_table(["Field", "Value"], summary, cls="summary")),
+        _section(
+            "verification",
+            "Verification",
+            html_table(VERIFICATION_HEADER, verification_rows(facts), cls="verification"),
+        ),
         _section(
             "phases",
             "Phase timeline",

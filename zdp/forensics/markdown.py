@@ -7,6 +7,7 @@ from collections.abc import Iterable
 from zdp.forensics.facts import Approval, Facts, as_text, read_facts
 from zdp.forensics.text import (
     TIMELINE_HEADER,
+    VERIFICATION_HEADER,
     as_percent,
     check_rows,
     error_budget,
@@ -24,6 +25,7 @@ from zdp.forensics.text import (
     summary_rows,
     timeline_rows,
     verdict_label,
+    verification_rows,
 )
 from zdp.models import DeploymentResult
 
@@ -55,6 +57,8 @@ def _markdown(facts: Facts) -> str:
         + (f" — **Cause:** {_md(r.cause)}" if r.cause else ""),
         "## Summary",
         _md_table(["Field", "Value"], summary_rows(facts)),
+        "## Verification",
+        _md_table(VERIFICATION_HEADER, verification_rows(facts)),
         "## Risk factors",
     ]
     if facts.risk:

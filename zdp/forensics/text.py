@@ -101,6 +101,55 @@ def summary_rows(facts: Facts) -> list[tuple[str, str]]:
     return rows
 
 
+VERIFICATION_HEADER = ["What", "Status", "Detail"]
+
+
+def verification_rows(facts: Facts) -> list[tuple[str, str, str]]:
+    """What the engine verified during the deployment, as recorded: the release signature,
+    the Part 11 signatures on decisions, the refusals, the audit log's signed head this
+    deployment keeps (its anchor), and the evidence seal. The report itself verifies nothing:
+    `zdp audit verify` and `zdp evidence verify` re-check these offline."""
+    r = facts.result
+    release = facts.release
+    if release.get("signer"):
+        signed = (
+            "verified",
+            f"signed by {as_text(release['signer'])}; artifact {as_text(release.get('digest'))}",
+        )
+    else:
+        signed = ("not verified", r.cause or "the release was not verified")
+    signatures = [a for a in facts.approvals if a.signature]
+    required = r.status.signature_required
+    decisions = (
+        "verified" if signatures else ("missing" if required else "not required"),
+        f"{len(signatures)} Part 11 signature(s), each verified by the workflow when given"
+        if signatures
+        else ("Part 11 signatures are required here" if required else "no e-signature asked"),
+    )
+    refused = [e for e in r.timeline if e.kind == "decision_refused"]
+    anchor = r.status.audit_anchor
+    audit = (
+        ("anchored", f"signed head over {anchor.size} entries ({anchor.head_hash[:16]}…), engine "
+         f"key {anchor.key_fingerprint[:23]}…, {stamp(anchor.at)}; re-check: zdp audit verify")
+        if anchor
+        else ("no anchor", "this deployment recorded no signed head of the audit log")
+    )  # fmt: skip
+    sealed = next((e for e in r.timeline if e.kind == "evidence_sealed"), None)
+    evidence = (
+        ("sealed", f"{as_text(sealed.data.get('path'))}; manifest sha256 "
+         f"{as_text(sealed.data.get('manifest_sha256'))[:16]}…; re-check: zdp evidence verify")
+        if sealed
+        else ("this bundle", "this report is part of the sealed evidence bundle")
+    )  # fmt: skip
+    return [
+        ("Release signature", *signed),
+        ("Decision signatures", *decisions),
+        ("Refused decisions", f"{len(refused)} recorded", "; ".join(e.message for e in refused)),
+        ("Audit log", *audit),
+        ("Evidence", *evidence),
+    ]
+
+
 def policy_lines(policy: PolicyDecision) -> list[str]:
     gate = policy.gate
     if policy.gate_policy is not None:  # newer histories: slowness is judged against a baseline
