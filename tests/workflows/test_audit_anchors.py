@@ -148,7 +148,7 @@ async def test_a_replaced_log_is_caught_by_the_anchors(harness: Harness, tmp_pat
     entries = _entries(default_log_path(harness.home))
     forged = tmp_path / "audit.jsonl"
     forged.write_text(json.dumps(dict(entries[0], hash="0" * 64)) + "\n")
-    with pytest.raises(AuditVerificationError, match=r"entry 0 .*the log was replaced\?"):
+    with pytest.raises(AuditVerificationError, match=r"entry 0 .*the log was replaced"):
         check_anchors(forged, 1, anchors, [public], checkpoints_path=tmp_path / "none")
 
     stranger = Ed25519PrivateKey.generate().public_key()
@@ -175,6 +175,8 @@ async def test_the_limit_cutting_every_copy_is_not_detected(
     )
     report = verify_log(copy, public_keys=[public])
     surviving = [a for a in anchors if a.anchor.size <= keep]
-    assert check_anchors(copy, report.entries, surviving, [public]).checked == len(surviving)
+    cut = check_anchors(copy, report.entries, surviving, [public])
+    # (This session's engine also logged to PostgreSQL in another test: those are other logs.)
+    assert cut.checked > 0 and cut.checked + cut.other_logs == len(surviving)
     with pytest.raises(AuditVerificationError, match="first missing entry"):
         check_anchors(copy, report.entries, anchors, [public])

@@ -49,6 +49,7 @@ class Anchor:
 class AnchorReport:
     checked: int = 0  # anchors of this log that agree with it
     foreign: int = 0  # anchors signed by another engine (another $ZDP_HOME, same Temporal)
+    other_logs: int = 0  # this engine's anchors of a log with another first entry
     sources: dict[str, int] = field(default_factory=dict)  # kind of source -> anchors found
     notes: list[str] = field(default_factory=list)  # what could not be checked, and why
 
@@ -153,18 +154,10 @@ def check_anchors(
             )
             continue
         if log and a.first_hash is not None and a.first_hash != log[0].hash:
-            # Signed by this engine's key, for a log that began with another entry.
-            problems.append(
-                (
-                    0,
-                    AuditVerificationError(
-                        0,
-                        f"differs from the first entry of the log {source} anchors (the log "
-                        "was replaced?)",
-                        subject=f"entry 0 ({log[0].label})",
-                    ),
-                )
-            )
+            # Signed by this engine for a log that began with another entry: another log of
+            # the same engine (a PostgreSQL log beside a file), or this log replaced. Decided
+            # below: a log none of the engine's anchors belongs to was replaced.
+            report.other_logs += 1
             continue
         if a.size > len(log):
             first = len(log)
@@ -210,6 +203,18 @@ def check_anchors(
             )
             continue
         report.checked += 1
+    if log and report.other_logs and not report.checked and not problems:
+        problems.append(
+            (
+                0,
+                AuditVerificationError(
+                    0,
+                    f"none of the engine's {report.other_logs} anchors belongs to a log that "
+                    "begins with this entry: the log was replaced, or it is not this engine's",
+                    subject=f"entry 0 ({log[0].label})",
+                ),
+            )
+        )
     if problems:
         raise min(problems, key=lambda item: item[0])[1]
     return report
@@ -221,6 +226,8 @@ def summary(report: AnchorReport) -> str:
         return "no anchors found outside the log"
     where = ", ".join(f"{count} in {kind}" for kind, count in sorted(report.sources.items()))
     text = f"cross-checked against {report.checked} anchors ({where})"
+    if report.other_logs:
+        text += f"; {report.other_logs} of this engine's other logs (another first entry)"
     if report.foreign:
         text += f"; {report.foreign} signed by another engine's key (another log)"
     return text
