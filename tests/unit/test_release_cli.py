@@ -198,12 +198,16 @@ def test_create_with_a_validation_document_records_it(workspace: Path) -> None:
         "--image", IMAGE, "--validation-doc", "VAL-2026-0142", "-o", "release.json",
     )  # fmt: skip
     assert result.exit_code == 0, result.output
-    assert "validation: VAL-2026-0142 (IQ/OQ/PQ approved)" in result.stdout
+    # Pending until a validation approver signs it (tests/unit/test_validation_signature.py).
+    assert "validation: VAL-2026-0142 (IQ/OQ/PQ pending: a validation approver signs it" in (
+        result.stdout
+    )
     manifest = json.loads((workspace / "release.json").read_text())
     assert manifest["validation"] == {
         "document_id": "VAL-2026-0142",
         "qualifications": ["IQ", "OQ", "PQ"],
-        "status": "approved",
+        "status": "pending",
+        "signature": None,
     }
 
 
