@@ -180,3 +180,41 @@ async def test_the_limit_cutting_every_copy_is_not_detected(
     assert cut.checked > 0 and cut.checked + cut.other_logs == len(surviving)
     with pytest.raises(AuditVerificationError, match="first missing entry"):
         check_anchors(copy, report.entries, anchors, [public])
+
+
+async def test_cutting_a_running_deployments_approval_shows(
+    harness: Harness, tmp_path: Path
+) -> None:
+    """While a deployment still runs, its approval is already anchored in its history: cutting
+    the `approved` entry and its checkpoint line from the log shows."""
+    handle = await harness.start(harness.request("2.0.0", environment="prod"))
+    status = await harness.wait_for(handle, lambda s: s.phase is Phase.await_approval)
+    await deployments.pause(harness.client, handle.id, "test", "hold after the first step")
+    for approver in ("alice", "bob", "carol")[: status.approvals_required]:
+        await deployments.approve(harness.client, handle.id, approver, "reviewed")
+    await harness.wait_for(handle, lambda s: s.audit_anchor is not None)
+    assert await deployments.is_running(harness.client, handle.id)
+
+    log = default_log_path(harness.home)
+    public = engine_key(harness.home).public_key()
+    entries = _entries(log)
+    approved = max(
+        i
+        for i, e in enumerate(entries)
+        if e["workflow_id"] == handle.id and e["kind"] == "approved"
+    )
+    copy = tmp_path / "audit.jsonl"
+    copy.write_text("".join(line + "\n" for line in log.read_text().splitlines()[:approved]))
+    checkpoints_path_for(copy).write_text(
+        "".join(
+            line + "\n"
+            for line in checkpoints_path_for(log).read_text().splitlines()
+            if json.loads(line)["size"] <= approved
+        )
+    )
+    report = verify_log(copy, public_keys=[public])  # the files alone cannot tell
+    found = await deployments.audit_anchors(harness.client)
+    running = [Anchor(a, source, HISTORIES) for source, a in found if handle.id in source]
+    with pytest.raises(AuditVerificationError, match=f"first missing entry: entry {approved};"):
+        check_anchors(copy, report.entries, running, [public])
+    await deployments.abort(harness.client, handle.id, "test", "done")
