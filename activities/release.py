@@ -52,13 +52,7 @@ class ReleaseActivities:
             config = self._config if self._config is not None else load_config()
             checks = accept_release(
                 verified.manifest,
-                Target(
-                    app=request.app,
-                    environment=request.environment,
-                    strategy=request.strategy,
-                    change_ref=request.change_ref,
-                    reason=request.reason,
-                ),
+                Target.of(request, request.environment),
                 config,
                 load_registry(registry_dir()),
             )

@@ -21,8 +21,8 @@ from temporalio.worker import Worker
 
 from workers.worker import Platform, build_worker
 from zdp import deployments
-from zdp.compliance.esign import load_registry, registry_dir
-from zdp.config import EngineConfig, load_config
+from zdp.compliance.esign import load_registry, register_approver, registry_dir
+from zdp.config import EngineConfig, EnvironmentConfig, load_config
 from zdp.models import (
     Artifact,
     ChangeMetadata,
@@ -251,3 +251,22 @@ async def _terminate_if_running(client: Client, workflow_id: str) -> None:
             await client.get_workflow_handle(workflow_id).terminate("test cleanup")
     except Exception:
         pass
+
+
+PRINTED_NAMES = {"alice": "Alice A. Example", "bob": "Robert B. Example"}
+
+
+def part11_prod(
+    harness: Harness, registry: Path, monkeypatch: pytest.MonkeyPatch, *signers: str
+) -> dict[str, Ed25519PrivateKey]:
+    """prod under 21 CFR Part 11 (approvers alice and bob, one approval), with `signers`
+    registered in a registry of their own ($ZDP_APPROVER_REGISTRY); their private keys."""
+    monkeypatch.setenv("ZDP_APPROVER_REGISTRY", str(registry))
+    keys = {user: Ed25519PrivateKey.generate() for user in signers}
+    for user, key in keys.items():
+        register_approver(user, PRINTED_NAMES[user], key.public_key(), registry)
+    harness.config.apps[APP].environments["prod"] = EnvironmentConfig(
+        criticality="low", approvers=["alice", "bob"], min_approvals=1,
+        compliance_profiles=["part11"],
+    )  # fmt: skip
+    return keys

@@ -23,7 +23,15 @@ from zdp.compliance.profiles import Evidence, missing_evidence
 from zdp.config import EngineConfig, EnvironmentConfig
 from zdp.domain import validation_check
 from zdp.errors import ReleaseVerificationError, ZdpError
-from zdp.models import ApproverIdentity, DomainCheck, DsseEnvelope, ReleaseManifest, Strategy
+from zdp.models import (
+    ApproverIdentity,
+    DeploymentRequest,
+    DomainCheck,
+    DsseEnvelope,
+    ReleaseManifest,
+    Strategy,
+    VerifyReleaseInput,
+)
 from zdp.release import summarize_validation_error, verify_envelope
 from zdp.signing import load_trusted_keys
 
@@ -34,11 +42,23 @@ class PreflightError(ZdpError):
 
 @dataclass(frozen=True)
 class Target:
+    """Where a release is to go, and the request's own evidence (change ticket, reason)."""
+
     app: str
     environment: str
     strategy: Strategy | None = None
     change_ref: str | None = None
     reason: str | None = None
+
+    @classmethod
+    def of(cls, request: DeploymentRequest | VerifyReleaseInput, environment: str) -> Target:
+        return cls(
+            app=request.app,
+            environment=environment,
+            strategy=request.strategy,
+            change_ref=request.change_ref,
+            reason=request.reason,
+        )
 
 
 def check_target(config: EngineConfig, target: Target) -> EnvironmentConfig:

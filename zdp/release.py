@@ -82,20 +82,25 @@ def file_sha256(path: Path) -> str:
 # --------------------------------------------------------------------------- files
 
 
-def read_manifest(path: Path) -> ReleaseManifest:
-    """Read and validate a release manifest; any problem is one ReleaseError line."""
+def _read_json(path: Path, what: str) -> Any:
+    """A JSON file's data; a missing, unreadable or malformed file is one ReleaseError line."""
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise ReleaseError(f"release manifest not found: {path}") from None
+        raise ReleaseError(f"{what} not found: {path}") from None
     except (OSError, UnicodeDecodeError) as err:
-        raise ReleaseError(f"cannot read release manifest {path}: {err}") from None
+        raise ReleaseError(f"cannot read {what} {path}: {err}") from None
     try:
-        data = json.loads(text)
+        return json.loads(text)
     except json.JSONDecodeError as err:
         raise ReleaseError(
             f"{path} is not valid JSON: {err.msg} at line {err.lineno} column {err.colno}"
         ) from None
+
+
+def read_manifest(path: Path) -> ReleaseManifest:
+    """Read and validate a release manifest; any problem is one ReleaseError line."""
+    data = _read_json(path, "release manifest")
     try:
         return ReleaseManifest.model_validate(data)
     except ValidationError as err:
@@ -143,18 +148,7 @@ def read_release_input(path: Path, envelope_path: Path | None = None) -> DsseEnv
     or a manifest that equals the statement signed in its envelope (beside it, or
     `envelope_path`) exactly. Anything else is one ReleaseError line, and nothing is deployed:
     an edited manifest beside an old envelope would otherwise deploy what it does not say."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ReleaseError(f"release not found: {path}") from None
-    except (OSError, UnicodeDecodeError) as err:
-        raise ReleaseError(f"cannot read release {path}: {err}") from None
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise ReleaseError(
-            f"{path} is not valid JSON: {err.msg} at line {err.lineno} column {err.colno}"
-        ) from None
+    data = _read_json(path, "release")
     if isinstance(data, dict) and "payloadType" in data:
         if envelope_path is not None:
             raise ReleaseError(

@@ -23,12 +23,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from temporalio.service import RPCError
 
 from tests.cli_checks import one_clear_line, zdp
-from tests.kit import APP, HERE, Harness
+from tests.kit import APP, HERE, Harness, part11_prod
 from tests.slack.slack_kit import ALICE, BOB, SlackWorld, sign
 from zdp import deployments
 from zdp.compliance.audit import default_log_path, evidence_dir
-from zdp.compliance.esign import register_approver
-from zdp.config import EnvironmentConfig
 from zdp.models import (
     DeploymentStatus,
     Outcome,
@@ -261,14 +259,7 @@ async def test_a_reused_e_signature_is_refused_and_recorded(
     harness: Harness, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A Part 11 signature made for one run cannot approve the next run of the same release."""
-    registry = tmp_path / "approvers"
-    monkeypatch.setenv("ZDP_APPROVER_REGISTRY", str(registry))
-    alice = Ed25519PrivateKey.generate()
-    register_approver("alice", "Alice A. Example", alice.public_key(), registry)
-    harness.config.apps[APP].environments["prod"] = EnvironmentConfig(
-        criticality="low", approvers=["alice", "bob"], min_approvals=1,
-        compliance_profiles=["part11"],
-    )  # fmt: skip
+    alice = part11_prod(harness, tmp_path / "approvers", monkeypatch, "alice")["alice"]
 
     async def awaiting() -> object:
         request = harness.request("2.0.0", environment="prod")

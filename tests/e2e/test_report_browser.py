@@ -14,14 +14,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from tests.browser import Browser
 from tests.cli_checks import zdp
-from tests.kit import APP, Harness
+from tests.kit import APP, Harness, part11_prod
 from zdp import deployments
-from zdp.compliance.esign import register_approver
-from zdp.config import EnvironmentConfig
 from zdp.errors import ZdpError
 from zdp.forensics.pdf import find_chromium
 from zdp.forensics.report import render_html
@@ -52,14 +49,7 @@ async def _signed_deployment(
     harness: Harness, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> DeploymentResult:
     """A Part 11 production deployment: the initiator's approval refused, alice's signed."""
-    registry = tmp_path / "approvers"
-    monkeypatch.setenv("ZDP_APPROVER_REGISTRY", str(registry))
-    alice = Ed25519PrivateKey.generate()
-    register_approver("alice", "Alice A. Example", alice.public_key(), registry)
-    harness.config.apps[APP].environments["prod"] = EnvironmentConfig(
-        criticality="low", approvers=["alice", "bob"], min_approvals=1,
-        compliance_profiles=["part11"],
-    )  # fmt: skip
+    alice = part11_prod(harness, tmp_path / "approvers", monkeypatch, "alice")["alice"]
     request = harness.request("2.0.0", environment="prod")
     request.release = harness.signer.validated("2.0.0", "alice", alice)
     handle = await harness.start(request)

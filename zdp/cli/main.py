@@ -93,13 +93,7 @@ def _preflight(request: DeploymentRequest, config_path: Path | None) -> None:
         preflight(
             config,
             request.release,
-            Target(
-                app=request.app,
-                environment=request.environment,
-                strategy=request.strategy,
-                change_ref=request.change_ref,
-                reason=request.reason,
-            ),
+            Target.of(request, request.environment),
             default_trusted_keys_dir(),
             registry_dir(),
         )

@@ -111,20 +111,13 @@ def verify_approval(
         )
     if signature.sig in used:
         return None, "this signature was already used: sign each decision anew"
-    if signature.key_fingerprint != identity.fingerprint:
-        return None, f"signed with key {signature.key_fingerprint}, not the key registered to {who}"
+    body, problem = _verified_body(signature, identity, who)
+    if body is None:
+        return None, problem
     try:
-        body = base64.b64decode(signature.payload, validate=True)
-        raw_sig = base64.b64decode(signature.sig, validate=True)
-        public = serialization.load_pem_public_key(identity.public_key_pem.encode())
-        if not isinstance(public, Ed25519PublicKey):
-            return None, f"the key registered to {who} is not Ed25519"
-        public.verify(raw_sig, body)
         payload = SignedApproval.model_validate_json(body)
-    except (binascii.Error, ValueError, ValidationError):
+    except ValidationError:
         return None, "the signature or its payload is malformed"
-    except InvalidSignature:
-        return None, f"the signature does not verify with the key registered to {who}"
     for field, label in (
         ("deployment_id", "another deployment"),
         ("run_id", "another run of this deployment"),
@@ -141,15 +134,40 @@ def verify_approval(
             f"the signature is dated {payload.signed_at.isoformat()}: sign within "
             f"{int(MAX_SIGNATURE_AGE.total_seconds() // 60)} minutes of sending"
         )
-    return (
-        SignatureManifestation(
-            printed_name=payload.printed_name,
-            meaning=payload.meaning,
-            signed_at=payload.signed_at,
-            key_fingerprint=signature.key_fingerprint,
-            signature=signature.sig,
-        ),
-        None,
+    return _manifestation(payload, signature), None
+
+
+def _verified_body(
+    signature: ApprovalSignature, identity: ApproverIdentity, who: str
+) -> tuple[bytes | None, str | None]:
+    """The signed payload's bytes when `signature` verifies with the key registered to `who`;
+    (None, why) otherwise."""
+    if signature.key_fingerprint != identity.fingerprint:
+        return None, f"signed with key {signature.key_fingerprint}, not the key registered to {who}"
+    try:
+        body = base64.b64decode(signature.payload, validate=True)
+        raw_sig = base64.b64decode(signature.sig, validate=True)
+        public = serialization.load_pem_public_key(identity.public_key_pem.encode())
+        if not isinstance(public, Ed25519PublicKey):
+            return None, f"the key registered to {who} is not Ed25519"
+        public.verify(raw_sig, body)
+    except (binascii.Error, ValueError):
+        return None, "the signature or its payload is malformed"
+    except InvalidSignature:
+        return None, f"the signature does not verify with the key registered to {who}"
+    return body, None
+
+
+def _manifestation(
+    payload: SignedApproval | SignedValidation, signature: ApprovalSignature
+) -> SignatureManifestation:
+    """§11.50: what is shown wherever the signed record is shown."""
+    return SignatureManifestation(
+        printed_name=payload.printed_name,
+        meaning=payload.meaning,
+        signed_at=payload.signed_at,
+        key_fingerprint=signature.key_fingerprint,
+        signature=signature.sig,
     )
 
 
@@ -191,17 +209,9 @@ def verify_validation(
     identity = registry.get(who)
     if identity is None:
         return None, f"{who} has no registered signing key (zdp keys register-approver)"
-    if signature.key_fingerprint != identity.fingerprint:
-        return None, f"signed with key {signature.key_fingerprint}, not the key registered to {who}"
-    try:
-        public = serialization.load_pem_public_key(identity.public_key_pem.encode())
-        if not isinstance(public, Ed25519PublicKey):
-            return None, f"the key registered to {who} is not Ed25519"
-        public.verify(base64.b64decode(signature.sig, validate=True), body)
-    except (binascii.Error, ValueError):
-        return None, "its signature is malformed"
-    except InvalidSignature:
-        return None, f"the validation signature does not verify with the key registered to {who}"
+    verified, problem = _verified_body(signature, identity, who)
+    if verified is None:
+        return None, problem
     for field, expected, label in (
         ("document_id", ref.document_id, "another validation document"),
         ("app", manifest.app, "another app"),
@@ -212,16 +222,7 @@ def verify_validation(
             return None, f"the validation signature was made for {label} ({field} differs)"
     if payload.printed_name != identity.printed_name:
         return None, "the signed printed name is not the registered one"
-    return (
-        SignatureManifestation(
-            printed_name=payload.printed_name,
-            meaning=payload.meaning,
-            signed_at=payload.signed_at,
-            key_fingerprint=signature.key_fingerprint,
-            signature=signature.sig,
-        ),
-        None,
-    )
+    return _manifestation(payload, signature), None
 
 
 def require_encrypted_key(path: Path) -> None:
