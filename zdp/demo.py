@@ -225,12 +225,9 @@ class Demo:
         self, client: Client, workflow_id: str, who: tuple[str, ...]
     ) -> None:
         """The initiator's own approval is refused; then distinct approvers sign off."""
-        status = await deployments.status(client, workflow_id)
-        for _ in range(200):
-            if status.phase not in (Phase.verify, Phase.assess_risk):
-                break
-            await asyncio.sleep(0.05)
-            status = await deployments.status(client, workflow_id)
+        status = await deployments.wait_until(
+            client, workflow_id, lambda s: s.phase not in (Phase.verify, Phase.assess_risk)
+        )
         if status.phase is not Phase.await_approval:
             return
         try:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -269,6 +270,35 @@ async def status(client: Client, workflow_id: str) -> DeploymentStatus:
         return await handle.query("status", result_type=DeploymentStatus)
     closed = await closed_result(client, workflow_id)
     return closed.status
+
+
+async def wait_until(
+    client: Client,
+    workflow_id: str,
+    condition: Callable[[DeploymentStatus], bool],
+    timeout: float = 300.0,
+    every: float = 0.05,
+    stop_on_outcome: bool = True,
+) -> DeploymentStatus:
+    """Poll the status until `condition` holds, the deployment has an outcome (unless
+    `stop_on_outcome` is off: an earlier run of the id may have one), or `timeout` seconds
+    pass (a wall-clock bound, so a busy machine gets the same time, not fewer polls); the last
+    status either way. A deployment that does not exist yet is waited for too."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        try:
+            current: DeploymentStatus | None = await status(client, workflow_id)
+        except DeploymentNotFound:
+            current = None
+        ended = stop_on_outcome and current is not None and current.outcome is not None
+        if current is not None and (condition(current) or ended):
+            return current
+        if loop.time() >= deadline:
+            if current is None:
+                raise DeploymentNotFound(f"no deployment {workflow_id} after {timeout:.0f} s")
+            return current
+        await asyncio.sleep(every)
 
 
 async def timeline(client: Client, workflow_id: str) -> list[TimelineEvent]:

@@ -131,15 +131,13 @@ async def test_worker_killed_mid_bake_is_replaced_and_traffic_stays_intact(
 
     async def kill_worker_mid_bake() -> None:
         workflow_id = "deploy-finance-trading-staging"
-        for _ in range(600):
-            try:
-                status = await client.get_workflow_handle(workflow_id).query("status")
-            except Exception:
-                await asyncio.sleep(0.05)
-                continue
-            if status.get("phase") == Phase.shift.value and status.get("weights", {}).get("canary"):
-                break
-            await asyncio.sleep(0.05)
+        await deployments.wait_until(
+            client,
+            workflow_id,
+            lambda s: (
+                s.version == "4.0.0" and s.phase is Phase.shift and bool(s.weights.get("canary"))
+            ),
+        )
         before = stack.record()["worker"]
         pid = before["pid"]
         os.kill(pid, signal.SIGKILL)  # a crash, not a drain
@@ -207,18 +205,14 @@ async def test_stable_failing_too_pauses_instead_of_rolling_back(
         # The outage elsewhere: stable starts failing while the canary is being provisioned,
         # so the first gate already sees both sick (on a busy machine, waiting until the
         # canary takes traffic could let the canary's own verdict come first).
-        for _ in range(600):
-            status = await deployments.status(client, workflow_id)
-            if status.phase in (Phase.provision, Phase.shift):
-                break
-            await asyncio.sleep(0.05)
+        await deployments.wait_until(
+            client, workflow_id, lambda s: s.phase in (Phase.provision, Phase.shift)
+        )
         assert (await http.post(stable_url, json={"error_rate": 1.0})).status_code == 200
         try:
-            for _ in range(600):
-                status = await deployments.status(client, workflow_id)
-                if status.phase is Phase.paused or status.outcome is not None:
-                    break
-                await asyncio.sleep(0.05)
+            status = await deployments.wait_until(
+                client, workflow_id, lambda s: s.phase is Phase.paused
+            )
             assert status.phase is Phase.paused, status
             events = await deployments.timeline(client, workflow_id)
             assert any(e.kind == "alert" and "not the cause" in e.message for e in events)
