@@ -137,6 +137,7 @@ async def test_worker_killed_mid_bake_is_replaced_and_traffic_stays_intact(
             lambda s: (
                 s.version == "4.0.0" and s.phase is Phase.shift and bool(s.weights.get("canary"))
             ),
+            stop_on_outcome=False,  # the id's earlier run has ended; wait for this one
         )
         before = stack.record()["worker"]
         pid = before["pid"]
