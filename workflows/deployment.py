@@ -78,6 +78,12 @@ NOTIFICATIONS = "notifications"
 # A rollback returns traffic to what served before the deployment, as far as it still runs, and
 # never routes users to nothing; see _roll_back.
 ROLLBACK_NEVER_ROUTES_TO_NOTHING = "rollback-never-routes-to-nothing"
+# Refused decisions are judged in the update handlers and recorded (see _decide); histories
+# recorded before judged them in validators only, and their handlers just applied them.
+REFUSALS_ON_THE_RECORD = "refusals-on-the-record"
+# A flood of refused requests must not push the history towards Temporal's limits: past this
+# many recorded refusals, further ones are refused in the validator, unrecorded (said so).
+MAX_RECORDED_REFUSALS = 50
 NOTIFY_RETRY = RetryPolicy(initial_interval=timedelta(milliseconds=500), maximum_attempts=3)
 # Evidence must not be lost: the audit and sealing activities retry until they succeed, as
 # compensations do; a failing one shows in the Temporal UI with its cause.
@@ -856,7 +862,7 @@ class DeploymentWorkflow:
     async def promote(self, request: PromoteInput) -> str:
         """Skips the remaining steps: traffic goes to 100% and the release is promoted."""
         refusal = self.state.promote_refusal(request)
-        if refusal:
+        if refusal and workflow.patched(REFUSALS_ON_THE_RECORD):
             await self._refuse("promote", request.approver, request.channel, refusal)
         self.state.promote = request
         self.state.record(
@@ -922,9 +928,12 @@ class DeploymentWorkflow:
 
     async def _decide(self, decision: ApprovalInput, kind: str) -> str:
         refusal = self._decision_refusal(decision, kind)
-        if refusal:
+        if refusal and workflow.patched(REFUSALS_ON_THE_RECORD):
             await self._refuse(kind, decision.approver, decision.channel, refusal)
-        return self.state.decide(decision, kind, workflow.now(), workflow.info().run_id)
+        try:
+            return self.state.decide(decision, kind, workflow.now(), workflow.info().run_id)
+        except ValueError as refused:  # histories from before REFUSALS_ON_THE_RECORD only
+            raise ApplicationError(str(refused), type="Refused", non_retryable=True) from None
 
     async def _refuse(self, kind: str, actor: str, channel: str, reason: str) -> None:
         """Record the refusal, log it to the audit log, then fail the update with the reason."""
@@ -934,9 +943,19 @@ class DeploymentWorkflow:
         raise ApplicationError(reason, type="Refused", non_retryable=True)
 
     def _ended(self) -> str | None:
-        if self.state.outcome is None:
-            return None
-        return f"deployment has finished ({self.state.outcome.value}); there is nothing to decide"
+        """Why a decision cannot even be recorded: the deployment has ended, or it has already
+        recorded MAX_RECORDED_REFUSALS refusals (a flood)."""
+        if self.state.outcome is not None:
+            return (
+                f"deployment has finished ({self.state.outcome.value}); there is nothing to decide"
+            )
+        refused = sum(1 for e in self.state.timeline if e.kind == "decision_refused")
+        if refused >= MAX_RECORDED_REFUSALS:
+            return (
+                f"{refused} refused requests are already on this deployment's record; further "
+                "ones are refused without being recorded"
+            )
+        return None
 
     def _signal_decision(self, decision: ApprovalInput, kind: str) -> None:
         refusal = self._decision_refusal(decision, kind)

@@ -213,15 +213,24 @@ def test_an_export_passes_the_offline_verifier(
 ) -> None:
     log_of_ten.append(WF, events(2, start=10))  # two entries newer than the checkpoint
     target = tmp_path / "export" / "audit.jsonl"
-
     exported = export_database(log_of_ten.url, target)
+    # Unsigned entries after the last checkpoint: both verifiers say so, alike.
+    with pytest.raises(AuditVerificationError, match="no checkpoint covers entries 10-11") as off:
+        verify_log(target, public_keys=[KEY.public_key()])
+    with pytest.raises(AuditVerificationError, match="no checkpoint covers entries 10-11") as on:
+        verify_database(log_of_ten.url, public_keys=[KEY.public_key()])
+    assert str(off.value) == str(on.value)
+    assert (exported.entries, exported.checkpoints) == (12, 1)
 
+    log_of_ten.checkpoint()
+    target = tmp_path / "signed" / "audit.jsonl"
+    exported = export_database(log_of_ten.url, target)
     offline = verify_log(target, public_keys=[KEY.public_key()])
     online = verify_database(log_of_ten.url, public_keys=[KEY.public_key()])
-    assert (exported.entries, exported.checkpoints) == (12, 1)
+    assert (exported.entries, exported.checkpoints) == (12, 2)
     assert exported.checkpoints_path == checkpoints_path_for(target)
     assert offline == online
-    assert (online.entries, online.last_checkpoint and online.last_checkpoint.size) == (12, 10)
+    assert (online.entries, online.last_checkpoint and online.last_checkpoint.size) == (12, 12)
     with pytest.raises(AuditLogError, match="already exists"):
         export_database(log_of_ten.url, target)
 
@@ -359,15 +368,17 @@ def test_cli_verifies_and_exports_the_database_log(url: str, tmp_path: Path) -> 
     log = PostgresAuditLog(url, engine_key(tmp_path), checkpoint_every=10)
     log.append(WF, events(10))
     head = log.append(WF, events(2, start=10)).head_hash
+    log.checkpoint()  # as the engine signs every append it makes
     summary = (
-        f"audit log OK: 12 entries, 1 checkpoint, head {head[:12]}…, "
-        "last checkpoint covers 10 (2 newer entries not yet signed)"
+        f"audit log OK: 12 entries, 2 checkpoints, head {head[:12]}…, last checkpoint covers 12"
     )
 
-    from_env = run("audit", "verify", home=tmp_path, url=url)
-    explicit = run("audit", "verify", "--database", url, home=tmp_path)
+    from_env = run("audit", "verify", "--no-temporal", home=tmp_path, url=url)
+    explicit = run("audit", "verify", "--no-temporal", "--database", url, home=tmp_path)
     exported = run("audit", "export", "-o", tmp_path / "out", home=tmp_path, url=url)
-    offline = run("audit", "verify", "--log", tmp_path / "out" / "audit.jsonl", home=tmp_path)
+    offline = run(
+        "audit", "verify", "--no-temporal", "--log", tmp_path / "out" / "audit.jsonl", home=tmp_path
+    )
     again = run("audit", "export", "--database", url, "-o", tmp_path / "out", home=tmp_path)
 
     assert [r.stdout.strip() for r in (from_env, explicit)] == [summary] * 2
@@ -385,10 +396,16 @@ def test_cli_errors_are_one_line(url: str, postgres: PostgresServer, tmp_path: P
     as_superuser(url, "zdp_audit_entries", "DELETE FROM zdp_audit_entries WHERE seq = 2")
     down = f"postgresql://postgres@127.0.0.1:{postgres.port + 1}/nowhere"
 
-    assert_one_line_error(run("audit", "verify", home=tmp_path, url=url), "entry 2: missing")
-    assert_one_line_error(run("audit", "verify", "--database", down, home=tmp_path), "unavailable")
     assert_one_line_error(
-        run("audit", "verify", "--database", url, "--log", "x.jsonl", home=tmp_path),
+        run("audit", "verify", "--no-temporal", home=tmp_path, url=url), "entry 2: missing"
+    )
+    assert_one_line_error(
+        run("audit", "verify", "--no-temporal", "--database", down, home=tmp_path), "unavailable"
+    )
+    assert_one_line_error(
+        run(
+            "audit", "verify", "--no-temporal", "--database", url, "--log", "x.jsonl", home=tmp_path
+        ),
         "not both",
         code=2,
     )

@@ -171,6 +171,7 @@ def test_threads_appending_at_once_keep_one_chain_without_duplicates(log_path: P
     for thread in threads:
         thread.join()
 
+    shared.checkpoint()  # sign the tail, as the engine's every append does
     report = verify_log(log_path, public_keys=[KEY.public_key()])
     assert report.entries == len(logs) * 30 + 20
     keys = [(e["workflow_id"], e["event_id"]) for e in lines_of(log_path)]
@@ -465,24 +466,24 @@ def run(*args: str | Path, home: Path) -> Result:
 def test_cli_verify_summarises_a_good_log(tmp_path: Path) -> None:
     log = AuditLog(default_log_path(tmp_path), engine_key(tmp_path), checkpoint_every=10)
     log.append(WF, events(10))
-    result = log.append(WF, events(12))  # 2 more: not enough for the next checkpoint
+    log.append(WF, events(12))  # 2 more: not enough for the next checkpoint
 
-    verified = run("audit", "verify", home=tmp_path)
-
+    # The engine signs every append it makes; entries no checkpoint covers were added by
+    # something else (or an interrupted append left them): an error, never "not yet signed".
+    assert_one_line_error(
+        run("audit", "verify", "--no-temporal", home=tmp_path),
+        "entry 10: no checkpoint covers entries 10-11: the engine signs every append",
+    )
+    head = log.checkpoint().head_hash
+    verified = run("audit", "verify", "--no-temporal", home=tmp_path)
     assert verified.exit_code == 0, verified.output
     assert verified.stdout.strip() == (
-        f"audit log OK: 12 entries, 1 checkpoint, head {result.head_hash[:12]}…, "
-        "last checkpoint covers 10 (2 newer entries not yet signed); no anchors found outside "
-        "the log"
+        f"audit log OK: 12 entries, 2 checkpoints, head {head[:12]}…, last checkpoint covers "
+        "12; no anchors found outside the log"
     )
     # What could not be cross-checked is said, never skipped silently.
     assert "the anchors in Temporal histories were not checked" in verified.stderr
     assert "no evidence folder" in verified.stderr
-    head = log.checkpoint().head_hash
-    assert run("audit", "verify", home=tmp_path).stdout.strip() == (
-        f"audit log OK: 12 entries, 2 checkpoints, head {head[:12]}…, last checkpoint covers "
-        "12; no anchors found outside the log"
-    )
 
 
 def test_cli_verify_names_the_first_bad_entry_in_one_line(tmp_path: Path) -> None:
@@ -493,7 +494,7 @@ def test_cli_verify_names_the_first_bad_entry_in_one_line(tmp_path: Path) -> Non
     write_lines(log_path, entries)
 
     assert_one_line_error(
-        run("audit", "verify", home=tmp_path),
+        run("audit", "verify", "--no-temporal", home=tmp_path),
         "entry 17 (deploy-x-prod 9f3a/17): hash does not match its content (edited?)",
     )
 
@@ -507,21 +508,60 @@ def test_cli_verify_trusts_only_the_keys_it_is_given(tmp_path: Path) -> None:
     engine_key(tmp_path)  # the default key is not the one that signed
     unknown = f"checkpoint 0 (covers 2 entries): signed by unknown key {signer.fingerprint}"
 
-    assert_one_line_error(run("audit", "verify", "--log", log_path, home=tmp_path), unknown)
+    assert_one_line_error(
+        run("audit", "verify", "--no-temporal", "--log", log_path, home=tmp_path), unknown
+    )
     other = generate_key_pair(tmp_path / "ci", "other").public_key
     assert_one_line_error(
-        run("audit", "verify", "--log", log_path, "--key", other, home=tmp_path), unknown
+        run("audit", "verify", "--no-temporal", "--log", log_path, "--key", other, home=tmp_path),
+        unknown,
     )
     trusted = run(
-        "audit", "verify", "--log", log_path, "--key", other, "--key", signer.public_key,
-        home=tmp_path,
+        "audit", "verify", "--no-temporal", "--log", log_path, "--key", other,
+        "--key", signer.public_key, home=tmp_path,
     )  # fmt: skip
     assert trusted.exit_code == 0, trusted.output
     assert trusted.stdout.startswith("audit log OK: 2 entries, 1 checkpoint, ")
 
 
 def test_cli_verify_without_a_log_is_one_line(tmp_path: Path) -> None:
-    assert_one_line_error(run("audit", "verify", home=tmp_path), "audit log not found")
+    assert_one_line_error(
+        run("audit", "verify", "--no-temporal", home=tmp_path), "audit log not found"
+    )
     (tmp_path / "audit").mkdir()
     default_log_path(tmp_path).write_text("")
-    assert_one_line_error(run("audit", "verify", home=tmp_path), "engine public key not found")
+    assert_one_line_error(
+        run("audit", "verify", "--no-temporal", home=tmp_path), "engine public key not found"
+    )
+
+
+# --------------------------------------------------------------------------- unsigned tails
+
+
+def test_the_engine_never_signs_over_entries_it_did_not_write(log_path: Path) -> None:
+    """Someone who can write the file chains a forged entry after the last checkpoint: the
+    verifier names it, and the engine's next append refuses to sign over it."""
+    log = AuditLog(log_path, KEY)
+    log.append(WF, events(3), checkpoint=True)
+    head = str(lines_of(log_path)[-1]["hash"])
+    forged = AuditEntry.chained(3, head, WF, event(3, "forged"))
+    with log_path.open("ab") as handle:
+        handle.write(forged.line())
+
+    assert "no checkpoint covers entries 3-3" in str(verify(log_path))
+    with pytest.raises(AuditLogError, match=r"entry 3 \(deploy-x-prod forged/3\).*will not sign"):
+        AuditLog(log_path, KEY).append(WF, events(2, start=10), checkpoint=True)
+    assert len(lines_of(log_path)) == 4  # nothing appended, nothing signed
+    assert len(checkpoints_path_for(log_path).read_text().splitlines()) == 1
+
+
+def test_an_interrupted_append_is_signed_by_its_retry(log_path: Path) -> None:
+    """Entries written but not yet signed (the process died in between) are this append's own
+    events: the retried append recognises them and signs them."""
+    log = AuditLog(log_path, KEY, checkpoint_every=0)
+    log.append(WF, events(2), checkpoint=True)
+    log.append(WF, events(3, start=2))  # written; the checkpoint never came
+    retry = AuditLog(log_path, KEY).append(WF, events(3, start=2), checkpoint=True)
+    assert (retry.appended, retry.skipped) == (0, 3)
+    assert retry.checkpoint is not None and retry.checkpoint.size == 5
+    assert verify_log(log_path, public_keys=[KEY.public_key()]).entries == 5

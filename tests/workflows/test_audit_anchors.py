@@ -140,8 +140,8 @@ async def test_refusals_are_recorded_and_every_deployment_anchors_the_log(
 
 async def test_a_replaced_log_is_caught_by_the_anchors(harness: Harness, tmp_path: Path) -> None:
     """A fresh log written in place of the real one: the engine's anchors sign another first
-    entry. Anchors signed by another engine (another $ZDP_HOME sharing the Temporal server) are
-    not evidence about this log: they are counted, not failed."""
+    entry. Anchors in Temporal signed by another engine (another $ZDP_HOME sharing the server)
+    are counted, not failed, as long as some anchor belongs to the log verified."""
     await harness.deploy(harness.request("2.0.0"))
     anchors, _ = await _all_anchors(harness)
     public = engine_key(harness.home).public_key()
@@ -151,9 +151,19 @@ async def test_a_replaced_log_is_caught_by_the_anchors(harness: Harness, tmp_pat
     with pytest.raises(AuditVerificationError, match=r"entry 0 .*the log was replaced"):
         check_anchors(forged, 1, anchors, [public], checkpoints_path=tmp_path / "none")
 
+    # Verified with a key that is not the engine's: the bundles' anchors (this engine's own
+    # evidence folder) fail; anchors in Temporal alone are another engine's, counted, and
+    # a log that none of them belongs to fails too.
     stranger = Ed25519PrivateKey.generate().public_key()
-    report = check_anchors(forged, 1, anchors, [stranger], checkpoints_path=tmp_path / "none")
-    assert report.checked == 0 and report.foreign == len(anchors) > 0
+    with pytest.raises(AuditVerificationError, match="not a trusted engine key"):
+        check_anchors(forged, 1, anchors, [stranger], checkpoints_path=tmp_path / "none")
+    histories = [a for a in anchors if a.kind == HISTORIES]
+    with pytest.raises(AuditVerificationError, match=r"none of the .* anchors found belongs"):
+        check_anchors(forged, 1, histories, [stranger], checkpoints_path=tmp_path / "none")
+    genuine = default_log_path(harness.home)
+    size = verify_log(genuine, public_keys=[public]).entries
+    other = check_anchors(genuine, size, histories, [public, stranger])
+    assert other.checked > 0  # with the engine's key among those given, its anchors check out
 
 
 async def test_the_limit_cutting_every_copy_is_not_detected(
@@ -198,23 +208,20 @@ async def test_cutting_a_running_deployments_approval_shows(
     log = default_log_path(harness.home)
     public = engine_key(harness.home).public_key()
     entries = _entries(log)
-    approved = max(
-        i
-        for i, e in enumerate(entries)
-        if e["workflow_id"] == handle.id and e["kind"] == "approved"
-    )
+    mine = [i for i, e in enumerate(entries) if e["workflow_id"] == handle.id]
+    approved = max(i for i in mine if entries[i]["kind"] == "approved")
+    # A careful cut: back to the checkpoint before the approval's append, with the checkpoint
+    # lines after it, so that no entry is left uncovered (which the files alone would show).
+    lines = checkpoints_path_for(log).read_text().splitlines()
+    cut = max(size for size in (json.loads(line)["size"] for line in lines) if size <= approved)
     copy = tmp_path / "audit.jsonl"
-    copy.write_text("".join(line + "\n" for line in log.read_text().splitlines()[:approved]))
+    copy.write_text("".join(line + "\n" for line in log.read_text().splitlines()[:cut]))
     checkpoints_path_for(copy).write_text(
-        "".join(
-            line + "\n"
-            for line in checkpoints_path_for(log).read_text().splitlines()
-            if json.loads(line)["size"] <= approved
-        )
+        "".join(line + "\n" for line in lines if json.loads(line)["size"] <= cut)
     )
     report = verify_log(copy, public_keys=[public])  # the files alone cannot tell
     found = await deployments.audit_anchors(harness.client)
     running = [Anchor(a, source, HISTORIES) for source, a in found if handle.id in source]
-    with pytest.raises(AuditVerificationError, match=f"first missing entry: entry {approved};"):
+    with pytest.raises(AuditVerificationError, match=f"first missing entry: entry {cut};"):
         check_anchors(copy, report.entries, running, [public])
     await deployments.abort(harness.client, handle.id, "test", "done")

@@ -108,8 +108,10 @@ def verify(
                 markup=False,
             )
             return
-        report = verify_log(log_path, checkpoints, public_keys=public_keys)
+        # Anchors first, then the log: an append in between only makes the log longer than
+        # every anchor read, never shorter (which would look like a cut).
         anchors, known, notes = _gather_anchors(evidence or evidence_dir(), temporal)
+        report = verify_log(log_path, checkpoints, public_keys=public_keys)
         cross = check_anchors(
             log_path,
             report.entries,
@@ -133,19 +135,27 @@ def _gather_anchors(
     notes: list[str] = []
     if not evidence.is_dir():
         notes.append(f"no evidence folder at {evidence}: no bundle anchors to check")
-    if temporal:
-        from zdp import deployments
-        from zdp.temporal import TemporalUnavailable, connect
+    if not temporal:
+        notes.append("--no-temporal: the anchors in Temporal histories were not checked")
+        return anchors, known, notes
+    from temporalio.exceptions import TemporalError
+    from temporalio.service import RPCError
 
-        async def from_temporal() -> list[tuple[str, AuditAnchor]]:
-            return await deployments.audit_anchors(await connect())
+    from zdp import deployments
+    from zdp.temporal import connect
 
-        try:
-            found = asyncio.run(from_temporal())
-        except TemporalUnavailable as err:
-            notes.append(f"{err}: the anchors in Temporal histories were not checked")
-        else:
-            anchors += [Anchor(anchor, source, HISTORIES) for source, anchor in found]
+    async def from_temporal() -> tuple[str, list[tuple[str, AuditAnchor]]]:
+        client = await connect()
+        return client.service_client.config.target_host, await deployments.audit_anchors(client)
+
+    try:
+        address, found = asyncio.run(from_temporal())
+    except ZdpError as err:  # unreachable: never a silent pass; --no-temporal says it is meant
+        raise ZdpError(f"{err}; or give --no-temporal to check the bundles only") from None
+    except (RPCError, TemporalError) as err:
+        raise ZdpError(f"Temporal: reading the deployments' histories failed: {err}") from None
+    anchors += [Anchor(anchor, source, HISTORIES) for source, anchor in found]
+    notes.append(f"anchors read from the Temporal server at {address}")
     return anchors, known, notes
 
 
@@ -182,14 +192,10 @@ def export(
 
 def _summary(report: VerifyReport) -> str:
     last = report.last_checkpoint
-    if last is None:
-        coverage = "no checkpoint yet (nothing is signed)"
-    elif last.size == report.entries:
-        coverage = f"last checkpoint covers {last.size}"
-    else:
-        unsigned = report.entries - last.size
-        newer = _count(unsigned, "newer entry", "newer entries")
-        coverage = f"last checkpoint covers {last.size} ({newer} not yet signed)"
+    # verify_* refuse entries that no checkpoint covers once one exists: the last covers all.
+    coverage = (
+        f"last checkpoint covers {last.size}" if last else "no checkpoint yet (nothing is signed)"
+    )
     return (
         f"audit log OK: {_count(report.entries, 'entry', 'entries')}, "
         f"{_count(report.checkpoints, 'checkpoint', 'checkpoints')}, "

@@ -261,6 +261,23 @@ def report_or_first_problem(
         mismatch = coverage_problem(index, cp, chain.size, heads)
         if mismatch is not None:
             ranked.append((cp.size - 1 if cp.size <= chain.size else chain.size, 1, mismatch))
+    if not ranked and checkpoints and chain.size > checkpoints[-1][1].size:
+        # The engine signs every append it makes under the same lock: once it has signed,
+        # entries that no checkpoint covers were added by something else. (Said only when
+        # nothing else is wrong: a bad checkpoint or entry explains an uncovered tail first.)
+        first = checkpoints[-1][1].size
+        ranked.append(
+            (
+                first,
+                1,
+                AuditVerificationError(
+                    first,
+                    f"no checkpoint covers entries {first}-{chain.size - 1}: the engine signs "
+                    "every append it makes, so they were added by something else, or an append "
+                    "was interrupted before it was signed (its retry signs them)",
+                ),
+            )
+        )
     if ranked:
         raise min(ranked, key=lambda item: (item[0], item[1]))[2]
     return VerifyReport(

@@ -144,6 +144,20 @@ def check_anchors(
         # Another engine's anchor (another $ZDP_HOME sharing the Temporal server): not
         # evidence about this log, counted, not failed.
         if a.key_fingerprint not in keys:
+            if found.kind == BUNDLES:  # this engine's own evidence folder: never another's
+                where = max(a.size - 1, 0)
+                problems.append(
+                    (
+                        where,
+                        AuditVerificationError(
+                            where,
+                            f"its anchor is signed by {a.key_fingerprint}, which is not a "
+                            "trusted engine key (--key)",
+                            subject=source,
+                        ),
+                    )
+                )
+                continue
             report.foreign += 1
             continue
         bad_signature = found.checkpoint.signature_problem(keys)
@@ -203,14 +217,17 @@ def check_anchors(
             )
             continue
         report.checked += 1
-    if log and report.other_logs and not report.checked and not problems:
+    unmatched = report.other_logs + report.foreign
+    if log and unmatched and not report.checked and not problems:
         problems.append(
             (
                 0,
                 AuditVerificationError(
                     0,
-                    f"none of the engine's {report.other_logs} anchors belongs to a log that "
-                    "begins with this entry: the log was replaced, or it is not this engine's",
+                    f"none of the {unmatched} anchors found belongs to this log "
+                    f"({report.other_logs} of this engine's logs that begin with another "
+                    f"entry, {report.foreign} signed by keys not given with --key): the log "
+                    "was replaced, or --key is not this engine's",
                     subject=f"entry 0 ({log[0].label})",
                 ),
             )

@@ -11,7 +11,7 @@ import base64
 import binascii
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -290,3 +290,20 @@ def read_checkpoint_line(index: int, line: bytes) -> Checkpoint:
             subject=f"checkpoint {index}",
             checkpoint=index,
         ) from None
+
+
+def foreign_tail(
+    tail: Sequence[AuditEntry], workflow_id: str, events: Sequence[AuditEvent]
+) -> list[AuditEntry]:
+    """The unsigned entries at the end of a log that are not this append's own events,
+    exactly as it would write them. An append that was interrupted between its entries and
+    its checkpoint leaves its own events there, and its retry may sign them; anything else
+    was added by something other than the engine, and must never be signed over."""
+    ours = {event.event_id: event.model_dump() for event in events}
+    return [
+        entry
+        for entry in tail
+        if entry.workflow_id != workflow_id
+        or ours.get(entry.event_id)
+        != entry.model_dump(include={"event_id", "at", "kind", "message", "actor", "data"})
+    ]

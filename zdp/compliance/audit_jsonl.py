@@ -27,6 +27,7 @@ from zdp.compliance.audit_format import (
     EntryChain,
     canonical_json,
     checkpoints_path_for,
+    foreign_tail,
     lock_path_for,
     read_checkpoint_line,
 )
@@ -69,6 +70,8 @@ class AuditLog:
             raise AuditLogError("cannot log events without a workflow id")
         with self._exclusive():
             self._catch_up()
+            if checkpoint:
+                self._refuse_foreign_tail(workflow_id, events)
             seq, prev_hash = self._chain.size, self._chain.head_hash
             batch: set[tuple[str, str]] = set()
             lines: list[bytes] = []
@@ -152,6 +155,22 @@ class AuditLog:
                 yield
             finally:
                 os.close(fd)  # releases the flock
+
+    def _refuse_foreign_tail(self, workflow_id: str, events: Sequence[AuditEvent]) -> None:
+        """Before signing: entries after the last checkpoint must be this append's own."""
+        signed = self._last_checkpoint.size if self._last_checkpoint else 0
+        if self._last_checkpoint is None or self._chain.size == signed:
+            return
+        with self.path.open("rb") as log:
+            tail = [AuditEntry.model_validate_json(line) for line in list(log)[signed:]]
+        foreign = foreign_tail(tail, workflow_id, events)
+        if foreign:
+            first = foreign[0]
+            raise AuditLogError(
+                f"audit log {self.path}: entry {first.seq} ({first.workflow_id} "
+                f"{first.event_id}) and {len(foreign) - 1} more after the last checkpoint were "
+                f"not written by the engine; it will not sign over them; {_REPAIR_HINT}"
+            )
 
     def _catch_up(self) -> None:
         """Read what other writers appended since this process last looked (lock held)."""

@@ -34,6 +34,7 @@ from zdp.compliance.audit_format import (
     Checkpoint,
     EntryChain,
     canonical_json,
+    foreign_tail,
     read_checkpoint_line,
 )
 
@@ -161,6 +162,19 @@ class PostgresAuditLog:
     ) -> tuple[AppendResult, list[bytes]]:
         self._catch_up(conn)
         last = self._last_checkpoint(conn)
+        covered = last[1].size if last else 0
+        if checkpoint and last is not None and self._chain.size > covered:
+            rows_after = conn.execute(
+                "SELECT line FROM zdp_audit_entries WHERE seq >= %s ORDER BY seq", [covered]
+            )
+            tail = [AuditEntry.model_validate_json(line) for (line,) in rows_after]
+            foreign = foreign_tail(tail, workflow_id, events)
+            if foreign:
+                raise AuditLogError(
+                    f"{database_label(self.url)}: entry {foreign[0].seq} and "
+                    f"{len(foreign) - 1} more after the last checkpoint were not written by the "
+                    f"engine; it will not sign over them; {_REPAIR_HINT}"
+                )
         seq, prev_hash = self._chain.size, self._chain.head_hash
         batch: set[tuple[str, str]] = set()
         lines: list[bytes] = []
