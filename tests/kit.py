@@ -87,6 +87,7 @@ class Signer:
         """A release whose IQ/OQ/PQ document `approver` approved with a Part 11 signature
         (registered in $ZDP_APPROVER_REGISTRY), then signed: what a GxP line deploys."""
         pending = ValidationReference(document_id=document_id, status="pending")
+        change.setdefault("author", "dev-dana")  # someone other than the approver
         approved = approve_validation(
             self.manifest(version, pending, **change),
             approver,

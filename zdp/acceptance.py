@@ -33,7 +33,7 @@ from zdp.models import (
     VerifyReleaseInput,
 )
 from zdp.release import summarize_validation_error, verify_envelope
-from zdp.signing import load_trusted_keys
+from zdp.signing import PUBLIC_KEY_SUFFIX, load_trusted_keys
 
 
 class PreflightError(ZdpError):
@@ -140,7 +140,7 @@ def preflight(
     if (
         trusted_keys_dir is not None
         and trusted_keys_dir.is_dir()
-        and any(trusted_keys_dir.iterdir())
+        and any(trusted_keys_dir.glob(f"*{PUBLIC_KEY_SUFFIX}"))
     ):
         manifest = verify_envelope(envelope, load_trusted_keys(trusted_keys_dir)).manifest
     else:

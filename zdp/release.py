@@ -91,11 +91,27 @@ def _read_json(path: Path, what: str) -> Any:
     except (OSError, UnicodeDecodeError) as err:
         raise ReleaseError(f"cannot read {what} {path}: {err}") from None
     try:
-        return json.loads(text)
+        return json.loads(text, object_pairs_hook=_no_duplicate_keys)
     except json.JSONDecodeError as err:
         raise ReleaseError(
             f"{path} is not valid JSON: {err.msg} at line {err.lineno} column {err.colno}"
         ) from None
+    except _DuplicateKey as err:
+        raise ReleaseError(
+            f"{path} names {err.args[0]!r} twice: a reader could see either value"
+        ) from None
+
+
+class _DuplicateKey(ValueError):
+    pass
+
+
+def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    keys = [key for key, _ in pairs]
+    for key in keys:
+        if keys.count(key) > 1:
+            raise _DuplicateKey(key)
+    return dict(pairs)
 
 
 def read_manifest(path: Path) -> ReleaseManifest:
@@ -145,9 +161,10 @@ def _write_json(path: Path, text: str, what: str) -> None:
 
 def read_release_input(path: Path, envelope_path: Path | None = None) -> DsseEnvelope:
     """The release to deploy. The signed envelope is the release: `path` may be the envelope,
-    or a manifest that equals the statement signed in its envelope (beside it, or
-    `envelope_path`) exactly. Anything else is one ReleaseError line, and nothing is deployed:
-    an edited manifest beside an old envelope would otherwise deploy what it does not say."""
+    or a manifest that says exactly what the statement signed in its envelope (beside it, or
+    `envelope_path`) says, field by field (a key named twice is refused). Anything else is one
+    ReleaseError line, and nothing is deployed: an edited manifest beside an old envelope would
+    otherwise deploy what it does not say."""
     data = _read_json(path, "release")
     if isinstance(data, dict) and "payloadType" in data:
         if envelope_path is not None:
@@ -173,8 +190,19 @@ def read_release_input(path: Path, envelope_path: Path | None = None) -> DsseEnv
     except (binascii.Error, ValueError):
         raise ReleaseError(f"malformed envelope {signed_path}: payload is not base64") from None
     signed = _statement_from(payload).get("predicate")
-    if data != signed:
-        changed = _differing_fields(signed, data)
+    try:
+        # Compared as the release model reads them: a manifest written by hand or by CI that
+        # leaves out defaults, or spells a time another way, is the same release.
+        on_disk = ReleaseManifest.model_validate_json(json.dumps(data), strict=True)
+        in_envelope = ReleaseManifest.model_validate(signed)
+    except ValidationError as err:
+        raise ReleaseError(
+            f"{path} is not a valid release manifest: {summarize_validation_error(err)}"
+        ) from None
+    if on_disk.model_dump(mode="json") != in_envelope.model_dump(mode="json"):
+        changed = _differing_fields(
+            in_envelope.model_dump(mode="json"), on_disk.model_dump(mode="json")
+        )
         raise ReleaseError(
             f"{path} differs from the release signed in {signed_path} "
             f"({', '.join(changed[:5])}{', …' if len(changed) > 5 else ''}): deploy the "
@@ -515,7 +543,7 @@ def approve_validation(
     (registered, with this key, and not the release's author) over the document, the app and
     the artifact digest. The release is signed after this, so the approval is in what the
     release signature covers."""
-    from zdp.compliance.esign import sign_approval
+    from zdp.compliance.esign import authorship_refusal, sign_approval
 
     ref = manifest.validation
     if ref is None:
@@ -528,10 +556,9 @@ def approve_validation(
         raise ReleaseError(f"{signer} has no registered signing key (zdp keys register-approver)")
     if fingerprint(key.public_key()) != identity.fingerprint:
         raise ReleaseError(f"this key is not the one registered to {signer}")
-    if manifest.change.author is not None and signer == manifest.change.author:
-        raise ReleaseError(
-            f"{signer} authored this release, so someone else must approve its validation"
-        )
+    author_refusal = authorship_refusal(manifest.change.author, signer)
+    if author_refusal is not None:
+        raise ReleaseError(author_refusal)
     try:
         payload = SignedValidation(
             document_id=ref.document_id,

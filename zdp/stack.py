@@ -266,7 +266,10 @@ def worker_config(home: Path | None = None) -> Path | None:
     given by path (so the CLI checks requests against the rules the worker applies)."""
     stack = Stack(home=home or zdp_home())
     worker = stack.record().get("worker") or {}
-    recorded = worker.get("config")
-    if not recorded or recorded == "default" or not pid_alive(worker["pid"], "zdp worker"):
+    try:
+        recorded, pid = worker.get("config"), int(worker["pid"])
+    except (KeyError, TypeError, ValueError, AttributeError):
         return None
-    return Path(recorded)
+    if not recorded or recorded == "default" or not pid_alive(pid, "zdp worker"):
+        return None
+    return Path(str(recorded))

@@ -217,3 +217,29 @@ def test_create_refuses_a_malformed_validation_document_id(workspace: Path) -> N
         "--image", IMAGE, "--validation-doc", "no spaces allowed",
     )  # fmt: skip
     assert_one_line_error(result, "validation document id 'no spaces allowed' is not valid")
+
+
+def test_a_hand_written_manifest_is_the_release_it_signed(workspace: Path) -> None:
+    """A manifest that leaves out defaults (as CI writes one) is accepted beside its own
+    envelope; a key named twice, or any changed field, is refused."""
+    from zdp.errors import ReleaseError
+    from zdp.release import read_release_input
+
+    minimal = {
+        "app": "webshop",
+        "version": "2.0.0",
+        "artifact": {"kind": "oci-image", "reference": IMAGE, "digest": "sha256:" + "ab" * 32},
+        "created_at": "2026-12-06T10:00:00+00:00",
+    }
+    (workspace / "release.json").write_text(json.dumps(minimal))
+    signed = run("release", "sign", "release.json", "--key", "keys/release-ci.key")
+    assert signed.exit_code == 0, signed.output
+    assert read_release_input(workspace / "release.json").payloadType
+
+    text = json.dumps(minimal)
+    (workspace / "release.json").write_text(text[:-1] + ', "version": "9.9.9"}')
+    with pytest.raises(ReleaseError, match="names 'version' twice"):
+        read_release_input(workspace / "release.json")
+    (workspace / "release.json").write_text(json.dumps({**minimal, "version": "9.9.9"}))
+    with pytest.raises(ReleaseError, match=r"differs from the release signed in .* \(version\)"):
+        read_release_input(workspace / "release.json")

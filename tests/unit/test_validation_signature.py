@@ -129,11 +129,25 @@ def test_an_unregistered_validation_approver_is_refused(registry: Path) -> None:
     assert why == "val-2 has no registered signing key (zdp keys register-approver)"
 
 
-def test_the_author_cannot_approve_their_own_release(registry: Path) -> None:
-    with pytest.raises(ReleaseError, match="qa-lead authored this release"):
+@pytest.mark.parametrize(
+    ("author", "refusal"),
+    [
+        ("qa-lead", "qa-lead authored this release"),
+        ("Qa-Lead@example.com", "qa-lead authored this release"),  # git records an e-mail
+        (None, "the release names no author"),
+        ("  ", "the release names no author"),
+    ],
+)
+def test_the_author_cannot_approve_their_own_release(
+    registry: Path, author: str | None, refusal: str
+) -> None:
+    with pytest.raises(ReleaseError, match=refusal):
         approve_validation(
-            manifest(author="qa-lead"), "qa-lead", "ok", QA_KEY, load_registry(registry)
+            manifest(author=author), "qa-lead", "ok", QA_KEY, load_registry(registry)
         )
+    forged = signed_by(manifest(author=author), "qa-lead", QA_KEY)
+    _, why = verify_validation(forged, load_registry(registry), ALLOWED)
+    assert why is not None and refusal in why
 
 
 # --------------------------------------------------------------------------- the commands

@@ -79,16 +79,32 @@ def _load_envelope(release: Path, envelope: Path | None) -> DsseEnvelope:
 
 def _preflight(request: DeploymentRequest, config_path: Path | None) -> None:
     """Refuse now, with exit 2, what the worker would refuse before changing anything: no
-    workflow starts, no audit entry is written, no bundle is sealed."""
+    workflow starts, no audit entry is written, no bundle is sealed. Checked against the
+    worker's config: --config, else the running stack's (when this CLI talks to its Temporal),
+    else $ZDP_CONFIG, else apps.yaml. With none of them here (a CLI on a CI runner for a remote
+    engine), nothing is checked before starting, said in one note: the worker checks it."""
     from activities.release import default_trusted_keys_dir
     from zdp.acceptance import Target, preflight
     from zdp.compliance.esign import registry_dir
-    from zdp.config import find_config_path, load_config
+    from zdp.config import CONFIG_ENV_VAR, find_config_path, load_config
+    from zdp.errors import ConfigError
     from zdp.stack import worker_config
+    from zdp.temporal import stack_address
 
-    path = config_path or worker_config()
+    address = os.environ.get("TEMPORAL_ADDRESS")
+    path = config_path or (worker_config() if not address or address == stack_address() else None)
     try:
         path = find_config_path(path)
+    except ConfigError as err:
+        if config_path is not None or os.environ.get(CONFIG_ENV_VAR):
+            fail(f"refused before starting: {err}", EXIT_USAGE)
+        err_console.print(
+            "note: no engine config here, so the request was not checked before starting; "
+            "the worker checks it (give --config or set ZDP_CONFIG to check it first)",
+            markup=False,
+        )
+        return
+    try:
         config = load_config(path)
         preflight(
             config,
@@ -97,9 +113,10 @@ def _preflight(request: DeploymentRequest, config_path: Path | None) -> None:
             default_trusted_keys_dir(),
             registry_dir(),
         )
-    except ZdpError as err:
-        where = f" (checked against {path})" if path and str(path) not in str(err) else ""
-        fail(f"refused before starting: {err}{where}", EXIT_USAGE)
+    except (ZdpError, OSError) as err:
+        text = str(err) if isinstance(err, ZdpError) else f"cannot read {err.filename}: {err}"
+        where = f" (checked against {path})" if str(path) not in text else ""
+        fail(f"refused before starting: {text}{where}", EXIT_USAGE)
 
 
 def _parse_steps(value: str | None) -> list[int] | None:

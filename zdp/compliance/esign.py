@@ -204,8 +204,9 @@ def verify_validation(
             f"{who} may not approve validation documents here; validation approvers: "
             f"{', '.join(allowed) or 'nobody'}"
         )
-    if manifest.change.author is not None and who == manifest.change.author:
-        return None, f"{who} authored this release, so someone else must approve its validation"
+    author_refusal = authorship_refusal(manifest.change.author, who)
+    if author_refusal is not None:
+        return None, author_refusal
     identity = registry.get(who)
     if identity is None:
         return None, f"{who} has no registered signing key (zdp keys register-approver)"
@@ -223,6 +224,21 @@ def verify_validation(
     if payload.printed_name != identity.printed_name:
         return None, "the signed printed name is not the registered one"
     return _manifestation(payload, signature), None
+
+
+def authorship_refusal(author: str | None, signer: str) -> str | None:
+    """Why `signer` may not approve the validation of a release by `author`: the author is
+    unknown (the release must name who wrote it), or is the signer, by user id or by the
+    local part of an e-mail address git recorded, ignoring case."""
+    if not author or not author.strip():
+        return (
+            "the release names no author, so nobody can show the approver is someone else: "
+            "create it with --author or --from-git"
+        )
+    names = {author.strip().lower(), author.strip().lower().split("@", 1)[0]}
+    if signer.lower() in names:
+        return f"{signer} authored this release, so someone else must approve its validation"
+    return None
 
 
 def require_encrypted_key(path: Path) -> None:
