@@ -317,11 +317,17 @@ async def wait_result(client: Client, workflow_id: str) -> DeploymentResult:
 
 
 async def closed_result(client: Client, workflow_id: str) -> DeploymentResult:
-    """The result recorded in the closed workflow's history; rebuilt from events if it failed."""
-    handle = handle_for(client, workflow_id)
-    desc = await handle.describe()
+    """The result recorded in the closed workflow's history; rebuilt from events if it failed.
+
+    Read from the run that `describe` found closed, never the latest run: a new deployment of
+    the same app and environment may start in between, and waiting for its result would block
+    until it ends (a caller waiting to approve it would wait for ever)."""
+    desc = await handle_for(client, workflow_id).describe()
+    handle = client.get_workflow_handle(
+        workflow_id, run_id=desc.run_id, result_type=DeploymentResult
+    )
     if desc.status == WorkflowExecutionStatus.COMPLETED:
-        return await handle.result()
+        return await handle.result(follow_runs=False)
     history = await handle.fetch_history()
     events = _timeline_from_events(history.events)
     attrs = desc.typed_search_attributes

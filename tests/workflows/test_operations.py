@@ -6,6 +6,7 @@ import asyncio
 import base64
 import json
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -110,3 +111,33 @@ async def test_release_from_an_unknown_signer_is_rejected(harness: Harness) -> N
     assert result.cause and "unknown key" in result.cause
     assert result.status.phase is Phase.done
     assert not [op for op in harness.state.ops(APP) if op[0] == "provision"]
+
+
+async def test_the_result_of_a_closed_run_never_waits_for_a_newer_run(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`closed_result` reads the run `describe` found closed: a new deployment of the same app
+    and environment that starts in between (here: while describing) does not make it wait for
+    that run's end. (A stack test hung on this: it waited to approve the run it was blocked on.)"""
+    handle = await harness.start(harness.request("2.0.0", environment="prod"))
+    status = await harness.wait_for(handle, lambda s: s.phase is Phase.await_approval)
+    for approver in ("alice", "bob", "carol")[: status.approvals_required]:
+        await deployments.approve(harness.client, handle.id, approver)
+    assert (await asyncio.wait_for(handle.result(), 60)).outcome is Outcome.promoted
+    real = deployments.handle_for
+
+    class Racing:
+        def __init__(self, handle: Any) -> None:
+            self.handle = handle
+
+        async def describe(self) -> Any:
+            described = await self.handle.describe()
+            # The next deployment starts, and waits for approval that nobody gives.
+            await harness.start(harness.request("3.0.0", environment="prod"))
+            return described
+
+    monkeypatch.setattr(deployments, "handle_for", lambda c, w: Racing(real(c, w)))
+    result = await asyncio.wait_for(
+        deployments.closed_result(harness.client, f"deploy-{APP}-prod"), timeout=30
+    )
+    assert result.status.version == "2.0.0" and result.outcome is Outcome.promoted
