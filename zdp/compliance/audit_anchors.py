@@ -51,7 +51,6 @@ class AnchorReport:
     foreign: int = 0  # anchors signed by another engine (another $ZDP_HOME, same Temporal)
     other_logs: int = 0  # this engine's anchors of a log with another first entry
     sources: dict[str, int] = field(default_factory=dict)  # kind of source -> anchors found
-    notes: list[str] = field(default_factory=list)  # what could not be checked, and why
 
 
 @dataclass(frozen=True)
