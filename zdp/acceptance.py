@@ -9,9 +9,6 @@ request that would be refused never starts a workflow, writes an audit entry or 
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +19,7 @@ from zdp.compliance.esign import load_registry
 from zdp.compliance.profiles import Evidence, missing_evidence
 from zdp.config import EngineConfig, EnvironmentConfig
 from zdp.domain import validation_check
-from zdp.errors import ReleaseVerificationError, ZdpError
+from zdp.errors import ReleaseError, ReleaseVerificationError, ZdpError
 from zdp.models import (
     ApproverIdentity,
     DeploymentRequest,
@@ -32,7 +29,7 @@ from zdp.models import (
     Strategy,
     VerifyReleaseInput,
 )
-from zdp.release import summarize_validation_error, verify_envelope
+from zdp.release import claimed_predicate, summarize_validation_error, verify_envelope
 from zdp.signing import PUBLIC_KEY_SUFFIX, load_trusted_keys
 
 
@@ -118,12 +115,12 @@ def claimed_manifest(envelope: DsseEnvelope) -> ReleaseManifest:
     """The manifest the envelope's statement claims, signature unchecked (the worker checks
     it); PreflightError if the payload is not a release statement at all."""
     try:
-        statement = json.loads(base64.b64decode(envelope.payload, validate=True))
-        return ReleaseManifest.model_validate(statement["predicate"])
-    except (binascii.Error, ValueError, UnicodeDecodeError, KeyError, TypeError) as err:
-        detail = summarize_validation_error(err) if isinstance(err, ValidationError) else None
+        return ReleaseManifest.model_validate(claimed_predicate(envelope))
+    except ReleaseError as err:
+        raise PreflightError(f"the envelope's payload is not a release statement ({err})") from None
+    except ValidationError as err:
         raise PreflightError(
-            "the envelope's payload is not a release statement" + (f" ({detail})" if detail else "")
+            f"the envelope's payload is not a release statement ({summarize_validation_error(err)})"
         ) from None
 
 

@@ -186,10 +186,9 @@ def read_release_input(path: Path, envelope_path: Path | None = None) -> DsseEnv
         )
     envelope = read_envelope(signed_path)
     try:
-        payload = base64.b64decode(envelope.payload, validate=True)
-    except (binascii.Error, ValueError):
-        raise ReleaseError(f"malformed envelope {signed_path}: payload is not base64") from None
-    signed = _statement_from(payload).get("predicate")
+        signed = claimed_predicate(envelope)
+    except ReleaseError as err:
+        raise ReleaseError(f"malformed envelope {signed_path}: {err}") from None
     try:
         # Compared as the release model reads them: a manifest written by hand or by CI that
         # leaves out defaults, or spells a time another way, is the same release.
@@ -417,6 +416,17 @@ def sign_manifest(manifest: ReleaseManifest, private_key: Ed25519PrivateKey) -> 
 
 
 # --------------------------------------------------------------------------- verifying
+
+
+def claimed_predicate(envelope: DsseEnvelope) -> Any:
+    """The predicate (the manifest's data) the envelope's statement claims, its signature
+    unchecked: for comparing and pre-checking only, never for trusting. ReleaseError if the
+    payload is not a release statement."""
+    try:
+        payload = base64.b64decode(envelope.payload, validate=True)
+    except (binascii.Error, ValueError):
+        raise ReleaseVerificationError("the payload is not base64") from None
+    return _statement_from(payload).get("predicate")
 
 
 def _statement_from(payload: bytes) -> dict[str, Any]:

@@ -180,7 +180,7 @@ def deploy(
     Checked before anything starts (exit 2): the app, the environment, the strategy, steps
     and bake, and the release (its app, its evidence; its signature when trusted keys are at
     hand). Exit codes: 0 started (or promoted with --wait), 1 error, 2 refused before starting,
-    10-15 the outcome with --wait (see `zdp --help`)."""
+    10-15 the outcome with --wait (the README's exit-code table)."""
     try:
         request = DeploymentRequest(
             app=app_name,

@@ -226,20 +226,15 @@ def verify_log(
 def _end_without_checkpoint(
     last_end: AuditEntry | None, checkpoints: list[tuple[int, Checkpoint]]
 ) -> AuditVerificationError | None:
-    """The engine signs a checkpoint atomically with every deployment's last append, so an
-    entry of a deployment's end that no checkpoint covers means checkpoints were cut."""
-    covered = checkpoints[-1][1].size if checkpoints else 0
-    if last_end is None or last_end.seq < covered:
+    """A log without any good checkpoint that holds a deployment's end: the engine signs every
+    append it makes, so its checkpoints were removed. (Once a checkpoint exists, entries it
+    does not cover are refused in report_or_first_problem, ends or not.)"""
+    if last_end is None or checkpoints:
         return None
-    held = (
-        f"the last checkpoint covers only {covered} entries"
-        if checkpoints
-        else "no checkpoint covers it"
-    )
     return AuditVerificationError(
         last_end.seq,
         "ends a deployment, and the engine signs a checkpoint with every deployment's end, "
-        f"but {held}: checkpoint lines or the checkpoint file were removed",
+        "but no checkpoint covers it: checkpoint lines or the checkpoint file were removed",
         subject=f"entry {last_end.seq} ({last_end.workflow_id} {last_end.event_id})",
     )
 

@@ -136,103 +136,73 @@ def check_anchors(
     held = _read_checkpoints(checkpoints_path or checkpoints_path_for(log_path))
     cp_file = (checkpoints_path or checkpoints_path_for(log_path)).name
     report = AnchorReport()
-    problems: list[tuple[int, AuditVerificationError]] = []
+    problems: list[AuditVerificationError] = []
+
+    def problem(at: int, reason: str, subject: str) -> None:
+        problems.append(AuditVerificationError(at, reason, subject=subject))
+
     for found in anchors:
         a, source = found.anchor, found.source
         report.sources[found.kind] = report.sources.get(found.kind, 0) + 1
+        last = max(a.size - 1, 0)  # the entry the anchor ends on
         # Another engine's anchor (another $ZDP_HOME sharing the Temporal server): not
         # evidence about this log, counted, not failed.
         if a.key_fingerprint not in keys:
             if found.kind == BUNDLES:  # this engine's own evidence folder: never another's
-                where = max(a.size - 1, 0)
-                problems.append(
-                    (
-                        where,
-                        AuditVerificationError(
-                            where,
-                            f"its anchor is signed by {a.key_fingerprint}, which is not a "
-                            "trusted engine key (--key)",
-                            subject=source,
-                        ),
-                    )
+                problem(
+                    last,
+                    f"its anchor is signed by {a.key_fingerprint}, which is not a trusted "
+                    "engine key (--key)",
+                    source,
                 )
-                continue
-            report.foreign += 1
+            else:
+                report.foreign += 1
             continue
         bad_signature = found.checkpoint.signature_problem(keys)
         if bad_signature is not None:
-            where = max(a.size - 1, 0)
-            problems.append(
-                (where, AuditVerificationError(where, f"anchor {bad_signature}", subject=source))
-            )
-            continue
-        if log and a.first_hash is not None and a.first_hash != log[0].hash:
+            problem(last, f"anchor {bad_signature}", source)
+        elif log and a.first_hash is not None and a.first_hash != log[0].hash:
             # Signed by this engine for a log that began with another entry: another log of
             # the same engine (a PostgreSQL log beside a file), or this log replaced. Decided
             # below: a log none of the engine's anchors belongs to was replaced.
             report.other_logs += 1
-            continue
-        if a.size > len(log):
+        elif a.size > len(log):
             first = len(log)
             named = (known_entries or {}).get(first)
             what = f"entry {first}" + (f" ({named})" if named else "")
-            problems.append(
-                (
-                    first,
-                    AuditVerificationError(
-                        first,
-                        f"first missing entry: {what}; the log ends after {len(log)} entries, "
-                        f"but {source} holds the engine's signed head over {a.size} entries "
-                        f"(signed {a.at:%Y-%m-%d %H:%M:%S}) (truncated?)",
-                        subject="audit log",
-                    ),
-                )
+            problem(
+                first,
+                f"first missing entry: {what}; the log ends after {len(log)} entries, but "
+                f"{source} holds the engine's signed head over {a.size} entries (signed "
+                f"{a.at:%Y-%m-%d %H:%M:%S}) (truncated?)",
+                "audit log",
             )
-            continue
-        if a.size and log[a.size - 1].hash != a.head_hash:
-            problems.append(
-                (
-                    a.size - 1,
-                    AuditVerificationError(
-                        a.size - 1,
-                        f"hash differs from the head {source} signed (rewritten?)",
-                        subject=f"entry {a.size - 1} ({log[a.size - 1].label})",
-                    ),
-                )
+        elif a.size and log[last].hash != a.head_hash:
+            problem(
+                last,
+                f"hash differs from the head {source} signed (rewritten?)",
+                f"entry {last} ({log[last].label})",
             )
-            continue
-        if (a.size, a.head_hash, a.signature) not in held:
-            problems.append(
-                (
-                    a.size - 1,
-                    AuditVerificationError(
-                        a.size - 1,
-                        f"missing: {source} holds a checkpoint over {a.size} entries (signed "
-                        f"{a.at:%Y-%m-%d %H:%M:%S}) that {cp_file} does not (checkpoint lines "
-                        "removed?)",
-                        subject=f"checkpoint over {a.size} entries",
-                    ),
-                )
+        elif (a.size, a.head_hash, a.signature) not in held:
+            problem(
+                last,
+                f"missing: {source} holds a checkpoint over {a.size} entries (signed "
+                f"{a.at:%Y-%m-%d %H:%M:%S}) that {cp_file} does not (checkpoint lines removed?)",
+                f"checkpoint over {a.size} entries",
             )
-            continue
-        report.checked += 1
+        else:
+            report.checked += 1
     unmatched = report.other_logs + report.foreign
     if log and unmatched and not report.checked and not problems:
-        problems.append(
-            (
-                0,
-                AuditVerificationError(
-                    0,
-                    f"none of the {unmatched} anchors found belongs to this log "
-                    f"({report.other_logs} of this engine's logs that begin with another "
-                    f"entry, {report.foreign} signed by keys not given with --key): the log "
-                    "was replaced, or --key is not this engine's",
-                    subject=f"entry 0 ({log[0].label})",
-                ),
-            )
+        problem(
+            0,
+            f"none of the {unmatched} anchors found belongs to this log ({report.other_logs} "
+            f"of this engine's logs that begin with another entry, {report.foreign} signed by "
+            "keys not given with --key): the log was replaced, or --key is not this engine's",
+            f"entry 0 ({log[0].label})",
         )
     if problems:
-        raise min(problems, key=lambda item: item[0])[1]
+        raise min(problems, key=lambda error: error.seq or 0)
     return report
 
 
