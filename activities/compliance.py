@@ -12,7 +12,6 @@ import asyncio
 import functools
 import hashlib
 import json
-import os
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -20,14 +19,11 @@ from temporalio import activity
 
 from activities._support import to_application_error
 from zdp.compliance.audit import (
-    AUDIT_DATABASE_URL_ENV,
     AuditEvent,
-    AuditLog,
     AuditStore,
-    default_log_path,
     evidence_dir,
+    open_store,
 )
-from zdp.compliance.audit_pg import PostgresAuditLog
 from zdp.compliance.engine_key import engine_key
 from zdp.compliance.evidence import seal_bundle
 from zdp.errors import ZdpError
@@ -58,11 +54,7 @@ class ComplianceActivities:
     def log(self) -> AuditStore:
         """One audit store per worker process: it indexes what it holds on first use."""
         if self._log is None:
-            url = os.environ.get(AUDIT_DATABASE_URL_ENV, "").strip()
-            if url:
-                self._log = PostgresAuditLog(url, engine_key(self.home))
-            else:
-                self._log = AuditLog(default_log_path(self.home), engine_key(self.home))
+            self._log = open_store(self.home)
         return self._log
 
     @activity.defn

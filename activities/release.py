@@ -9,7 +9,7 @@ from temporalio import activity
 
 from activities._support import to_application_error
 from zdp.acceptance import Target, accept_release
-from zdp.compliance.esign import load_registry, registry_dir
+from zdp.compliance.registry import load_registry, registry_dir
 from zdp.config import EngineConfig, load_config
 from zdp.errors import ReleaseVerificationError, ZdpError
 from zdp.models import VerifiedRelease, VerifyReleaseInput

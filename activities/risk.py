@@ -9,14 +9,29 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities._support import to_application_error
-from zdp.compliance.esign import load_registry, registry_dir
+from zdp.compliance.identity import (
+    Expected,
+    claim_start,
+    identities_required,
+    prove,
+    requirement_text,
+)
 from zdp.compliance.profiles import SIGNATURE_PROFILES
+from zdp.compliance.registry import load_registry, registry_dir
 from zdp.config import EngineConfig, EnvironmentConfig, load_config
 from zdp.domain import AppQuery, HttpAppQuery, freeze_check, work_in_progress_check
 from zdp.errors import ConfigError, ZdpError
 from zdp.health.policy import load_gate_policies
-from zdp.models import ApproverIdentity, AssessRiskInput, PolicyDecision, RiskReport
+from zdp.models import (
+    ApproverIdentity,
+    AssessRiskInput,
+    PolicyDecision,
+    ProvenActor,
+    RiskReport,
+    deployment_id,
+)
 from zdp.platforms.base import Runtime, TrafficRouter
+from zdp.platforms.local_layout import zdp_home
 from zdp.policy import decide
 from zdp.risk import assess_risk
 
@@ -29,9 +44,11 @@ class RiskActivities:
         router: TrafficRouter | None = None,
         app_query: AppQuery | None = None,
         approver_registry: Path | None = None,
+        home: Path | None = None,
     ) -> None:
         self._config = config
         self.approver_registry = approver_registry
+        self.home = home
         self.runtime = runtime
         self.router = router
         self.app_query = app_query or HttpAppQuery()
@@ -106,7 +123,14 @@ class RiskActivities:
                 load_gate_policies(config.gate_policies_path()),
             )
             decision = _with_approvals_floor(decision, freeze.approvals_floor, request)
-            signers = self.signers(app.environment(request.environment), decision)
+            env = app.environment(request.environment)
+            registry = load_registry(self.approver_registry or registry_dir(self.home))
+            signers = self.signers(env, decision, registry)
+            required = identities_required(
+                request.environment, env.compliance_profiles, env.require_proven_identities
+            )
+            why_required = requirement_text(request.environment, env.compliance_profiles)
+            initiator, refused = self.initiator(request, registry, required, why_required)
         except ZdpError as err:
             raise to_application_error(err) from None
         except ValueError as err:  # malformed input: retrying cannot fix it
@@ -120,10 +144,51 @@ class RiskActivities:
             blocked=blocked,
             emergency_override=request.emergency_override if freeze.approvals_floor else None,
             signers=signers,
+            identities=registry,
+            identities_required=required,
+            identities_reason=why_required,
+            initiator=initiator,
+            initiator_refused=refused,
         )
 
+    def initiator(
+        self,
+        request: AssessRiskInput,
+        registry: dict[str, ApproverIdentity],
+        required: bool,
+        why_required: str,
+    ) -> tuple[ProvenActor | None, str | None]:
+        """Who started the deployment, proven by their signed start (claimed for this run
+        only), or the typed name where that is allowed; (None, why) when refused."""
+        if request.initiator is None:  # an older workflow that does not send it
+            return None, None
+        expected = Expected(
+            action="start",
+            actor=request.initiator,
+            channel=request.channel,
+            deployment_id=deployment_id(request.app, request.environment),
+            run_id="",
+            release_digest=request.manifest.artifact.digest,
+            request_digest=request.request_digest,
+        )
+        proven, refused = prove(
+            request.initiator_proof, expected, registry, request.at, set(), required, why_required
+        )
+        if proven is not None and proven.proven and request.initiator_proof is not None:
+            refused = claim_start(
+                (self.home or zdp_home()) / "identities" / "used-starts",
+                request.initiator_proof,
+                request.run_id or "",
+            )
+            if refused:
+                return None, refused
+        return proven, refused
+
     def signers(
-        self, env: EnvironmentConfig, decision: PolicyDecision
+        self,
+        env: EnvironmentConfig,
+        decision: PolicyDecision,
+        registry: dict[str, ApproverIdentity],
     ) -> dict[str, ApproverIdentity] | None:
         """Where a profile asks for Part 11 signatures: the allowed approvers' registered keys.
 
@@ -131,14 +196,14 @@ class RiskActivities:
         profiles = SIGNATURE_PROFILES.intersection(env.compliance_profiles)
         if not profiles:
             return None
-        registry = load_registry(self.approver_registry or registry_dir())
         signers = {u: registry[u] for u in decision.allowed_approvers if u in registry}
         if len(signers) < decision.approvals_required:
             raise ConfigError(
                 f"{', '.join(sorted(profiles))} needs {decision.approvals_required} signed "
                 f"approvals but only {len(signers)} of the approvers "
                 f"({', '.join(decision.allowed_approvers)}) have a registered signing key: "
-                "zdp keys register-approver USER --public-key FILE --printed-name NAME"
+                "an administrator registers them with `zdp keys register USER --key FILE "
+                "--printed-name NAME`"
             )
         return signers
 

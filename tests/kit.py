@@ -21,17 +21,21 @@ from temporalio.worker import Worker
 
 from workers.worker import Platform, build_worker
 from zdp import deployments
-from zdp.compliance.esign import load_registry, register_approver, registry_dir
+from zdp.compliance.identity import identities_required
+from zdp.compliance.registry import Admin, load_registry, register, registry_dir
 from zdp.config import EngineConfig, EnvironmentConfig, load_config
 from zdp.models import (
+    ApprovalSignature,
     Artifact,
     ChangeMetadata,
+    Channel,
     Deployed,
     DeploymentRequest,
     DeploymentResult,
     DeploymentStatus,
     DsseEnvelope,
     ReleaseManifest,
+    RequestAction,
     Strategy,
     ValidationReference,
 )
@@ -174,12 +178,46 @@ class Harness:
         fields.update(overrides)
         return DeploymentRequest(**fields)
 
+    def proven_required(self, environment: str) -> bool:
+        env = self.config.apps[APP].environments.get(environment)
+        if env is None:
+            return False
+        return identities_required(
+            environment, env.compliance_profiles, env.require_proven_identities
+        )
+
     async def start(self, request: DeploymentRequest) -> WorkflowHandle[Any, DeploymentResult]:
+        """Start it; where identities must be proven, the start is signed by its initiator
+        (one of KEYS, registered in the registry the worker reads) unless it carries a proof."""
+        if (
+            request.proof is None
+            and request.initiator in KEYS
+            and self.proven_required(request.environment)
+        ):
+            for who in KEYS:  # the registry snapshot is taken when the risk is assessed
+                self.ensure_registered(who)
+            request = deployments.sign_start(request, KEYS[request.initiator])
         handle = await deployments.start_deployment(
             self.client, request, task_queue=self.task_queue
         )
         self.started.append(handle)
         return handle
+
+    def ensure_registered(self, who: str) -> None:
+        """`who` (one of KEYS) in the registry the worker reads."""
+        registry = registry_dir(self.home)
+        if who not in load_registry(registry):
+            kind = KINDS.get(who, "person")
+            enrol(registry, who, f"{who} (test)", KEYS[who].public_key(), kind)
+
+    async def proof(
+        self, workflow_id: str, action: RequestAction, who: str, channel: Channel = "api"
+    ) -> ApprovalSignature:
+        """`who`'s signed request (KEYS[who], registered) for the deployment's current run."""
+        self.ensure_registered(who)
+        return await deployments.sign_request(
+            self.client, workflow_id, action, who, channel, KEYS[who]
+        )
 
     async def record_histories(self, test_name: str) -> None:
         """With ZDP_RECORD_HISTORIES=1, save closed histories for the replay test."""
@@ -255,6 +293,28 @@ async def _terminate_if_running(client: Client, workflow_id: str) -> None:
 
 
 PRINTED_NAMES = {"alice": "Alice A. Example", "bob": "Robert B. Example"}
+# The administrator who registers the identities tests use (self-registered in each registry).
+TEST_ADMIN = Admin("test-admin", Ed25519PrivateKey.generate())
+# The keys of the people and the CI system the tests act as (registered on first use).
+KEYS = {user: Ed25519PrivateKey.generate() for user in ("ci-bot", "alice", "bob", "carol")}
+KINDS = {"ci-bot": "ci"}
+
+
+def enrol(
+    registry: Path,
+    user: str,
+    printed_name: str,
+    public_key: Any,
+    kind: str = "person",
+) -> None:
+    """Register `user` in `registry`, signed by TEST_ADMIN (registered first if needed), as
+    `zdp keys register` does; not audited (the CLI tests check the audit entry)."""
+    if "test-admin" not in load_registry(registry):
+        register(
+            registry, "test-admin", "Test Administrator", TEST_ADMIN.key.public_key(),
+            TEST_ADMIN, None, administrator=True,
+        )  # fmt: skip
+    register(registry, user, printed_name, public_key, TEST_ADMIN, None, kind=kind)  # type: ignore[arg-type]
 
 
 def part11_prod(
@@ -265,7 +325,7 @@ def part11_prod(
     monkeypatch.setenv("ZDP_APPROVER_REGISTRY", str(registry))
     keys = {user: Ed25519PrivateKey.generate() for user in signers}
     for user, key in keys.items():
-        register_approver(user, PRINTED_NAMES[user], key.public_key(), registry)
+        enrol(registry, user, PRINTED_NAMES[user], key.public_key())
     harness.config.apps[APP].environments["prod"] = EnvironmentConfig(
         criticality="low", approvers=["alice", "bob"], min_approvals=1,
         compliance_profiles=["part11"],

@@ -65,7 +65,7 @@ def activities_for(
     notifier: Notifier | None = None,
 ) -> list[Callable[..., Any]]:
     release = ReleaseActivities(trusted_keys_dir, config)
-    risk = RiskActivities(config, platform.runtime, platform.router, platform.app_query)
+    risk = RiskActivities(config, platform.runtime, platform.router, platform.app_query, home=home)
     runtime = RuntimeActivities(platform.runtime)
     traffic = TrafficActivities(platform.router, platform.runtime, platform.probe)
     health = HealthActivities(platform.runtime, platform.probe, platform.router)

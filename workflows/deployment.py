@@ -9,7 +9,7 @@ what it may change. Only deterministic code here: time is `workflow.now()`, I/O 
 from __future__ import annotations
 
 import asyncio
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from temporalio import workflow
@@ -26,6 +26,7 @@ with workflow.unsafe.imports_passed_through():
     from activities.traffic import TrafficActivities
     from workflows.compensation import Compensation, CompensationStack
     from workflows.state import DeploymentState
+    from zdp.compliance.identity import request_digest
     from zdp.models import (
         DEFAULT_STEPS,
         AbortInput,
@@ -44,6 +45,7 @@ with workflow.unsafe.imports_passed_through():
         Phase,
         PromoteInput,
         ProvisionInput,
+        RequestAction,
         RetireInput,
         RiskReport,
         SealEvidenceInput,
@@ -84,6 +86,10 @@ REFUSALS_ON_THE_RECORD = "refusals-on-the-record"
 # A flood of refused requests must not push the history towards Temporal's limits: past this
 # many recorded refusals, further ones are refused in the validator, unrecorded (said so).
 MAX_RECORDED_REFUSALS = 50
+# Proven identities: a pause, resume or abort that arrives before the risk report (and the
+# identity registry with it) is judged as soon as the report is in; histories from before
+# judged it on arrival.
+PROVEN_IDENTITIES = "proven-identities"
 NOTIFY_RETRY = RetryPolicy(initial_interval=timedelta(milliseconds=500), maximum_attempts=3)
 # Evidence must not be lost: the audit and sealing activities retry until they succeed, as
 # compensations do; a failing one shows in the Temporal UI with its cause.
@@ -117,6 +123,9 @@ class DeploymentWorkflow:
         # running version), and whether this run plans and rolls back traffic from it.
         self.before: dict[str, int] = {}
         self.guarded = False
+        # pause/resume/abort received before identities could be checked: (name, request,
+        # release digest and time at arrival).
+        self.pending_controls: list[tuple[str, AbortInput, str, datetime]] = []
 
     # ------------------------------------------------------------------ the runbook
 
@@ -187,6 +196,11 @@ class DeploymentWorkflow:
                 requested_steps=self.request.steps,
                 requested_bake_seconds=self.request.bake_seconds,
                 emergency_override=self.request.emergency_override,
+                initiator=self.request.initiator,
+                initiator_proof=self.request.proof,
+                channel=self.request.channel,
+                request_digest=request_digest(self.request),
+                run_id=workflow.info().run_id,
             ),
             start_to_close_timeout=timedelta(seconds=30),
             retry_policy=FORWARD_RETRY,
@@ -210,6 +224,10 @@ class DeploymentWorkflow:
         )
         self._record_checks(report.checks)
         self.report = report
+        self._record_initiator(report)
+        for name, control, digest, at in self.pending_controls:
+            self._control(name, control, digest, at)
+        self.pending_controls.clear()
         if report.blocked:
             # Nothing has changed yet: the deployment ends here, with the reason.
             raise RollbackRequired(f"blocked: {report.blocked}", Outcome.blocked)
@@ -225,6 +243,34 @@ class DeploymentWorkflow:
             )
         await self._notify("started")
         return report
+
+    def _record_initiator(self, report: RiskReport) -> None:
+        """Who started the deployment, as proven; a start refused ends the deployment here,
+        before anything changes."""
+        if report.initiator_refused:
+            self.state.record(
+                workflow.now(),
+                "decision_refused",
+                f"start by {self.request.initiator} via {self.request.channel} refused: "
+                f"{report.initiator_refused}",
+                self.request.initiator,
+                {
+                    "decision": "start",
+                    "channel": self.request.channel,
+                    "reason": report.initiator_refused,
+                },
+            )
+            raise RollbackRequired(f"refused: {report.initiator_refused}", Outcome.rejected)
+        if report.initiator is not None:
+            required = "required" if report.identities_required else "not required"
+            self.state.record(
+                workflow.now(),
+                "initiator",
+                f"started by {report.initiator.line()}; proven identities {required} here"
+                + (f" ({report.identities_reason})" if report.identities_required else ""),
+                report.initiator.user,
+                {"proof": report.initiator.model_dump(mode="json")},
+            )
 
     def _record_checks(self, checks: list[DomainCheck]) -> None:
         for check in checks:
@@ -861,15 +907,22 @@ class DeploymentWorkflow:
     @workflow.update
     async def promote(self, request: PromoteInput) -> str:
         """Skips the remaining steps: traffic goes to 100% and the release is promoted."""
-        refusal = self.state.promote_refusal(request)
+        run_id, now = workflow.info().run_id, workflow.now()
+        refusal = self.state.promote_refusal(request, run_id, now)
         if refusal and workflow.patched(REFUSALS_ON_THE_RECORD):
             await self._refuse("promote", request.approver, request.channel, refusal)
+        proven, _ = self.state.prove(
+            request.proof, "promote", request.approver, request.channel, run_id, now
+        )
+        self.state.use(proven)
         self.state.promote = request
         self.state.record(
-            workflow.now(),
+            now,
             "promote_requested",
-            f"{request.approver} promoted early: {request.reason or 'no reason given'}",
+            f"{proven.line() if proven and proven.proven else request.approver} promoted early: "
+            f"{request.reason or 'no reason given'}",
             request.approver,
+            {"proof": proven.model_dump(mode="json")} if proven else None,
         )
         return "remaining steps skipped; promoting"
 
@@ -882,33 +935,70 @@ class DeploymentWorkflow:
         """Holds at the current weight after the running gate; gates and abort still work.
 
         `request` names who paused and why; older clients send none ("operator")."""
-        if not self.state.paused and self.state.outcome is None:
-            self.state.paused = True
-            who = request or AbortInput()
-            self.state.record(
-                workflow.now(), "paused", _by("paused", who), actor=who.actor, data=_why(who)
-            )
+        self._on_control("pause", request or AbortInput())
 
     @workflow.signal
     def resume(self, request: AbortInput | None = None) -> None:
         """Lets a paused deployment continue with its next step."""
-        if self.state.paused:
-            self.state.paused = False
-            who = request or AbortInput()
-            self.state.record(
-                workflow.now(), "resumed", _by("resumed", who), actor=who.actor, data=_why(who)
-            )
+        self._on_control("resume", request or AbortInput())
 
     @workflow.signal
     def abort(self, request: AbortInput) -> None:
         """Stops the deployment; anything already changed is rolled back, traffic first."""
-        if self.state.abort is None and self.state.outcome is None:
-            self.state.abort = request
+        self._on_control("abort", request)
+
+    def _on_control(self, name: str, request: AbortInput) -> None:
+        """pause, resume, abort: judged now, or once identities can be checked."""
+        if (
+            self.state.identities is None
+            and self.report is None
+            and self.state.outcome is None
+            and workflow.patched(PROVEN_IDENTITIES)
+        ):
+            self.pending_controls.append(
+                (name, request, self.state.release_digest(), workflow.now())
+            )
+            return
+        self._control(name, request, self.state.release_digest(), workflow.now())
+
+    def _control(self, name: str, who: AbortInput, digest: str, at: datetime) -> None:
+        """Apply a pause, resume or abort whose sender is proven (or need not be); a refusal
+        is written to the timeline and changes nothing."""
+        action: RequestAction = (
+            "pause" if name == "pause" else ("resume" if name == "resume" else "abort")
+        )
+        live = {
+            "pause": not self.state.paused and self.state.outcome is None,
+            "resume": self.state.paused,
+            "abort": self.state.abort is None and self.state.outcome is None,
+        }[name]
+        if not live:
+            return
+        proven, refusal = self.state.prove(
+            who.proof, action, who.actor, who.channel, workflow.info().run_id, at, digest
+        )
+        if refusal is not None:
+            self.state.refused(workflow.now(), name, who.actor, who.channel, refusal)
+            return
+        self.state.use(proven)
+        actor = proven.line() if proven and proven.proven else who.actor
+        data = {**_why(who), **({"proof": proven.model_dump(mode="json")} if proven else {})}
+        if name == "pause":
+            self.state.paused = True
+            self.state.record(workflow.now(), "paused", _by("paused", who, actor), who.actor, data)
+        elif name == "resume":
+            self.state.paused = False
+            self.state.record(
+                workflow.now(), "resumed", _by("resumed", who, actor), who.actor, data
+            )
+        else:
+            self.state.abort = who
             self.state.record(
                 workflow.now(),
                 "abort_requested",
-                f"abort requested by {request.actor}: {request.reason or 'no reason given'}",
-                request.actor,
+                f"abort requested by {actor}: {who.reason or 'no reason given'}",
+                who.actor,
+                data if proven else None,
             )
 
     @workflow.query
@@ -995,8 +1085,8 @@ def _other_colour(colour: str) -> str:
     return "green" if colour == "blue" else "blue"
 
 
-def _by(what: str, who: AbortInput) -> str:
-    return f"{what} by {who.actor}" + (f": {who.reason}" if who.reason else "")
+def _by(what: str, who: AbortInput, actor: str | None = None) -> str:
+    return f"{what} by {actor or who.actor}" + (f": {who.reason}" if who.reason else "")
 
 
 def _why(who: AbortInput) -> dict[str, Any]:

@@ -13,10 +13,12 @@ from typing import Any
 from temporalio.common import SearchAttributeUpdate
 
 from zdp.compliance.esign import Binding, verify_approval
+from zdp.compliance.identity import Expected, prove
 from zdp.models import (
     AbortInput,
     ApprovalInput,
     ApprovalRecord,
+    ApprovalSignature,
     ApproverIdentity,
     AuditAnchor,
     DeploymentRequest,
@@ -25,7 +27,9 @@ from zdp.models import (
     Phase,
     PolicyDecision,
     PromoteInput,
+    ProvenActor,
     ReleaseManifest,
+    RequestAction,
     RiskAssessment,
     RiskReport,
     SignatureManifestation,
@@ -58,6 +62,13 @@ class DeploymentState:
     used_signatures: set[str] = field(default_factory=set)
     # The latest signed checkpoint of the audit log this deployment took (approval, end).
     audit_anchor: AuditAnchor | None = None
+    # Proven identities (from the risk report): the registry snapshot requests are checked
+    # against (None: histories from before proven identities, or not assessed yet), whether
+    # unsigned requests are refused and why, and who started the deployment.
+    identities: dict[str, ApproverIdentity] | None = None
+    identities_required: bool = False
+    identities_reason: str = ""
+    initiator: ProvenActor | None = None
 
     @classmethod
     def start(cls, request: DeploymentRequest) -> DeploymentState:
@@ -91,6 +102,54 @@ class DeploymentState:
         self.decision = report.decision
         self.steps = list(report.decision.steps)
         self.signers = report.signers
+        self.identities = report.identities
+        self.identities_required = report.identities_required
+        self.identities_reason = report.identities_reason
+        self.initiator = report.initiator
+
+    def initiator_user(self) -> str:
+        """Who started the deployment: the proven identity where there is one."""
+        return self.initiator.user if self.initiator else self.request.initiator
+
+    def prove(
+        self,
+        proof: ApprovalSignature | None,
+        action: RequestAction,
+        actor: str,
+        channel: str,
+        run_id: str,
+        now: datetime,
+        release_digest: str | None = None,
+    ) -> tuple[ProvenActor | None, str | None]:
+        """Who sent this request, checked against the registry snapshot; (None, None) when
+        this run does not check identities (a history from before they were proven)."""
+        if self.identities is None:
+            return None, None
+        expected = Expected(
+            action=action,
+            actor=actor,
+            channel=channel,
+            deployment_id=deployment_id(self.request.app, self.request.environment),
+            run_id=run_id,
+            release_digest=self.release_digest() if release_digest is None else release_digest,
+        )
+        return prove(
+            proof,
+            expected,
+            self.identities,
+            now,
+            self.used_signatures,
+            self.identities_required,
+            self.identities_reason,
+        )
+
+    def release_digest(self) -> str:
+        return self.manifest.artifact.digest if self.manifest else ""
+
+    def use(self, proven: ProvenActor | None) -> None:
+        """A proof is good for one request only."""
+        if proven is not None and proven.signature:
+            self.used_signatures.add(proven.signature)
 
     # -------------------------------------------------------------- approvals
 
@@ -116,7 +175,18 @@ class DeploymentState:
         if self.phase is not Phase.await_approval or self.approval_settled():
             return f"deployment is not awaiting approval (phase: {self.phase.value})"
         who = decision.approver
-        if who == initiator:
+        if self.identities is not None and now is not None:
+            # Proven identities: separation of duties compares who signed the start with
+            # who signed this decision, not the names typed.
+            proven, refusal = self.decision_actor(decision, kind, run_id, now)
+            if refusal is not None or proven is None:
+                return refusal
+            if proven.user == self.initiator_user():
+                both = proven.proven and self.initiator is not None and self.initiator.proven
+                return f"{proven.user} started this deployment, so someone else must approve it" + (
+                    " (both proven by their signatures)" if both else ""
+                )
+        elif who == initiator:
             return f"{who} started this deployment, so someone else must approve it"
         allowed = self.decision.allowed_approvers if self.decision else []
         if who not in allowed:
@@ -129,6 +199,29 @@ class DeploymentState:
         if self.signers is not None and now is not None:
             return self.signature(decision, kind, run_id, now)[1]
         return None
+
+    def decision_actor(
+        self, decision: ApprovalInput, kind: str, run_id: str, now: datetime
+    ) -> tuple[ProvenActor | None, str | None]:
+        """Who sent this approve/reject: where Part 11 applies, its e-signature proves it;
+        elsewhere the signed request (`proof`)."""
+        action: RequestAction = "approve" if kind == "approve" else "reject"
+        if self.signers is not None:
+            manifestation, refusal = self.signature(decision, kind, run_id, now)
+            if manifestation is None:
+                return None, refusal
+            return (
+                ProvenActor(
+                    user=decision.approver,
+                    channel=decision.channel,
+                    proven=True,
+                    key_fingerprint=manifestation.key_fingerprint,
+                    signed_at=manifestation.signed_at,
+                    signature=manifestation.signature,
+                ),
+                None,
+            )
+        return self.prove(decision.proof, action, decision.approver, decision.channel, run_id, now)
 
     def signature(
         self, decision: ApprovalInput, kind: str, run_id: str, now: datetime
@@ -149,28 +242,40 @@ class DeploymentState:
         )
 
     def decide(self, decision: ApprovalInput, kind: str, at: datetime, run_id: str = "") -> str:
+        proven: ProvenActor | None = None
+        if self.identities is not None:
+            proven, refusal = self.decision_actor(decision, kind, run_id, at)
+            if refusal is not None:  # the handler refuses first; a signal may get here
+                raise ValueError(refusal)
         manifestation, refusal = self.signature(decision, kind, run_id, at)
-        if refusal is not None:  # validators refuse first; a signal may get here
+        if refusal is not None:
             raise ValueError(refusal)
         if manifestation is not None:
             self.used_signatures.add(manifestation.signature)
+        self.use(proven)
         record = ApprovalRecord(
             approver=decision.approver,
             decision="approve" if kind == "approve" else "reject",
             at=at,
             reason=decision.reason,
             signature=manifestation,
+            proof=proven,
         )
         self.approvals.append(record)
         needed = self.decision.approvals_required if self.decision else 0
+        who = decision.approver
+        if proven is not None and proven.proven and manifestation is None:
+            who = proven.line()
         if kind == "approve":
-            message = f"approved by {decision.approver} ({len(self.approvers())} of {needed})"
+            message = f"approved by {who} ({len(self.approvers())} of {needed})"
         else:
-            message = f"rejected by {decision.approver}: {decision.reason or 'no reason given'}"
+            message = f"rejected by {who}: {decision.reason or 'no reason given'}"
         data: dict[str, Any] = {"reason": decision.reason}
         if manifestation is not None:
             message = f"{message}; {manifestation.line()}"
             data["signature"] = manifestation.model_dump(mode="json")
+        if proven is not None:
+            data["proof"] = proven.model_dump(mode="json")
         self.record(at, "decision", message, decision.approver, data)
         return message
 
@@ -184,7 +289,9 @@ class DeploymentState:
             {"decision": kind, "channel": channel, "reason": reason},
         )
 
-    def promote_refusal(self, request: PromoteInput) -> str | None:
+    def promote_refusal(
+        self, request: PromoteInput, run_id: str = "", now: datetime | None = None
+    ) -> str | None:
         if self.phase is not Phase.shift:
             return (
                 "only a deployment that is shifting traffic can be promoted "
@@ -198,6 +305,10 @@ class DeploymentState:
                 f"{request.approver} may not promote {self.request.app} in "
                 f"{self.request.environment}; allowed: {', '.join(allowed) or 'nobody'}"
             )
+        if now is not None:
+            return self.prove(
+                request.proof, "promote", request.approver, request.channel, run_id, now
+            )[1]
         return None
 
     # -------------------------------------------------------------- views
@@ -222,6 +333,8 @@ class DeploymentState:
             approvals=list(self.approvals),
             release_digest=self.manifest.artifact.digest if self.manifest else None,
             signature_required=self.signers is not None,
+            identities_required=self.identities_required,
+            initiator=self.initiator,
             printed_names={u: i.printed_name for u, i in (self.signers or {}).items()},
             audit_anchor=self.audit_anchor,
         )

@@ -15,8 +15,8 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from zdp.compliance.esign import load_registry
 from zdp.compliance.profiles import Evidence, missing_evidence
+from zdp.compliance.registry import load_registry
 from zdp.config import EngineConfig, EnvironmentConfig
 from zdp.domain import validation_check
 from zdp.errors import ReleaseError, ReleaseVerificationError, ZdpError

@@ -173,6 +173,9 @@ class EnvironmentConfig(_Config):
     requires_validation: bool = False
     # Who may sign a release's IQ/OQ/PQ validation document (default: the approvers).
     validation_approvers: list[str] = Field(default_factory=list)
+    # Refuse unsigned requests here too (always so under sox, pci-dss, part11 and in
+    # production: zdp.compliance.identity).
+    require_proven_identities: bool = False
     # The rollout strategies allowed here (a line that cannot run two colours says canary).
     strategies: list[Strategy] = Field(
         default_factory=lambda: [Strategy.canary, Strategy.blue_green], min_length=1

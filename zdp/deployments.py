@@ -27,6 +27,7 @@ from temporalio.common import SearchAttributePair, TypedSearchAttributes
 from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
+from zdp.compliance import identity
 from zdp.compliance.esign import sign_approval
 from zdp.errors import ZdpError
 from zdp.models import (
@@ -43,7 +44,9 @@ from zdp.models import (
     Outcome,
     Phase,
     PromoteInput,
+    RequestAction,
     SignedApproval,
+    SignedRequest,
     Strategy,
     TimelineEvent,
     deployment_id,
@@ -153,10 +156,13 @@ async def decide(
     reason: str | None = None,
     signature: ApprovalSignature | None = None,
     channel: Channel = "api",
+    proof: ApprovalSignature | None = None,
 ) -> str:
     """The `approve` or `reject` update; RequestRefused carries the workflow's reason (a
     refusal is recorded in the deployment's timeline and audit log)."""
-    decision = ApprovalInput(approver=approver, reason=reason, signature=signature, channel=channel)
+    decision = ApprovalInput(
+        approver=approver, reason=reason, signature=signature, channel=channel, proof=proof
+    )
     return await _update(client, workflow_id, kind, decision)
 
 
@@ -167,8 +173,9 @@ async def approve(
     reason: str | None = None,
     signature: ApprovalSignature | None = None,
     channel: Channel = "api",
+    proof: ApprovalSignature | None = None,
 ) -> str:
-    return await decide(client, workflow_id, "approve", approver, reason, signature, channel)
+    return await decide(client, workflow_id, "approve", approver, reason, signature, channel, proof)
 
 
 async def reject(
@@ -178,8 +185,62 @@ async def reject(
     reason: str | None = None,
     signature: ApprovalSignature | None = None,
     channel: Channel = "api",
+    proof: ApprovalSignature | None = None,
 ) -> str:
-    return await decide(client, workflow_id, "reject", approver, reason, signature, channel)
+    return await decide(client, workflow_id, "reject", approver, reason, signature, channel, proof)
+
+
+async def sign_request(
+    client: Client,
+    workflow_id: str,
+    action: RequestAction,
+    actor: str,
+    channel: Channel,
+    key: Ed25519PrivateKey,
+    *,
+    attested_by: str | None = None,
+    via: dict[str, str] | None = None,
+) -> ApprovalSignature:
+    """`actor`'s signed request (or a bot's attestation for `actor`), bound to the running
+    deployment's run id and release digest and dated now: it proves who sent it, and is good
+    for this one request only."""
+    desc = await handle_for(client, workflow_id).describe()
+    run = client.get_workflow_handle(workflow_id, run_id=desc.run_id)
+    try:
+        current = await run.query("status", result_type=DeploymentStatus)
+    except RPCError as err:
+        raise _rpc_error(err, workflow_id) from None
+    payload = SignedRequest(
+        action=action,
+        actor=actor,
+        deployment_id=workflow_id,
+        run_id=desc.run_id,
+        release_digest=current.release_digest or "",
+        channel=channel,
+        signed_at=datetime.now(UTC),
+        attested_by=attested_by,
+        via=via or {},
+    )
+    return identity.sign_request(key, payload)
+
+
+def sign_start(request: DeploymentRequest, key: Ed25519PrivateKey) -> DeploymentRequest:
+    """The request with its initiator's signed start: bound to the deployment id, the release
+    digest the envelope claims and the digest of the whole request (a start has no run id
+    yet; the worker lets one run use it)."""
+    from zdp.acceptance import claimed_manifest
+
+    payload = SignedRequest(
+        action="start",
+        actor=request.initiator,
+        deployment_id=deployment_id(request.app, request.environment),
+        run_id="",
+        release_digest=claimed_manifest(request.release).artifact.digest,
+        request_digest=identity.request_digest(request),
+        channel=request.channel,
+        signed_at=datetime.now(UTC),
+    )
+    return request.model_copy(update={"proof": identity.sign_request(key, payload)})
 
 
 async def sign_decision(
@@ -221,12 +282,13 @@ async def promote(
     approver: str,
     reason: str | None = None,
     channel: Channel = "api",
+    proof: ApprovalSignature | None = None,
 ) -> str:
     return await _update(
         client,
         workflow_id,
         "promote",
-        PromoteInput(approver=approver, reason=reason, channel=channel),
+        PromoteInput(approver=approver, reason=reason, channel=channel, proof=proof),
     )
 
 
@@ -242,17 +304,31 @@ async def send_signal(client: Client, workflow_id: str, name: str, arg: Any = No
         raise _rpc_error(err, workflow_id) from None
 
 
+async def control(
+    client: Client,
+    workflow_id: str,
+    name: Literal["pause", "resume", "abort"],
+    actor: str,
+    reason: str | None = None,
+    channel: Channel = "api",
+    proof: ApprovalSignature | None = None,
+) -> None:
+    """pause (hold at the current weight after the running gate), resume, or abort; the
+    timeline names `actor`, or records why the request was refused."""
+    request = AbortInput(actor=actor, reason=reason, channel=channel, proof=proof)
+    await send_signal(client, workflow_id, name, request)
+
+
 async def pause(client: Client, workflow_id: str, actor: str, reason: str | None = None) -> None:
-    """Hold at the current weight after the running gate; the timeline names `actor`."""
-    await send_signal(client, workflow_id, "pause", AbortInput(actor=actor, reason=reason))
+    await control(client, workflow_id, "pause", actor, reason)
 
 
 async def resume(client: Client, workflow_id: str, actor: str, reason: str | None = None) -> None:
-    await send_signal(client, workflow_id, "resume", AbortInput(actor=actor, reason=reason))
+    await control(client, workflow_id, "resume", actor, reason)
 
 
 async def abort(client: Client, workflow_id: str, actor: str, reason: str | None = None) -> None:
-    await send_signal(client, workflow_id, "abort", AbortInput(actor=actor, reason=reason))
+    await control(client, workflow_id, "abort", actor, reason)
 
 
 async def is_running(client: Client, workflow_id: str) -> bool:

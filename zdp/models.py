@@ -70,6 +70,10 @@ class Criticality(StrEnum):
     critical = "critical"
 
 
+# Where a request came from: the zdp CLI, the Slack bot, a UI, or any other API client.
+Channel = Literal["cli", "slack", "ui", "api"]
+
+
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=False)
 
@@ -254,6 +258,14 @@ class RiskReport(_Model):
     # Why the deployment may not go ahead at all; None when it may.
     blocked: str | None = None
     emergency_override: str | None = None
+    # Proven identities: the registry snapshot every later request is checked against,
+    # whether unsigned requests are refused, who started the deployment (None: refused, see
+    # `initiator_refused`). Absent in histories from before proven identities.
+    identities: dict[str, ApproverIdentity] | None = None
+    identities_required: bool = False
+    identities_reason: str = ""
+    initiator: ProvenActor | None = None
+    initiator_refused: str | None = None
 
 
 # --------------------------------------------------------------------------- runtime and health
@@ -317,6 +329,10 @@ class DeploymentRequest(_Model):
     standby_seconds: float = Field(default=0.0, ge=0.0)
     # The reason for deploying inside a freeze window; it raises the approvals needed.
     emergency_override: str | None = Field(default=None, min_length=10, max_length=500)
+    # The initiator's signature over a SignedRequest for "start" (zdp.compliance.identity),
+    # and the channel it came through.
+    proof: ApprovalSignature | None = None
+    channel: Channel = "api"
 
     @field_validator("steps")
     @classmethod
@@ -343,14 +359,92 @@ class DeploymentRequest(_Model):
 # 21 CFR Part 11 signatures on approvals; how they are made and checked: zdp/compliance/esign.py
 
 
+class ApprovalSignature(_Model):
+    """The signed payload (canonical JSON, base64), the Ed25519 signature and the key's id."""
+
+    payload: str
+    sig: str
+    key_fingerprint: str
+
+
+IdentityKind = Literal["person", "ci", "bot"]
+
+
 class ApproverIdentity(_Model):
-    """A registered signer: who they are in print, and the public key that speaks for them."""
+    """A registered identity (a person, a CI system or a bot): who they are in print, the
+    public key that speaks for them, and the administrator's signed registration."""
 
     user: str
     printed_name: str = Field(min_length=2, max_length=200)
     public_key_pem: str
     fingerprint: str
     registered_at: datetime
+    kind: IdentityKind = "person"
+    administrator: bool = False
+    # The administrator's signature over a SignedRegistration of exactly these fields.
+    registration: ApprovalSignature | None = None
+
+
+class SignedRegistration(_Model):
+    """What an administrator signs to register (or remove) an identity."""
+
+    type: Literal["zdp-registration/v1"] = "zdp-registration/v1"
+    action: Literal["register", "remove"]
+    user: str
+    kind: IdentityKind
+    administrator: bool
+    printed_name: str
+    fingerprint: str
+    admin: str
+    signed_at: datetime
+
+
+RequestAction = Literal["start", "approve", "reject", "promote", "pause", "resume", "abort"]
+
+
+class SignedRequest(_Model):
+    """What an actor (or a bot attesting for one) signs to send a state-changing request."""
+
+    type: Literal["zdp-request/v1"] = "zdp-request/v1"
+    action: RequestAction
+    actor: str
+    deployment_id: str
+    # Empty for a start (no run exists yet): a start binds the digest of its request instead.
+    run_id: str
+    release_digest: str
+    request_digest: str | None = None
+    channel: str
+    signed_at: datetime
+    # A bot that authenticated the actor its own way, and how (e.g. Slack workspace and user).
+    attested_by: str | None = None
+    via: dict[str, str] = Field(default_factory=dict)
+
+
+class ProvenActor(_Model):
+    """Who sent a request, and how that is known: a verified signature (`proven`), possibly a
+    bot's attestation, or only a typed name where identities need not be proven."""
+
+    user: str
+    channel: str
+    proven: bool
+    key_fingerprint: str | None = None
+    attested_by: str | None = None
+    via: dict[str, str] = Field(default_factory=dict)
+    signed_at: datetime | None = None
+    signature: str | None = None
+
+    def line(self) -> str:
+        """ "bob via Slack (workspace T1, user U1), attested by slack-bot"."""
+        if not self.proven:
+            return f"{self.user} via {self.channel} (typed name, not proven)"
+        if self.attested_by:
+            how = ", ".join(f"{k} {v}" for k, v in sorted(self.via.items()))
+            where = "Slack" if self.channel == "slack" else self.channel
+            return (
+                f"{self.user} via {where}" + (f" ({how})" if how else "")
+                + f", attested by {self.attested_by}"
+            )  # fmt: skip
+        return f"{self.user} via {self.channel} (signed with key {self.key_fingerprint})"
 
 
 class SignedApproval(_Model):
@@ -365,14 +459,6 @@ class SignedApproval(_Model):
     signer: str
     printed_name: str
     signed_at: datetime
-
-
-class ApprovalSignature(_Model):
-    """The signed payload (canonical JSON, base64), the Ed25519 signature and the key's id."""
-
-    payload: str
-    sig: str
-    key_fingerprint: str
 
 
 class SignatureManifestation(_Model):
@@ -392,9 +478,6 @@ class SignatureManifestation(_Model):
 
 
 # Where a decision came from, recorded with it and with its refusal.
-Channel = Literal["cli", "slack", "ui", "api"]
-
-
 class ApprovalInput(_Model):
     """An approve or reject message, from the CLI, Slack, or a signal-only client."""
 
@@ -403,17 +486,24 @@ class ApprovalInput(_Model):
     # Required where the environment's compliance profile asks for Part 11 signatures.
     signature: ApprovalSignature | None = None
     channel: Channel = "api"
+    # The approver's signature over a SignedRequest (zdp.compliance.identity): who decided.
+    proof: ApprovalSignature | None = None
 
 
 class PromoteInput(_Model):
     approver: str = Field(min_length=1)
     reason: str | None = None
     channel: Channel = "api"
+    proof: ApprovalSignature | None = None
 
 
 class AbortInput(_Model):
+    """Who pauses, resumes or aborts, and why."""
+
     actor: str = "operator"
     reason: str | None = None
+    channel: Channel = "api"
+    proof: ApprovalSignature | None = None
 
 
 class ApprovalRecord(_Model):
@@ -422,6 +512,8 @@ class ApprovalRecord(_Model):
     at: datetime
     reason: str | None = None
     signature: SignatureManifestation | None = None
+    # Who decided and how that is known (None in histories from before proven identities).
+    proof: ProvenActor | None = None
 
 
 class TimelineEvent(_Model):
@@ -458,6 +550,9 @@ class DeploymentStatus(_Model):
     printed_names: dict[str, str] = Field(default_factory=dict)
     # The latest signed checkpoint of the audit log this deployment took (approval, end).
     audit_anchor: AuditAnchor | None = None
+    # Proven identities: whether unsigned requests are refused, and who started it.
+    identities_required: bool = False
+    initiator: ProvenActor | None = None
 
 
 class DeploymentResult(_Model):
@@ -488,6 +583,12 @@ class AssessRiskInput(_Model):
     requested_steps: list[int] | None = None
     requested_bake_seconds: float | None = None
     emergency_override: str | None = None
+    # The start's proof, checked by assess_risk against the registry.
+    initiator: str | None = None
+    initiator_proof: ApprovalSignature | None = None
+    channel: str = "api"
+    request_digest: str | None = None
+    run_id: str | None = None
 
 
 class ProvisionInput(_Model):

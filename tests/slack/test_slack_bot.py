@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from tests.kit import APP, Harness
+from tests.kit import APP, Harness, enrol
 from tests.slack.slack_kit import (
     ALICE,
     ALICE_ELSEWHERE,
@@ -34,7 +34,6 @@ from tests.slack.slack_kit import (
 from zdp import deployments
 from zdp.compliance.audit import default_log_path, verify_log
 from zdp.compliance.engine_key import engine_key
-from zdp.compliance.esign import register_approver
 from zdp.config import EnvironmentConfig
 from zdp.models import DeploymentStatus, Outcome, Phase
 from zdp.notify import SlackNotifier
@@ -186,8 +185,8 @@ def part11(harness: Harness, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     registry = tmp_path / "approvers"
     monkeypatch.setenv("ZDP_APPROVER_REGISTRY", str(registry))
     for user, name in (("alice", "Alice A. Example"), ("bob", "Robert B. Example")):
-        register_approver(user, name, Ed25519PrivateKey.generate().public_key(), registry)
-    register_approver("val-eng", "Vera L. Engineer", VALIDATION_KEY.public_key(), registry)
+        enrol(registry, user, name, Ed25519PrivateKey.generate().public_key())
+    enrol(registry, "val-eng", "Vera L. Engineer", VALIDATION_KEY.public_key())
     harness.config.apps[APP].environments["prod"] = EnvironmentConfig(
         criticality="low",
         approvers=["alice", "bob", "carol"],

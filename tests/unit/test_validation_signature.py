@@ -15,14 +15,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from typer.testing import CliRunner, Result
 
 from tests.cli_checks import assert_one_line_error
+from tests.kit import enrol
 from zdp.cli import keys_cmd, release_cmd
-from zdp.compliance.esign import (
-    UNSIGNED_VALIDATION,
-    load_registry,
-    register_approver,
-    sign_approval,
-    verify_validation,
-)
+from zdp.compliance.esign import UNSIGNED_VALIDATION, sign_approval, verify_validation
+from zdp.compliance.registry import load_registry
 from zdp.errors import ReleaseError
 from zdp.models import (
     Artifact,
@@ -41,9 +37,9 @@ QA_KEY = Ed25519PrivateKey.generate()
 @pytest.fixture
 def registry(tmp_path: Path) -> Path:
     folder = tmp_path / "approvers"
-    register_approver("validation-eng", "Vera L. Engineer", VAL_KEY.public_key(), folder)
-    register_approver("qa-lead", "Quinn A. Lead", QA_KEY.public_key(), folder)
-    register_approver("mallory", "Mallory M. Mallory", QA_KEY.public_key(), folder)
+    enrol(folder, "validation-eng", "Vera L. Engineer", VAL_KEY.public_key())
+    enrol(folder, "qa-lead", "Quinn A. Lead", QA_KEY.public_key())
+    enrol(folder, "mallory", "Mallory M. Mallory", QA_KEY.public_key())
     return folder
 
 
@@ -161,24 +157,41 @@ def run(*args: str | Path, env: dict[str, str]) -> Result:
     return CliRunner().invoke(cli, [str(a) for a in args], env=env)
 
 
+def bootstrap_admin(tmp_path: Path, env: dict[str, str]) -> list[str | Path]:
+    """The registry's first administrator, self-registered; the options that sign as them."""
+    assert run("keys", "generate", "admin", "--dir", tmp_path, env=env).exit_code == 0
+    made = run(
+        "keys", "register", "ada", "--key", tmp_path / "admin.key", "--printed-name",
+        "Ada D. Admin", "--administrator", "--as", "ada", env=env,
+    )  # fmt: skip
+    assert made.exit_code == 0, made.output
+    return ["--as", "ada", "--admin-key", tmp_path / "admin.key"]
+
+
 def test_registration_refuses_a_key_without_a_passphrase(tmp_path: Path) -> None:
-    env = {"ZDP_APPROVER_REGISTRY": str(tmp_path / "approvers"), "PASS": "correct horse"}
+    env = {
+        "ZDP_APPROVER_REGISTRY": str(tmp_path / "approvers"),
+        "PASS": "correct horse",
+        "ZDP_HOME": str(tmp_path / "home"),
+    }
     assert run("keys", "generate", "plain", "--dir", tmp_path, env=env).exit_code == 0
+    admin = bootstrap_admin(tmp_path, env)
     refused = run(
         "keys", "register-approver", "qa-lead", "--key", tmp_path / "plain.key",
-        "--printed-name", "Quinn A. Lead", env=env,
+        "--printed-name", "Quinn A. Lead", *admin, env=env,
     )  # fmt: skip
     assert_one_line_error(refused, "plain.key is not passphrase-encrypted", code=2)
-    assert not (tmp_path / "approvers").exists()
+    assert not (tmp_path / "approvers" / "qa-lead.json").exists()
 
     made = run("keys", "generate", "locked", "--dir", tmp_path, "--passphrase-env", "PASS", env=env)
     assert made.exit_code == 0, made.output
     ok = run(
         "keys", "register-approver", "qa-lead", "--key", tmp_path / "locked.key",
-        "--printed-name", "Quinn A. Lead", "--passphrase-env", "PASS", env=env,
+        "--printed-name", "Quinn A. Lead", "--passphrase-env", "PASS", *admin, env=env,
     )  # fmt: skip
     assert ok.exit_code == 0, ok.output
-    assert ok.stdout.startswith("registered qa-lead (Quinn A. Lead): sha256:")
+    assert ok.stdout.startswith("registered qa-lead (Quinn A. Lead; person): sha256:")
+    assert "signed by ada; recorded in the audit log" in ok.stdout
 
 
 def test_approve_validation_then_sign(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -187,12 +200,17 @@ def test_approve_validation_then_sign(tmp_path: Path, monkeypatch: pytest.Monkey
         "ZDP_APPROVER_REGISTRY": str(tmp_path / "approvers"),
         "PASS": "correct horse",
         "ZDP_CONFIG": str(Path(__file__).parents[1] / "workflows" / "engine.yaml"),
+        "ZDP_HOME": str(tmp_path / "home"),
     }
     for name in ("val", "ci"):
         assert run("keys", "generate", name, "--dir", tmp_path, "--passphrase-env", "PASS",
                    env=env).exit_code == 0  # fmt: skip
-    run("keys", "register-approver", "validation-eng", "--key", tmp_path / "val.key",
-        "--printed-name", "Vera L. Engineer", "--passphrase-env", "PASS", env=env)  # fmt: skip
+    admin = bootstrap_admin(tmp_path, env)
+    registered = run(
+        "keys", "register-approver", "validation-eng", "--key", tmp_path / "val.key",
+        "--printed-name", "Vera L. Engineer", "--passphrase-env", "PASS", *admin, env=env,
+    )  # fmt: skip
+    assert registered.exit_code == 0, registered.output
     created = run(
         "release", "create", "webshop", "--version", "2.1.0", "--image",
         "registry.example.com/shop/webshop@sha256:" + "ab" * 32, "--author", "dev-dana",

@@ -65,7 +65,8 @@ async def test_complete_evidence_is_recorded_in_the_timeline(
     _profiles(harness, *profiles)
     handle = await harness.start(harness.request("2.0.0", environment="prod"))
     await harness.wait_for(handle, lambda s: s.phase is Phase.await_approval)
-    await deployments.approve(harness.client, handle.id, "alice")
+    proof = await harness.proof(handle.id, "approve", "alice")
+    await deployments.approve(harness.client, handle.id, "alice", proof=proof)
     result = await handle.result()
     assert result.outcome is Outcome.promoted
     check = next(

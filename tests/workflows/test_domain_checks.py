@@ -13,9 +13,8 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from tests.kit import APP, PRINTED_NAMES, Harness
+from tests.kit import APP, PRINTED_NAMES, Harness, enrol
 from zdp import deployments
-from zdp.compliance.esign import register_approver
 from zdp.config import CalendarConfig, FreezeWindow, WorkInProgressCheck
 from zdp.models import DeploymentRequest, DeploymentResult, Outcome, Phase, ValidationReference
 
@@ -196,7 +195,7 @@ async def test_gxp_release_with_validation_is_verified_and_recorded(
     registry = tmp_path / "approvers"
     monkeypatch.setenv("ZDP_APPROVER_REGISTRY", str(registry))
     bob = Ed25519PrivateKey.generate()
-    register_approver("bob", PRINTED_NAMES["bob"], bob.public_key(), registry)
+    enrol(registry, "bob", PRINTED_NAMES["bob"], bob.public_key())
     harness.config.apps[APP].environments["prod"].requires_validation = True
     request = harness.request("2.0.0", environment="prod")
     request.release = harness.signer.validated("2.0.0", "bob", bob)

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from tests.kit import APP, Harness
+from tests.kit import APP, Harness, enrol
 from zdp import deployments
-from zdp.compliance.esign import register_approver, sign_approval
+from zdp.compliance.esign import sign_approval
 from zdp.config import EnvironmentConfig
 from zdp.models import Outcome, Phase, SignedApproval
 
@@ -27,8 +27,8 @@ def keys(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Ed25519Pr
     registry = tmp_path / "approvers"
     monkeypatch.setenv("ZDP_APPROVER_REGISTRY", str(registry))
     keys = {"alice": Ed25519PrivateKey.generate(), "bob": Ed25519PrivateKey.generate()}
-    register_approver("alice", "Alice A. Example", keys["alice"].public_key(), registry)
-    register_approver("bob", "Robert B. Example", keys["bob"].public_key(), registry)
+    enrol(registry, "alice", "Alice A. Example", keys["alice"].public_key())
+    enrol(registry, "bob", "Robert B. Example", keys["bob"].public_key())
     return keys
 
 

@@ -7,23 +7,27 @@ import getpass
 import os
 import sys
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
 import typer
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pydantic import ValidationError
 from temporalio.exceptions import TemporalError
 from temporalio.service import RPCError
 
 from zdp import deployments
+from zdp.acceptance import claimed_manifest
 from zdp.cli import audit_cmd, evidence_cmd, keys_cmd, release_cmd, slack_cmd
-from zdp.cli.keys_cmd import PassphraseEnv, PassphraseFile, Prompt, read_passphrase
+from zdp.cli.keys_cmd import PassphraseEnv, PassphraseFile, Prompt
 from zdp.cli.output import EXIT_ERROR, EXIT_USAGE, console, err_console, fail, print_json
 from zdp.cli.progress import OUTCOME_EXIT_CODES, follow
+from zdp.compliance.identity import request_digest
+from zdp.config import EngineConfig
 from zdp.errors import ZdpError
 from zdp.models import DeploymentRequest, DsseEnvelope, Strategy, deployment_id
 from zdp.release import summarize_validation_error
-from zdp.signing import load_private_key
 from zdp.temporal import connect
 
 T = TypeVar("T")
@@ -67,6 +71,39 @@ def _who(value: str | None) -> str:
     return value or os.environ.get("ZDP_USER") or getpass.getuser()
 
 
+KeyOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--key",
+        help="Your private key: signs the request, proving who sent it [default: "
+        "<key dir>/USER.key if it exists; `zdp whoami` shows it].",
+    ),
+]
+
+
+def _signing_key(
+    user: str,
+    key: Path | None,
+    passphrase_env: str | None = None,
+    passphrase_file: Path | None = None,
+    prompt: bool = False,
+) -> Ed25519PrivateKey | None:
+    """The key that signs `user`'s request: --key, else the default location if a key is
+    there; None (the request goes unsigned, said on stderr) when there is none."""
+    from zdp.cli.keys_cmd import signing_key
+    from zdp.compliance.identity import default_key_path
+
+    path = key or default_key_path(user)
+    if key is None and not path.exists():
+        err_console.print(
+            f"note: no key for {user} at {path}: the request is unsigned (refused where "
+            "identities must be proven; see `zdp whoami`)",
+            markup=False,
+        )
+        return None
+    return signing_key(path, passphrase_env, passphrase_file, prompt)
+
+
 def _load_envelope(release: Path, envelope: Path | None) -> DsseEnvelope:
     """The signed envelope named by --release (or the one a manifest there was signed into)."""
     from zdp.release import read_release_input
@@ -85,7 +122,7 @@ def _preflight(request: DeploymentRequest, config_path: Path | None) -> None:
     engine), nothing is checked before starting, said in one note: the worker checks it."""
     from activities.release import default_trusted_keys_dir
     from zdp.acceptance import Target, preflight
-    from zdp.compliance.esign import registry_dir
+    from zdp.compliance.registry import registry_dir
     from zdp.config import CONFIG_ENV_VAR, find_config_path, load_config
     from zdp.errors import ConfigError
     from zdp.stack import worker_config
@@ -113,10 +150,45 @@ def _preflight(request: DeploymentRequest, config_path: Path | None) -> None:
             default_trusted_keys_dir(),
             registry_dir(),
         )
+        _prove_start(request, config)
     except (ZdpError, OSError) as err:
         text = str(err) if isinstance(err, ZdpError) else f"cannot read {err.filename}: {err}"
         where = f" (checked against {path})" if str(path) not in text else ""
         fail(f"refused before starting: {text}{where}", EXIT_USAGE)
+
+
+def _prove_start(request: DeploymentRequest, config: EngineConfig) -> None:
+    """Where identities must be proven, the start must carry the initiator's valid signature:
+    checked here against the registry the worker reads, so a refused start never starts."""
+    from zdp.compliance.identity import Expected, identities_required, prove, requirement_text
+    from zdp.compliance.registry import load_registry, registry_dir
+
+    env = config.app(request.app).environment(request.environment)
+    required = identities_required(
+        request.environment, env.compliance_profiles, env.require_proven_identities
+    )
+    if not required and request.proof is None:
+        return
+    expected = Expected(
+        action="start",
+        actor=request.initiator,
+        channel=request.channel,
+        deployment_id=deployment_id(request.app, request.environment),
+        run_id="",
+        release_digest=claimed_manifest(request.release).artifact.digest,
+        request_digest=request_digest(request),
+    )
+    _, refusal = prove(
+        request.proof,
+        expected,
+        load_registry(registry_dir()),
+        datetime.now(UTC),
+        set(),
+        required,
+        requirement_text(request.environment, env.compliance_profiles),
+    )
+    if refusal:
+        raise ZdpError(refusal)
 
 
 def _parse_steps(value: str | None) -> list[int] | None:
@@ -174,6 +246,10 @@ def deploy(
             "stack's worker config, else $ZDP_CONFIG, else apps.yaml]."
         ),
     ] = None,
+    key: KeyOption = None,
+    passphrase_env: PassphraseEnv = None,
+    passphrase_file: PassphraseFile = None,
+    prompt: Prompt = False,
 ) -> None:
     """Start a deployment of a signed release; with --wait, follow it to its outcome.
 
@@ -195,9 +271,16 @@ def deploy(
             approval_timeout_seconds=approval_timeout,
             standby_seconds=standby,
             emergency_override=emergency_override,
+            channel="cli",
         )
     except ValidationError as err:
         fail(f"invalid deployment request: {summarize_validation_error(err)}", EXIT_USAGE)
+    signer = _signing_key(request.initiator, key, passphrase_env, passphrase_file, prompt)
+    if signer is not None:
+        try:
+            request = deployments.sign_start(request, signer)
+        except ZdpError as err:
+            fail(f"refused before starting: {err}", EXIT_USAGE)
     _preflight(request, config)
 
     async def work() -> int:
@@ -216,18 +299,31 @@ def deploy(
     raise typer.Exit(run(work))
 
 
-def _decision(kind: str) -> Callable[..., None]:
+def _promote_command() -> Callable[..., None]:
     def command(
         deployment: Annotated[str, typer.Argument(metavar="ID", help="deploy-<app>-<env>.")],
-        as_: Annotated[str, typer.Option("--as", help="Your approver identity.")],
+        as_: Annotated[
+            str | None, typer.Option("--as", help="Your identity (default $ZDP_USER).")
+        ] = None,
         reason: Annotated[str | None, typer.Option(help="Recorded in the timeline.")] = None,
+        key: KeyOption = None,
+        passphrase_env: PassphraseEnv = None,
+        passphrase_file: PassphraseFile = None,
+        prompt: Prompt = False,
     ) -> None:
-        action = getattr(deployments, kind)
+        who = _who(as_)
+        signer = _signing_key(who, key, passphrase_env, passphrase_file, prompt)
 
         async def work() -> str:
-            return str(await action(await connect(), deployment, as_, reason, channel="cli"))
+            client = await connect()
+            proof = None
+            if signer is not None:
+                proof = await deployments.sign_request(
+                    client, deployment, "promote", who, "cli", signer
+                )
+            return str(await deployments.promote(client, deployment, who, reason, "cli", proof))
 
-        console.print(run(work))
+        console.print(run(work), markup=False)
 
     command.__doc__ = "Skip the remaining steps and promote now (allowed approvers only)."
     return command
@@ -236,39 +332,39 @@ def _decision(kind: str) -> Callable[..., None]:
 def _signed_decision(kind: Literal["approve", "reject"]) -> Callable[..., None]:
     def command(
         deployment: Annotated[str, typer.Argument(metavar="ID", help="deploy-<app>-<env>.")],
-        as_: Annotated[str, typer.Option("--as", help="Your approver identity.")],
-        reason: Annotated[str | None, typer.Option(help="Recorded in the timeline.")] = None,
-        key: Annotated[
-            Path | None,
-            typer.Option(help="Your registered Ed25519 key: signs the decision (Part 11)."),
+        as_: Annotated[
+            str | None, typer.Option("--as", help="Your identity (default $ZDP_USER).")
         ] = None,
+        reason: Annotated[str | None, typer.Option(help="Recorded in the timeline.")] = None,
+        key: KeyOption = None,
         meaning: Annotated[
             str | None,
-            typer.Option(help='What your signature means, e.g. "approve release to production".'),
+            typer.Option(
+                help='Part 11: what your e-signature means, e.g. "approve release to production".'
+            ),
         ] = None,
         passphrase_env: PassphraseEnv = None,
         passphrase_file: PassphraseFile = None,
         prompt: Prompt = False,
     ) -> None:
-        if (key is None) != (meaning is None):
-            fail("a signed decision needs both --key and --meaning", EXIT_USAGE)
-        private = None
-        if key is not None:
-            passphrase = read_passphrase(passphrase_env, passphrase_file, prompt)
-            try:
-                private = load_private_key(key, passphrase)
-            except ZdpError as err:
-                fail(str(err))
+        who = _who(as_)
+        private = _signing_key(who, key, passphrase_env, passphrase_file, prompt)
+        if meaning is not None and private is None:
+            fail("a Part 11 signature (--meaning) needs your key (--key)", EXIT_USAGE)
 
         async def work() -> str:
             client = await connect()
-            signature = None
+            signature = proof = None
             if private is not None and meaning is not None:
                 signature = await deployments.sign_decision(
-                    client, deployment, as_, kind, meaning, private
+                    client, deployment, who, kind, meaning, private
+                )
+            elif private is not None:
+                proof = await deployments.sign_request(
+                    client, deployment, kind, who, "cli", private
                 )
             action = deployments.approve if kind == "approve" else deployments.reject
-            return str(await action(client, deployment, as_, reason, signature, channel="cli"))
+            return str(await action(client, deployment, who, reason, signature, "cli", proof))
 
         console.print(run(work), markup=False)
 
@@ -282,27 +378,37 @@ def _signed_decision(kind: Literal["approve", "reject"]) -> Callable[..., None]:
 
 app.command(name="approve")(_signed_decision("approve"))
 app.command(name="reject")(_signed_decision("reject"))
-app.command(name="promote")(_decision("promote"))
+app.command(name="promote")(_promote_command())
 
 
-def _signal(name: str, doc: str) -> Callable[..., None]:
+def _signal(name: Literal["pause", "resume", "abort"], doc: str) -> Callable[..., None]:
     def command(
         deployment: Annotated[str, typer.Argument(metavar="ID", help="deploy-<app>-<env>.")],
         reason: Annotated[str | None, typer.Option(help="Recorded in the timeline.")] = None,
         actor: Annotated[str | None, typer.Option("--as", help="Who (default $ZDP_USER).")] = None,
+        key: KeyOption = None,
+        passphrase_env: PassphraseEnv = None,
+        passphrase_file: PassphraseFile = None,
+        prompt: Prompt = False,
     ) -> None:
+        who = _who(actor)
+        signer = _signing_key(who, key, passphrase_env, passphrase_file, prompt)
+
         async def work() -> None:
             client = await connect()
-            if name == "abort":
-                await deployments.abort(client, deployment, _who(actor), reason)
-            else:
-                if not await deployments.is_running(client, deployment):
-                    raise ZdpError(f"{deployment} is not running")
-                action = deployments.pause if name == "pause" else deployments.resume
-                await action(client, deployment, _who(actor), reason)
+            if name != "abort" and not await deployments.is_running(client, deployment):
+                raise ZdpError(f"{deployment} is not running")
+            proof = None
+            if signer is not None:
+                proof = await deployments.sign_request(client, deployment, name, who, "cli", signer)
+            await deployments.control(client, deployment, name, who, reason, "cli", proof)
 
         run(work)
-        console.print(f"{name} sent to {deployment}")
+        console.print(
+            f"{name} sent to {deployment} as {who}"
+            + (" (signed)" if signer is not None else " (unsigned)")
+            + f"; `zdp timeline {deployment}` shows whether it was taken or refused"
+        )
 
     command.__doc__ = doc
     return command
@@ -311,6 +417,54 @@ def _signal(name: str, doc: str) -> Callable[..., None]:
 app.command(name="pause")(_signal("pause", "Hold at the current weight after the running gate."))
 app.command(name="resume")(_signal("resume", "Continue a paused deployment."))
 app.command(name="abort")(_signal("abort", "Stop and roll back; traffic is restored first."))
+
+
+@app.command()
+def whoami(
+    as_: Annotated[str | None, typer.Option("--as", help="Ask about this user instead.")] = None,
+    key: KeyOption = None,
+) -> None:
+    """Which identity the CLI acts as, the key it signs with, and whether the registry knows
+    that key (exit 1 when requests would go unsigned or the key is not the registered one)."""
+    from zdp.compliance.identity import KEY_DIR_ENV, default_key_path
+    from zdp.compliance.registry import load_registry, registry_dir
+    from zdp.signing import fingerprint, load_public_key
+
+    who = _who(as_)
+    path = key or default_key_path(who)
+    console.print(f"user:     {who} (--as, else $ZDP_USER, else your login name)", markup=False)
+    console.print(f"key:      {path} (--key, else ${KEY_DIR_ENV}/USER.key, else "
+                  "$XDG_CONFIG_HOME/zdp/keys/USER.key, else ~/.config/zdp/keys/USER.key)",
+                  markup=False)  # fmt: skip
+    public = path.with_suffix(".pub")
+    try:
+        printed = fingerprint(load_public_key(public)) if public.exists() else None
+    except ZdpError:
+        printed = None
+    if not path.exists():
+        console.print("signing:  no key there: requests go unsigned, and are refused where "
+                      "identities must be proven (production; sox, pci-dss, part11)",
+                      markup=False)  # fmt: skip
+        raise typer.Exit(1)
+    folder = registry_dir()
+    try:
+        registered = load_registry(folder).get(who)
+    except ZdpError as err:
+        console.print(f"registry: {err}", markup=False)
+        raise typer.Exit(1) from None
+    shown = printed or "(no .pub beside it: `zdp keys register` shows it)"
+    console.print(f"signing:  every start and decision is signed with {shown}", markup=False)
+    if registered is None:
+        console.print(f"registry: {who} is not registered in {folder}: an administrator "
+                      "registers you with `zdp keys register`", markup=False)  # fmt: skip
+        raise typer.Exit(1)
+    role = f"{registered.kind}{', administrator' if registered.administrator else ''}"
+    console.print(f"registry: {who} is {registered.printed_name} ({role}), key "
+                  f"{registered.fingerprint}, in {folder}", markup=False)  # fmt: skip
+    if printed is not None and printed != registered.fingerprint:
+        console.print("warning:  the key here is not the registered one: requests signed "
+                      "with it are refused", markup=False)  # fmt: skip
+        raise typer.Exit(1)
 
 
 @app.command()

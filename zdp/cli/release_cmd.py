@@ -159,7 +159,7 @@ def approve_validation_command(
 
     Bound to the document, the app and the artifact digest; refused for the release's author.
     Sign the release after this (`zdp release sign`): the approval is part of what it covers."""
-    from zdp.compliance.esign import load_registry, registry_dir
+    from zdp.compliance.registry import load_registry, registry_dir
 
     passphrase = read_passphrase(passphrase_env, passphrase_file, prompt)
     try:

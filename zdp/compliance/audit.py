@@ -65,6 +65,7 @@ __all__ = [
     "evidence_dir",
     "format_utc",
     "lock_path_for",
+    "open_store",
     "verify_log",
 ]
 
@@ -89,6 +90,19 @@ class AuditStore(Protocol):
     def entries_of(self, workflow_id: str, run_prefix: str) -> bytes:
         """This workflow's lines whose event id starts with `run_prefix`, exactly as stored."""
         ...
+
+
+def open_store(home: Path | None = None) -> AuditStore:
+    """The engine's audit store: PostgreSQL when ZDP_AUDIT_DATABASE_URL is set, else the
+    JSON-lines file in $ZDP_HOME/audit; checkpoints signed with the engine key."""
+    from zdp.compliance.engine_key import engine_key
+
+    url = os.environ.get(AUDIT_DATABASE_URL_ENV, "").strip()
+    if url:
+        from zdp.compliance.audit_pg import PostgresAuditLog
+
+        return PostgresAuditLog(url, engine_key(home))
+    return AuditLog(default_log_path(home), engine_key(home))
 
 
 # --------------------------------------------------------------------------- reading

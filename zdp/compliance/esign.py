@@ -17,19 +17,17 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import os
 import re
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
-from zdp.errors import ConfigError, ZdpError
-from zdp.fsutil import write_file_atomic
+from zdp.errors import ZdpError
 from zdp.models import (
     ApprovalSignature,
     ApproverIdentity,
@@ -62,14 +60,12 @@ def _import_invalid_signature_now() -> None:
 _import_invalid_signature_now()
 
 
-def canonical(payload: SignedApproval | SignedValidation) -> bytes:
+def canonical(payload: BaseModel) -> bytes:
     data = payload.model_dump(mode="json")
     return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
-def sign_approval(
-    private_key: Ed25519PrivateKey, payload: SignedApproval | SignedValidation
-) -> ApprovalSignature:
+def sign_approval(private_key: Ed25519PrivateKey, payload: BaseModel) -> ApprovalSignature:
     body = canonical(payload)
     return ApprovalSignature(
         payload=base64.b64encode(body).decode(),
@@ -111,7 +107,7 @@ def verify_approval(
         )
     if signature.sig in used:
         return None, "this signature was already used: sign each decision anew"
-    body, problem = _verified_body(signature, identity, who)
+    body, problem = verified_body(signature, identity, who)
     if body is None:
         return None, problem
     try:
@@ -137,7 +133,7 @@ def verify_approval(
     return _manifestation(payload, signature), None
 
 
-def _verified_body(
+def verified_body(
     signature: ApprovalSignature, identity: ApproverIdentity, who: str
 ) -> tuple[bytes | None, str | None]:
     """The signed payload's bytes when `signature` verifies with the key registered to `who`;
@@ -210,7 +206,7 @@ def verify_validation(
     identity = registry.get(who)
     if identity is None:
         return None, f"{who} has no registered signing key (zdp keys register-approver)"
-    verified, problem = _verified_body(signature, identity, who)
+    verified, problem = verified_body(signature, identity, who)
     if verified is None:
         return None, problem
     for field, expected, label in (
@@ -253,65 +249,3 @@ def require_encrypted_key(path: Path) -> None:
             f"{path} is not passphrase-encrypted: Part 11 needs two identification components "
             "(the key file and its passphrase); make one with `zdp keys generate NAME --prompt`"
         )
-
-
-# --------------------------------------------------------------------------- the registry
-
-
-def registry_dir(home: Path | None = None) -> Path:
-    """ZDP_APPROVER_REGISTRY, else $ZDP_HOME/approvers."""
-    explicit = os.environ.get("ZDP_APPROVER_REGISTRY")
-    if explicit:
-        return Path(explicit)
-    return (home or Path(os.environ.get("ZDP_HOME", ".zdp"))) / "approvers"
-
-
-def register_approver(
-    user: str, printed_name: str, public_key: Ed25519PublicKey, directory: Path
-) -> ApproverIdentity:
-    """Write `<user>.json`; re-registering the same key is a no-op, a different key is refused
-    (revoke by removing the file, so that the change is deliberate and visible)."""
-    if not _USER.match(user):
-        raise ZdpError(f"user id {user!r} must be letters, digits, '.', '_', '@' or '-'")
-    pem = public_key.public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-    ).decode()
-    path = directory / f"{user}.json"
-    if path.exists():
-        existing = load_registry(directory).get(user)
-        if existing is not None and existing.fingerprint == fingerprint(public_key):
-            return existing
-        raise ZdpError(
-            f"{user} already has a registered key ({path}); remove it first to register another"
-        )
-    try:
-        identity = ApproverIdentity(
-            user=user,
-            printed_name=printed_name.strip(),
-            public_key_pem=pem,
-            fingerprint=fingerprint(public_key),
-            registered_at=datetime.now(UTC),
-        )
-    except ValidationError:
-        raise ZdpError("printed name must be 2 to 200 characters") from None
-    directory.mkdir(parents=True, exist_ok=True)
-    write_file_atomic(path, (identity.model_dump_json(indent=2) + "\n").encode())
-    return identity
-
-
-def load_registry(directory: Path) -> dict[str, ApproverIdentity]:
-    """Every registered identity; a malformed file is a ConfigError naming it."""
-    identities: dict[str, ApproverIdentity] = {}
-    if not directory.is_dir():
-        return identities
-    for path in sorted(directory.glob("*.json")):
-        try:
-            identity = ApproverIdentity.model_validate_json(path.read_text(encoding="utf-8"))
-        except (OSError, ValidationError) as err:
-            raise ConfigError(
-                f"{path}: not a valid approver identity ({type(err).__name__})"
-            ) from None
-        if identity.user != path.stem:
-            raise ConfigError(f"{path}: names user {identity.user!r}, not {path.stem!r}")
-        identities[identity.user] = identity
-    return identities
