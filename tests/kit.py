@@ -195,7 +195,8 @@ class Harness:
             and self.proven_required(request.environment)
         ):
             for who in KEYS:  # the registry snapshot is taken when the risk is assessed
-                self.ensure_registered(who)
+                if KINDS.get(who) != "bot":
+                    self.ensure_registered(who)
             request = deployments.sign_start(request, KEYS[request.initiator])
         handle = await deployments.start_deployment(
             self.client, request, task_queue=self.task_queue
@@ -296,8 +297,10 @@ PRINTED_NAMES = {"alice": "Alice A. Example", "bob": "Robert B. Example"}
 # The administrator who registers the identities tests use (self-registered in each registry).
 TEST_ADMIN = Admin("test-admin", Ed25519PrivateKey.generate())
 # The keys of the people and the CI system the tests act as (registered on first use).
-KEYS = {user: Ed25519PrivateKey.generate() for user in ("ci-bot", "alice", "bob", "carol")}
-KINDS = {"ci-bot": "ci"}
+KEYS = {
+    user: Ed25519PrivateKey.generate() for user in ("ci-bot", "alice", "bob", "carol", "slack-bot")
+}
+KINDS = {"ci-bot": "ci", "slack-bot": "bot"}
 
 
 def enrol(

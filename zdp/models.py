@@ -438,7 +438,8 @@ class ProvenActor(_Model):
         if not self.proven:
             return f"{self.user} via {self.channel} (typed name, not proven)"
         if self.attested_by:
-            how = ", ".join(f"{k} {v}" for k, v in sorted(self.via.items()))
+            order = ["workspace", "user", *sorted(set(self.via) - {"workspace", "user"})]
+            how = ", ".join(f"{k} {self.via[k]}" for k in order if k in self.via)
             where = "Slack" if self.channel == "slack" else self.channel
             return (
                 f"{self.user} via {where}" + (f" ({how})" if how else "")

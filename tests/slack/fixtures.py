@@ -18,8 +18,10 @@ from pathlib import Path
 
 import pytest
 import yaml
+from cryptography.hazmat.primitives import serialization
 from temporalio.testing import WorkflowEnvironment
 
+from tests.kit import KEYS, Harness
 from tests.slack.fake_slack import FakeSlack, FakeSlackServer
 from tests.slack.slack_kit import (
     BOT_TOKEN,
@@ -55,6 +57,15 @@ def bot_process(
     home = tmp_path_factory.mktemp("slack-bot")
     identities = home / "slack.yaml"
     identities.write_text(yaml.safe_dump(IDENTITIES))
+    bot_key = home / "slack-bot.key"
+    bot_key.write_bytes(
+        KEYS["slack-bot"].private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    bot_key.chmod(0o600)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("TEMPORAL_", "ZDP_"))}
     env.update(
         TEMPORAL_ADDRESS=temporal_env.client.service_client.config.target_host,
@@ -62,6 +73,7 @@ def bot_process(
         ZDP_SLACK_BOT_TOKEN=BOT_TOKEN,
         ZDP_SLACK_API_URL=fake_slack_server.api_url,
         ZDP_HOME=str(home / ".zdp"),
+        ZDP_SLACK_BOT_KEY=str(bot_key),
     )
     log = home / "bot.log"
     with log.open("wb") as out:
@@ -98,5 +110,9 @@ def _wait_until_listening(proc: subprocess.Popen[bytes], log: Path) -> str:
 
 
 @pytest.fixture
-def slack(bot_process: BotProcess, fake_slack: FakeSlack) -> SlackWorld:
+def slack(bot_process: BotProcess, fake_slack: FakeSlack, kit: Harness) -> SlackWorld:
+    """The bot (attesting as slack-bot) and the fake Slack; the bot and the people it maps
+    are registered in the registry the kit's worker reads."""
+    for who in KEYS:
+        kit.ensure_registered(who)
     return SlackWorld(bot=bot_process, api=fake_slack)

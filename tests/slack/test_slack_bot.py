@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from tests.kit import APP, Harness, enrol
+from tests.kit import APP, TEST_ADMIN, Harness, enrol
 from tests.slack.slack_kit import (
     ALICE,
     ALICE_ELSEWHERE,
@@ -34,6 +34,7 @@ from tests.slack.slack_kit import (
 from zdp import deployments
 from zdp.compliance.audit import default_log_path, verify_log
 from zdp.compliance.engine_key import engine_key
+from zdp.compliance.registry import registry_dir, remove
 from zdp.config import EnvironmentConfig
 from zdp.models import DeploymentStatus, Outcome, Phase
 from zdp.notify import SlackNotifier
@@ -73,13 +74,18 @@ async def test_approve_click_lets_the_deployment_proceed(
     update = await slack.update_of(message)
     assert update.params["channel"] == message.channel
     note = block_text(update.params["blocks"])
-    assert "<@U0001> (alice) via Slack: approved by alice (1 of 1)" in note
+    # The bot attests for the user Slack authenticated: its own registered key signed it.
+    assert (
+        "<@U0001> (alice) via Slack: approved by alice via Slack (workspace T0001, user U0001), "
+        "attested by slack-bot (1 of 1)" in note
+    )
     assert DECISION_BLOCK not in _blocks_ids(update.params["blocks"])  # no more buttons
     assert "Approval needed: webshop 2.0.0 → prod" in note  # the request is still shown
     result = await asyncio.wait_for(handle.result(), 60)
     assert result.outcome is Outcome.promoted
     decision = next(e for e in result.timeline if e.kind == "decision")
-    assert decision.actor == "alice" and decision.data["reason"] == "via Slack (T0001/U0001)"
+    assert decision.actor == "alice" and decision.data["proof"]["attested_by"] == "slack-bot"
+    assert decision.data["proof"]["via"] == {"workspace": "T0001", "user": "U0001"}
 
 
 async def test_the_workflow_posts_the_message_and_a_click_on_it_approves(
@@ -97,7 +103,7 @@ async def test_the_workflow_posts_the_message_and_a_click_on_it_approves(
         result = await asyncio.wait_for(handle.result(), 60)
 
     assert result.outcome is Outcome.promoted
-    assert "(bob) via Slack: approved by bob (1 of 1)" in block_text(
+    assert "(bob) via Slack: approved by bob via Slack (workspace T0001, user U0002)" in block_text(
         (await slack.update_of(message)).params["blocks"]
     )
     lines = [unescape(c.params["text"]) for c in slack.api.of("chat.postMessage")]
@@ -117,8 +123,9 @@ async def test_reject_click_ends_the_deployment_rejected(
     result = await asyncio.wait_for(handle.result(), 60)
     assert result.outcome is Outcome.rejected
     update = await slack.update_of(message)
-    assert "(bob) via Slack: rejected by bob: via Slack (T0001/U0002)" in block_text(
-        update.params["blocks"]
+    assert (
+        "rejected by bob via Slack (workspace T0001, user U0002), attested by slack-bot"
+        in block_text(update.params["blocks"])
     )
     assert DECISION_BLOCK not in _blocks_ids(update.params["blocks"])
     assert (APP, "canary") not in harness.state.deployed
@@ -260,10 +267,13 @@ async def test_slash_status_pause_resume_abort(harness: Harness, slack: SlackWor
     result = await asyncio.wait_for(handle.result(), 60)
     # Aborted mid-shift: what was changed is rolled back, and the cause says who asked.
     assert result.outcome is Outcome.rolled_back
-    assert result.cause == "aborted by alice: via Slack (T0001/U0001)"
+    assert result.cause == "aborted by alice: no reason given"
     requested = next(e for e in result.timeline if e.kind == "abort_requested")
     assert requested.actor == "alice"
-    assert requested.message == "abort requested by alice: via Slack (T0001/U0001)"
+    assert requested.message == (
+        "abort requested by alice via Slack (workspace T0001, user U0001), attested by "
+        "slack-bot: no reason given"
+    )
 
 
 async def test_slash_usage_and_unknown_deployment(harness: Harness, slack: SlackWorld) -> None:
@@ -349,3 +359,55 @@ def test_serve_with_a_bad_identity_file_is_one_line_and_exit_1(tmp_path: Path) -
     assert run.returncode == 1
     lines = [line for line in run.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith(f"error: {bad}: identities.0.user: "), lines
+
+
+# --------------------------------------------------------------------------- proven identities
+
+
+@pytest.fixture
+def sox(harness: Harness, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Harness:
+    """prod under sox, with a registry of its own: nobody in it until a test registers them
+    (the kit registers the people and the CI system when it starts a deployment)."""
+    monkeypatch.setenv("ZDP_APPROVER_REGISTRY", str(tmp_path / "approvers"))
+    harness.config.apps[APP].environments["prod"] = EnvironmentConfig(
+        criticality="low", approvers=["alice", "bob"], min_approvals=1,
+        compliance_profiles=["sox"],
+    )  # fmt: skip
+    return harness
+
+
+async def test_a_slack_approval_in_sox_carries_the_bots_attestation(
+    sox: Harness, slack: SlackWorld
+) -> None:
+    sox.ensure_registered("slack-bot")
+    handle, status = await _awaiting(sox)
+    assert status.identities_required
+    message = await slack.post_approval(status)
+    assert (await slack.click(message, APPROVE_ACTION, BOB)).status_code == 200
+    result = await asyncio.wait_for(handle.result(), 60)
+
+    assert result.outcome is Outcome.promoted
+    proof = result.status.approvals[0].proof
+    assert proof is not None and proof.proven and proof.user == "bob"
+    assert proof.attested_by == "slack-bot" and proof.channel == "slack"
+    assert proof.line() == "bob via Slack (workspace T0001, user U0002), attested by slack-bot"
+
+
+async def test_a_slack_approval_is_refused_when_the_bots_key_is_not_registered(
+    sox: Harness, slack: SlackWorld
+) -> None:
+    remove(registry_dir(sox.home), "slack-bot", TEST_ADMIN, None)  # an administrator removed it
+    handle, status = await _awaiting(sox)
+    message = await slack.post_approval(status)
+    assert (await slack.click(message, APPROVE_ACTION, BOB)).status_code == 200
+
+    note = block_text((await slack.update_of(message)).params["blocks"])
+    assert (
+        "<@U0002> (bob) could not approve: slack-bot has no registered key, so the request "
+        "proves nothing" in note
+    )
+    await _still_awaiting(sox, handle)
+    refused = [
+        e for e in await deployments.timeline(sox.client, handle.id) if e.kind == "decision_refused"
+    ]
+    assert refused and refused[-1].data["channel"] == "slack"

@@ -41,9 +41,11 @@ def serve(
     """Run the bot: serve Slack's Request URL, /slack/events, over HTTP.
 
     Needs ZDP_SLACK_SIGNING_SECRET and ZDP_SLACK_BOT_TOKEN; ZDP_SLACK_API_URL overrides the
-    Slack Web API URL; Temporal is reached through TEMPORAL_ADDRESS.
+    Slack Web API URL; Temporal is reached through TEMPORAL_ADDRESS. With ZDP_SLACK_BOT_KEY
+    (the bot's registered private key; identity ZDP_SLACK_BOT_IDENTITY, default slack-bot),
+    every decision is signed by the bot on behalf of the mapped user.
     """
-    from zdp.slack.bot import BotSettings, build_bolt_app
+    from zdp.slack.bot import Attestor, BotSettings, build_bolt_app
     from zdp.slack.config import load_slack_config
     from zdp.slack.server import http_app
     from zdp.slack.server import serve as serve_http
@@ -52,20 +54,26 @@ def serve(
     try:
         settings = BotSettings.from_env()
         config = load_slack_config(identities)
+        attestor = Attestor.from_env()
     except ZdpError as err:
         fail(str(err))
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
     def ready(url: str) -> None:
+        attests = (
+            f"attesting as {attestor.identity}"
+            if attestor
+            else "not attesting (no ZDP_SLACK_BOT_KEY): requests are unsigned"
+        )
         console.print(
             f"zdp Slack bot listening on {url} ({len(config.identities)} Slack identities, "
-            f"Web API {settings.api_url})",
+            f"Web API {settings.api_url}, {attests})",
             markup=False,
         )
 
     async def work() -> None:
         client = await connect()
-        bolt = build_bolt_app(settings, config, client)
+        bolt = build_bolt_app(settings, config, client, attestor)
         await serve_http(http_app(bolt), host, port, on_ready=ready)
 
     try:

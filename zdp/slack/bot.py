@@ -12,8 +12,10 @@ import asyncio
 import logging
 import os
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import Any, Literal
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncRespond
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
@@ -23,7 +25,8 @@ from temporalio.service import RPCError
 
 from zdp import deployments
 from zdp.errors import ZdpError
-from zdp.models import DeploymentStatus
+from zdp.models import ApprovalSignature, DeploymentStatus, RequestAction
+from zdp.signing import load_private_key
 from zdp.slack.config import (
     SLACK_BOT_TOKEN_ENV_VAR,
     SLACK_SIGNING_SECRET_ENV_VAR,
@@ -78,6 +81,50 @@ class BotSettings:
         )
 
 
+BOT_KEY_ENV = "ZDP_SLACK_BOT_KEY"
+BOT_IDENTITY_ENV = "ZDP_SLACK_BOT_IDENTITY"
+
+
+@dataclass(frozen=True)
+class Attestor:
+    """The bot's own registered identity and key: it signs each request on behalf of the
+    Slack user it mapped (Slack authenticated them; the bot attests it)."""
+
+    identity: str
+    key: Ed25519PrivateKey
+
+    @classmethod
+    def from_env(cls) -> Attestor | None:
+        """From ZDP_SLACK_BOT_KEY (an unencrypted private key file, from the bot's secret
+        store) and ZDP_SLACK_BOT_IDENTITY (default slack-bot); None when no key is set, and
+        requests then go unsigned (refused where identities must be proven)."""
+        path = os.environ.get(BOT_KEY_ENV, "").strip()
+        if not path:
+            return None
+        identity = os.environ.get(BOT_IDENTITY_ENV, "").strip() or "slack-bot"
+        return cls(identity, load_private_key(Path(path)))
+
+    async def sign(
+        self,
+        temporal: Client,
+        workflow_id: str,
+        action: RequestAction,
+        actor: str,
+        team: str | None,
+        user: str | None,
+    ) -> ApprovalSignature:
+        return await deployments.sign_request(
+            temporal,
+            workflow_id,
+            action,
+            actor,
+            "slack",
+            self.key,
+            attested_by=self.identity,
+            via={"workspace": team or "?", "user": user or "?"},
+        )
+
+
 @dataclass(frozen=True)
 class Reply:
     """What the bot says after a click; `decided_by` is set when the workflow took it."""
@@ -90,9 +137,12 @@ class Reply:
 class ApprovalBot:
     """The listeners: they map the Slack user, call zdp.deployments and report in words."""
 
-    def __init__(self, temporal: Client, identities: SlackConfig) -> None:
+    def __init__(
+        self, temporal: Client, identities: SlackConfig, attestor: Attestor | None = None
+    ) -> None:
         self.temporal = temporal
         self.identities = identities
+        self.attestor = attestor
 
     # ------------------------------------------------------------------ buttons
 
@@ -142,9 +192,21 @@ class ApprovalBot:
                     "Part 11 requires your electronic signature. Sign it from a terminal:\n"
                     f"```{escape(command)}```"
                 )
+            proof = None
+            if self.attestor is not None:
+                decision: RequestAction = "approve" if kind == "approve" else "reject"
+                proof = await self.attestor.sign(
+                    self.temporal, workflow_id, decision, approver, team, user
+                )
             action = deployments.approve if kind == "approve" else deployments.reject
             outcome = await action(
-                self.temporal, workflow_id, approver, f"via Slack ({team}/{user})", channel="slack"
+                self.temporal,
+                workflow_id,
+                approver,
+                # An attested request names the workspace and user itself.
+                None if proof else f"via Slack ({team}/{user})",
+                channel="slack",
+                proof=proof,
             )
             after = await deployments.status(self.temporal, workflow_id)
         except deployments.RequestRefused as refused:
@@ -195,14 +257,25 @@ class ApprovalBot:
             actor = self.identities.approver_for(team, user)
             if actor is None:
                 return unmapped(team, user, sub)
-            if sub == "abort":
-                reason = f"via Slack ({team}/{user})"
-                await deployments.abort(self.temporal, workflow_id, actor, reason)
-            else:
-                if not await deployments.is_running(self.temporal, workflow_id):
-                    return f"{escape(workflow_id)} is not running"
-                action = deployments.pause if sub == "pause" else deployments.resume
-                await action(self.temporal, workflow_id, actor, f"via Slack ({team}/{user})")
+            name: Literal["pause", "resume", "abort"] = (
+                "abort" if sub == "abort" else "pause" if sub == "pause" else "resume"
+            )
+            if name != "abort" and not await deployments.is_running(self.temporal, workflow_id):
+                return f"{escape(workflow_id)} is not running"
+            proof = None
+            if self.attestor is not None:
+                proof = await self.attestor.sign(
+                    self.temporal, workflow_id, name, actor, team, user
+                )
+            await deployments.control(
+                self.temporal,
+                workflow_id,
+                name,
+                actor,
+                None if proof else f"via Slack ({team}/{user})",
+                "slack",
+                proof,
+            )
         except (ZdpError, RPCError, TemporalError) as err:
             return f"{sub} {escape(workflow_id)} failed: {escape(str(err))}"
         except Exception:  # a bug: say so in Slack rather than leave the command unanswered
@@ -234,9 +307,14 @@ def settled(status: DeploymentStatus) -> bool:
     return rejected or len(approvals) >= status.approvals_required
 
 
-def build_bolt_app(settings: BotSettings, identities: SlackConfig, temporal: Client) -> AsyncApp:
+def build_bolt_app(
+    settings: BotSettings,
+    identities: SlackConfig,
+    temporal: Client,
+    attestor: Attestor | None = None,
+) -> AsyncApp:
     """The Bolt app in HTTP mode with request verification on and the replay guard after it."""
-    bot = ApprovalBot(temporal, identities)
+    bot = ApprovalBot(temporal, identities, attestor)
     # Bolt logs the whole body of a refused request at INFO (zdp.slack.server says it in one
     # line instead); its loggers copy this one's level when the app is built.
     bolt_logger = logging.getLogger("zdp.slack.bolt")
