@@ -18,21 +18,24 @@ import asyncio
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import httpx
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from rich.markup import escape
 from temporalio.client import Client
 
 from zdp import deployments
 from zdp.cli.output import console, err_console
 from zdp.cli.progress import follow
+from zdp.compliance.registry import Admin, audit_recorder, load_registry, register, registry_dir
 from zdp.loadgen import LoadProcess
 from zdp.models import (
     Artifact,
     ChangeMetadata,
     DeploymentRequest,
     DsseEnvelope,
+    IdentityKind,
     Outcome,
     Phase,
     ReleaseManifest,
@@ -57,6 +60,9 @@ APPROVERS = {
     "finance-trading": ("bob", "carol", "alice"),
     "pharma-manufacturing": ("qa-lead", "plant-manager", "validation-eng"),
 }
+# Who acts in the demo, each with a registered key: an administrator registers the others.
+ADMIN = "demo-admin"
+INITIATOR = "ci-bot"
 
 
 @dataclass
@@ -142,6 +148,7 @@ class Demo:
         self.quiet = quiet
         self.key_path = home / "keys" / "demo-release.key"
         self.artifacts: dict[str, Artifact] = {}
+        self.identity_keys: dict[str, Ed25519PrivateKey] = {}
 
     def say(self, text: str) -> None:
         if not self.quiet:
@@ -155,11 +162,41 @@ class Demo:
             keys = generate_key_pair(self.key_path.parent, "demo-release")
             trusted = self.home / "trusted-keys" / "demo-release.pub"
             trusted.write_bytes(keys.public_key.read_bytes())
+        self.register_identities()
         wheels = self.home / "build"
         for name, app in LOCAL_APPS.items():
             self.say(f"building the {name} wheel from apps/{name} into the artifact store")
             self.artifacts[name] = store_artifact(build_app_wheel(app, wheels), self.home)
         return stack
+
+    def register_identities(self) -> None:
+        """A key per person and for the CI system (unencrypted: demo keys in the demo's home;
+        people keep theirs passphrase-protected), registered by the demo's administrator and
+        recorded in the audit log; kept across runs."""
+        folder = self.home / "keys" / "identities"
+        registry = registry_dir(self.home)
+        people = sorted({p for approvers in APPROVERS.values() for p in approvers})
+        known = load_registry(registry)
+        for user in (ADMIN, INITIATOR, *people):
+            path = folder / f"{user}.key"
+            if not path.exists():
+                generate_key_pair(folder, user)
+            self.identity_keys[user] = load_private_key(path)
+        admin = Admin(ADMIN, self.identity_keys[ADMIN])
+        record = audit_recorder(self.home)
+        for user in (ADMIN, INITIATOR, *people):
+            if user in known:
+                continue
+            kind: IdentityKind = "ci" if user == INITIATOR else "person"
+            register(
+                registry, user, user.replace("-", " ").title(),
+                self.identity_keys[user].public_key(), admin, record,
+                kind=kind, administrator=user == ADMIN,
+            )  # fmt: skip
+        self.say(
+            f"identities: {ADMIN} registered {INITIATOR} and {', '.join(people)}; every start "
+            "and decision below is signed by its actor's key"
+        )
 
     def release(self, app: str, version: str, **overrides: str) -> DsseEnvelope:
         manifest = ReleaseManifest(
@@ -185,10 +222,12 @@ class Demo:
             environment=ENV,
             release=self.release(app, version, **overrides),
             strategy=strategy,
-            initiator="ci-bot",
+            initiator=INITIATOR,
             change_ref=f"CHG-{version}",
             reason="zdp demo",
+            channel="cli",
         )
+        request = deployments.sign_start(request, self.identity_keys[INITIATOR])
         url = f"http://127.0.0.1:{LOCAL_APPS[app].listener_port()}{TARGETS[app]}"
         generator = LoadProcess(url, rate=LOAD_RATE, max_seconds=300) if load else None
         router = EnvoyRouter(self.home)
@@ -224,23 +263,46 @@ class Demo:
     async def approve_when_asked(
         self, client: Client, workflow_id: str, who: tuple[str, ...]
     ) -> None:
-        """The initiator's own approval is refused; then distinct approvers sign off."""
+        """The initiator's own signed approval is refused; then distinct approvers sign off,
+        each with their own key."""
         status = await deployments.wait_until(
             client, workflow_id, lambda s: s.phase not in (Phase.verify, Phase.assess_risk)
         )
         if status.phase is not Phase.await_approval:
             return
         try:
-            await deployments.approve(client, workflow_id, "ci-bot")
+            await self.approve(client, workflow_id, INITIATOR, None)
         except deployments.RequestRefused as refused:
             if not self.quiet:
                 err_console.print(
-                    f"ci-bot tries to approve its own deployment: refused — {refused}"
+                    f"{INITIATOR} signs an approval of its own deployment: refused — {refused}"
                 )
         for approver in who[: status.approvals_required]:
-            message = await deployments.approve(client, workflow_id, approver, "reviewed")
+            message = await self.approve(client, workflow_id, approver, "reviewed")
             if not self.quiet:
-                err_console.print(f"{approver} approves: {message}")
+                err_console.print(f"{approver} approves: {message}", markup=False)
+
+    async def control(
+        self,
+        client: Client,
+        workflow_id: str,
+        name: Literal["pause", "resume", "abort"],
+        who: str,
+        reason: str | None,
+    ) -> None:
+        """A signed pause, resume or abort by `who`."""
+        proof = await deployments.sign_request(
+            client, workflow_id, name, who, "cli", self.identity_keys[who]
+        )
+        await deployments.control(client, workflow_id, name, who, reason, "cli", proof)
+
+    async def approve(self, client: Client, workflow_id: str, who: str, reason: str | None) -> str:
+        proof = await deployments.sign_request(
+            client, workflow_id, "approve", who, "cli", self.identity_keys[who]
+        )
+        return await deployments.approve(
+            client, workflow_id, who, reason, channel="cli", proof=proof
+        )
 
     def print_summary(self, s: DeploymentSummary) -> None:
         if self.quiet:

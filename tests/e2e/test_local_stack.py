@@ -25,11 +25,12 @@ import pytest
 
 from tests.e2e.github_actions import clean_env, run_job
 from zdp import deployments
-from zdp.demo import DEMO_CONFIG, Demo
+from zdp.compliance.registry import Admin, audit_recorder, load_registry, register, registry_dir
+from zdp.demo import ADMIN, DEMO_CONFIG, Demo
 from zdp.errors import ZdpError
 from zdp.models import DeploymentRequest, Outcome, Phase, Strategy
 from zdp.platforms.local_layout import LOCAL_APPS
-from zdp.signing import generate_key_pair
+from zdp.signing import generate_key_pair, load_public_key
 from zdp.stack import Stack, pid_alive
 from zdp.temporal import connect
 
@@ -200,6 +201,7 @@ async def test_stable_failing_too_pauses_instead_of_rolling_back(
         release=demo.release(app, "7.0.0", FAULT_ERROR_RATE="1.0"),
         initiator="ci-bot",
     )
+    request = deployments.sign_start(request, demo.identity_keys["ci-bot"])
     handle = await deployments.start_deployment(client, request)
     await demo.approve_when_asked(client, handle.id, ("bob", "carol", "alice"))
     async with httpx.AsyncClient(trust_env=False) as http:
@@ -220,7 +222,7 @@ async def test_stable_failing_too_pauses_instead_of_rolling_back(
             assert not any(e.kind == "compensated" for e in events)
         finally:
             await http.post(stable_url, json={"error_rate": 0.0})
-            await deployments.abort(client, workflow_id, "test", "cleanup")
+            await demo.control(client, workflow_id, "abort", "alice", "cleanup")
     result = await deployments.wait_result(client, workflow_id)
     assert result.outcome is Outcome.rolled_back
 
@@ -320,6 +322,16 @@ async def test_github_actions_example_deploys_through_the_stack(
     stack = Stack(home=home, config=DEMO_CONFIG)
     keys = generate_key_pair(tmp_path / "keys", "release-ci", passphrase=b"ci passphrase")
     (home / "trusted-keys" / "release-ci.pub").write_bytes(keys.public_key.read_bytes())
+    # The CI system's own identity, registered by the demo's administrator: it signs the start.
+    ci = generate_key_pair(tmp_path / "keys", "github-actions", passphrase=b"id passphrase")
+    demo = Demo(home, quiet=True)
+    await asyncio.to_thread(demo.prepare)  # idempotent: the stack is already up
+    if "github-actions" not in load_registry(registry_dir(home)):
+        register(
+            registry_dir(home), "github-actions", "GitHub Actions (finance-trading)",
+            load_public_key(ci.public_key), Admin(ADMIN, demo.identity_keys[ADMIN]),
+            audit_recorder(home), kind="ci",
+        )  # fmt: skip
     checkout = tmp_path / "checkout"
     subprocess.run(["git", "clone", "-q", str(REPO), str(checkout)], check=True, timeout=120)
     head = subprocess.run(
@@ -335,6 +347,8 @@ async def test_github_actions_example_deploys_through_the_stack(
         "github.actor": "octocat",
         "secrets.ZDP_SIGNING_KEY": keys.private_key.read_text(),
         "secrets.ZDP_SIGNING_PASSPHRASE": "ci passphrase",
+        "secrets.ZDP_IDENTITY_KEY": ci.private_key.read_text(),
+        "secrets.ZDP_IDENTITY_PASSPHRASE": "id passphrase",
         "secrets.TEMPORAL_ADDRESS": stack.temporal_address,
         "secrets.TEMPORAL_NAMESPACE": "default",
         "secrets.TEMPORAL_API_KEY": "",
@@ -345,7 +359,6 @@ async def test_github_actions_example_deploys_through_the_stack(
     }
     env = {**clean_env(), "PATH": f"{Path(ZDP).parent}:{os.environ['PATH']}", "ZDP_HOME": str(home)}
     client = await connect(target_host=stack.temporal_address)
-    demo = Demo(home, quiet=True)
     job = asyncio.create_task(
         asyncio.to_thread(
             run_job,
@@ -375,7 +388,7 @@ async def test_github_actions_example_deploys_through_the_stack(
             await demo.approve_when_asked(client, status.deployment_id, ("alice", "bob", "carol"))
         await asyncio.sleep(0.1)
     if not job.done():  # let `zdp deploy --wait` return, so the test fails instead of hanging
-        await deployments.abort(client, workflow_id, "test", "the job took too long")
+        await demo.control(client, workflow_id, "abort", "alice", "the job took too long")
     runs = await asyncio.wait_for(job, 120)
 
     assert [r.name for r in runs] == [
@@ -389,6 +402,10 @@ async def test_github_actions_example_deploys_through_the_stack(
     assert "promoted finance-trading 1.100.0 to staging" in runs[-1].output
     assert "gate_verdict" in runs[-1].output  # progress lines stream into the job log
     assert result["status"]["approvals"][0]["approver"] in ("alice", "bob", "carol")
+    # The start was signed by the CI system's registered key: the initiator is proven.
+    initiator = result["status"]["initiator"]
+    assert initiator["user"] == "github-actions" and initiator["proven"] is True
+    assert initiator["key_fingerprint"] == ci.fingerprint
     assert not (checkout / "pwned").exists()  # the commit message never ran as shell
 
 
