@@ -70,6 +70,8 @@ def cli_env(temporal_env: WorkflowEnvironment, tmp_path: Path) -> dict[str, str]
         TEMPORAL_ADDRESS=temporal_env.client.service_client.config.target_host,
         ZDP_HOME=str(tmp_path / ".zdp"),
         ZDP_USER="ci-bot",
+        # Where the CLI finds its user's signing key: empty unless a test puts one there.
+        ZDP_KEY_DIR=str(tmp_path / "keys"),
         COLUMNS="200",
         # The worker in this process runs with the test engine config; `zdp deploy` checks
         # requests against the same file before it starts anything.

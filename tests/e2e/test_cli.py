@@ -11,10 +11,16 @@ import json
 import signal
 from pathlib import Path
 
+import pytest
+import yaml
+
 from tests.cli_checks import ZDP, one_clear_line, zdp
-from tests.kit import APP, Harness
+from tests.kit import APP, Harness, enrol
+from zdp import deployments
 from zdp.compliance.audit import default_log_path, evidence_dir
 from zdp.compliance.engine_key import engine_public_key_path
+from zdp.config import EnvironmentConfig
+from zdp.signing import generate_key_pair, load_public_key
 
 
 def test_help_lists_every_command() -> None:
@@ -187,6 +193,69 @@ async def test_refused_approval_and_second_deployment_are_one_line_each(
     assert ok.code == 0 and "approved by bob" in ok.out
     status = await zdp("status", f"deploy-{APP}-prod", "--json", env=cli_env)
     assert json.loads(status.out)["approvals"][0]["approver"] == "bob"
+
+
+async def test_in_sox_the_cli_signs_with_the_users_key_and_unsigned_is_refused(
+    cli: Harness,
+    cli_env: dict[str, str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """prod under sox: `zdp deploy` without the initiator's key is refused before starting;
+    with it (found at the default location) the start is signed; `zdp approve --as bob`
+    without bob's key is refused, with it accepted and shown as proven."""
+    registry = tmp_path / "approvers"
+    monkeypatch.setenv("ZDP_APPROVER_REGISTRY", str(registry))  # the worker's registry
+    env = {**cli_env, "ZDP_APPROVER_REGISTRY": str(registry)}  # and the CLI's
+    cli.config.apps[APP].environments["prod"] = EnvironmentConfig(
+        criticality="low", approvers=["alice", "bob"], min_approvals=1,
+        compliance_profiles=["sox"],
+    )  # fmt: skip
+    sox = tmp_path / "sox.yaml"
+    sox.write_text(yaml.safe_dump(cli.config.model_dump(mode="json", exclude_none=True)))
+    release = str(tmp_path / "release.json")
+    keys = tmp_path / "keys"  # $ZDP_KEY_DIR in cli_env
+    for who in ("ci-bot", "bob"):
+        made = generate_key_pair(keys, who)
+        enrol(registry, who, f"{who} (test)", load_public_key(made.public_key), "person")
+
+    unsigned = await zdp(
+        "deploy", APP, "--env", "prod", "--release", release, "--config", str(sox),
+        "--change-ref", "CHG-7", env={**env, "ZDP_KEY_DIR": str(tmp_path / "nowhere")},
+    )  # fmt: skip
+    assert unsigned.code == 2
+    assert one_clear_line(unsigned).startswith(
+        "error: refused before starting: unsigned start by ci-bot refused: identities must be "
+        "proven here (prod is under sox)"
+    )
+    try:
+        running = await deployments.is_running(cli.client, f"deploy-{APP}-prod")
+    except deployments.DeploymentNotFound:
+        running = False
+    assert not running  # nothing started
+
+    who = await zdp("whoami", env=env)
+    assert who.code == 0, who.out + who.err
+    assert "registry: ci-bot is ci-bot (test) (person)" in who.out
+
+    started = await zdp(
+        "deploy", APP, "--env", "prod", "--release", release, "--config", str(sox),
+        "--change-ref", "CHG-7", env=env,
+    )  # fmt: skip
+    assert started.code == 0, started.err
+    handle = cli.client.get_workflow_handle(f"deploy-{APP}-prod")
+    await cli.wait_for(handle, lambda s: s.phase.value == "await_approval")
+    status = json.loads((await zdp("status", handle.id, "--json", env=env)).out)
+    assert status["initiator"]["user"] == "ci-bot" and status["initiator"]["proven"] is True
+
+    typed = await zdp(
+        "approve", handle.id, "--as", "bob", env={**env, "ZDP_KEY_DIR": str(tmp_path / "none")}
+    )
+    assert typed.code == 1
+    assert one_clear_line(typed).startswith("error: unsigned approve by bob refused")
+    ok = await zdp("approve", handle.id, "--as", "bob", env=env)
+    assert ok.code == 0, ok.err
+    assert ok.out.startswith("approved by bob via cli (signed with key sha256:")
 
 
 async def test_worker_drains_and_exits_on_sigterm(cli_env: dict[str, str]) -> None:

@@ -89,17 +89,13 @@ def _signing_key(
     prompt: bool = False,
 ) -> Ed25519PrivateKey | None:
     """The key that signs `user`'s request: --key, else the default location if a key is
-    there; None (the request goes unsigned, said on stderr) when there is none."""
+    there; None when there is none: the request goes unsigned, which is refused, with a
+    pointer to `zdp whoami`, where identities must be proven."""
     from zdp.cli.keys_cmd import signing_key
     from zdp.compliance.identity import default_key_path
 
     path = key or default_key_path(user)
     if key is None and not path.exists():
-        err_console.print(
-            f"note: no key for {user} at {path}: the request is unsigned (refused where "
-            "identities must be proven; see `zdp whoami`)",
-            markup=False,
-        )
         return None
     return signing_key(path, passphrase_env, passphrase_file, prompt)
 
