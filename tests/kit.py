@@ -194,9 +194,7 @@ class Harness:
             and request.initiator in KEYS
             and self.proven_required(request.environment)
         ):
-            for who in KEYS:  # the registry snapshot is taken when the risk is assessed
-                if KINDS.get(who) != "bot":
-                    self.ensure_registered(who)
+            self.ensure_registered(request.initiator)
             request = deployments.sign_start(request, KEYS[request.initiator])
         handle = await deployments.start_deployment(
             self.client, request, task_queue=self.task_queue

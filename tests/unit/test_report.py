@@ -380,6 +380,31 @@ def test_unsigned_approvals_show_no_signature_and_odd_dates_are_not_fatal() -> N
     assert "yesterday-ish (unreadable date and time)" in render_markdown(odd)
 
 
+def test_proven_identities_and_their_channel_show_beside_each_decision() -> None:
+    base = load("promoted")
+    key = "sha256:" + "cd" * 32
+    started = event_after(
+        base, "initiator", "started by ci-bot via cli (signed with key …)", actor="ci-bot",
+        data={"proof": {"user": "ci-bot", "channel": "cli", "proven": True,
+                        "key_fingerprint": key}},
+    )  # fmt: skip
+    attested = TimelineEvent(
+        at=started.at + timedelta(milliseconds=5), phase=Phase.await_approval, kind="decision",
+        message="approved by bob via Slack (…), attested by slack-bot (1 of 1)", actor="bob",
+        data={"proof": {"user": "bob", "channel": "slack", "proven": True,
+                        "attested_by": "slack-bot", "via": {"workspace": "T1", "user": "U2"}}},
+    )  # fmt: skip
+    result = with_events(base, started, attested)
+    rows = section(render_markdown(result), "Approvals").splitlines()
+    (start,) = [r for r in rows if "| ci-bot (signed via cli, key " in r]
+    assert key in start and "| started |" in start
+    (bob,) = [r for r in rows if r.startswith("| ") and "| bob (" in r]
+    assert "bob (via Slack (workspace T1, user U2), attested by slack-bot)" in bob
+    approvals = render_html(result).split('<section id="approvals">')[1].split("</section>")[0]
+    assert "via Slack (workspace T1, user U2), attested by slack-bot" in approvals
+    assert f"signed via cli, key {key}" in approvals
+
+
 # --------------------------------------------------------------------------- odd results
 
 

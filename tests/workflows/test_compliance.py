@@ -63,6 +63,7 @@ async def test_complete_evidence_is_recorded_in_the_timeline(
     harness: Harness, profiles: tuple[str, ...]
 ) -> None:
     _profiles(harness, *profiles)
+    harness.ensure_registered("alice")  # in the registry snapshot the risk report takes
     handle = await harness.start(harness.request("2.0.0", environment="prod"))
     await harness.wait_for(handle, lambda s: s.phase is Phase.await_approval)
     proof = await harness.proof(handle.id, "approve", "alice")

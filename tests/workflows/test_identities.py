@@ -25,6 +25,8 @@ def _sox(harness: Harness) -> None:
         min_approvals=1,
         compliance_profiles=["sox"],
     )
+    for who in ("alice", "bob", "carol"):  # before the risk report takes its snapshot
+        harness.ensure_registered(who)
 
 
 async def _started_by_alice(harness: Harness) -> Any:
@@ -186,3 +188,27 @@ async def test_pause_and_abort_need_their_senders_signature_in_sox(harness: Harn
     assert refused.message.startswith("abort by mallory via api refused: unsigned abort")
     aborted = next(e for e in result.timeline if e.kind == "abort_requested")
     assert aborted.message.startswith("abort requested by carol via cli (signed with key")
+
+
+async def test_a_control_sent_before_identities_are_known_is_judged_once_they_are(
+    kit: Harness,
+) -> None:
+    """An abort that reaches the workflow before its risk report (here: sent before any
+    worker runs) waits for the registry snapshot: unsigned in sox, it is refused and
+    recorded; the deployment goes on to await approval."""
+    _sox(kit)
+    handle = await kit.start(kit.request("2.0.0", environment="prod", initiator="alice"))
+    await deployments.control(kit.client, handle.id, "abort", "mallory", "too early")
+    async with kit.worker():
+        status = await kit.wait_for(handle, lambda s: s.phase is Phase.await_approval)
+        assert status.outcome is None
+        timeline = await deployments.timeline(kit.client, handle.id)
+        refused = [e for e in timeline if e.kind == "decision_refused"]
+        assert [e.data["decision"] for e in refused] == ["abort"]
+        assert refused[0].message.startswith("abort by mallory via api refused: unsigned abort")
+        # Judged after the risk report, which carries the registry snapshot.
+        kinds = [e.kind for e in timeline]
+        assert kinds.index("risk_assessed") < kinds.index("decision_refused")
+        proof = await kit.proof(handle.id, "reject", "bob")
+        await deployments.reject(kit.client, handle.id, "bob", "not now", proof=proof)
+        assert (await asyncio.wait_for(handle.result(), 60)).outcome is Outcome.rejected

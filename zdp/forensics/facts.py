@@ -32,6 +32,7 @@ APPROVAL_KINDS = frozenset(
         "approval_skipped",
         "emergency_override",
         "promote_requested",
+        "initiator",
     }
 )
 INTERVENTION_KINDS = frozenset(
@@ -43,6 +44,7 @@ _ACTIONS = {
     "approval_skipped": "no approval required",
     "emergency_override": "emergency override",
     "promote_requested": "promoted early",
+    "initiator": "started",
 }
 
 
@@ -57,6 +59,9 @@ class Approval:
     reason: str
     signature: str | None  # the §11.50 manifestation, as one line
     key: str | None
+    # How the identity is known: "signed via cli, key sha256:…", "via Slack (workspace …,
+    # user …), attested by slack-bot", "typed via api, not proven"; "" in older records.
+    identity: str = ""
 
 
 @dataclass(frozen=True)
@@ -199,8 +204,35 @@ def _approval(event: TimelineEvent, records: list[ApprovalRecord]) -> Approval:
     reason = as_text(data.get("reason")) if data.get("reason") else event.message
     signature = _signature(data)
     return Approval(
-        event, who, action, reason, signature[0] if signature else None, signature and signature[1]
+        event,
+        who,
+        action,
+        reason,
+        signature[0] if signature else None,
+        signature and signature[1],
+        _identity(data),
     )
+
+
+def _identity(data: Mapping[str, Any]) -> str:
+    """How the actor of a request was known, from its proof (zdp.compliance.identity)."""
+    proof = data.get("proof")
+    if not isinstance(proof, Mapping):
+        return ""
+    channel = as_text(proof.get("channel")) or "?"
+    if not proof.get("proven"):
+        return f"typed via {channel}, not proven"
+    raw = proof.get("via")
+    via: Mapping[str, Any] = raw if isinstance(raw, Mapping) else {}
+    if proof.get("attested_by"):
+        how = ", ".join(f"{k} {as_text(via[k])}" for k in ("workspace", "user") if k in via)
+        where = "Slack" if channel == "slack" else channel
+        return (
+            f"via {where}"
+            + (f" ({how})" if how else "")
+            + (f", attested by {as_text(proof.get('attested_by'))}")
+        )
+    return f"signed via {channel}, key {as_text(proof.get('key_fingerprint'))}"
 
 
 def _signature(data: Mapping[str, Any]) -> tuple[str, str | None] | None:

@@ -177,7 +177,10 @@ def _html_approvals(facts: Facts) -> str:
             key = f'<br><span class="mono">key {escape(a.key)}</span>' if a.key else ""
             signed = Html(f'<span class="signature">{escape(a.signature)}</span>{key}')
         decision = badge(tone, mark + a.action) if tone else a.action
-        rows.append((stamp(a.event.at), a.who or "—", decision, a.reason, signed))
+        who: str | Html = a.who or "—"
+        if a.identity:
+            who = Html(f'{escape(a.who or "—")}<br><span class="mono">{escape(a.identity)}</span>')
+        rows.append((stamp(a.event.at), who, decision, a.reason, signed))
     header = ["Time (UTC)", "Who", "Decision", "Reason", "Signature (21 CFR 11.50)"]
     return required + html_table(header, rows)
 

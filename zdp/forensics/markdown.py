@@ -84,7 +84,13 @@ def _markdown(facts: Facts) -> str:
             _md_table(
                 ["Time (UTC)", "Who", "Decision", "Reason", "Signature (21 CFR 11.50)"],
                 [
-                    (stamp(a.event.at), a.who or "—", a.action, a.reason, _signed_text(a))
+                    (
+                        stamp(a.event.at),
+                        (a.who or "—") + (f" ({a.identity})" if a.identity else ""),
+                        a.action,
+                        a.reason,
+                        _signed_text(a),
+                    )
                     for a in facts.approvals
                 ],
             )
