@@ -28,7 +28,6 @@ from zdp.models import (
     PolicyDecision,
     ProvenActor,
     RiskReport,
-    deployment_id,
 )
 from zdp.platforms.base import Runtime, TrafficRouter
 from zdp.platforms.local_layout import zdp_home
@@ -162,17 +161,17 @@ class RiskActivities:
         only), or the typed name where that is allowed; (None, why) when refused."""
         if request.initiator is None:  # an older workflow that does not send it
             return None, None
-        expected = Expected(
-            action="start",
-            actor=request.initiator,
-            channel=request.channel,
-            deployment_id=deployment_id(request.app, request.environment),
-            run_id="",
-            release_digest=request.manifest.artifact.digest,
-            request_digest=request.request_digest,
+        expected = Expected.start(
+            request.app,
+            request.environment,
+            request.initiator,
+            request.channel,
+            request.manifest.artifact.digest,
+            request.request_digest,
         )
+        at = request.started_at or request.at
         proven, refused = prove(
-            request.initiator_proof, expected, registry, request.at, set(), required, why_required
+            request.initiator_proof, expected, registry, at, set(), required, why_required
         )
         if proven is not None and proven.proven and request.initiator_proof is not None:
             refused = claim_start(

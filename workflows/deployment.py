@@ -196,6 +196,7 @@ class DeploymentWorkflow:
                 requested_steps=self.request.steps,
                 requested_bake_seconds=self.request.bake_seconds,
                 emergency_override=self.request.emergency_override,
+                started_at=workflow.info().start_time,
                 initiator=self.request.initiator,
                 initiator_proof=self.request.proof,
                 channel=self.request.channel,

@@ -584,7 +584,9 @@ class AssessRiskInput(_Model):
     requested_steps: list[int] | None = None
     requested_bake_seconds: float | None = None
     emergency_override: str | None = None
-    # The start's proof, checked by assess_risk against the registry.
+    # The start's proof, checked by assess_risk against the registry, as of when the
+    # deployment started (a worker that was down does not make a good start stale).
+    started_at: datetime | None = None
     initiator: str | None = None
     initiator_proof: ApprovalSignature | None = None
     channel: str = "api"

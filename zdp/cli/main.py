@@ -165,14 +165,13 @@ def _prove_start(request: DeploymentRequest, config: EngineConfig) -> None:
     )
     if not required and request.proof is None:
         return
-    expected = Expected(
-        action="start",
-        actor=request.initiator,
-        channel=request.channel,
-        deployment_id=deployment_id(request.app, request.environment),
-        run_id="",
-        release_digest=claimed_manifest(request.release).artifact.digest,
-        request_digest=request_digest(request),
+    expected = Expected.start(
+        request.app,
+        request.environment,
+        request.initiator,
+        request.channel,
+        claimed_manifest(request.release).artifact.digest,
+        request_digest(request),
     )
     _, refusal = prove(
         request.proof,

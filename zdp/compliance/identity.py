@@ -40,6 +40,7 @@ from zdp.models import (
     ProvenActor,
     RequestAction,
     SignedRequest,
+    deployment_id,
 )
 
 # Environments with these profiles, and every environment called "production", refuse
@@ -47,6 +48,8 @@ from zdp.models import (
 PROVEN_PROFILES = APPROVAL_PROFILES
 PRODUCTION = "production"
 KEY_DIR_ENV = "ZDP_KEY_DIR"
+# Channels that authenticate people their own way, for which a registered bot may attest.
+ATTESTING_CHANNELS = frozenset({"slack"})
 
 
 def identities_required(environment: str, profiles: list[str], opted_in: bool = False) -> bool:
@@ -109,6 +112,27 @@ class Expected:
     release_digest: str
     request_digest: str | None = None  # a start only
 
+    @classmethod
+    def start(
+        cls,
+        app: str,
+        environment: str,
+        initiator: str,
+        channel: str,
+        release_digest: str,
+        digest_of_request: str | None,
+    ) -> Expected:
+        """A start: no run exists yet, so it binds the digest of the whole request."""
+        return cls(
+            action="start",
+            actor=initiator,
+            channel=channel,
+            deployment_id=deployment_id(app, environment),
+            run_id="",
+            release_digest=release_digest,
+            request_digest=digest_of_request,
+        )
+
 
 def prove(
     proof: ApprovalSignature | None,
@@ -146,6 +170,11 @@ def prove(
     if claimed.attested_by is not None:
         if identity.kind != "bot":
             return None, f"{signer} is not a registered bot and cannot attest for others"
+        if claimed.channel not in ATTESTING_CHANNELS:
+            return None, (
+                f"a bot attests only for a channel that authenticates people itself "
+                f"({', '.join(sorted(ATTESTING_CHANNELS))}), not {claimed.channel}"
+            )
         if claimed.actor not in registry:
             return None, f"{claimed.actor} is not a registered identity"
     body, problem = verified_body(proof, identity, signer)

@@ -8,8 +8,8 @@ Part 11 approvers have always used). Each file carries an administrator's signat
   holds no administrator. A second self-signed entry is refused.
 - every later identity, administrators included, is signed by a registered administrator.
 - removing an identity is also an administrator's signed decision; an administrator who
-  registered others cannot be removed before those are re-registered by someone else (their
-  registrations would no longer verify).
+  registered others cannot be removed before those are removed (and, if they stay, registered
+  again by another administrator): their registrations would no longer verify.
 
 `load_registry` verifies every file and refuses the whole registry, naming the file, if one
 does not verify: a registry that cannot be trusted stops the action, it never checks less.
@@ -302,8 +302,9 @@ def remove(
     dependants = sorted(u for u, i in registry.items() if u != user and _registrar(i) == user)
     if dependants:
         raise ZdpError(
-            f"{user} registered {', '.join(dependants)}: have another administrator register "
-            f"them again first, or their registrations would no longer verify"
+            f"{user} registered {', '.join(dependants)}: remove them first (another "
+            "administrator can register them again), or their registrations would no longer "
+            "verify"
         )
     if identity.administrator and not any(
         i.administrator for u, i in registry.items() if u != user
