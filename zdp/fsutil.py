@@ -7,7 +7,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from zdp.errors import ZdpError
+from zdp.errors import ReleaseError, ZdpError
 
 
 def write_file_atomic(
@@ -73,3 +73,17 @@ def rotate_log(path: Path, keep: int = 3) -> None:
         path.replace(path.with_name(f"{path.name}.1"))
     except OSError as err:
         raise ZdpError(f"cannot rotate {path}: {err.strerror}") from None
+
+
+def inside(base: Path, *parts: str) -> Path:
+    """`base/parts…`, proven to stay inside `base` once resolved (no '..', no absolute part,
+    no symlink out); ReleaseError (not retried) naming the escape otherwise. Every path built
+    from release data goes through here."""
+    root = base.resolve()
+    path = root.joinpath(*parts)
+    resolved = path.resolve()
+    if any(not p or Path(p).is_absolute() or p in (".", "..") for p in parts) or (
+        resolved != root and root not in resolved.parents
+    ):
+        raise ReleaseError(f"{'/'.join(parts)!r} would lead outside {root}: refused")
+    return path

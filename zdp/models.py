@@ -19,6 +19,21 @@ TASK_QUEUE = "zdp-deployments"
 DEFAULT_STEPS: tuple[int, ...] = (1, 5, 25, 100)
 
 _NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+# A release version (SemVer, PEP 440 and the like: 2.0.0, 2.0.0-rc.1, 2.0.0+build.5,
+# 2.0.0rc1): it names folders and labels, so it starts with a digit and holds no separator.
+_VERSION = re.compile(r"^[0-9][0-9A-Za-z.+_-]{0,63}$")
+
+
+def check_version(value: str) -> str:
+    """`value` if it is a version that is safe as a path segment; ValueError otherwise."""
+    if not _VERSION.match(value) or ".." in value:
+        raise ValueError(
+            f"version {value[:80]!r} is not a release version: start with a digit, then "
+            "letters, digits, '.', '+', '_' or '-' (at most 64, no '..'), e.g. 2.0.0 or 2.0.0-rc.1"
+        )
+    return value
+
+
 _DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
 
 
@@ -169,6 +184,11 @@ class ReleaseManifest(_Model):
         if not _NAME.match(value):
             raise ValueError("app must be a DNS-style name: lowercase letters, digits and '-'")
         return value
+
+    @field_validator("version")
+    @classmethod
+    def _version_is_safe(cls, value: str) -> str:
+        return check_version(value)
 
 
 class DsseSignature(_Model):

@@ -25,8 +25,8 @@ import httpx
 import pytest
 import pytest_asyncio
 
-from zdp.errors import ConfigError, PlatformError
-from zdp.models import Artifact, ReleaseManifest
+from zdp.errors import ConfigError, PlatformError, ReleaseError
+from zdp.models import Artifact, ChangeMetadata, ReleaseManifest
 from zdp.platforms.artifacts import build_wheel, find_artifact, store_artifact
 from zdp.platforms.base import Runtime
 from zdp.platforms.local import LocalRuntime, running, stop_all
@@ -362,6 +362,28 @@ async def test_bad_releases_are_refused_with_a_reason(
         await runtime.retire(APP.name, "../../etc")
     with pytest.raises(ConfigError, match="not an app name"):
         await runtime.retire("../zdp-testapp", "canary")
+    assert our_app_pids() == []
+
+
+@pytest.mark.parametrize("version", ["../../trusted-keys", "/tmp/elsewhere", ".."])
+async def test_a_path_like_version_never_leaves_the_versions_folder(
+    runtime: LocalRuntime, artifact: Artifact, home: Path, version: str
+) -> None:
+    """The manifest model refuses such a version wherever a release is parsed; a manifest
+    that skipped validation (built in code) is still refused by the runtime before it
+    unpacks anything: nothing is written outside the versions folder."""
+    trusted = home / "trusted-keys"
+    trusted.mkdir(exist_ok=True)
+    (trusted / "release-ci.pub").write_text("the worker's trusted key\n")
+    escaping = ReleaseManifest.model_construct(
+        app=APP.name, version=version, artifact=artifact, config_overrides={},
+        change=ChangeMetadata(), created_at=None, validation=None,
+    )  # fmt: skip
+    with pytest.raises(ReleaseError, match="would lead outside"):
+        await runtime.provision(escaping, "canary")
+    assert [p.name for p in trusted.iterdir()] == ["release-ci.pub"]
+    assert (trusted / "release-ci.pub").read_text() == "the worker's trusted key\n"
+    assert not Path("/tmp/elsewhere").exists()
     assert our_app_pids() == []
 
 

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from zdp.fsutil import rotate_log
+import pytest
+
+from zdp.errors import ReleaseError
+from zdp.fsutil import inside, rotate_log
 
 
 def test_rotate_log_keeps_the_last_logs_and_drops_the_oldest(tmp_path: Path) -> None:
@@ -24,3 +27,14 @@ def test_an_empty_or_missing_log_is_left_alone(tmp_path: Path) -> None:
     log.write_text("")
     rotate_log(log)
     assert log.exists() and not (tmp_path / "worker.log.1").exists()
+
+
+def test_inside_refuses_every_way_out_of_its_base(tmp_path: Path) -> None:
+    base = tmp_path / "versions"
+    base.mkdir()
+    (base / "app").mkdir()
+    (base / "app" / "link").symlink_to(tmp_path)  # a symlink planted inside, pointing out
+    assert inside(base, "app", "2.0.0") == base.resolve() / "app" / "2.0.0"
+    for parts in [("app", ".."), ("..", "x"), ("app", "/etc"), ("app", "link", "x"), ("",)]:
+        with pytest.raises(ReleaseError, match="would lead outside"):
+            inside(base, *parts)

@@ -111,4 +111,3 @@ def test_a_signed_start_is_claimed_by_one_run(tmp_path: Path) -> None:
     assert claim_start(tmp_path, signed, "run-1") is None
     assert claim_start(tmp_path, signed, "run-1") is None  # a retry of the same run
     assert "already used by run run-1" in (claim_start(tmp_path, signed, "run-2") or "")
-

@@ -417,3 +417,25 @@ def test_paths_are_classified_by_kind() -> None:
 def test_first_jira_style_ticket_wins_and_standards_are_not_tickets() -> None:
     assert find_ticket("handle UTF-8 and CVE-2024-1234 (OPS-12, OPS-13)") == "OPS-12"
     assert find_ticket("no ticket here, just a-1 and Pay-2") is None
+
+
+@pytest.mark.parametrize(
+    "version",
+    ["../../trusted-keys", "/etc/zdp", "..", "2.0.0/../../x", "v2", "2.0.0\\..\\x", "", "1" * 65],
+)
+def test_a_version_that_is_not_a_version_is_refused_wherever_a_manifest_is_parsed(
+    version: str,
+) -> None:
+    """A version names a folder of the local runtime (and a label on Kubernetes): one signed
+    with a path in it is refused at verify, as by every other reader of a manifest."""
+    statement = release_statement(manifest())
+    statement["predicate"]["version"] = version
+    with pytest.raises(ReleaseVerificationError, match="version"):
+        verify_envelope(signed_statement(statement), TRUSTED)
+    with pytest.raises(ValueError, match="version"):
+        ReleaseManifest.model_validate({**manifest().model_dump(), "version": version})
+
+
+@pytest.mark.parametrize("version", ["2.0.0", "2.0.0-rc.1", "2.0.0+build.5", "2.0.0rc1", "1.100.0"])
+def test_semver_and_pep_440_versions_are_accepted(version: str) -> None:
+    assert ReleaseManifest.model_validate({**manifest().model_dump(), "version": version})

@@ -19,6 +19,7 @@ import zipfile
 from pathlib import Path
 
 from zdp.errors import PlatformError
+from zdp.fsutil import inside
 from zdp.models import Artifact
 from zdp.platforms.local_layout import LocalApp, artifacts_dir
 
@@ -108,7 +109,7 @@ def find_artifact(artifact: Artifact, home: Path | None = None) -> Path:
         raise PlatformError(f"artifact reference {artifact.reference!r} must be a bare file name")
     expected = artifact.digest.removeprefix("sha256:")
     store = artifacts_dir(home)
-    path = store / expected / name
+    path = inside(store, expected, name)
     if not path.is_file():
         raise PlatformError(
             f"artifact {name} ({artifact.digest}) not in the artifact store {store}: "

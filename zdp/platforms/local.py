@@ -37,7 +37,7 @@ from typing import Any
 import httpx
 
 from zdp.errors import ConfigError, PlatformError
-from zdp.fsutil import write_file_atomic
+from zdp.fsutil import inside, write_file_atomic
 from zdp.models import Deployed, ReleaseManifest
 from zdp.platforms.artifacts import find_artifact, unpack_wheel
 from zdp.platforms.local_layout import (
@@ -95,7 +95,7 @@ class LocalRuntime:
             if running is not None:
                 return running
             wheel = await asyncio.to_thread(find_artifact, release.artifact, self.home)
-            folder = versions_dir(self.home) / app.name / release.version
+            folder = inside(versions_dir(self.home), app.name, release.version)
             await asyncio.to_thread(unpack_wheel, wheel, folder)
             if await _answers(port):
                 raise PlatformError(
