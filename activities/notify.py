@@ -11,7 +11,7 @@ from temporalio import activity
 
 from activities._support import to_application_error
 from zdp.errors import ZdpError
-from zdp.notify import Notification, Notifier, notifier_from_env
+from zdp.notify import Notification, Notifier, NotifyReceipt, notifier_from_env
 
 
 class NotifyActivities:
@@ -27,12 +27,19 @@ class NotifyActivities:
 
     @activity.defn
     async def notify(self, notification: Notification) -> bool:
-        """Send to every configured backend; False when none is configured."""
+        """Send to every configured backend; False when none is configured. (Histories from
+        before `post_notification` call this one.)"""
+        return (await self.post_notification(notification)).delivered
+
+    @activity.defn
+    async def post_notification(self, notification: Notification) -> NotifyReceipt:
+        """Send to every configured backend; the approval messages posted, which the workflow
+        closes when the deployment ends. Not delivered when no notifier is configured."""
         notifier = self.notifier()
         if notifier is None:
-            return False
+            return NotifyReceipt(delivered=False)
         try:
-            await notifier.send(notification)
+            posted = await notifier.send(notification)
         except ZdpError as err:
             raise to_application_error(err) from None
-        return True
+        return NotifyReceipt(delivered=True, messages=list(posted or []))

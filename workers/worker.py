@@ -73,6 +73,7 @@ def activities_for(
     notify = NotifyActivities(notifier)
     return [
         notify.notify,
+        notify.post_notification,
         compliance.record_audit,
         compliance.seal_evidence,
         release.verify_release,

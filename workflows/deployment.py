@@ -55,7 +55,7 @@ with workflow.unsafe.imports_passed_through():
         VerifyReleaseInput,
         WeightsInput,
     )
-    from zdp.notify import Notification, NotificationKind, top_factors
+    from zdp.notify import FINAL_KINDS, MessageRef, Notification, NotificationKind, top_factors
     from zdp.temporal import (
         SA_APP,
         SA_ENVIRONMENT,
@@ -90,6 +90,10 @@ MAX_RECORDED_REFUSALS = 50
 # identity registry with it) is judged as soon as the report is in; histories from before
 # judged it on arrival.
 PROVEN_IDENTITIES = "proven-identities"
+# Notifications name their run and release (approval buttons act on exactly that run), the
+# approval messages posted are kept, and every final outcome (expired and aborted too) closes
+# them; histories from before sent none for expired and aborted and kept no messages.
+MESSAGES_BOUND_TO_RUNS = "messages-bound-to-runs"
 NOTIFY_RETRY = RetryPolicy(initial_interval=timedelta(milliseconds=500), maximum_attempts=3)
 # Evidence must not be lost: the audit and sealing activities retry until they succeed, as
 # compensations do; a failing one shows in the Temporal UI with its cause.
@@ -126,6 +130,8 @@ class DeploymentWorkflow:
         # pause/resume/abort received before identities could be checked: (name, request,
         # release digest and time at arrival).
         self.pending_controls: list[tuple[str, AbortInput, str, datetime]] = []
+        # Approval messages posted (Slack), closed when the deployment ends.
+        self.approval_messages: list[MessageRef] = []
 
     # ------------------------------------------------------------------ the runbook
 
@@ -739,13 +745,15 @@ class DeploymentWorkflow:
         }
         if outcome in final:
             await self._notify(final[outcome], cause=cause)
+        elif outcome in (Outcome.expired, Outcome.aborted) and self.approval_messages:
+            await self._notify("expired" if outcome is Outcome.expired else "aborted", cause=cause)
         if workflow.patched(AUDIT_AND_EVIDENCE):
             await self._audit(checkpoint=True)
             await self._seal_evidence(outcome, cause)
         return DeploymentResult(
             outcome=outcome,
             cause=cause,
-            status=self.state.status(),
+            status=self.state.status(workflow.info().run_id),
             timeline=list(self.state.timeline),
         )
 
@@ -774,14 +782,33 @@ class DeploymentWorkflow:
             cause=cause,
             at=workflow.now(),
         )
+        summary = f"notify: {kind}" + (f" {step}" if step else "")
         try:
-            await workflow.execute_activity_method(
-                NotifyActivities.notify,
+            if not workflow.patched(MESSAGES_BOUND_TO_RUNS):
+                await workflow.execute_activity_method(
+                    NotifyActivities.notify,
+                    notification,
+                    start_to_close_timeout=timedelta(seconds=15),
+                    retry_policy=NOTIFY_RETRY,
+                    summary=summary,
+                )
+                return
+            final = kind in FINAL_KINDS
+            notification = notification.model_copy(
+                update={
+                    "run_id": workflow.info().run_id,
+                    "release_digest": self.state.release_digest() or None,
+                    "close": list(self.approval_messages) if final else [],
+                }
+            )
+            receipt = await workflow.execute_activity_method(
+                NotifyActivities.post_notification,
                 notification,
                 start_to_close_timeout=timedelta(seconds=15),
                 retry_policy=NOTIFY_RETRY,
-                summary=f"notify: {kind}" + (f" {step}" if step else ""),
+                summary=summary,
             )
+            self.approval_messages.extend(receipt.messages)
         except ActivityError as err:
             self.state.record(
                 workflow.now(),
@@ -827,7 +854,7 @@ class DeploymentWorkflow:
                 result=DeploymentResult(
                     outcome=outcome,
                     cause=cause,
-                    status=self.state.status(),
+                    status=self.state.status(workflow.info().run_id),
                     timeline=list(self.state.timeline),
                 ),
                 release=self.request.release,
@@ -1005,7 +1032,7 @@ class DeploymentWorkflow:
     @workflow.query
     def status(self) -> DeploymentStatus:
         """Where the deployment is now."""
-        return self.state.status()
+        return self.state.status(workflow.info().run_id)
 
     @workflow.query
     def timeline(self) -> list[TimelineEvent]:

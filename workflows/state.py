@@ -313,7 +313,7 @@ class DeploymentState:
 
     # -------------------------------------------------------------- views
 
-    def status(self) -> DeploymentStatus:
+    def status(self, run_id: str | None = None) -> DeploymentStatus:
         r = self.request
         return DeploymentStatus(
             deployment_id=deployment_id(r.app, r.environment),
@@ -335,6 +335,7 @@ class DeploymentState:
             signature_required=self.signers is not None,
             identities_required=self.identities_required,
             initiator=self.initiator,
+            run_id=run_id,
             printed_names={u: i.printed_name for u, i in (self.signers or {}).items()},
             audit_anchor=self.audit_anchor,
         )

@@ -118,8 +118,11 @@ def handle_for(client: Client, workflow_id: str) -> WorkflowHandle[Any, Deployme
     return client.get_workflow_handle(workflow_id, result_type=DeploymentResult)
 
 
-async def _update(client: Client, workflow_id: str, name: str, arg: Any) -> str:
-    handle = handle_for(client, workflow_id)
+async def _update(
+    client: Client, workflow_id: str, name: str, arg: Any, run_id: str | None = None
+) -> str:
+    """Send the update to the deployment's current run, or to `run_id` exactly."""
+    handle = client.get_workflow_handle(workflow_id, run_id=run_id, result_type=DeploymentResult)
     try:
         result = await handle.execute_update(name, arg, result_type=str)
     except WorkflowUpdateFailedError as err:
@@ -148,6 +151,28 @@ async def _finished(handle: WorkflowHandle[Any, Any]) -> str | None:
     return outcome or described.status.name.lower()
 
 
+async def run_ended(client: Client, workflow_id: str, run_id: str) -> str | None:
+    """How this run of the deployment ended (its outcome), "unknown" when no such run exists;
+    None while it runs."""
+    handle = client.get_workflow_handle(workflow_id, run_id=run_id)
+    try:
+        await handle.describe()
+    except RPCError as err:
+        if err.status == RPCStatusCode.NOT_FOUND:
+            return "unknown run"
+        raise _rpc_error(err, workflow_id) from None
+    return await _finished(handle)
+
+
+async def run_status(client: Client, workflow_id: str, run_id: str) -> DeploymentStatus:
+    """The status of exactly this run (it must still be running)."""
+    handle = client.get_workflow_handle(workflow_id, run_id=run_id)
+    try:
+        return await handle.query("status", result_type=DeploymentStatus)
+    except RPCError as err:
+        raise _rpc_error(err, workflow_id) from None
+
+
 async def decide(
     client: Client,
     workflow_id: str,
@@ -157,13 +182,15 @@ async def decide(
     signature: ApprovalSignature | None = None,
     channel: Channel = "api",
     proof: ApprovalSignature | None = None,
+    run_id: str | None = None,
 ) -> str:
-    """The `approve` or `reject` update; RequestRefused carries the workflow's reason (a
-    refusal is recorded in the deployment's timeline and audit log)."""
+    """The `approve` or `reject` update (to `run_id` exactly, when given); RequestRefused
+    carries the workflow's reason (a refusal is recorded in the deployment's timeline and
+    audit log)."""
     decision = ApprovalInput(
         approver=approver, reason=reason, signature=signature, channel=channel, proof=proof
     )
-    return await _update(client, workflow_id, kind, decision)
+    return await _update(client, workflow_id, kind, decision, run_id)
 
 
 async def approve(
@@ -174,8 +201,11 @@ async def approve(
     signature: ApprovalSignature | None = None,
     channel: Channel = "api",
     proof: ApprovalSignature | None = None,
+    run_id: str | None = None,
 ) -> str:
-    return await decide(client, workflow_id, "approve", approver, reason, signature, channel, proof)
+    return await decide(
+        client, workflow_id, "approve", approver, reason, signature, channel, proof, run_id
+    )
 
 
 async def reject(
@@ -186,8 +216,11 @@ async def reject(
     signature: ApprovalSignature | None = None,
     channel: Channel = "api",
     proof: ApprovalSignature | None = None,
+    run_id: str | None = None,
 ) -> str:
-    return await decide(client, workflow_id, "reject", approver, reason, signature, channel, proof)
+    return await decide(
+        client, workflow_id, "reject", approver, reason, signature, channel, proof, run_id
+    )
 
 
 async def sign_request(
@@ -200,11 +233,12 @@ async def sign_request(
     *,
     attested_by: str | None = None,
     via: dict[str, str] | None = None,
+    run_id: str | None = None,
 ) -> ApprovalSignature:
     """`actor`'s signed request (or a bot's attestation for `actor`), bound to the running
-    deployment's run id and release digest and dated now: it proves who sent it, and is good
-    for this one request only."""
-    desc = await handle_for(client, workflow_id).describe()
+    deployment's run id (or `run_id`) and release digest and dated now: it proves who sent
+    it, and is good for this one request only."""
+    desc = await client.get_workflow_handle(workflow_id, run_id=run_id).describe()
     run = client.get_workflow_handle(workflow_id, run_id=desc.run_id)
     try:
         current = await run.query("status", result_type=DeploymentStatus)

@@ -574,6 +574,8 @@ class DeploymentStatus(_Model):
     # Proven identities: whether unsigned requests are refused, and who started it.
     identities_required: bool = False
     initiator: ProvenActor | None = None
+    # The Temporal run this status is of: a decision signed or clicked for it acts on it only.
+    run_id: str | None = None
 
 
 class DeploymentResult(_Model):

@@ -28,13 +28,21 @@ from zdp.slack.config import (
     load_slack_config,
     slack_api_url,
 )
-from zdp.slack.messages import approval_message, event_line, top_factors
+from zdp.slack.messages import (
+    approval_message,
+    closed_approval_message,
+    event_line,
+    top_factors,
+)
 
 __all__ = [
+    "FINAL_KINDS",
     "CompositeNotifier",
+    "MessageRef",
     "Notification",
     "NotificationKind",
     "Notifier",
+    "NotifyReceipt",
     "SlackNotifier",
     "WebhookNotifier",
     "notifier_from_env",
@@ -51,7 +59,32 @@ NotificationKind = Literal[
     "blocked",
     "rejected",
     "failed",
+    "expired",
+    "aborted",
 ]
+# The kinds that end a deployment: its approval messages lose their buttons.
+FINAL_KINDS = frozenset({"rolled_back", "promoted", "blocked", "rejected", "failed", "expired",
+                         "aborted"})  # fmt: skip
+
+
+class MessageRef(BaseModel):
+    """A message a notifier posted (Slack: channel and ts), so it can be updated later."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    channel: str
+    ts: str
+
+
+class NotifyReceipt(BaseModel):
+    """What the notify activity did: whether any notifier is configured, and the approval
+    messages it posted (the workflow keeps them, and closes them when the deployment ends)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    delivered: bool
+    messages: list[MessageRef] = Field(default_factory=list)
+
 
 WEBHOOK_URL_ENV_VAR = "ZDP_NOTIFY_WEBHOOK_URL"
 WEBHOOK_SECRET_ENV_VAR = "ZDP_NOTIFY_WEBHOOK_SECRET"
@@ -80,10 +113,18 @@ class Notification(BaseModel):
     step: str | None = None
     cause: str | None = None
     at: AwareDatetime
+    # The run and release the notification is about: approval buttons carry them, so a click
+    # acts on exactly this run of this release or is refused.
+    run_id: str | None = None
+    release_digest: str | None = None
+    # On a final notification: the approval messages to close (their buttons removed).
+    close: list[MessageRef] = Field(default_factory=list)
 
 
 class Notifier(Protocol):
-    async def send(self, n: Notification) -> None: ...
+    async def send(self, n: Notification) -> list[MessageRef]:
+        """Deliver `n`; the messages posted that may be updated later (none for a webhook)."""
+        ...
 
 
 def webhook_signature(secret: bytes, body: bytes) -> str:
@@ -98,7 +139,7 @@ class WebhookNotifier:
         self.url = url
         self.secret = secret
 
-    async def send(self, n: Notification) -> None:
+    async def send(self, n: Notification) -> list[MessageRef]:
         body = n.model_dump_json().encode()
         headers = {"Content-Type": "application/json"}
         if self.secret:
@@ -112,6 +153,7 @@ class WebhookNotifier:
             raise ZdpError(
                 f"webhook {self.url} answered {response.status_code}: {response.text[:200]}"
             )
+        return []
 
 
 class SlackNotifier:
@@ -124,7 +166,7 @@ class SlackNotifier:
         base = api_url if api_url.endswith("/") else api_url + "/"
         self.client = AsyncWebClient(token=token, base_url=base)
 
-    async def send(self, n: Notification) -> None:
+    async def send(self, n: Notification) -> list[MessageRef]:
         channel = self.channels.get(n.app)
         if channel is None:
             raise ZdpError(
@@ -135,7 +177,9 @@ class SlackNotifier:
         else:
             text, blocks = event_line(n), None
         try:
-            await self.client.chat_postMessage(channel=channel, text=text, blocks=blocks)
+            if n.kind in FINAL_KINDS:
+                await self._close(n)
+            posted = await self.client.chat_postMessage(channel=channel, text=text, blocks=blocks)
         except SlackApiError as err:
             raise ZdpError(
                 f"Slack refused the message to {channel}: {err.response.get('error', err)}"
@@ -144,6 +188,18 @@ class SlackNotifier:
             raise ZdpError(
                 f"Slack API at {self.client.base_url} unreachable: {err or type(err).__name__}"
             ) from None
+        if n.kind != "awaiting_approval":
+            return []
+        return [MessageRef(channel=str(posted.get("channel") or channel), ts=str(posted["ts"]))]
+
+    async def _close(self, n: Notification) -> None:
+        """The deployment ended: its approval messages lose their buttons and say how it
+        ended, so nobody clicks on a decision that no longer exists."""
+        text, blocks = closed_approval_message(n)
+        for message in n.close:
+            await self.client.chat_update(
+                channel=message.channel, ts=message.ts, text=text, blocks=blocks
+            )
 
 
 class CompositeNotifier:
@@ -152,20 +208,24 @@ class CompositeNotifier:
     def __init__(self, notifiers: Sequence[Notifier]) -> None:
         self.notifiers = list(notifiers)
 
-    async def send(self, n: Notification) -> None:
+    async def send(self, n: Notification) -> list[MessageRef]:
         results = await asyncio.gather(
             *(notifier.send(n) for notifier in self.notifiers), return_exceptions=True
         )
         failures: list[str] = []
+        posted: list[MessageRef] = []
         for notifier, result in zip(self.notifiers, results, strict=True):
             if isinstance(result, Exception):
                 failures.append(f"{type(notifier).__name__}: {result}")
             elif isinstance(result, BaseException):  # cancelled: not a failure to report
                 raise result
+            else:
+                posted.extend(result)
         if failures:
             raise ZdpError(
                 f"{len(failures)} of {len(self.notifiers)} notifiers failed: " + "; ".join(failures)
             )
+        return posted
 
 
 def notifier_from_env() -> Notifier | None:

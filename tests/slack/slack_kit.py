@@ -93,9 +93,12 @@ class SlackWorld:
     async def post_signed(self, body: bytes, timestamp: int | None = None) -> httpx.Response:
         return await self.send(body, sign(body, timestamp or int(time.time())))
 
-    def click_body(self, message: Posted, action_id: str, who: SlackUser) -> bytes:
-        """A block_actions payload for a click on `action_id` in `message`."""
-        value = next(
+    def click_body(
+        self, message: Posted, action_id: str, who: SlackUser, value: str | None = None
+    ) -> bytes:
+        """A block_actions payload for a click on `action_id` in `message` (carrying `value`
+        instead of the button's, for a hand-made payload)."""
+        value = value or next(
             (
                 element["value"]
                 for block in message.blocks
@@ -144,8 +147,10 @@ class SlackWorld:
         }
         return urlencode({"payload": json.dumps(payload)}).encode()
 
-    async def click(self, message: Posted, action_id: str, who: SlackUser) -> httpx.Response:
-        return await self.post_signed(self.click_body(message, action_id, who))
+    async def click(
+        self, message: Posted, action_id: str, who: SlackUser, value: str | None = None
+    ) -> httpx.Response:
+        return await self.post_signed(self.click_body(message, action_id, who, value))
 
     def command_body(self, text: str, who: SlackUser) -> bytes:
         return urlencode(
@@ -210,6 +215,8 @@ def awaiting_approval(status: DeploymentStatus, initiator: str = "ci-bot") -> No
         allowed_approvers=["alice", "bob", "carol"],
         signature_required=status.signature_required,
         at=datetime.now(UTC),
+        run_id=status.run_id,
+        release_digest=status.release_digest,
     )
 
 

@@ -28,6 +28,7 @@ from tests.slack.slack_kit import (
     MALLORY,
     Posted,
     SlackWorld,
+    awaiting_approval,
     block_text,
     unescape,
 )
@@ -40,7 +41,7 @@ from zdp.models import DeploymentStatus, Outcome, Phase
 from zdp.notify import SlackNotifier
 from zdp.slack import bot as bot_module
 from zdp.slack.config import SlackConfig
-from zdp.slack.messages import APPROVE_ACTION, DECISION_BLOCK, REJECT_ACTION
+from zdp.slack.messages import APPROVE_ACTION, DECISION_BLOCK, REJECT_ACTION, button_value
 
 
 async def _awaiting(harness: Harness, **overrides: Any) -> tuple[Any, DeploymentStatus]:
@@ -218,8 +219,9 @@ async def test_part11_click_cannot_approve_and_shows_the_signing_command(
     message = await slack.post_approval(status)
     assert all(b["type"] != "actions" for b in message.blocks)  # no button to click
 
-    # A click all the same (an older message, a hand-made payload) approves nothing.
-    assert (await slack.click(message, APPROVE_ACTION, ALICE)).status_code == 200
+    # A click all the same (a hand-made payload naming this very run) approves nothing.
+    bound = button_value(awaiting_approval(status))
+    assert (await slack.click(message, APPROVE_ACTION, ALICE, bound)).status_code == 200
 
     update = await slack.update_of(message)
     note = block_text(update.params["blocks"])
@@ -411,3 +413,58 @@ async def test_a_slack_approval_is_refused_when_the_bots_key_is_not_registered(
         e for e in await deployments.timeline(sox.client, handle.id) if e.kind == "decision_refused"
     ]
     assert refused and refused[-1].data["channel"] == "slack"
+
+
+# --------------------------------------------------------------------------- bound to a run
+
+
+async def test_a_stale_message_cannot_approve_the_next_deployment(
+    harness: Harness, slack: SlackWorld
+) -> None:
+    """The message for 2.0.0 outlives its deployment (aborted); a click on it must not approve
+    the next deployment of the same app and environment (6.6.6), which runs under the same
+    deployment id."""
+    first, status = await _awaiting(harness)
+    stale = await slack.post_approval(status)
+    await deployments.abort(harness.client, first.id, "alice", "wrong build")
+    assert (await asyncio.wait_for(first.result(), 60)).outcome is Outcome.aborted
+    second, _ = await _awaiting(harness, release=harness.signer.release("6.6.6"))
+
+    assert (await slack.click(stale, APPROVE_ACTION, BOB)).status_code == 200
+    note = block_text((await slack.update_of(stale)).params["blocks"])
+    assert (
+        "could not approve: this message is for a deployment of deploy-webshop-prod that has "
+        "ended (aborted); nothing was changed" in note
+    )
+    assert DECISION_BLOCK not in _blocks_ids((await slack.update_of(stale)).params["blocks"])
+    await _still_awaiting(harness, second)
+
+    # A hand-made payload naming the running run but another release is refused too.
+    current = await harness.status(second)
+    forged = f"{second.id}|{current.run_id}|sha256:{'ee' * 32}"
+    assert (await slack.click(stale, APPROVE_ACTION, BOB, forged)).status_code == 200
+    note = block_text((await slack.update_of(stale, 2)).params["blocks"])
+    assert f"this message is for release sha256:{'ee' * 32}, not the one this run deploys" in note
+    await _still_awaiting(harness, second)
+
+
+async def test_the_approval_message_loses_its_buttons_when_the_deployment_ends(
+    kit: Harness, slack: SlackWorld
+) -> None:
+    kit.notifier = SlackNotifier(BOT_TOKEN, {APP: CHANNEL}, slack.api.api_url)
+    async with kit.worker():
+        handle = await kit.start(kit.request("2.0.0", environment="prod"))
+        posted = await slack.api.wait_for("chat.postMessage", lambda c: "blocks" in c.params)
+        message = Posted(
+            CHANNEL, posted.answer["ts"], posted.params["text"], posted.params["blocks"]
+        )
+        await deployments.abort(kit.client, handle.id, "alice", "not today")
+        assert (await asyncio.wait_for(handle.result(), 60)).outcome is Outcome.aborted
+
+    closed = await slack.update_of(message)
+    assert DECISION_BLOCK not in _blocks_ids(closed.params["blocks"])
+    assert (
+        "webshop 2.0.0 → prod aborted: aborted by alice: not today; nothing is left to decide"
+        in (block_text(closed.params["blocks"]))
+    )
+    assert closed.params["text"].startswith("Ended: webshop 2.0.0 → prod aborted")

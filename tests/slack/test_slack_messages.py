@@ -32,6 +32,8 @@ def _awaiting(**overrides: Any) -> Notification:
         "approvals_required": 1,
         "allowed_approvers": ["alice", "bob", "carol"],
         "at": AT,
+        "run_id": "0190c1a2-run",
+        "release_digest": "sha256:" + "ab" * 32,
     }
     fields.update(overrides)
     return Notification(**fields)
@@ -67,7 +69,10 @@ async def test_approval_message_shows_who_what_risk_and_buttons(fake_slack: Fake
     (actions,) = [b for b in params["blocks"] if b["type"] == "actions"]
     buttons = {e["action_id"]: e for e in actions["elements"]}
     assert set(buttons) == {APPROVE_ACTION, REJECT_ACTION}
-    assert {b["value"] for b in buttons.values()} == {"deploy-webshop-prod"}
+    # Each button is bound to the run and the release the message is about.
+    assert {b["value"] for b in buttons.values()} == {
+        "deploy-webshop-prod|0190c1a2-run|sha256:" + "ab" * 32
+    }
     assert buttons[APPROVE_ACTION]["style"] == "primary"
     assert buttons[REJECT_ACTION]["style"] == "danger" and "confirm" in buttons[REJECT_ACTION]
 

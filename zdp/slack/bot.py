@@ -37,7 +37,9 @@ from zdp.slack.messages import (
     APPROVE_ACTION,
     REJECT_ACTION,
     USAGE,
+    ButtonTarget,
     escape,
+    parse_button_value,
     signing_command,
     status_text,
     with_note,
@@ -112,6 +114,7 @@ class Attestor:
         actor: str,
         team: str | None,
         user: str | None,
+        run_id: str | None = None,
     ) -> ApprovalSignature:
         return await deployments.sign_request(
             temporal,
@@ -122,6 +125,7 @@ class Attestor:
             self.key,
             attested_by=self.identity,
             via={"workspace": team or "?", "user": user or "?"},
+            run_id=run_id,
         )
 
 
@@ -152,9 +156,18 @@ class ApprovalBot:
         await ack()
         kind = "approve" if action.get("action_id") == APPROVE_ACTION else "reject"
         team, user = clicker(body)
-        workflow_id = str(action.get("value", ""))
-        reply = await self.decide(kind, workflow_id, team, user)
-        log.info("%s %s by Slack user %s/%s: %s", kind, workflow_id, team, user, reply.text)
+        value = str(action.get("value", ""))
+        target = parse_button_value(value)
+        if target is None:
+            reply = Reply(
+                f":no_entry: <@{escape(user or '?')}> could not {kind}: this message does not "
+                "name the run it was posted for (an older zdp posted it), so it cannot act on "
+                "any run; use the newest message or `zdp approve`. Nothing was changed",
+                final=True,
+            )
+        else:
+            reply = await self.decide(kind, target.deployment_id, team, user, target)
+        log.info("%s %s by Slack user %s/%s: %s", kind, value, team, user, reply.text)
         message = body.get("message") or {}
         channel = (body.get("channel") or {}).get("id") or (body.get("container") or {}).get(
             "channel_id"
@@ -175,16 +188,41 @@ class ApprovalBot:
             log.error("chat.update in %s failed: %s", channel, err.response.get("error", err))
 
     async def decide(
-        self, kind: str, workflow_id: str, team: str | None, user: str | None
+        self,
+        kind: str,
+        workflow_id: str,
+        team: str | None,
+        user: str | None,
+        target: ButtonTarget | None = None,
     ) -> Reply:
-        """Approve or reject as the mapped approver; every outcome is a sentence for Slack."""
+        """Approve or reject as the mapped approver, exactly the run and release the message
+        was posted for (`target`); every outcome is a sentence for Slack."""
         who = f"<@{escape(user or '?')}>"
         approver = self.identities.approver_for(team, user)
         if approver is None:
             return Reply(unmapped(team, user, kind))
         actor = f"{who} ({escape(approver)})"
+        run_id = target.run_id if target else None
         try:
-            current = await deployments.status(self.temporal, workflow_id)
+            if target is not None:
+                ended = await deployments.run_ended(self.temporal, workflow_id, target.run_id)
+                if ended is not None:
+                    return Reply(
+                        f":no_entry: {actor} could not {kind}: this message is for a "
+                        f"deployment of {escape(workflow_id)} that has ended ({escape(ended)}); "
+                        "nothing was changed",
+                        final=True,
+                    )
+                current = await deployments.run_status(self.temporal, workflow_id, target.run_id)
+                if current.release_digest != target.release_digest:
+                    return Reply(
+                        f":no_entry: {actor} could not {kind}: this message is for release "
+                        f"{escape(target.release_digest)}, not the one this run deploys; "
+                        "nothing was changed",
+                        final=True,
+                    )
+            else:
+                current = await deployments.status(self.temporal, workflow_id)
             if current.signature_required:
                 command = signing_command(workflow_id, current.environment, approver, kind)
                 return Reply(
@@ -196,7 +234,7 @@ class ApprovalBot:
             if self.attestor is not None:
                 decision: RequestAction = "approve" if kind == "approve" else "reject"
                 proof = await self.attestor.sign(
-                    self.temporal, workflow_id, decision, approver, team, user
+                    self.temporal, workflow_id, decision, approver, team, user, run_id
                 )
             action = deployments.approve if kind == "approve" else deployments.reject
             outcome = await action(
@@ -207,6 +245,7 @@ class ApprovalBot:
                 None if proof else f"via Slack ({team}/{user})",
                 channel="slack",
                 proof=proof,
+                run_id=run_id,
             )
             after = await deployments.status(self.temporal, workflow_id)
         except deployments.RequestRefused as refused:

@@ -6,6 +6,7 @@ reads `&`, `<` and `>` as markup in mrkdwn, so every value from a model is escap
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from zdp.models import DeploymentStatus, RiskAssessment
@@ -19,6 +20,8 @@ DECISION_BLOCK = "zdp_decision"
 # The latest refusal or hint replaces the one before; accepted decisions each keep a block.
 NOTE_BLOCK = "zdp_note"
 DECIDED_BLOCK_PREFIX = "zdp_decided_"
+# Added when the deployment has ended and the message lost its buttons.
+CLOSED_BLOCK = "zdp_closed"
 
 USAGE = "usage: /zdp status|pause|resume|abort deploy-<app>-<env>"
 
@@ -129,9 +132,9 @@ def approval_message(n: Notification) -> tuple[str, list[Block]]:
                 "type": "actions",
                 "block_id": DECISION_BLOCK,
                 "elements": [
-                    _button("Approve", APPROVE_ACTION, n.deployment_id, "primary"),
+                    _button("Approve", APPROVE_ACTION, button_value(n), "primary"),
                     {
-                        **_button("Reject", REJECT_ACTION, n.deployment_id, "danger"),
+                        **_button("Reject", REJECT_ACTION, button_value(n), "danger"),
                         "confirm": {
                             "title": {"type": "plain_text", "text": "Reject this release?"},
                             "text": {
@@ -155,7 +158,44 @@ _EVENT_VERBS = {
     "blocked": "blocked",
     "rejected": "rejected",
     "failed": "failed",
+    "expired": "expired: no decision before the deadline",
+    "aborted": "aborted",
 }
+
+
+def button_value(n: Notification) -> str:
+    """What a button carries: the deployment, the run and the release digest it is for, so a
+    click acts on exactly that run of that release, never on whatever runs under the id now."""
+    return f"{n.deployment_id}|{n.run_id or ''}|{n.release_digest or ''}"
+
+
+@dataclass(frozen=True)
+class ButtonTarget:
+    deployment_id: str
+    run_id: str
+    release_digest: str
+
+
+def parse_button_value(value: str) -> ButtonTarget | None:
+    """The run a button is bound to; None for a value that names no run (a message posted
+    before buttons were bound to runs: it is refused, never applied to the current run)."""
+    parts = value.split("|")
+    if len(parts) != 3 or not all(parts):
+        return None
+    return ButtonTarget(*parts)
+
+
+def closed_approval_message(n: Notification) -> tuple[str, list[Block]]:
+    """The approval message of a deployment that ended: the request as it was, no buttons,
+    and how it ended."""
+    _, blocks = approval_message(n.model_copy(update={"kind": "awaiting_approval"}))
+    kept = [b for b in blocks if b.get("block_id") not in (DECISION_BLOCK, "zdp_signing")]
+    ended = event_line(n)
+    text = f"Ended: {ended}"
+    return text, [
+        *kept,
+        _mrkdwn(f":checkered_flag: {ended}; nothing is left to decide", CLOSED_BLOCK),
+    ]
 
 
 def event_line(n: Notification) -> str:
