@@ -148,6 +148,7 @@ class RiskActivities:
             identities_reason=why_required,
             initiator=initiator,
             initiator_refused=refused,
+            app_env=env.app_env or request.environment,
         )
 
     def initiator(

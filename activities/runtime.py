@@ -19,7 +19,7 @@ class RuntimeActivities:
         """Start the release in its slot and return once it is ready (idempotent)."""
         try:
             return await with_heartbeats(
-                self.runtime.provision(request.manifest, request.slot),
+                self.runtime.provision(request.manifest, request.slot, request.app_env),
                 detail=f"waiting for {request.manifest.version} in {request.slot} to be ready",
             )
         except ZdpError as err:

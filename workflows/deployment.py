@@ -345,7 +345,11 @@ class DeploymentWorkflow:
         new_slot = self.slots["new"]
         deployed: Deployed = await workflow.execute_activity_method(
             RuntimeActivities.provision_version,
-            ProvisionInput(manifest=release.manifest, slot=new_slot),
+            ProvisionInput(
+                manifest=release.manifest,
+                slot=new_slot,
+                app_env=self.report.app_env if self.report else None,
+            ),
             start_to_close_timeout=timedelta(minutes=10),
             heartbeat_timeout=timedelta(seconds=30),
             retry_policy=FORWARD_RETRY,

@@ -173,6 +173,10 @@ class EnvironmentConfig(_Config):
     requires_validation: bool = False
     # Who may sign a release's IQ/OQ/PQ validation document (default: the approvers).
     validation_approvers: list[str] = Field(default_factory=list)
+    # What the runtime passes the app as APP_ENV (which config the app reads, and whether its
+    # demo credentials are accepted): default, the environment's own name. `production` may
+    # not say `local`.
+    app_env: str | None = Field(default=None, pattern=r"^[a-z][a-z0-9-]{0,31}$")
     # Refuse unsigned requests here too (always so under sox, pci-dss, part11 and in
     # production: zdp.compliance.identity).
     require_proven_identities: bool = False
@@ -251,6 +255,12 @@ class AppConfig(_Config):
                 raise ValueError(
                     f"environment '{name}' must be a DNS-style name: lowercase letters, digits, '-'"
                 )
+        production = value.get("production")
+        if production is not None and production.app_env == "local":
+            raise ValueError(
+                "production may not run apps with app_env: local (their demo data and public "
+                "demo credentials); leave app_env out, or name a non-local one"
+            )
         return value
 
     def environment(self, name: str, *, app: str = "this app") -> EnvironmentConfig:

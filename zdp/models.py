@@ -286,6 +286,8 @@ class RiskReport(_Model):
     identities_reason: str = ""
     initiator: ProvenActor | None = None
     initiator_refused: str | None = None
+    # What the runtime passes the app as APP_ENV: the environment's `app_env`, else its name.
+    app_env: str | None = None
 
 
 # --------------------------------------------------------------------------- runtime and health
@@ -619,6 +621,8 @@ class AssessRiskInput(_Model):
 class ProvisionInput(_Model):
     manifest: ReleaseManifest
     slot: str
+    # The target environment as the app reads it (APP_ENV); None in older histories.
+    app_env: str | None = None
 
 
 class RetireInput(_Model):

@@ -87,6 +87,8 @@ def main() -> None:
                     "version": os.environ.get("APP_VERSION"),
                     "slot": os.environ.get("APP_SLOT"),
                     "greeting": os.environ.get("APP_GREETING"),
+                    "app_env": os.environ.get("APP_ENV"),
+                    "api_keys_file": os.environ.get("APP_API_KEYS_FILE"),
                     "file": zdp_testapp.__file__,
                     "pid": os.getpid(),
                     "sys_path": sys.path,
@@ -244,6 +246,29 @@ async def test_provision_runs_the_release_and_its_endpoint_answers(
     assert await runtime.deployed(APP.name, "canary") == deployed
     assert [r["pid"] for r in running(home)] == [info["pid"]]
     assert await runtime.endpoints(APP.name, "stable") == []
+
+
+async def test_the_target_environment_and_its_secrets_reach_the_app(
+    runtime: LocalRuntime, artifact: Artifact, home: Path
+) -> None:
+    """A production deployment starts the app with APP_ENV=production (not local, whose config
+    holds demo data and public demo keys), with that environment's secrets by reference; a
+    release cannot choose its own environment."""
+    secrets = home / "secrets" / APP.name / "production"
+    secrets.mkdir(parents=True)
+    (secrets / "API_KEYS_FILE").write_text("{}\n")
+    (home / "secrets" / APP.name / "staging").mkdir()
+    (home / "secrets" / APP.name / "staging" / "API_KEYS_FILE").write_text("{}\n")
+    await runtime.provision(release(artifact), "canary", app_env="production")
+    info = await get_json(f"http://127.0.0.1:{CANARY_PORT}/info")
+    assert info["app_env"] == "production"
+    assert info["api_keys_file"] == str(secrets / "API_KEYS_FILE")  # not staging's
+    await runtime.retire(APP.name, "canary")
+    await runtime.provision(release(artifact, "2.0.0"), "canary")  # no environment: local
+    info = await get_json(f"http://127.0.0.1:{CANARY_PORT}/info")
+    assert (info["app_env"], info["api_keys_file"]) == ("local", None)
+    with pytest.raises(ConfigError, match="APP_ENV is set by the engine"):
+        await runtime.provision(release(artifact, "3.0.0", ENV="local"), "stable", "production")
 
 
 async def test_the_process_runs_from_the_unpacked_wheel_not_the_working_tree(

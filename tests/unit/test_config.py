@@ -97,6 +97,15 @@ def test_unknown_key_is_rejected_with_its_location(shipped_data: dict[str, Any])
     assert "aprovers: Extra inputs are not permitted" in message
 
 
+def test_production_may_not_run_apps_with_their_local_config(
+    shipped_data: dict[str, Any],
+) -> None:
+    shipped_data["apps"]["finance-trading"]["environments"]["production"]["app_env"] = "local"
+    message = _error(shipped_data)
+    assert message.startswith("apps.yaml: apps.finance-trading.environments: ")
+    assert "production may not run apps with app_env: local" in message
+
+
 def test_validation_error_names_the_setting(shipped_data: dict[str, Any]) -> None:
     shipped_data["apps"]["finance-trading"]["environments"]["production"]["approvers"] = [
         "alice",

@@ -8,21 +8,56 @@ are already applied must succeed and change nothing.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Protocol, runtime_checkable
 
+from zdp.errors import ConfigError
 from zdp.models import Deployed, ProbeResult, ReleaseManifest
 
 CANARY_SLOTS = ("stable", "canary")
 BLUE_GREEN_SLOTS = ("blue", "green")
 
 
+_CONFIG_KEY = re.compile(r"^[A-Za-z0-9_]+$")
+# Set by the engine, never by a release: a release cannot choose its own environment.
+ENGINE_KEYS = frozenset({"ENV", "VERSION", "SLOT"})
+DEFAULT_APP_ENV = "local"
+
+
+def release_environment(
+    release: ReleaseManifest, slot: str, app_env: str | None = None
+) -> dict[str, str]:
+    """The APP_* variables a version starts with: the release's config overrides, then what
+    the engine sets: APP_ENV (the target environment's, `local` when none is given),
+    APP_VERSION and APP_SLOT. An override of those, or a key that is not a name, is refused."""
+    env: dict[str, str] = {}
+    for key, value in release.config_overrides.items():
+        if not _CONFIG_KEY.match(key):
+            raise ConfigError(
+                f"config override key {key!r} of {release.app} {release.version} is not a "
+                "valid name: use letters, digits and '_' only"
+            )
+        if key.upper() in ENGINE_KEYS:
+            raise ConfigError(
+                f"config override {key} of {release.app} {release.version} is refused: "
+                f"APP_{key.upper()} is set by the engine (the target environment, the version "
+                "and the slot), never by a release"
+            )
+        env[f"APP_{key.upper()}"] = value
+    env.update(APP_ENV=app_env or DEFAULT_APP_ENV, APP_VERSION=release.version, APP_SLOT=slot)
+    return env
+
+
 @runtime_checkable
 class Runtime(Protocol):
     """Starts and stops app versions, one version per (app, slot)."""
 
-    async def provision(self, release: ReleaseManifest, slot: str) -> Deployed:
-        """Start `release` in `slot` and return once it is ready to take traffic."""
+    async def provision(
+        self, release: ReleaseManifest, slot: str, app_env: str | None = None
+    ) -> Deployed:
+        """Start `release` in `slot` for the target environment `app_env` (what the app reads
+        as APP_ENV; `local` when none is given) and return once it is ready for traffic."""
         ...
 
     async def retire(self, app: str, slot: str) -> None:

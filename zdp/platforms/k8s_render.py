@@ -23,6 +23,7 @@ import yaml
 
 from zdp.errors import ConfigError, PlatformError, ReleaseError
 from zdp.models import ReleaseManifest
+from zdp.platforms.base import release_environment
 
 SLOTS = ("stable", "canary", "blue", "green")
 LABEL_APP = "app"
@@ -33,7 +34,6 @@ ANNOTATION_DIGEST = "zdp.io/digest"
 MANAGED_BY = {"app.kubernetes.io/managed-by": "zdp"}
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"  # set on EndpointSlices by Kubernetes
 
-_CONFIG_KEY = re.compile(r"^[A-Za-z0-9_]+$")
 _LABEL_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 _DNS_LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 
@@ -115,7 +115,11 @@ def load_deployment_template(app: str, folder: Path) -> dict[str, Any]:
 
 
 def render_deployment(
-    template: dict[str, Any], release: ReleaseManifest, slot: str, namespace: str
+    template: dict[str, Any],
+    release: ReleaseManifest,
+    slot: str,
+    namespace: str,
+    app_env: str | None = None,
 ) -> dict[str, Any]:
     """The Deployment of `release` in `slot`, as zdp applies it."""
     image = pinned_image(release)
@@ -143,7 +147,7 @@ def render_deployment(
     pod_metadata["labels"] = {**(pod_metadata.get("labels") or {}), **labels}
     container = app_container(deployment, app)
     container["image"] = image
-    ours = _environment(release, slot)
+    ours = _environment(release, slot, app_env)
     kept = [e for e in container.get("env") or [] if e.get("name") not in ours]
     container["env"] = kept + [{"name": key, "value": value} for key, value in ours.items()]
     return deployment
@@ -188,16 +192,10 @@ def app_container(deployment: dict[str, Any], app: str) -> dict[str, Any]:
     return chosen
 
 
-def _environment(release: ReleaseManifest, slot: str) -> dict[str, str]:
-    env: dict[str, str] = {}
-    for key, value in release.config_overrides.items():
-        if not _CONFIG_KEY.match(key):
-            raise ConfigError(
-                f"config override key {key!r} of {release.app} {release.version} is not a "
-                "valid name: use letters, digits and '_' only"
-            )
-        env[f"APP_{key.upper()}"] = value
-    env.update(APP_VERSION=release.version, APP_SLOT=slot)
+def _environment(release: ReleaseManifest, slot: str, app_env: str | None) -> dict[str, str]:
+    env = release_environment(release, slot, app_env)
+    if app_env is None:  # the template's APP_ENV (its overlay's environment) stands
+        del env["APP_ENV"]
     return env
 
 

@@ -71,13 +71,15 @@ class KubernetesRuntime:
 
     # ------------------------------------------------------------------ the Runtime protocol
 
-    async def provision(self, release: ReleaseManifest, slot: str) -> Deployed:
+    async def provision(
+        self, release: ReleaseManifest, slot: str, app_env: str | None = None
+    ) -> Deployed:
         pinned_image(release)  # a tag-only image is refused before anything else happens
         name = slot_name(release.app, slot)
         folder = self.settings.templates_dir()
         template = await asyncio.to_thread(load_deployment_template, release.app, folder)
         namespace = self.settings.namespace
-        deployment = render_deployment(template, release, slot, namespace)
+        deployment = render_deployment(template, release, slot, namespace, app_env)
         service = render_service(deployment, release, slot, namespace, self.settings.service_port)
         describe = f"{release.app} {release.version} in slot {slot}"
         async with self._slot_lock(release.app, slot):

@@ -40,12 +40,14 @@ from zdp.errors import ConfigError, PlatformError
 from zdp.fsutil import inside, write_file_atomic
 from zdp.models import Deployed, ReleaseManifest
 from zdp.platforms.artifacts import find_artifact, unpack_wheel
+from zdp.platforms.base import release_environment
 from zdp.platforms.local_layout import (
     LOCAL_APPS,
     SLOTS,
     LocalApp,
     data_dir,
     runtime_dir,
+    secrets_dir,
     versions_dir,
 )
 
@@ -76,7 +78,9 @@ class LocalRuntime:
 
     # ------------------------------------------------------------------ the Runtime protocol
 
-    async def provision(self, release: ReleaseManifest, slot: str) -> Deployed:
+    async def provision(
+        self, release: ReleaseManifest, slot: str, app_env: str | None = None
+    ) -> Deployed:
         app = self.apps.get(release.app)
         if app is None:
             raise ConfigError(
@@ -89,7 +93,7 @@ class LocalRuntime:
                 "the local runtime runs wheels only; deploy it to kubernetes or release a wheel"
             )
         port = app.slot_port(slot, self.base)
-        env = self._environment(release, slot)
+        env = self._environment(release, slot, app_env)
         async with self._slot_lock(app.name, slot):
             running = await self._reuse_or_clear(release, slot)
             if running is not None:
@@ -150,8 +154,13 @@ class LocalRuntime:
         await self._await_ready(record, describe=f"{release.app} {release.version} in slot {slot}")
         return _deployed(record)
 
-    def _environment(self, release: ReleaseManifest, slot: str) -> dict[str, str]:
-        """A clean copy of our environment, without PYTHONPATH or APP_* leaking in."""
+    def _environment(
+        self, release: ReleaseManifest, slot: str, app_env: str | None
+    ) -> dict[str, str]:
+        """A clean copy of our environment, without PYTHONPATH or APP_* leaking in; the app's
+        data folder (a default a release may override), the target environment's secrets
+        (files in $ZDP_HOME/secrets/<app>/<APP_ENV>/, each given as APP_<FILE NAME>=<path>),
+        the release's overrides and what the engine sets (APP_ENV, APP_VERSION, APP_SLOT)."""
         env = {
             key: value
             for key, value in os.environ.items()
@@ -160,17 +169,24 @@ class LocalRuntime:
         }
         data = data_dir(release.app, self.home)
         data.mkdir(parents=True, exist_ok=True)
-        # Defaults a release's overrides may change (APP_ENV selects the app's config file).
-        env.update(APP_ENV="local", APP_DATA_DIR=str(data))
-        for key, value in release.config_overrides.items():
-            if not _CONFIG_KEY.match(key):
-                raise ConfigError(
-                    f"config override key {key!r} of {release.app} {release.version} is not "
-                    "a valid name: use letters, digits and '_' only"
-                )
-            env[f"APP_{key.upper()}"] = value
-        env.update(APP_VERSION=release.version, APP_SLOT=slot, PYTHONUNBUFFERED="1")
+        ours = release_environment(release, slot, app_env)
+        env.update(APP_DATA_DIR=str(data))
+        env.update(self._secrets(release.app, ours["APP_ENV"]))
+        env.update(ours)
+        env.update(PYTHONUNBUFFERED="1")
         return env
+
+    def _secrets(self, app: str, app_env: str) -> dict[str, str]:
+        """APP_<NAME>=<path> for each file in the environment's secrets folder: secrets reach
+        an app by reference (a file), never as text in a release."""
+        folder = inside(secrets_dir(self.home), app, app_env)
+        if not folder.is_dir():
+            return {}
+        found: dict[str, str] = {}
+        for path in sorted(folder.iterdir()):
+            if path.is_file() and _CONFIG_KEY.match(path.name):
+                found[f"APP_{path.name.upper()}"] = str(path)
+        return found
 
     def _spawn(
         self,

@@ -91,6 +91,13 @@ def data_dir(app: str, home: Path | None = None) -> Path:
     return (home or zdp_home()) / "data" / app
 
 
+def secrets_dir(home: Path | None = None) -> Path:
+    """Secrets the local runtime gives apps by reference: $ZDP_HOME/secrets/<app>/<APP_ENV>/,
+    one file per secret, named by the variable it is given as (API_KEYS_FILE becomes
+    APP_API_KEYS_FILE=<path>)."""
+    return (home or zdp_home()) / "secrets"
+
+
 def runtime_dir(home: Path | None = None) -> Path:
     """Per-slot process records (pid, port, version): $ZDP_HOME/runtime/<app>/<slot>.json."""
     return (home or zdp_home()) / "runtime"

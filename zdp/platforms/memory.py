@@ -34,6 +34,8 @@ class MemoryState:
     fail_weights: dict[str, int] = field(default_factory=dict)
     provision_delay_seconds: float = 0.0
     operations: list[tuple[str, str, str]] = field(default_factory=list)
+    # The APP_ENV each (app, slot) was last provisioned for.
+    app_envs: dict[tuple[str, str], str] = field(default_factory=dict)
 
     def reset(self) -> None:
         self.deployed.clear()
@@ -45,6 +47,7 @@ class MemoryState:
         self.router_failures = 0
         self.fail_weights.clear()
         self.provision_delay_seconds = 0.0
+        self.app_envs.clear()
         self.operations.clear()
 
     def log(self, op: str, app: str, detail: str) -> None:
@@ -71,7 +74,9 @@ class MemoryRuntime:
     def __init__(self, state: MemoryState = STATE) -> None:
         self.state = state
 
-    async def provision(self, release: ReleaseManifest, slot: str) -> Deployed:
+    async def provision(
+        self, release: ReleaseManifest, slot: str, app_env: str | None = None
+    ) -> Deployed:
         key = (release.app, slot)
         current = self.state.deployed.get(key)
         if current is not None and current.version == release.version:
@@ -91,6 +96,7 @@ class MemoryRuntime:
         )
         self.state.deployed[key] = dep
         self.state.log("provision", release.app, f"{slot}={release.version}")
+        self.state.app_envs[key] = app_env or "local"
         return dep
 
     async def retire(self, app: str, slot: str) -> None:

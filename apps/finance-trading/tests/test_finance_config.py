@@ -45,6 +45,17 @@ def test_staging_and_production_ship_no_key_and_refuse_to_start_without_one(
     assert set(config.api_keys.values()) == {"alice", "bob"}
 
 
+@pytest.mark.parametrize("environment", ["staging", "production"])
+def test_the_public_demo_key_is_refused_outside_local(environment: str) -> None:
+    """Its plaintext is in the README: a staging or production site that accepted it would
+    let anyone trade."""
+    demo = {"APP_API_KEYS": f"{digest(DEMO_KEY)}=demo,{digest(ALICE_KEY)}=alice"}
+    with pytest.raises(ConfigError, match=rf"public demo API key \(ft-demo-local-key\) is for "
+                       rf"APP_ENV=local only, not {environment}: remove sha256 "):  # fmt: skip
+        load_trading_config({"APP_ENV": environment, **demo})
+    assert load_trading_config({"APP_ENV": "local", **demo}).api_keys  # local keeps it
+
+
 def test_production_limits_are_tighter_than_local() -> None:
     local = load_trading_config({}).limits
     production = load_trading_config({"APP_ENV": "production", **TWO_ACCOUNTS}).limits

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
+import yaml
 from pharma_manufacturing.services.credentials import hash_password, password_matches
 from pharma_manufacturing.settings import Settings, SettingsError, config_dir
 
@@ -140,6 +141,27 @@ def test_production_ships_no_users_or_key_and_gets_them_from_files(tmp_path: Pat
         Settings.from_env(
             {**env, "APP_USERS_FILE": str(users_file(tmp_path)), "APP_SEED_DEMO_DATA": "1"}
         )
+
+
+@pytest.mark.parametrize("environment", ["staging", "production"])
+def test_the_public_demo_key_and_demo_users_are_refused_outside_local(
+    tmp_path: Path, environment: str
+) -> None:
+    """local.yaml's signing key and users' passwords are public (README.md): outside local they
+    would let anyone sign batch records."""
+    demo = yaml.safe_load((config_dir() / "local.yaml").read_text())
+    env = {"APP_ENV": environment, "APP_DATABASE_URL": f"sqlite:///{tmp_path}/p.db"}
+    with pytest.raises(SettingsError, match=f"public demo signing key is for APP_ENV=local "
+                       f"only, not {environment}"):  # fmt: skip
+        Settings.from_env(
+            {**env, "APP_SIGNING_KEY": demo["signing_key"],
+             "APP_USERS_FILE": str(users_file(tmp_path))}
+        )  # fmt: skip
+    demo_users = tmp_path / "demo-users.yaml"
+    demo_users.write_text(json.dumps({"users": demo["users"]}))
+    with pytest.raises(SettingsError, match=r"demo users with public passwords \(olivia, quinn, "
+                       rf"sam\) are for APP_ENV=local only, not {environment}"):  # fmt: skip
+        Settings.from_env({**env, "APP_SIGNING_KEY": KEY, "APP_USERS_FILE": str(demo_users)})
 
 
 def test_production_without_secrets_stops_with_one_log_line(

@@ -107,12 +107,27 @@ def load_trading_config(env: Mapping[str, str] | None = None) -> TradingConfig:
         parsed = ConfigFile.model_validate(raw)
     except ValidationError as error:
         raise ConfigError(_explain(error, source, origins)) from None
+    if environment != "local":
+        public = _demo_key_digests() & set(parsed.api_keys)
+        if public:
+            raise ConfigError(
+                f"the public demo API key (ft-demo-local-key) is for APP_ENV=local only, not "
+                f"{environment}: remove sha256 {sorted(public)[0][:12]}… from "
+                f"{origins.get(('api_keys',), str(source))}"
+            )
     if parsed.api_keys_required and not parsed.api_keys:
         raise ConfigError(
             f"no API keys configured for {environment}: set APP_API_KEYS_FILE (a YAML file "
             "{<sha256 hex>: <account>}) or APP_API_KEYS (<sha256 hex>=<account>,...)"
         )
     return TradingConfig(environment, source, parsed.risk, dict(parsed.api_keys))
+
+
+def _demo_key_digests() -> set[str]:
+    """The key digests local.yaml ships (their plaintext is public, in README.md)."""
+    raw = _read_yaml(config_dir() / "local.yaml")
+    keys = raw.get("api_keys")
+    return {str(k) for k in keys} if isinstance(keys, dict) else set()
 
 
 def _read_yaml(path: Path, named: str | None = None) -> dict[str, Any]:

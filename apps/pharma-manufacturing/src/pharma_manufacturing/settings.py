@@ -90,7 +90,34 @@ class Settings:
             )
         if settings.seed_demo_data and name != "local":
             raise SettingsError(f"seed_demo_data is for APP_ENV=local only, not {name}")
+        if name != "local":
+            _refuse_demo_credentials(settings, folder / "local.yaml", name)
         return settings
+
+
+def _refuse_demo_credentials(settings: Settings, local: Path, name: str) -> None:
+    """The signing key and users local.yaml ships are public (README.md): outside
+    APP_ENV=local they would let anyone sign batch records, so start-up stops."""
+    try:
+        demo = yaml.safe_load(local.read_text()) or {}
+    except (OSError, yaml.YAMLError):
+        return  # no demo file shipped beside this config: nothing public to refuse
+    if str(demo.get("signing_key", "")).strip().encode() == settings.signing_key:
+        raise SettingsError(
+            f"the public demo signing key is for APP_ENV=local only, not {name}: set "
+            "APP_SIGNING_KEY_FILE to a key of your own"
+        )
+    hashes = {
+        str(u.get("password_hash")): str(u.get("user_id"))
+        for u in demo.get("users") or []
+        if isinstance(u, dict)
+    }
+    public = sorted(hashes[u.password_hash] for u in settings.users if u.password_hash in hashes)
+    if public:
+        raise SettingsError(
+            f"demo users with public passwords ({', '.join(public)}) are for APP_ENV=local "
+            f"only, not {name}: give your own in APP_USERS_FILE"
+        )
 
 
 def config_dir() -> Path:
