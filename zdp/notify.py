@@ -11,8 +11,10 @@ import asyncio
 import hashlib
 import hmac
 import os
+import re
 from collections.abc import Sequence
 from typing import Literal, Protocol
+from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 import httpx
@@ -127,6 +129,29 @@ class Notifier(Protocol):
         ...
 
 
+_TOKEN_LIKE = re.compile(r"^(?=.*[0-9])[A-Za-z0-9_-]{8,}$|^[A-Za-z0-9_-]{20,}$")
+
+
+def redact_url(url: str) -> str:
+    """`url` as it may be recorded: no user or password, no query, and of the path only its
+    first segment (when it does not look like a token): tokens hide in paths (Slack's
+    /services/T…/B…/<secret>) as often as in queries."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        return "(unparseable URL)"
+    netloc = ("***@" if parts.username or parts.password else "") + host + port
+    segments = [s for s in parts.path.split("/") if s]
+    path = ""
+    if segments:
+        path = "/***" if _TOKEN_LIKE.match(segments[0]) else f"/{segments[0]}"
+        path += "/***" if len(segments) > 1 else ""
+    query = "?***" if parts.query else ""
+    return urlunsplit((parts.scheme, netloc, path, "", "")) + query
+
+
 def webhook_signature(secret: bytes, body: bytes) -> str:
     """The X-Zdp-Signature value: `sha256=` and the hex HMAC-SHA256 of the exact body."""
     return "sha256=" + hmac.new(secret, body, hashlib.sha256).hexdigest()
@@ -148,12 +173,21 @@ class WebhookNotifier:
             async with httpx.AsyncClient(timeout=WEBHOOK_TIMEOUT_SECONDS) as client:
                 response = await client.post(self.url, content=body, headers=headers)
         except httpx.HTTPError as err:
-            raise ZdpError(f"webhook {self.url} unreachable: {err or type(err).__name__}") from None
+            raise ZdpError(
+                f"webhook {redact_url(self.url)} unreachable: {_no_url(err, self.url)}"
+            ) from None
         if not response.is_success:
             raise ZdpError(
-                f"webhook {self.url} answered {response.status_code}: {response.text[:200]}"
+                f"webhook {redact_url(self.url)} answered {response.status_code}: "
+                f"{response.text[:200].replace(self.url, redact_url(self.url))}"
             )
         return []
+
+
+def _no_url(err: Exception, url: str) -> str:
+    """The error's text with the full URL (httpx puts it in some messages) redacted."""
+    text = str(err) or type(err).__name__
+    return text.replace(url, redact_url(url))
 
 
 class SlackNotifier:

@@ -6,9 +6,10 @@ import asyncio
 
 from tests.kit import APP, Harness
 from zdp import deployments
+from zdp.compliance.audit import default_log_path
 from zdp.errors import ZdpError
 from zdp.models import Outcome, Phase
-from zdp.notify import Notification
+from zdp.notify import Notification, WebhookNotifier
 
 
 class Recorder:
@@ -70,3 +71,24 @@ async def test_a_failing_notifier_never_holds_a_deployment_back(kit: Harness) ->
     assert result.outcome is Outcome.promoted
     failed = [e for e in result.timeline if e.kind == "notification_failed"]
     assert failed and "webhook answered HTTP 503" in failed[0].message
+
+
+async def test_a_failed_webhook_leaves_no_token_in_the_records(kit: Harness) -> None:
+    """A webhook URL carries credentials (user:password, a token in the path or the query);
+    when it fails, the timeline, audit log and evidence get it redacted."""
+    secret_url = (
+        "http://hook-user:hook-pass@127.0.0.1:9/services/T0001/B0002/xoxbSecretToken123"
+        "?token=abc123secret"
+    )
+    kit.notifier = WebhookNotifier(secret_url)
+    async with kit.worker():
+        result = await kit.deploy(kit.request("2.0.0"))
+    assert result.outcome is Outcome.promoted
+    failed = [e for e in result.timeline if e.kind == "notification_failed"]
+    assert failed
+    assert "webhook http://***@127.0.0.1:9/services/***?*** unreachable" in failed[0].message
+    recorded = result.model_dump_json()
+    for secret in ("hook-pass", "hook-user", "xoxbSecretToken123", "abc123secret", "B0002"):
+        assert secret not in recorded
+    log = default_log_path(kit.home).read_text()
+    assert "xoxbSecretToken123" not in log and "hook-pass" not in log
