@@ -89,3 +89,9 @@ async def cli(kit: Harness, cli_env: dict[str, str], tmp_path: Path) -> AsyncIte
     (tmp_path / "release.json").write_text(json.dumps(statement["predicate"]))
     async with kit.worker():
         yield kit
+
+
+def flip_first(text: str) -> str:
+    """`text` with its first character changed (always: a signature that already started with
+    the replacement would come back untampered, one time in 64)."""
+    return ("B" if text[0] == "A" else "A") + text[1:]

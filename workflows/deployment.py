@@ -947,14 +947,25 @@ class DeploymentWorkflow:
             request.proof, "promote", request.approver, request.channel, run_id, now
         )
         self.state.use(proven)
+        manifestation = None
+        if self.state.identities is not None:
+            manifestation, _ = self.state.signature_for(
+                request.approver, request.signature, "promote", run_id, now
+            )
+        data: dict[str, Any] = {"proof": proven.model_dump(mode="json")} if proven else {}
+        signed = ""
+        if manifestation is not None:
+            self.state.used_signatures.add(manifestation.signature)
+            data["signature"] = manifestation.model_dump(mode="json")
+            signed = f"; {manifestation.line()}"
         self.state.promote = request
         self.state.record(
             now,
             "promote_requested",
             f"{proven.line() if proven and proven.proven else request.approver} promoted early: "
-            f"{request.reason or 'no reason given'}",
+            f"{request.reason or 'no reason given'}{signed}",
             request.approver,
-            {"proof": proven.model_dump(mode="json")} if proven else None,
+            data or None,
         )
         return "remaining steps skipped; promoting"
 

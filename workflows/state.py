@@ -227,18 +227,29 @@ class DeploymentState:
         self, decision: ApprovalInput, kind: str, run_id: str, now: datetime
     ) -> tuple[SignatureManifestation | None, str | None]:
         """The Part 11 signature on this decision checked against this deployment."""
+        action = "approve" if kind == "approve" else "reject"
+        return self.signature_for(decision.approver, decision.signature, action, run_id, now)
+
+    def signature_for(
+        self,
+        who: str,
+        signature: ApprovalSignature | None,
+        decision: str,
+        run_id: str,
+        now: datetime,
+    ) -> tuple[SignatureManifestation | None, str | None]:
+        """A Part 11 signature by `who` on `decision` (approve, reject, promote)."""
         if self.signers is None:
             return None, None
-        who = decision.approver
         expected = Binding(
             deployment_id=deployment_id(self.request.app, self.request.environment),
             run_id=run_id,
             release_digest=self.manifest.artifact.digest if self.manifest else "",
-            decision="approve" if kind == "approve" else "reject",
+            decision=decision,
             signer=who,
         )
         return verify_approval(
-            decision.signature, self.signers.get(who), expected, now, self.used_signatures
+            signature, self.signers.get(who), expected, now, self.used_signatures
         )
 
     def decide(self, decision: ApprovalInput, kind: str, at: datetime, run_id: str = "") -> str:
@@ -305,11 +316,28 @@ class DeploymentState:
                 f"{request.approver} may not promote {self.request.app} in "
                 f"{self.request.environment}; allowed: {', '.join(allowed) or 'nobody'}"
             )
-        if now is not None:
-            return self.prove(
+        if now is None:
+            return None
+        if self.identities is not None:
+            # Promoting skips the remaining gates: it follows the approval rules (runs from
+            # before proven identities did not check these).
+            if self.signers is not None:
+                refusal = self.signature_for(
+                    request.approver, request.signature, "promote", run_id, now
+                )[1]
+                if refusal is not None:
+                    return refusal
+            proven, refusal = self.prove(
                 request.proof, "promote", request.approver, request.channel, run_id, now
-            )[1]
-        return None
+            )
+            if refusal is not None or proven is None:
+                return refusal
+            if proven.user == self.initiator_user():
+                return f"{proven.user} started this deployment, so someone else must promote it"
+            return None
+        return self.prove(request.proof, "promote", request.approver, request.channel, run_id, now)[
+            1
+        ]
 
     # -------------------------------------------------------------- views
 

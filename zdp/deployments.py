@@ -281,7 +281,7 @@ async def sign_decision(
     client: Client,
     workflow_id: str,
     approver: str,
-    decision: Literal["approve", "reject"],
+    decision: Literal["approve", "reject", "promote"],
     meaning: str,
     key: Ed25519PrivateKey,
 ) -> ApprovalSignature:
@@ -317,13 +317,12 @@ async def promote(
     reason: str | None = None,
     channel: Channel = "api",
     proof: ApprovalSignature | None = None,
+    signature: ApprovalSignature | None = None,
 ) -> str:
-    return await _update(
-        client,
-        workflow_id,
-        "promote",
-        PromoteInput(approver=approver, reason=reason, channel=channel, proof=proof),
+    request = PromoteInput(
+        approver=approver, reason=reason, channel=channel, proof=proof, signature=signature
     )
+    return await _update(client, workflow_id, "promote", request)
 
 
 async def send_signal(client: Client, workflow_id: str, name: str, arg: Any = None) -> None:

@@ -477,7 +477,7 @@ class SignedApproval(_Model):
     deployment_id: str
     run_id: str
     release_digest: str
-    decision: Literal["approve", "reject"]
+    decision: Literal["approve", "reject", "promote"]
     meaning: str = Field(min_length=3, max_length=200)
     signer: str
     printed_name: str
@@ -518,6 +518,9 @@ class PromoteInput(_Model):
     reason: str | None = None
     channel: Channel = "api"
     proof: ApprovalSignature | None = None
+    # Where Part 11 applies: promoting skips the remaining gates, so it is signed like an
+    # approval (decision "promote").
+    signature: ApprovalSignature | None = None
 
 
 class AbortInput(_Model):

@@ -22,7 +22,7 @@ import yaml
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from temporalio.service import RPCError
 
-from tests.cli_checks import one_clear_line, zdp
+from tests.cli_checks import flip_first, one_clear_line, zdp
 from tests.kit import APP, HERE, Harness, part11_prod
 from tests.slack.slack_kit import ALICE, BOB, SlackWorld, sign
 from zdp import deployments
@@ -88,7 +88,7 @@ def bad(cli: Harness, tmp_path: Path) -> Path:
         ReleaseManifest.model_validate(good), Ed25519PrivateKey.generate(), "stranger.dsse.json"
     )
     tampered = json.loads((tmp_path / "release.dsse.json").read_text())
-    tampered["signatures"][0]["sig"] = "A" + tampered["signatures"][0]["sig"][1:]
+    tampered["signatures"][0]["sig"] = flip_first(tampered["signatures"][0]["sig"])
     (tmp_path / "tampered.dsse.json").write_text(json.dumps(tampered))
     # An edited manifest beside the envelope of the release it was made from.
     (tmp_path / "edited").mkdir()

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.cli_checks import ZDP, one_clear_line, zdp
+from tests.cli_checks import ZDP, flip_first, one_clear_line, zdp
 from tests.kit import APP, Harness, enrol
 from zdp import deployments
 from zdp.compliance.audit import default_log_path, evidence_dir
@@ -142,7 +142,7 @@ async def test_tampered_manifest_is_rejected_with_exit_11(
     cli: Harness, cli_env: dict[str, str], tmp_path: Path
 ) -> None:
     envelope = json.loads((tmp_path / "release.dsse.json").read_text())
-    envelope["signatures"][0]["sig"] = "A" + envelope["signatures"][0]["sig"][1:]
+    envelope["signatures"][0]["sig"] = flip_first(envelope["signatures"][0]["sig"])
     (tmp_path / "release.dsse.json").write_text(json.dumps(envelope))
     run = await zdp(
         "deploy", APP, "--env", "dev", "--release", str(tmp_path / "release.json"), "--wait",

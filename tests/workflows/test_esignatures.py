@@ -183,3 +183,38 @@ async def test_too_few_registered_signers_refuses_the_deployment_up_front(
     result = await harness.deploy(request)
     assert result.outcome is Outcome.failed
     assert "needs 3 signed approvals but only 2 of the approvers" in (result.cause or "")
+
+
+async def test_promote_needs_a_part11_signature_where_approvals_do(
+    harness: Harness, keys: dict[str, Ed25519PrivateKey]
+) -> None:
+    _part11(harness)
+    request = harness.request("2.0.0", environment="prod", bake_seconds=30)
+    request.release = harness.signer.validated("2.0.0", "bob", keys["bob"])
+    handle = await harness.start(request)
+    await harness.wait_for(handle, lambda s: s.phase is Phase.await_approval)
+    signature = await deployments.sign_decision(
+        harness.client, handle.id, "alice", "approve", MEANING, keys["alice"]
+    )
+    await deployments.approve(harness.client, handle.id, "alice", None, signature)
+    await harness.wait_for(handle, lambda s: s.weights.get("canary") == 1)
+
+    proof = await deployments.sign_request(
+        harness.client, handle.id, "promote", "bob", "api", keys["bob"]
+    )
+    with pytest.raises(deployments.RequestRefused, match="requires a Part 11 electronic"):
+        await deployments.promote(harness.client, handle.id, "bob", "now", proof=proof)
+    signed = await deployments.sign_decision(
+        harness.client, handle.id, "bob", "promote", "promote release to production now",
+        keys["bob"],
+    )  # fmt: skip
+    proof = await deployments.sign_request(
+        harness.client, handle.id, "promote", "bob", "api", keys["bob"]
+    )
+    await deployments.promote(
+        harness.client, handle.id, "bob", "now", proof=proof, signature=signed
+    )
+    result = await asyncio.wait_for(handle.result(), 60)
+    assert result.outcome is Outcome.promoted
+    promoted = next(e for e in result.timeline if e.kind == "promote_requested")
+    assert "signed by Robert B. Example — promote release to production now —" in promoted.message

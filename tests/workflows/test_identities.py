@@ -212,3 +212,26 @@ async def test_a_control_sent_before_identities_are_known_is_judged_once_they_ar
         proof = await kit.proof(handle.id, "reject", "bob")
         await deployments.reject(kit.client, handle.id, "bob", "not now", proof=proof)
         assert (await asyncio.wait_for(handle.result(), 60)).outcome is Outcome.rejected
+
+
+async def test_promote_follows_the_approval_rules(harness: Harness) -> None:
+    """Promoting skips the remaining gates: the initiator may not do it, whatever they sign."""
+    _sox(harness)
+    request = harness.request("2.0.0", environment="prod", initiator="alice", bake_seconds=30)
+    handle = await harness.start(request)
+    await harness.wait_for(handle, lambda s: s.phase is Phase.await_approval)
+    proof = await harness.proof(handle.id, "approve", "bob")
+    await deployments.approve(harness.client, handle.id, "bob", proof=proof)
+    await harness.wait_for(handle, lambda s: s.weights.get("canary") == 1)
+
+    own = await harness.proof(handle.id, "promote", "alice")
+    with pytest.raises(deployments.RequestRefused) as refused:
+        await deployments.promote(harness.client, handle.id, "alice", "ship it", proof=own)
+    assert str(refused.value) == "alice started this deployment, so someone else must promote it"
+    theirs = await harness.proof(handle.id, "promote", "carol")
+    message = await deployments.promote(harness.client, handle.id, "carol", "ok", proof=theirs)
+    assert message == "remaining steps skipped; promoting"
+    result = await asyncio.wait_for(handle.result(), 60)
+    assert result.outcome is Outcome.promoted
+    promoted = next(e for e in result.timeline if e.kind == "promote_requested")
+    assert promoted.message.startswith("carol via api (signed with key sha256:")

@@ -302,21 +302,33 @@ def _promote_command() -> Callable[..., None]:
         ] = None,
         reason: Annotated[str | None, typer.Option(help="Recorded in the timeline.")] = None,
         key: KeyOption = None,
+        meaning: Annotated[
+            str | None,
+            typer.Option(help='Part 11: what your e-signature means, e.g. "promote now".'),
+        ] = None,
         passphrase_env: PassphraseEnv = None,
         passphrase_file: PassphraseFile = None,
         prompt: Prompt = False,
     ) -> None:
         who = _who(as_)
         signer = _signing_key(who, key, passphrase_env, passphrase_file, prompt)
+        if meaning is not None and signer is None:
+            fail("a Part 11 signature (--meaning) needs your key (--key)", EXIT_USAGE)
 
         async def work() -> str:
             client = await connect()
-            proof = None
+            proof = signature = None
             if signer is not None:
                 proof = await deployments.sign_request(
                     client, deployment, "promote", who, "cli", signer
                 )
-            return str(await deployments.promote(client, deployment, who, reason, "cli", proof))
+                if meaning is not None:
+                    signature = await deployments.sign_decision(
+                        client, deployment, who, "promote", meaning, signer
+                    )
+            return str(
+                await deployments.promote(client, deployment, who, reason, "cli", proof, signature)
+            )
 
         console.print(run(work), markup=False)
 
