@@ -96,10 +96,10 @@ class LoadGenerator:
             try:
                 status = await asyncio.wait_for(pool.get(), self.timeout)
                 ok, what = status < 400, f"HTTP {status}"
+            except TimeoutError:  # before OSError, of which it is a subclass
+                ok, what = False, "timeout"
             except (OSError, asyncio.IncompleteReadError, ValueError) as err:
                 ok, what = False, type(err).__name__
-            except TimeoutError:
-                ok, what = False, "timeout"
             finally:
                 slots.release()
             if ok:
