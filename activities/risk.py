@@ -149,6 +149,7 @@ class RiskActivities:
             initiator=initiator,
             initiator_refused=refused,
             app_env=env.app_env or request.environment,
+            operators=list(env.operators),
         )
 
     def initiator(

@@ -1020,6 +1020,8 @@ class DeploymentWorkflow:
         proven, refusal = self.state.prove(
             who.proof, action, who.actor, who.channel, workflow.info().run_id, at, digest
         )
+        if refusal is None:
+            refusal = self.state.control_refusal(name, proven.user if proven else who.actor)
         if refusal is not None:
             self.state.refused(workflow.now(), name, who.actor, who.channel, refusal)
             return

@@ -69,6 +69,9 @@ class DeploymentState:
     identities_required: bool = False
     identities_reason: str = ""
     initiator: ProvenActor | None = None
+    # Who may pause, resume and abort besides the approvers and the initiator; None: not
+    # checked (histories from before it was).
+    operators: list[str] | None = None
 
     @classmethod
     def start(cls, request: DeploymentRequest) -> DeploymentState:
@@ -106,6 +109,7 @@ class DeploymentState:
         self.identities_required = report.identities_required
         self.identities_reason = report.identities_reason
         self.initiator = report.initiator
+        self.operators = report.operators
 
     def initiator_user(self) -> str:
         """Who started the deployment: the proven identity where there is one."""
@@ -141,6 +145,24 @@ class DeploymentState:
             self.used_signatures,
             self.identities_required,
             self.identities_reason,
+        )
+
+    def control_refusal(self, name: str, who: str) -> str | None:
+        """Why `who` may not pause, resume or abort this deployment: only its approvers, the
+        environment's operators and whoever started it may."""
+        if self.operators is None:
+            return None
+        allowed = [
+            *(self.decision.allowed_approvers if self.decision else []),
+            *self.operators,
+            self.initiator_user(),
+        ]
+        if who in allowed:
+            return None
+        r = self.request
+        return (
+            f"{who} may not {name} {r.app} in {r.environment}: its approvers, operators and "
+            f"initiator may ({', '.join(dict.fromkeys(allowed))})"
         )
 
     def release_digest(self) -> str:

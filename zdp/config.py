@@ -177,6 +177,9 @@ class EnvironmentConfig(_Config):
     # demo credentials are accepted): default, the environment's own name. `production` may
     # not say `local`.
     app_env: str | None = Field(default=None, pattern=r"^[a-z][a-z0-9-]{0,31}$")
+    # Who may pause, resume and abort besides the approvers and the deployment's initiator
+    # (an on-call rota, say).
+    operators: list[str] = Field(default_factory=list)
     # Refuse unsigned requests here too (always so under sox, pci-dss, part11 and in
     # production: zdp.compliance.identity).
     require_proven_identities: bool = False

@@ -288,6 +288,9 @@ class RiskReport(_Model):
     initiator_refused: str | None = None
     # What the runtime passes the app as APP_ENV: the environment's `app_env`, else its name.
     app_env: str | None = None
+    # Who may pause, resume and abort besides the approvers and the initiator (None in older
+    # histories, which did not check it).
+    operators: list[str] | None = None
 
 
 # --------------------------------------------------------------------------- runtime and health

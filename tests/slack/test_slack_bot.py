@@ -240,7 +240,9 @@ async def test_slash_status_pause_resume_abort(harness: Harness, slack: SlackWor
     handle = await harness.start(harness.request("2.0.0", bake_seconds=30))
     await harness.wait_for(handle, lambda s: s.weights.get("canary") == 1)
 
-    status = await slack.command(f"status {handle.id}", MALLORY)  # reading needs no identity
+    stranger = await slack.command(f"status {handle.id}", MALLORY)  # not for the whole workspace
+    assert "Slack user U0666 of team T0001 is not mapped" in stranger
+    status = await slack.command(f"status {handle.id}", ALICE)
     assert f"*{handle.id}*: webshop 2.0.0 → dev (canary)" in status
     assert "phase: shift" in status and "traffic: canary 1%, stable 99%" in status
     assert "risk: " in status and "step: 1 of 4 [1, 5, 25, 100]" in status

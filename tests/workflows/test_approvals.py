@@ -132,6 +132,6 @@ async def test_second_deployment_of_same_app_and_environment_is_refused(
     handle = await _awaiting(harness)
     with pytest.raises(deployments.DeploymentInProgress, match="already in progress"):
         await harness.start(harness.request("3.0.1", environment="prod"))
-    await deployments.abort(harness.client, handle.id, "test")
+    await deployments.abort(harness.client, handle.id, "carol")
     result = await asyncio.wait_for(handle.result(), 30)
     assert result.outcome is Outcome.aborted

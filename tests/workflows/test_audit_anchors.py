@@ -199,7 +199,7 @@ async def test_cutting_a_running_deployments_approval_shows(
     the `approved` entry and its checkpoint line from the log shows."""
     handle = await harness.start(harness.request("2.0.0", environment="prod"))
     status = await harness.wait_for(handle, lambda s: s.phase is Phase.await_approval)
-    await deployments.pause(harness.client, handle.id, "test", "hold after the first step")
+    await deployments.pause(harness.client, handle.id, "carol", "hold after the first step")
     for approver in ("alice", "bob", "carol")[: status.approvals_required]:
         await deployments.approve(harness.client, handle.id, approver, "reviewed")
     await harness.wait_for(handle, lambda s: s.audit_anchor is not None)
@@ -224,4 +224,4 @@ async def test_cutting_a_running_deployments_approval_shows(
     running = [Anchor(a, source, HISTORIES) for source, a in found if handle.id in source]
     with pytest.raises(AuditVerificationError, match=f"first missing entry: entry {cut};"):
         check_anchors(copy, report.entries, running, [public])
-    await deployments.abort(harness.client, handle.id, "test", "done")
+    await deployments.abort(harness.client, handle.id, "carol", "done")

@@ -6,7 +6,7 @@ import asyncio
 
 from tests.kit import APP, Harness
 from zdp import deployments
-from zdp.models import Outcome, Phase
+from zdp.models import AbortInput, Outcome, Phase
 
 
 async def _paused_on_alert(harness: Harness):  # type: ignore[no-untyped-def]
@@ -31,7 +31,7 @@ async def test_stable_failing_as_much_as_canary_pauses_instead_of_rolling_back(
     assert not [e for e in timeline if e.kind == "compensated"]
 
     harness.state.unhealthy_versions.clear()  # the outage elsewhere is over
-    await deployments.send_signal(harness.client, handle.id, "resume")
+    await deployments.send_signal(harness.client, handle.id, "resume", AbortInput(actor="oncall"))
     result = await asyncio.wait_for(handle.result(), 60)
     assert result.outcome is Outcome.promoted
     kinds = [e.kind for e in result.timeline]

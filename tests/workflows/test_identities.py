@@ -235,3 +235,32 @@ async def test_promote_follows_the_approval_rules(harness: Harness) -> None:
     assert result.outcome is Outcome.promoted
     promoted = next(e for e in result.timeline if e.kind == "promote_requested")
     assert promoted.message.startswith("carol via api (signed with key sha256:")
+
+
+async def test_only_approvers_operators_and_the_initiator_steer_a_deployment(
+    harness: Harness,
+) -> None:
+    """Who may pause, resume and abort is decided like who may approve: a registered person
+    who is none of those is refused (and recorded), even with a valid signature."""
+    _sox(harness)
+    harness.config.apps[APP].environments["prod"].operators = ["dave"]
+    harness.ensure_registered("ci-bot")
+    handle = await _started_by_alice(harness)
+    stranger = await harness.proof(handle.id, "pause", "ci-bot")
+    await deployments.control(
+        harness.client, handle.id, "pause", "ci-bot", "why not", proof=stranger
+    )
+    await harness.wait_for(
+        handle,
+        lambda s: s.phase is Phase.await_approval,
+    )
+    timeline = await deployments.timeline(harness.client, handle.id)
+    refused = [e for e in timeline if e.kind == "decision_refused"]
+    assert refused and refused[-1].data["reason"] == (
+        "ci-bot may not pause webshop in prod: its approvers, operators and initiator may "
+        "(alice, bob, carol, dave)"
+    )
+    assert not (await harness.status(handle)).paused
+    own = await harness.proof(handle.id, "abort", "alice")  # the initiator may
+    await deployments.control(harness.client, handle.id, "abort", "alice", "stop", proof=own)
+    assert (await asyncio.wait_for(handle.result(), 60)).outcome is Outcome.aborted

@@ -13,20 +13,20 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from tests.kit import APP, Harness
 from zdp import deployments
-from zdp.models import Outcome, Phase
+from zdp.models import AbortInput, Outcome, Phase
 from zdp.release import sign_manifest
 
 
 async def test_pause_holds_the_current_weight_until_resumed(harness: Harness) -> None:
     handle = await harness.start(harness.request("2.0.0", bake_seconds=0.3))
     await harness.wait_for(handle, lambda s: s.weights.get("canary") == 1)
-    await deployments.send_signal(harness.client, handle.id, "pause")
+    await deployments.send_signal(harness.client, handle.id, "pause", AbortInput(actor="oncall"))
     held = await harness.wait_for(handle, lambda s: s.paused)
     await asyncio.sleep(1.0)  # three bakes' worth: a running deployment would have moved on
     still = await harness.status(handle)
     assert still.paused and still.weights == held.weights and still.step_index == held.step_index
 
-    await deployments.send_signal(harness.client, handle.id, "resume")
+    await deployments.send_signal(harness.client, handle.id, "resume", AbortInput(actor="oncall"))
     result = await asyncio.wait_for(handle.result(), 60)
     assert result.outcome is Outcome.promoted
     kinds = [e.kind for e in result.timeline]

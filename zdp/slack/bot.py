@@ -289,13 +289,15 @@ class ApprovalBot:
     async def run_command(
         self, sub: str, workflow_id: str, team: str | None, user: str | None
     ) -> str:
-        """The answer to `/zdp <sub> <id>`; pause, resume and abort need a mapped identity."""
+        """The answer to `/zdp <sub> <id>`: only for mapped users (status too: a deployment's
+        state is not for anyone in the workspace); the workflow decides who may pause, resume
+        and abort."""
         try:
-            if sub == "status":
-                return status_text(await deployments.status(self.temporal, workflow_id))
             actor = self.identities.approver_for(team, user)
             if actor is None:
                 return unmapped(team, user, sub)
+            if sub == "status":
+                return status_text(await deployments.status(self.temporal, workflow_id))
             name: Literal["pause", "resume", "abort"] = (
                 "abort" if sub == "abort" else "pause" if sub == "pause" else "resume"
             )
