@@ -186,6 +186,11 @@ class SlackWorld:
         call = self.api.of("chat.postMessage")[-1]
         return Posted(CHANNEL, call.answer["ts"], call.params["text"], call.params["blocks"])
 
+    async def approval_posted(self) -> Posted:
+        """The approval message the workflow's notifier posted (waiting for it)."""
+        posted = await self.api.wait_for("chat.postMessage", lambda c: "blocks" in c.params)
+        return Posted(CHANNEL, posted.answer["ts"], posted.params["text"], posted.params["blocks"])
+
     async def update_of(self, message: Posted, count: int = 1) -> Call:
         """The `count`-th chat.update of `message`, waiting for it."""
         await self.api.wait_for(

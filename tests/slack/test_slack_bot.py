@@ -26,7 +26,6 @@ from tests.slack.slack_kit import (
     CHANNEL,
     CI_BOT,
     MALLORY,
-    Posted,
     SlackWorld,
     awaiting_approval,
     block_text,
@@ -95,10 +94,7 @@ async def test_the_workflow_posts_the_message_and_a_click_on_it_approves(
     kit.notifier = SlackNotifier(BOT_TOKEN, {APP: CHANNEL}, slack.api.api_url)
     async with kit.worker():
         handle = await kit.start(kit.request("2.0.0", environment="prod"))
-        posted = await slack.api.wait_for("chat.postMessage", lambda c: "blocks" in c.params)
-        message = Posted(
-            CHANNEL, posted.answer["ts"], posted.params["text"], posted.params["blocks"]
-        )
+        message = await slack.approval_posted()
         assert "*Started by*\nci-bot" in block_text(message.blocks)
         assert (await slack.click(message, APPROVE_ACTION, BOB)).status_code == 200
         result = await asyncio.wait_for(handle.result(), 60)
@@ -456,10 +452,7 @@ async def test_the_approval_message_loses_its_buttons_when_the_deployment_ends(
     kit.notifier = SlackNotifier(BOT_TOKEN, {APP: CHANNEL}, slack.api.api_url)
     async with kit.worker():
         handle = await kit.start(kit.request("2.0.0", environment="prod"))
-        posted = await slack.api.wait_for("chat.postMessage", lambda c: "blocks" in c.params)
-        message = Posted(
-            CHANNEL, posted.answer["ts"], posted.params["text"], posted.params["blocks"]
-        )
+        message = await slack.approval_posted()
         await deployments.abort(kit.client, handle.id, "alice", "not today")
         assert (await asyncio.wait_for(handle.result(), 60)).outcome is Outcome.aborted
 
