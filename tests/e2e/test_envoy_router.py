@@ -327,3 +327,34 @@ def test_envoy_process_start_is_idempotent_and_stop_leaves_no_process(
     assert not Path(f"/proc/{pid}").exists()
     assert not other.pid_path.exists()
     other.stop()  # stopping a stopped Envoy is fine
+
+
+async def _raw_status(port: int, path: str) -> int:
+    """The status Envoy answers a POST of `path` sent byte for byte (no client normalizes it)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(
+            f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            "Content-Length: 2\r\nConnection: close\r\n\r\n{}".encode()
+        )
+        await writer.drain()
+        line = await asyncio.wait_for(reader.readline(), 10)
+        return int(line.split()[1])
+    finally:
+        writer.close()
+
+
+async def test_drills_are_never_routed_through_the_listener(
+    router: EnvoyRouter, upstream: StartUpstream, client: httpx.AsyncClient
+) -> None:
+    """POST /drill/faults breaks an app on purpose: it is for a slot's own port, so the
+    listener users reach answers 404 for it, spelled any way a path can be spelled."""
+    stable = await upstream(("finance-trading", "stable"), "stable")
+    await router.set_weights("finance-trading", {"stable": 100})
+    port = LOCAL_APPS["finance-trading"].listener_port(BASE)
+    assert (await client.get(f"{_listener('finance-trading')}api/x")).text == "stable"
+    before = sum(stable.methods.values())
+    for path in ("/drill/faults", "//drill/faults", "/api/../drill/faults", "/./drill/faults",
+                 "/DRILL/faults", "/%64rill/faults"):  # fmt: skip
+        assert await _raw_status(port, path) == 404, path
+    assert sum(stable.methods.values()) == before  # none of them reached the app

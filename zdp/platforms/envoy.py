@@ -286,7 +286,9 @@ def _splits_of(target: LocalApp, route_config: dict[str, Any]) -> list[dict[str,
     splits: list[dict[str, int]] = []
     for host in route_config.get("virtual_hosts", []):
         for route in host.get("routes", []):
-            action = route.get("route", {})
+            if "route" not in route:  # a direct response (drills are not routed): no split
+                continue
+            action = route["route"]
             if "cluster" in action:
                 split = {clusters.get(action["cluster"], action["cluster"]): 100}
             else:

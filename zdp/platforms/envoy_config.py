@@ -118,6 +118,9 @@ def validate_weights(weights: Mapping[str, object]) -> dict[str, int]:
     return {slot: checked[slot] for slot in SLOTS if slot in checked}
 
 
+DRILL_PREFIX = "/drill/"
+
+
 def route_configuration(app: LocalApp, weights: Mapping[str, int]) -> dict[str, Any]:
     """The app's route file: the RDS resource splitting traffic by `weights` (see module doc)."""
     split = validate_weights(weights)
@@ -149,13 +152,24 @@ def route_configuration(app: LocalApp, weights: Mapping[str, int]) -> dict[str, 
         "route": {**action, "retry_policy": RETRY_POLICY},
     }
     default = {"name": "default", "match": {"prefix": "/"}, "route": action}
+    # Drills (the apps' POST /drill/faults) are run on a slot's own port, never through the
+    # listener users reach: the listener answers 404 for them, whatever the app allows.
+    drills = {
+        "name": "no-drills",
+        "match": {"prefix": DRILL_PREFIX, "case_sensitive": False},
+        "direct_response": {"status": 404, "body": {"inline_string": "not found\n"}},
+    }
     return {
         "resources": [
             {
                 "@type": ROUTE_TYPE,
                 "name": route_config_name(app),
                 "virtual_hosts": [
-                    {"name": app.name, "domains": ["*"], "routes": [idempotent, keyed, default]}
+                    {
+                        "name": app.name,
+                        "domains": ["*"],
+                        "routes": [drills, idempotent, keyed, default],
+                    }
                 ],
             }
         ]
@@ -193,6 +207,10 @@ def listener(app: LocalApp, home: Path, base: int | None = None) -> dict[str, An
         "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
         "stat_prefix": app.name,
         "codec_type": "AUTO",
+        # Paths are normalized before routes match (RFC 3986 dot segments, repeated slashes),
+        # so a route for /drill/ cannot be walked around with /./drill/ or //drill/.
+        "normalize_path": True,
+        "merge_slashes": True,
         "rds": {
             "route_config_name": route_config_name(app),
             "config_source": {

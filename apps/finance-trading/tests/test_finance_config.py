@@ -11,7 +11,7 @@ import pytest
 import yaml
 from finance_kit import ALICE_KEY, DEMO_KEY, TWO_ACCOUNTS, digest, key, order
 from finance_trading import trading_config
-from finance_trading.settings import Settings
+from finance_trading.settings import Settings, SettingsError
 from finance_trading.trading_config import ConfigError, load_trading_config
 
 if TYPE_CHECKING:
@@ -54,6 +54,13 @@ def test_the_public_demo_key_is_refused_outside_local(environment: str) -> None:
                        rf"APP_ENV=local only, not {environment}: remove sha256 "):  # fmt: skip
         load_trading_config({"APP_ENV": environment, **demo})
     assert load_trading_config({"APP_ENV": "local", **demo}).api_keys  # local keeps it
+
+
+def test_the_drill_endpoint_is_refused_in_production() -> None:
+    env = {"APP_ENV": "production", **TWO_ACCOUNTS, "APP_DRILL_ENDPOINT": "1"}
+    with pytest.raises(SettingsError, match="APP_DRILL_ENDPOINT is refused in production"):
+        Settings.from_env(env)
+    assert Settings.from_env({**env, "APP_ENV": "staging"}).drill_endpoint
 
 
 def test_production_limits_are_tighter_than_local() -> None:

@@ -164,6 +164,19 @@ def test_the_public_demo_key_and_demo_users_are_refused_outside_local(
         Settings.from_env({**env, "APP_SIGNING_KEY": KEY, "APP_USERS_FILE": str(demo_users)})
 
 
+def test_the_drill_endpoint_is_refused_in_production(tmp_path: Path) -> None:
+    env = {
+        "APP_ENV": "production",
+        "APP_DATABASE_URL": f"sqlite:///{tmp_path}/p.db",
+        "APP_SIGNING_KEY": KEY,
+        "APP_USERS_FILE": str(users_file(tmp_path)),
+        "APP_DRILL_ENDPOINT": "1",
+    }
+    with pytest.raises(SettingsError, match="APP_DRILL_ENDPOINT is refused in production"):
+        Settings.from_env(env)
+    assert Settings.from_env({**env, "APP_ENV": "staging"}).drill_endpoint
+
+
 def test_production_without_secrets_stops_with_one_log_line(
     app_process: Callable[[dict[str, str]], AppProcess],
 ) -> None:

@@ -62,6 +62,10 @@ class Settings:
             raise SettingsError(
                 f"APP_FAULT_ERROR_RATE must be between 0.0 and 1.0, got {settings.fault_error_rate}"
             )
+        if settings.drill_endpoint and settings.trading.environment == "production":
+            raise SettingsError(
+                "APP_DRILL_ENDPOINT is refused in production: drills break the app on purpose"
+            )
         return settings
 
 

@@ -92,6 +92,10 @@ class Settings:
             raise SettingsError(f"seed_demo_data is for APP_ENV=local only, not {name}")
         if name != "local":
             _refuse_demo_credentials(settings, folder / "local.yaml", name)
+        if settings.drill_endpoint and name == "production":
+            raise SettingsError(
+                "APP_DRILL_ENDPOINT is refused in production: drills break the app on purpose"
+            )
         return settings
 
 
