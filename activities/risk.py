@@ -197,14 +197,19 @@ class RiskActivities:
         profiles = SIGNATURE_PROFILES.intersection(env.compliance_profiles)
         if not profiles:
             return None
-        signers = {u: registry[u] for u in decision.allowed_approvers if u in registry}
+        # Part 11 signers: people registered with a passphrase-encrypted key (§11.200(a)(1)).
+        signers = {
+            u: registry[u]
+            for u in decision.allowed_approvers
+            if u in registry and registry[u].kind == "person" and registry[u].encrypted_key
+        }
         if len(signers) < decision.approvals_required:
             raise ConfigError(
                 f"{', '.join(sorted(profiles))} needs {decision.approvals_required} signed "
                 f"approvals but only {len(signers)} of the approvers "
                 f"({', '.join(decision.allowed_approvers)}) have a registered signing key: "
-                "an administrator registers them with `zdp keys register USER --key FILE "
-                "--printed-name NAME`"
+                "an administrator registers them with `zdp keys register-approver USER --key "
+                "FILE --printed-name NAME` (a passphrase-encrypted key)"
             )
         return signers
 

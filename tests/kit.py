@@ -307,6 +307,7 @@ def enrol(
     printed_name: str,
     public_key: Any,
     kind: str = "person",
+    encrypted_key: bool = True,
 ) -> None:
     """Register `user` in `registry`, signed by TEST_ADMIN (registered first if needed), as
     `zdp keys register` does; not audited (the CLI tests check the audit entry)."""
@@ -315,7 +316,10 @@ def enrol(
             registry, "test-admin", "Test Administrator", TEST_ADMIN.key.public_key(),
             TEST_ADMIN, None, administrator=True,
         )  # fmt: skip
-    register(registry, user, printed_name, public_key, TEST_ADMIN, None, kind=kind)  # type: ignore[arg-type]
+    register(
+        registry, user, printed_name, public_key, TEST_ADMIN, None,
+        kind=kind, encrypted_key=encrypted_key and kind == "person",  # type: ignore[arg-type]
+    )  # fmt: skip
 
 
 def part11_prod(

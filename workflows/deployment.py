@@ -202,7 +202,7 @@ class DeploymentWorkflow:
                 requested_steps=self.request.steps,
                 requested_bake_seconds=self.request.bake_seconds,
                 emergency_override=self.request.emergency_override,
-                started_at=workflow.info().start_time,
+                started_at=workflow.info().workflow_start_time,
                 initiator=self.request.initiator,
                 initiator_proof=self.request.proof,
                 channel=self.request.channel,
@@ -1015,8 +1015,10 @@ class DeploymentWorkflow:
             "resume": self.state.paused,
             "abort": self.state.abort is None and self.state.outcome is None,
         }[name]
-        if not live:
-            return
+        if not live and self.state.identities is None:
+            return  # histories from before proven identities ignored it unchecked
+        if self.state.identities is not None and self._ended() is not None:
+            return  # ended, or a flood of refusals already on the record: nothing recorded
         proven, refusal = self.state.prove(
             who.proof, action, who.actor, who.channel, workflow.info().run_id, at, digest
         )
@@ -1025,7 +1027,9 @@ class DeploymentWorkflow:
         if refusal is not None:
             self.state.refused(workflow.now(), name, who.actor, who.channel, refusal)
             return
-        self.state.use(proven)
+        self.state.use(proven)  # spent even when it changes nothing: never replayable later
+        if not live:
+            return
         actor = proven.line() if proven and proven.proven else who.actor
         data = {**_why(who), **({"proof": proven.model_dump(mode="json")} if proven else {})}
         if name == "pause":
@@ -1093,6 +1097,8 @@ class DeploymentWorkflow:
         return None
 
     def _signal_decision(self, decision: ApprovalInput, kind: str) -> None:
+        if self.state.identities is not None and self._ended() is not None:
+            return  # a flood of refused signals is not recorded past the cap
         refusal = self._decision_refusal(decision, kind)
         if refusal:
             self.state.refused(workflow.now(), kind, decision.approver, "signal", refusal)

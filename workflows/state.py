@@ -202,7 +202,7 @@ class DeploymentState:
             # who signed this decision, not the names typed.
             proven, refusal = self.decision_actor(decision, kind, run_id, now)
             if refusal is not None or proven is None:
-                return refusal
+                return refusal or "the sender could not be proven"
             if proven.user == self.initiator_user():
                 both = proven.proven and self.initiator is not None and self.initiator.proven
                 return f"{proven.user} started this deployment, so someone else must approve it" + (
@@ -353,7 +353,7 @@ class DeploymentState:
                 request.proof, "promote", request.approver, request.channel, run_id, now
             )
             if refusal is not None or proven is None:
-                return refusal
+                return refusal or "the sender could not be proven"
             if proven.user == self.initiator_user():
                 return f"{proven.user} started this deployment, so someone else must promote it"
             return None

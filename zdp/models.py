@@ -406,6 +406,9 @@ class ApproverIdentity(_Model):
     registered_at: datetime
     kind: IdentityKind = "person"
     administrator: bool = False
+    # Registered with proof that the private key is passphrase-encrypted (Part 11's second
+    # identification component): only such people sign Part 11 approvals and validations.
+    encrypted_key: bool = False
     # The administrator's signature over a SignedRegistration of exactly these fields.
     registration: ApprovalSignature | None = None
 
@@ -422,6 +425,7 @@ class SignedRegistration(_Model):
     fingerprint: str
     admin: str
     signed_at: datetime
+    encrypted_key: bool = False
 
 
 RequestAction = Literal["start", "approve", "reject", "promote", "pause", "resume", "abort"]
@@ -507,8 +511,8 @@ class SignatureManifestation(_Model):
 class ApprovalInput(_Model):
     """An approve or reject message, from the CLI, Slack, or a signal-only client."""
 
-    approver: str = Field(min_length=1)
-    reason: str | None = None
+    approver: str = Field(min_length=1, max_length=128)
+    reason: str | None = Field(default=None, max_length=2000)
     # Required where the environment's compliance profile asks for Part 11 signatures.
     signature: ApprovalSignature | None = None
     channel: Channel = "api"
@@ -517,8 +521,8 @@ class ApprovalInput(_Model):
 
 
 class PromoteInput(_Model):
-    approver: str = Field(min_length=1)
-    reason: str | None = None
+    approver: str = Field(min_length=1, max_length=128)
+    reason: str | None = Field(default=None, max_length=2000)
     channel: Channel = "api"
     proof: ApprovalSignature | None = None
     # Where Part 11 applies: promoting skips the remaining gates, so it is signed like an
@@ -529,8 +533,8 @@ class PromoteInput(_Model):
 class AbortInput(_Model):
     """Who pauses, resumes or aborts, and why."""
 
-    actor: str = "operator"
-    reason: str | None = None
+    actor: str = Field(default="operator", min_length=1, max_length=128)
+    reason: str | None = Field(default=None, max_length=2000)
     channel: Channel = "api"
     proof: ApprovalSignature | None = None
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -70,9 +71,10 @@ def test_the_bot_attests_for_a_registered_person_on_slack(
         (BOB, {"signed_at": NOW + timedelta(minutes=3)}, "sign within 15 minutes of sending"),
         (BOB, {"release_digest": "sha256:" + "cd" * 32}, "another release (release_digest"),
         (BOB, {"channel": "cli"}, "another channel (channel differs)"),
+        (BOT, {"attested_by": "slack-bot", "action": "promote"}, "may not attest a promote"),
     ],
     ids=["person attests", "unregistered actor", "wrong key", "stale", "future", "release",
-         "channel"],
+         "channel", "bot promotes"],
 )  # fmt: skip
 def test_what_does_not_prove_the_sender(
     registry: dict[str, ApproverIdentity],
@@ -111,3 +113,19 @@ def test_a_signed_start_is_claimed_by_one_run(tmp_path: Path) -> None:
     assert claim_start(tmp_path, signed, "run-1") is None
     assert claim_start(tmp_path, signed, "run-1") is None  # a retry of the same run
     assert "already used by run run-1" in (claim_start(tmp_path, signed, "run-2") or "")
+
+
+def test_a_signature_spelled_another_way_is_refused(
+    registry: dict[str, ApproverIdentity],
+) -> None:
+    """base64 ignores the unused bits of a signature's last character: a second spelling of a
+    used signature must not pass as a new one."""
+    proof = sign_request(BOB, request(channel="slack"))
+    last = proof.sig[-3]  # 64 bytes: 86 characters and "==", the last 4 bits unused
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+    index = alphabet.index(last)
+    twin = alphabet[index ^ 1]  # same 2 leading bits as far as the bytes go
+    respelled = proof.model_copy(update={"sig": proof.sig[:-3] + twin + proof.sig[-2:]})
+    assert base64.b64decode(respelled.sig) == base64.b64decode(proof.sig)
+    proven, why = prove(respelled, EXPECTED, registry, NOW, {proof.sig}, True, "x")
+    assert proven is None and why == "the signature is not in canonical base64"

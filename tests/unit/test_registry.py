@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import typer
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from typer.testing import CliRunner, Result
 
@@ -18,6 +19,7 @@ from zdp.compliance.audit import default_log_path, verify_log
 from zdp.compliance.engine_key import engine_key
 from zdp.compliance.registry import Admin, RegistryChange, load_registry, register, remove
 from zdp.errors import ConfigError, ZdpError
+from zdp.signing import fingerprint
 
 ROOT = Admin("ada", Ed25519PrivateKey.generate())
 
@@ -168,3 +170,32 @@ def test_the_cli_registers_only_with_an_administrators_key_and_logs_it(
     assert "registry: bob is Bob B. Example (person), key sha256:" in me.stdout
     nobody = run("whoami", env={**env, "ZDP_USER": "zoe"})
     assert nobody.exit_code == 1 and "no key there: requests go unsigned" in nobody.stdout
+
+
+def test_a_file_whose_key_was_swapped_is_refused(tmp_path: Path) -> None:
+    """The administrator signed the fingerprint; a file carrying another public key (under the
+    same fingerprint) would let the other key's holder act as the registered person."""
+    folder = tmp_path / "approvers"
+    bootstrap(folder)
+    register(folder, "bob", "Bob B. Example", Ed25519PrivateKey.generate().public_key(), ROOT,
+             None)  # fmt: skip
+    bob = json.loads((folder / "bob.json").read_text())
+    other = Ed25519PrivateKey.generate().public_key()
+    bob["public_key_pem"] = other.public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    ).decode()
+    (folder / "bob.json").write_text(json.dumps(bob))
+    with pytest.raises(ConfigError, match="bob's public key is not the one the administrator"):
+        load_registry(folder)
+
+
+def test_a_pinned_root_refuses_a_registry_rebuilt_around_another(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = tmp_path / "approvers"
+    bootstrap(folder)
+    monkeypatch.setenv("ZDP_REGISTRY_ROOT", fingerprint(ROOT.key.public_key()))
+    assert "ada" in load_registry(folder)
+    monkeypatch.setenv("ZDP_REGISTRY_ROOT", fingerprint(Ed25519PrivateKey.generate().public_key()))
+    with pytest.raises(ConfigError, match="not the one pinned in ZDP_REGISTRY_ROOT"):
+        load_registry(folder)

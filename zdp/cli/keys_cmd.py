@@ -315,6 +315,7 @@ def _register(
             audit_recorder(),
             kind=kind,  # type: ignore[arg-type]
             administrator=administrator,
+            encrypted_key=key is not None and is_encrypted(key),
         )
     except ZdpError as err:
         fail(str(err), EXIT_USAGE)

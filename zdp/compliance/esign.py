@@ -143,9 +143,17 @@ def verified_body(
     try:
         body = base64.b64decode(signature.payload, validate=True)
         raw_sig = base64.b64decode(signature.sig, validate=True)
+        # One spelling per signature: base64 ignores a last character's unused bits, and a
+        # second spelling of a used signature must not pass as a new one.
+        if base64.b64encode(raw_sig).decode() != signature.sig or (
+            base64.b64encode(body).decode() != signature.payload
+        ):
+            return None, "the signature is not in canonical base64"
         public = serialization.load_pem_public_key(identity.public_key_pem.encode())
         if not isinstance(public, Ed25519PublicKey):
             return None, f"the key registered to {who} is not Ed25519"
+        if fingerprint(public) != identity.fingerprint:  # the file's key was swapped
+            return None, f"the key on file for {who} is not the one registered (fingerprint)"
         public.verify(raw_sig, body)
     except (binascii.Error, ValueError):
         return None, "the signature or its payload is malformed"
@@ -206,6 +214,11 @@ def verify_validation(
     identity = registry.get(who)
     if identity is None:
         return None, f"{who} has no registered signing key (zdp keys register-approver)"
+    if identity.kind != "person" or not identity.encrypted_key:
+        return None, (
+            f"{who} is not registered for Part 11 signatures (a person's passphrase-encrypted "
+            "key: zdp keys register-approver)"
+        )
     verified, problem = verified_body(signature, identity, who)
     if verified is None:
         return None, problem

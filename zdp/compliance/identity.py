@@ -48,8 +48,11 @@ from zdp.models import (
 PROVEN_PROFILES = APPROVAL_PROFILES
 PRODUCTION = "production"
 KEY_DIR_ENV = "ZDP_KEY_DIR"
-# Channels that authenticate people their own way, for which a registered bot may attest.
+# Channels that authenticate people their own way, for which a registered bot may attest,
+# and the requests it may attest (the Slack bot's buttons and /zdp commands; never a start
+# or a promotion).
 ATTESTING_CHANNELS = frozenset({"slack"})
+ATTESTED_ACTIONS = frozenset({"approve", "reject", "pause", "resume", "abort"})
 
 
 def identities_required(environment: str, profiles: list[str], opted_in: bool = False) -> bool:
@@ -175,6 +178,8 @@ def prove(
                 f"a bot attests only for a channel that authenticates people itself "
                 f"({', '.join(sorted(ATTESTING_CHANNELS))}), not {claimed.channel}"
             )
+        if claimed.action not in ATTESTED_ACTIONS:
+            return None, f"a bot may not attest a {claimed.action}: sign it with your own key"
         if claimed.actor not in registry:
             return None, f"{claimed.actor} is not a registered identity"
     body, problem = verified_body(proof, identity, signer)

@@ -45,6 +45,9 @@ from zdp.models import (
 from zdp.signing import fingerprint
 
 REGISTRY_ENV = "ZDP_APPROVER_REGISTRY"
+# Optional: the fingerprint of the registry's first administrator. Set, a registry rebuilt
+# around another root (by someone who can write the folder) is refused.
+ROOT_ENV = "ZDP_REGISTRY_ROOT"
 AUDIT_WORKFLOW_ID = "identity-registry"
 _USER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,127}$")
 
@@ -99,6 +102,7 @@ def _statement(
         fingerprint=identity.fingerprint,
         admin=admin,
         signed_at=at,
+        encrypted_key=identity.encrypted_key,
     )
 
 
@@ -136,6 +140,12 @@ def load_registry(directory: Path) -> dict[str, ApproverIdentity]:
         identities[identity.user] = identity
         paths[identity.user] = path
     roots = [u for u, i in identities.items() if _registrar(i) == u]
+    pinned = os.environ.get(ROOT_ENV, "").strip()
+    if pinned and any(identities[u].fingerprint != pinned for u in roots):
+        raise ConfigError(
+            f"{directory}: the registry's first administrator is not the one pinned in "
+            f"{ROOT_ENV} ({pinned})"
+        )
     if len(roots) > 1:
         raise ConfigError(
             f"{directory}: {len(roots)} self-registered administrators ({', '.join(roots)}); "
@@ -173,6 +183,12 @@ def _registration_problem(
     expected = _statement(identity, "register", statement.admin, statement.signed_at)
     if statement != expected:
         return f"{who}'s file differs from what the administrator signed"
+    try:
+        on_file = serialization.load_pem_public_key(identity.public_key_pem.encode())
+    except ValueError:
+        return f"{who}'s public key is not a PEM key"
+    if not isinstance(on_file, Ed25519PublicKey) or fingerprint(on_file) != identity.fingerprint:
+        return f"{who}'s public key is not the one the administrator registered (fingerprint)"
     admin = identity if statement.admin == who else registry.get(statement.admin)
     if admin is None:
         return f"{who} was registered by {statement.admin}, who is not a registered identity"
@@ -220,6 +236,7 @@ def register(
     *,
     kind: IdentityKind = "person",
     administrator: bool = False,
+    encrypted_key: bool = False,
     now: datetime | None = None,
 ) -> ApproverIdentity:
     """Register `user` under `admin`'s signature: recorded (`record`), then written. The same
@@ -254,6 +271,7 @@ def register(
             registered_at=at,
             kind=kind,
             administrator=administrator,
+            encrypted_key=encrypted_key,
         )
     except ValidationError:
         raise ZdpError("printed name must be 2 to 200 characters") from None
