@@ -16,6 +16,7 @@ grant the engine's role only SELECT and INSERT: the engine then runs no DDL.
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 from collections.abc import Callable, Generator, Iterator, Sequence
 from datetime import UTC, datetime
@@ -23,7 +24,7 @@ from typing import Any, TypeVar
 
 import psycopg
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from psycopg.conninfo import conninfo_to_dict
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from zdp.compliance.audit_format import (
     AppendResult,
@@ -331,9 +332,26 @@ class PostgresAuditLog:
 # connect, stream_rows, database_label and one_line serve audit_pg_verify too.
 
 
+AUDIT_DATABASE_CA_ENV = "ZDP_AUDIT_DATABASE_CA"
+
+
 def connect(url: str) -> Connection:
     """An autocommit connection: each unit of work opens its own transaction block."""
-    return psycopg.connect(_libpq_url(url), autocommit=True, connect_timeout=_CONNECT_TIMEOUT_S)
+    conninfo = make_conninfo(_libpq_url(url), **tls_options(url))
+    return psycopg.connect(conninfo, autocommit=True, connect_timeout=_CONNECT_TIMEOUT_S)
+
+
+def tls_options(url: str) -> dict[str, str]:
+    """With a CA configured (ZDP_AUDIT_DATABASE_CA, a PEM file), the server's certificate and
+    host name are verified (sslmode=verify-full) unless the URL names its own sslmode; without
+    one, libpq's defaults (the URL's sslmode, else prefer) apply."""
+    ca = os.environ.get(AUDIT_DATABASE_CA_ENV, "").strip()
+    if not ca:
+        return {}
+    options = {"sslrootcert": ca}
+    if "sslmode" not in conninfo_to_dict(_libpq_url(url)):
+        options["sslmode"] = "verify-full"
+    return options
 
 
 def _libpq_url(url: str) -> str:
