@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from datetime import UTC, datetime
 from pathlib import Path
 
 from temporalio import activity
@@ -55,6 +56,7 @@ class ReleaseActivities:
                 Target.of(request, request.environment),
                 config,
                 load_registry(registry_dir()),
+                datetime.now(UTC),
             )
         except ZdpError as err:
             raise to_application_error(err) from None

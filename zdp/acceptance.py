@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from pydantic import ValidationError
@@ -76,13 +77,36 @@ def accept_release(
     target: Target,
     config: EngineConfig,
     registry: Mapping[str, ApproverIdentity] | None = None,
+    now: datetime | None = None,
 ) -> list[DomainCheck]:
-    """The checks a release must pass for this target: it names this app, the environment
-    exists and allows the strategy, a GxP environment's validation document, and the
-    compliance profiles' evidence. ReleaseVerificationError names what is missing."""
+    """The checks a release must pass for this target: it names this app, and this
+    environment if it names any, the environment exists and allows the strategy, the release
+    is not older than the environment accepts (as of `now`), a GxP environment's validation
+    document, and the compliance profiles' evidence. ReleaseVerificationError names what is
+    missing."""
     if manifest.app != target.app:
         raise ReleaseVerificationError(f"release is for app '{manifest.app}', not '{target.app}'")
+    if manifest.environments and target.environment not in manifest.environments:
+        raise ReleaseVerificationError(
+            f"release {manifest.version} is signed for {', '.join(manifest.environments)} only, "
+            f"not {target.environment}"
+        )
     env = check_target(config, target)
+    if env.max_release_age_days is not None and now is not None:
+        limit = timedelta(days=env.max_release_age_days)
+        if manifest.created_at is None:
+            raise ReleaseVerificationError(
+                f"release {manifest.version} has no creation time, and {target.environment} "
+                f"accepts releases at most {env.max_release_age_days} days old"
+            )
+        created = manifest.created_at
+        age = now - (created if created.tzinfo else created.replace(tzinfo=UTC))
+        if age > limit:
+            raise ReleaseVerificationError(
+                f"release {manifest.version} was created {age.days} days ago; "
+                f"{target.environment} accepts releases at most {env.max_release_age_days} "
+                "days old: build and sign a new one"
+            )
     app = config.app(target.app)
     validation = validation_check(manifest, app, target.environment, registry)
     missing = missing_evidence(
@@ -143,5 +167,5 @@ def preflight(
     else:
         manifest = claimed_manifest(envelope)
     registry = load_registry(registry_dir) if registry_dir and registry_dir.is_dir() else None
-    accept_release(manifest, target, config, registry)
+    accept_release(manifest, target, config, registry, datetime.now(UTC))
     return manifest

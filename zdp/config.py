@@ -180,6 +180,9 @@ class EnvironmentConfig(_Config):
     # Who may pause, resume and abort besides the approvers and the deployment's initiator
     # (an on-call rota, say).
     operators: list[str] = Field(default_factory=list)
+    # Refuse a release created longer ago than this (its `created_at`, as signed): an old
+    # signed release, perhaps with a known flaw, is not redeployed here by mistake.
+    max_release_age_days: int | None = Field(default=None, ge=1)
     # Refuse unsigned requests here too (always so under sox, pci-dss, part11 and in
     # production: zdp.compliance.identity).
     require_proven_identities: bool = False

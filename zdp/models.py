@@ -177,6 +177,8 @@ class ReleaseManifest(_Model):
     created_at: datetime | None = None
     # Required by environments with `requires_validation` (a pharma production line).
     validation: ValidationReference | None = None
+    # The environments this release may be deployed to, as signed (empty: any).
+    environments: list[str] = Field(default_factory=list)
 
     @field_validator("app")
     @classmethod

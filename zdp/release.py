@@ -14,7 +14,7 @@ import hashlib
 import json
 import re
 import subprocess
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -251,6 +251,7 @@ def create_manifest(
     author: str | None = None,
     config_overrides: Mapping[str, str] | None = None,
     validation_doc: str | None = None,
+    environments: Sequence[str] = (),
 ) -> ReleaseManifest:
     """A new manifest for one artifact (a wheel file or a pinned image), dated now (UTC).
 
@@ -274,6 +275,7 @@ def create_manifest(
             change=change,
             created_at=datetime.now(UTC),
             validation=_validation_reference(validation_doc),
+            environments=list(environments),
         )
     except ValidationError as err:
         raise ReleaseError(f"invalid release: {summarize_validation_error(err)}") from None

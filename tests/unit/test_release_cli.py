@@ -71,10 +71,12 @@ def test_full_round_trip_create_sign_verify(workspace: Path) -> None:
     created = run(
         "release", "create", "webshop", "--version", "2.0.0", "--artifact", wheel,
         "--ticket", "OPS-1", "--set", "FEATURE_X=on", "--set", "DSN=a=b", "-o", "release.json",
+        "--for-env", "staging", "--for-env", "production",
     )  # fmt: skip
     assert created.exit_code == 0, created.output
     data = json.loads((workspace / "release.json").read_text())
     assert data["config_overrides"] == {"FEATURE_X": "on", "DSN": "a=b"}
+    assert data["environments"] == ["staging", "production"]  # signed with the rest
     assert data["change"]["ticket"] == "OPS-1"
 
     signed = run("release", "sign", "release.json", "--key", "keys/release-ci.key")

@@ -100,6 +100,14 @@ def create(
             help="Engine config that must know APP [default: $ZDP_CONFIG, else apps.yaml].",
         ),
     ] = None,
+    for_env: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--for-env",
+            metavar="ENV",
+            help="Bind the release to this environment (repeatable): it is refused elsewhere.",
+        ),
+    ] = None,
 ) -> None:
     """Write a release manifest for one artifact: a wheel file or an image pinned by digest."""
     if (artifact is None) == (image is None):
@@ -118,6 +126,7 @@ def create(
             author=author,
             config_overrides=config,
             validation_doc=validation_doc,
+            environments=for_env or [],
         )
         write_manifest(manifest, output)
     except (ZdpError, OSError, ValueError) as err:
