@@ -255,17 +255,9 @@ class DeploymentWorkflow:
         """Who started the deployment, as proven; a start refused ends the deployment here,
         before anything changes."""
         if report.initiator_refused:
-            self.state.record(
-                workflow.now(),
-                "decision_refused",
-                f"start by {self.request.initiator} via {self.request.channel} refused: "
-                f"{report.initiator_refused}",
-                self.request.initiator,
-                {
-                    "decision": "start",
-                    "channel": self.request.channel,
-                    "reason": report.initiator_refused,
-                },
+            r = self.request
+            self.state.refused(
+                workflow.now(), "start", r.initiator, r.channel, report.initiator_refused
             )
             raise RollbackRequired(f"refused: {report.initiator_refused}", Outcome.rejected)
         if report.initiator is not None:
