@@ -321,6 +321,10 @@ class DeploymentWorkflow:
         # history, before anything changes.
         await self._audit(checkpoint=True)
 
+    def _app_env(self) -> str | None:
+        """What the runtime passes the app as APP_ENV: the target environment's."""
+        return self.report.app_env if self.report else None
+
     async def _provision(self, release: VerifiedRelease) -> None:
         self._enter(Phase.provision, "starting the new version")
         current = await workflow.execute_activity_method(
@@ -340,7 +344,7 @@ class DeploymentWorkflow:
             ProvisionInput(
                 manifest=release.manifest,
                 slot=new_slot,
-                app_env=self.report.app_env if self.report else None,
+                app_env=self._app_env(),
             ),
             start_to_close_timeout=timedelta(minutes=10),
             heartbeat_timeout=timedelta(seconds=30),
@@ -429,7 +433,9 @@ class DeploymentWorkflow:
         assert manifest is not None
         await workflow.execute_activity_method(
             RuntimeActivities.provision_version,
-            ProvisionInput(manifest=manifest, slot="stable"),
+            # The same target environment as the canary: the promoted stable version must not
+            # start with the runtime's default (local) configuration.
+            ProvisionInput(manifest=manifest, slot="stable", app_env=self._app_env()),
             start_to_close_timeout=timedelta(minutes=10),
             heartbeat_timeout=timedelta(seconds=30),
             retry_policy=FORWARD_RETRY,

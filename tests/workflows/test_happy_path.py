@@ -25,8 +25,10 @@ async def test_healthy_canary_walks_every_step_and_promotes(harness: Harness) ->
     assert harness.state.deployed[(APP, "stable")].version == "2.0.0"
     assert (APP, "canary") not in harness.state.deployed
     assert harness.state.weights[APP] == {"canary": 0, "stable": 100}
-    # The new version was started for its target environment (what the app reads as APP_ENV).
+    # The new version was started for its target environment (what the app reads as APP_ENV),
+    # in the canary slot and again when the stable slot was rebuilt on it.
     assert harness.state.app_envs[(APP, "canary")] == "dev"
+    assert harness.state.app_envs[(APP, "stable")] == "dev"
 
     phases = [e.message.split(":")[0] for e in result.timeline if e.kind == "phase"]
     assert phases == ["verify", "assess_risk", "provision", "shift", "promote", "done"]
