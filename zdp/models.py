@@ -303,6 +303,9 @@ class Deployed(_Model):
     slot: str
     version: str
     endpoints: list[str]
+    # What the runtime wants on the record about this start: how the process is confined,
+    # code that had to be unpacked again because it differed from its signed wheel.
+    notes: list[str] = Field(default_factory=list)
 
 
 class ProbeResult(_Model):

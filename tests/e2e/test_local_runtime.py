@@ -27,10 +27,11 @@ import pytest_asyncio
 
 from zdp.errors import ConfigError, PlatformError, ReleaseError
 from zdp.models import Artifact, ChangeMetadata, ReleaseManifest
+from zdp.platforms import confine
 from zdp.platforms.artifacts import build_wheel, find_artifact, store_artifact
 from zdp.platforms.base import Runtime
 from zdp.platforms.local import LocalRuntime, running, stop_all
-from zdp.platforms.local_layout import REPO_ROOT, LocalApp, runtime_dir, versions_dir
+from zdp.platforms.local_layout import REPO_ROOT, LocalApp, data_dir, runtime_dir, versions_dir
 
 APP = LocalApp("zdp-testapp", "zdp_testapp", 1)
 APPS = {APP.name: APP}
@@ -93,6 +94,20 @@ def main() -> None:
                     "pid": os.getpid(),
                     "sys_path": sys.path,
                 }
+            elif url.path == "/env":
+                code, body = 200, dict(os.environ)
+            elif url.path in ("/read", "/write"):
+                target = parse_qs(url.query)["path"][0]
+                try:
+                    if url.path == "/read":
+                        with open(target, "rb") as handle:
+                            handle.read(1)
+                    else:
+                        with open(target, "a") as handle:
+                            handle.write("x")
+                    code, body = 200, {"allowed": True}
+                except OSError as exc:
+                    code, body = 200, {"allowed": False, "error": str(exc)}
             elif url.path == "/slow":
                 time.sleep(float(parse_qs(url.query).get("s", ["0.5"])[0]))
                 code, body = 200, {"slept": True}
@@ -284,6 +299,104 @@ async def test_the_process_runs_from_the_unpacked_wheel_not_the_working_tree(
     assert not any(
         p and Path(p).resolve().is_relative_to(REPO_ROOT / "apps") for p in info["sys_path"]
     )
+
+
+async def test_an_app_process_cannot_reach_the_engines_secrets(
+    runtime: LocalRuntime, artifact: Artifact, home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The worker's environment holds its tokens, database URL and passphrases, and its home
+    holds its keys: the app process gets none of them. It reads its own code and secrets,
+    writes only its data folder, and cannot read the worker's environment through /proc."""
+    engine_secrets = {
+        "ZDP_SLACK_BOT_TOKEN": "xoxb-engine-token",
+        "TEMPORAL_API_KEY": "temporal-api-key",
+        "ZDP_AUDIT_DATABASE_URL": "postgresql://zdp:db-password@db/zdp",
+        "ZDP_KEY_PASSPHRASE": "engine-passphrase",
+        "SLACK_SIGNING_SECRET": "webhook-secret",
+    }
+    for name, value in engine_secrets.items():
+        monkeypatch.setenv(name, value)
+    engine_key = home / "keys" / "engine.key"
+    engine_key.parent.mkdir(parents=True)
+    engine_key.write_text("-----BEGIN PRIVATE KEY-----\n")
+    engine_key.chmod(0o600)
+    (home / "trusted-keys").mkdir()
+    (home / "trusted-keys" / "ci.pub").write_text("public\n")
+    secret = home / "secrets" / APP.name / "local" / "API_KEYS_FILE"
+    secret.parent.mkdir(parents=True)
+    secret.write_text("{}\n")
+    other_app = home / "data" / "another-app" / "ledger"
+    other_app.parent.mkdir(parents=True)
+    other_app.write_text("theirs\n")
+
+    deployed = await runtime.provision(release(artifact), "canary")
+    app = f"http://127.0.0.1:{CANARY_PORT}"
+    env = await get_json(f"{app}/env")
+    assert not [k for k in env if k.startswith(("ZDP_", "TEMPORAL_"))], sorted(env)
+    assert not set(engine_secrets.values()) & set(env.values())
+    assert "SLACK_SIGNING_SECRET" not in env
+    assert env["APP_API_KEYS_FILE"] == str(secret)  # its own secret, by reference
+
+    if confine.landlock_abi() < 1:
+        pytest.skip("this kernel has no Landlock: the file checks need it")
+    assert deployed.notes[0].startswith("confined (Landlock ABI")
+
+    async def can(action: str, path: Path | str) -> bool:
+        return bool((await get_json(f"{app}/{action}?path={path}"))["allowed"])
+
+    unpacked = versions_dir(home) / APP.name / "1.0.0"
+    assert await can("read", secret)
+    assert await can("read", unpacked / "zdp_testapp" / "__init__.py")
+    assert await can("write", data_dir(APP.name, home) / "state")
+    assert not await can("read", engine_key)
+    assert not await can("write", home / "trusted-keys" / "attacker.pub")
+    assert not await can("write", unpacked / "zdp_testapp" / "__init__.py")
+    assert not await can("read", other_app)
+    assert not await can("read", runtime_dir(home) / APP.name / "canary.json")
+    assert not await can("read", f"/proc/{os.getpid()}/environ")  # the worker's environment
+    assert not (home / "trusted-keys" / "attacker.pub").exists()
+
+
+async def test_code_changed_after_unpacking_is_unpacked_again_before_it_runs(
+    runtime: LocalRuntime, artifact: Artifact, home: Path
+) -> None:
+    """Unpacked code is checked file by file against the signed wheel before each start: a
+    changed, added or removed file is moved aside as evidence and the wheel unpacked again,
+    and the start says so."""
+    await runtime.provision(release(artifact), "canary")
+    await runtime.retire(APP.name, "canary")
+    unpacked = versions_dir(home) / APP.name / "1.0.0"
+    (unpacked / "zdp_testapp" / "__init__.py").write_text("import os  # changed\n")
+    (unpacked / "zdp_testapp" / "extra.py").write_text("x = 1\n")
+
+    deployed = await runtime.provision(release(artifact), "canary")
+    assert len(deployed.notes) == 2, deployed.notes
+    assert "zdp_testapp/__init__.py was changed" in deployed.notes[1]
+    assert "zdp_testapp/extra.py was added" in deployed.notes[1]
+    assert (unpacked / "zdp_testapp" / "__init__.py").read_text() == '"""zdp_testapp."""\n'
+    assert not (unpacked / "zdp_testapp" / "extra.py").exists()
+    kept = list((unpacked.parent / ".tampered").iterdir())
+    assert len(kept) == 1 and (kept[0] / "zdp_testapp" / "extra.py").exists()
+    assert await runtime.deployed(APP.name, "canary") == deployed  # on the slot's record
+
+
+async def test_without_landlock_production_apps_are_not_started_unconfined(
+    runtime: LocalRuntime, artifact: Artifact, home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(confine, "landlock_abi", lambda: 0)
+    with pytest.raises(PlatformError, match="this kernel has no Landlock"):
+        await runtime.provision(release(artifact), "canary", app_env="production")
+    assert our_app_pids() == []
+    deployed = await runtime.provision(release(artifact), "canary", app_env="staging")
+    assert deployed.notes == ["not confined: this kernel has no Landlock"]
+    await runtime.retire(APP.name, "canary")
+    monkeypatch.setenv("ZDP_APP_CONFINEMENT", "none")  # an operator's explicit choice
+    deployed = await runtime.provision(release(artifact), "canary", app_env="production")
+    assert deployed.notes == ["not confined: ZDP_APP_CONFINEMENT=none"]
+    await runtime.retire(APP.name, "canary")
+    monkeypatch.setenv("ZDP_APP_CONFINEMENT", "landlock")
+    with pytest.raises(PlatformError, match="no Landlock"):
+        await runtime.provision(release(artifact), "canary")
 
 
 async def test_provisioning_again_is_idempotent(

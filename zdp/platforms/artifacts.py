@@ -16,6 +16,7 @@ import subprocess
 import sys
 import tempfile
 import zipfile
+from datetime import UTC, datetime
 from pathlib import Path
 
 from zdp.errors import PlatformError
@@ -150,6 +151,57 @@ def unpack_wheel(wheel: Path, dest: Path) -> Path:
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return dest
+
+
+def unpacked_differences(wheel: Path, dest: Path, limit: int = 5) -> list[str]:
+    """How the files under `dest` differ from the members of `wheel` (changed, missing, added or
+    a symlink), at most `limit` of them; empty when `dest` holds exactly the wheel's files.
+    Compared with the wheel itself, whose digest was just checked, not with anything in `dest`
+    (its RECORD could have been changed along with the code)."""
+    expected: dict[str, bytes] = {}
+    with zipfile.ZipFile(wheel) as archive:
+        for info in archive.infolist():
+            if not info.is_dir():
+                name = os.path.normpath(info.filename.lstrip("/"))
+                expected[name] = hashlib.sha256(archive.read(info)).digest()
+    found: list[str] = []
+    seen: set[str] = set()
+    for path in sorted(dest.rglob("*")):
+        name = path.relative_to(dest).as_posix()
+        if name == UNPACK_MARKER or (path.is_dir() and not path.is_symlink()):
+            continue
+        seen.add(name)
+        if path.is_symlink():
+            found.append(f"{name} is a symbolic link")
+        elif name not in expected:
+            found.append(f"{name} was added")
+        elif hashlib.sha256(path.read_bytes()).digest() != expected[name]:
+            found.append(f"{name} was changed")
+    found.extend(f"{name} is missing" for name in sorted(set(expected) - seen))
+    return found[:limit]
+
+
+def unpack_verified(wheel: Path, dest: Path) -> list[str]:
+    """Unpack `wheel` into `dest` (reusing an earlier unpack) and check every file against the
+    wheel before the code runs. A folder that differs (someone changed the code after it was
+    unpacked) is moved aside as evidence, to `<versions>/<app>/.tampered/`, and the wheel is
+    unpacked again. Returns what differed (empty when nothing did)."""
+    unpack_wheel(wheel, dest)
+    differences = unpacked_differences(wheel, dest)
+    if not differences:
+        return []
+    evidence = dest.parent / ".tampered"
+    evidence.mkdir(exist_ok=True)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+    os.rename(dest, evidence / f"{dest.name}-{stamp}")
+    unpack_wheel(wheel, dest)
+    again = unpacked_differences(wheel, dest)
+    if again:
+        raise PlatformError(
+            f"the code unpacked from {wheel.name} into {dest} does not match the wheel "
+            f"({'; '.join(again)}); refusing to run it"
+        )
+    return differences
 
 
 def _swap_into_place(staging: Path, dest: Path, digest: str) -> None:

@@ -39,7 +39,8 @@ import httpx
 from zdp.errors import ConfigError, PlatformError
 from zdp.fsutil import inside, write_file_atomic
 from zdp.models import Deployed, ReleaseManifest
-from zdp.platforms.artifacts import find_artifact, unpack_wheel
+from zdp.platforms import confine
+from zdp.platforms.artifacts import find_artifact, unpack_verified
 from zdp.platforms.base import release_environment
 from zdp.platforms.local_layout import (
     LOCAL_APPS,
@@ -56,6 +57,21 @@ _POLL = 0.05
 _CONFIG_KEY = re.compile(r"^[A-Za-z0-9_]+$")
 _APP_NAME = re.compile(r"^[a-z0-9][a-z0-9-]*$")
 _KILL_WAIT = 5.0
+# All an app process gets from the worker's environment (besides what the runtime sets): never
+# the engine's own settings and secrets (ZDP_*, TEMPORAL_*, tokens, database URLs).
+PASSED_ENV = frozenset({"PATH", "LANG", "LANGUAGE", "TZ"})
+PASS_ENV_VAR = "ZDP_APP_PASS_ENV"  # more names to pass, comma-separated (say SSL_CERT_FILE)
+CONFINEMENT_VAR = "ZDP_APP_CONFINEMENT"  # auto (default), landlock or none
+_NEVER_PASSED = ("ZDP_", "TEMPORAL_", "APP_", "PYTHON")
+# What a confined app may read and execute besides the Python installation and its own code.
+_SYSTEM_EXEC = ("/usr", "/lib", "/lib64", "/lib32", "/bin", "/sbin")
+_SYSTEM_READ = (
+    "/etc/localtime", "/etc/timezone", "/etc/ssl", "/etc/ca-certificates", "/etc/pki",
+    "/etc/hosts", "/etc/resolv.conf", "/etc/nsswitch.conf", "/etc/host.conf", "/etc/gai.conf",
+    "/etc/passwd", "/etc/group", "/etc/mime.types", "/sys/devices/system/cpu",
+    "/proc/self",  # resolved when the rules are made: this process, not the worker or others
+)  # fmt: skip
+_DEVICES = ("/dev/null", "/dev/zero", "/dev/random", "/dev/urandom", "/dev/shm")
 
 
 class LocalRuntime:
@@ -100,13 +116,21 @@ class LocalRuntime:
                 return running
             wheel = await asyncio.to_thread(find_artifact, release.artifact, self.home)
             folder = inside(versions_dir(self.home), app.name, release.version)
-            await asyncio.to_thread(unpack_wheel, wheel, folder)
+            differed = await asyncio.to_thread(unpack_verified, wheel, folder)
+            notes = [
+                f"the unpacked code of {release.version} differed from its signed wheel "
+                f"({'; '.join(differed)}): kept under {folder.parent / '.tampered'} and "
+                "unpacked again"
+            ] if differed else []  # fmt: skip
+            prefix, confinement = self._confinement(release, folder, env)
             if await _answers(port):
                 raise PlatformError(
                     f"port {port} of slot {slot} of {app.name} is taken by a process this "
                     "runtime did not start; stop it and provision again"
                 )
-            record = self._spawn(app, release, slot, port, folder, env)
+            record = self._spawn(app, release, slot, port, folder, env, prefix)
+            record["notes"] = [confinement, *notes]
+            _write_record(self._record_path(app.name, slot), record)  # with what to record
             await self._await_ready(record, describe=f"{app.name} {release.version} in slot {slot}")
             return _deployed(record)
 
@@ -157,24 +181,67 @@ class LocalRuntime:
     def _environment(
         self, release: ReleaseManifest, slot: str, app_env: str | None
     ) -> dict[str, str]:
-        """A clean copy of our environment, without PYTHONPATH or APP_* leaking in; the app's
-        data folder (a default a release may override), the target environment's secrets
+        """The app's whole environment: from ours only PATH, the locale, TZ and the names in
+        ZDP_APP_PASS_ENV (never ZDP_*, TEMPORAL_*, APP_* or PYTHON*); its data folder (also its
+        HOME and TMPDIR; a default a release may override), the target environment's secrets
         (files in $ZDP_HOME/secrets/<app>/<APP_ENV>/, each given as APP_<FILE NAME>=<path>),
         the release's overrides and what the engine sets (APP_ENV, APP_VERSION, APP_SLOT)."""
         env = {
             key: value
             for key, value in os.environ.items()
-            if not key.startswith("APP_")
-            and key not in ("PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP")
+            if (key in PASSED_ENV or key.startswith("LC_") or key in _extra_passed_env())
+            and not key.startswith(_NEVER_PASSED)
         }
         data = data_dir(release.app, self.home)
-        data.mkdir(parents=True, exist_ok=True)
+        (data / "tmp").mkdir(parents=True, exist_ok=True)
         ours = release_environment(release, slot, app_env)
-        env.update(APP_DATA_DIR=str(data))
+        env.update(HOME=str(data), TMPDIR=str(data / "tmp"), APP_DATA_DIR=str(data))
         env.update(self._secrets(release.app, ours["APP_ENV"]))
         env.update(ours)
-        env.update(PYTHONUNBUFFERED="1")
+        env.update(PYTHONUNBUFFERED="1", PYTHONDONTWRITEBYTECODE="1", PYTHONNOUSERSITE="1")
         return env
+
+    def _confinement(
+        self, release: ReleaseManifest, folder: Path, env: dict[str, str]
+    ) -> tuple[list[str], str]:
+        """The command prefix that confines the app (zdp/platforms/confine.py), and what goes
+        on the record about it. ZDP_APP_CONFINEMENT: `auto` (Landlock where the kernel has it,
+        else unconfined, but never for production), `landlock` (required) or `none`."""
+        mode = os.environ.get(CONFINEMENT_VAR, "auto").strip().lower() or "auto"
+        if mode not in ("auto", "landlock", "none"):
+            raise ConfigError(f"{CONFINEMENT_VAR}={mode!r}: use auto, landlock or none")
+        if mode == "none":
+            return [], f"not confined: {CONFINEMENT_VAR}=none"
+        abi = confine.landlock_abi()
+        if abi < 1 and (mode == "landlock" or env["APP_ENV"] == "production"):
+            raise PlatformError(
+                f"{release.app} {release.version} is not started: this kernel has no Landlock, "
+                "so the app could read the engine's keys and secrets; run it on Linux 5.13 or "
+                f"later, or set {CONFINEMENT_VAR}=none to start it unconfined knowingly"
+            )
+        if abi < 1:
+            return [], "not confined: this kernel has no Landlock"
+        home = (self.home or versions_dir().parent).resolve()
+        executable = [sys.prefix, sys.base_prefix, sys.exec_prefix, *_SYSTEM_EXEC]
+        for path in executable:
+            if home.is_relative_to(Path(path).resolve()):
+                raise PlatformError(
+                    f"cannot confine {release.app}: the engine's home {home} lies inside {path}, "
+                    "which apps may read; move ZDP_HOME out of it"
+                )
+        secrets = inside(secrets_dir(self.home), release.app, env["APP_ENV"])
+        readable = [*_SYSTEM_READ, *_DEVICES[:4], str(secrets)]
+        # The engine's data folder for the app, never one a release names.
+        writable = [str(data_dir(release.app, self.home)), "/dev/shm", *_DEVICES[:2]]
+        prefix = [sys.executable, "-I", confine.__file__]
+        for flag, paths in (("--exec", [*executable, str(folder)]), ("--read", readable),
+                            ("--write", writable)):  # fmt: skip
+            for path in dict.fromkeys(paths):
+                prefix += [flag, path]
+        return [*prefix, "--"], (
+            f"confined (Landlock ABI {abi}): reads only the Python installation, the system "
+            "libraries and its own code and secrets, writes only its data folder"
+        )
 
     def _secrets(self, app: str, app_env: str) -> dict[str, str]:
         """APP_<NAME>=<path> for each file in the environment's secrets folder: secrets reach
@@ -196,11 +263,14 @@ class LocalRuntime:
         port: int,
         folder: Path,
         env: dict[str, str],
+        prefix: list[str],
     ) -> dict[str, Any]:
         env["PYTHONPATH"] = str(folder)
         log_path = self._record_path(app.name, slot).with_suffix(".log")
         started_at = datetime.now(UTC).isoformat()
-        command = [sys.executable, "-m", app.package, "--host", "127.0.0.1", "--port", str(port)]
+        command = [
+            *prefix, sys.executable, "-m", app.package, "--host", "127.0.0.1", "--port", str(port)
+        ]  # fmt: skip
         with log_path.open("ab") as log:
             log.write(f"--- {started_at} {app.name} {release.version} on :{port}\n".encode())
             log.flush()
@@ -350,6 +420,11 @@ class LocalRuntime:
 # ---------------------------------------------------------------------- module helpers
 
 
+def _extra_passed_env() -> set[str]:
+    """The names in ZDP_APP_PASS_ENV (what an operator chose to pass on, say SSL_CERT_FILE)."""
+    return {n.strip() for n in os.environ.get(PASS_ENV_VAR, "").split(",") if n.strip()}
+
+
 def running(home: Path | None = None) -> list[dict[str, Any]]:
     """Every recorded slot whose process is alive and ours (for `zdp up --status`)."""
     live = []
@@ -375,6 +450,7 @@ def _deployed(record: dict[str, Any]) -> Deployed:
         slot=record["slot"],
         version=record["version"],
         endpoints=[f"http://127.0.0.1:{record['port']}"],
+        notes=list(record.get("notes", [])),
     )
 
 
