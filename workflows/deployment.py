@@ -355,8 +355,9 @@ class DeploymentWorkflow:
         self.state.record(
             workflow.now(),
             "provisioned",
-            f"{deployed.version} ready in slot {new_slot} ({len(deployed.endpoints)} endpoints)",
-            data={"slot": new_slot, "endpoints": deployed.endpoints},
+            f"{deployed.version} ready in slot {new_slot} ({len(deployed.endpoints)} endpoints)"
+            + "".join(f"; {note}" for note in deployed.notes),
+            data={"slot": new_slot, "endpoints": deployed.endpoints, "notes": deployed.notes},
         )
         self._check_abort()
 

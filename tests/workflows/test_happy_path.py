@@ -63,3 +63,13 @@ async def test_healthy_blue_green_switches_at_once_and_retires_old_colour(
     assert len(gates) == 2
     assert gates[0].startswith("pre-switch gate on green: pass")
     assert gates[1].startswith("post-switch watch on green: pass")
+
+
+async def test_what_the_runtime_says_about_a_start_is_on_the_timeline(harness: Harness) -> None:
+    """How the new version's process is confined (or that it is not) is part of the record."""
+    harness.state.provision_notes.append("not confined: ZDP_APP_CONFINEMENT=none")
+    result = await harness.deploy(harness.request("2.0.2"))
+    assert result.outcome is Outcome.promoted, result.cause
+    provisioned = next(e for e in result.timeline if e.kind == "provisioned")
+    assert provisioned.message.endswith("; not confined: ZDP_APP_CONFINEMENT=none")
+    assert provisioned.data["notes"] == ["not confined: ZDP_APP_CONFINEMENT=none"]

@@ -36,6 +36,8 @@ class MemoryState:
     operations: list[tuple[str, str, str]] = field(default_factory=list)
     # The APP_ENV each (app, slot) was last provisioned for.
     app_envs: dict[tuple[str, str], str] = field(default_factory=dict)
+    # What the runtime reports with each start (as the local runtime reports its confinement).
+    provision_notes: list[str] = field(default_factory=list)
 
     def reset(self) -> None:
         self.deployed.clear()
@@ -48,6 +50,7 @@ class MemoryState:
         self.fail_weights.clear()
         self.provision_delay_seconds = 0.0
         self.app_envs.clear()
+        self.provision_notes.clear()
         self.operations.clear()
 
     def log(self, op: str, app: str, detail: str) -> None:
@@ -93,6 +96,7 @@ class MemoryRuntime:
             slot=slot,
             version=release.version,
             endpoints=[f"memory://{release.app}/{slot}/{release.version}/{i}" for i in range(2)],
+            notes=list(self.state.provision_notes),
         )
         self.state.deployed[key] = dep
         self.state.log("provision", release.app, f"{slot}={release.version}")
