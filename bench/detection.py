@@ -41,6 +41,9 @@ from zdp.stack import Stack  # noqa: E402
 from zdp.temporal import connect  # noqa: E402
 
 APP = "finance-trading"
+# finance-trading runs with APP_ENV=local here; its POST /drill/faults takes only a drill key,
+# and this is the public demo one of apps/finance-trading/config/local.yaml.
+DRILL_KEY = {"X-API-Key": "ft-demo-drill-key"}
 FAULTS: dict[str, dict[str, float]] = {
     "error_burst": {"error_rate": 1.0},
     "latency_200ms": {"latency_ms": 200},
@@ -71,7 +74,7 @@ async def _trial(demo: Demo, client: Any, version: str, fault: dict[str, float])
     url = f"http://127.0.0.1:{LOCAL_APPS[APP].slot_port('canary')}/drill/faults"
     async with httpx.AsyncClient(trust_env=False) as http:
         injected = time.monotonic()
-        await http.post(url, json=fault)
+        await http.post(url, json=fault, headers=DRILL_KEY)
     deadline = time.monotonic() + 60
     while clock.restored is None and time.monotonic() < deadline:
         await asyncio.sleep(0.02)

@@ -77,6 +77,9 @@ from zdp.stack import Stack  # noqa: E402
 from zdp.temporal import connect  # noqa: E402
 
 FAULT_APP = "finance-trading"
+# finance-trading runs with APP_ENV=local here; its POST /drill/faults takes only a drill key,
+# and this is the public demo one of apps/finance-trading/config/local.yaml.
+DRILL_KEY = {"X-API-Key": "ft-demo-drill-key"}
 FAULT_CONFIG = REPO / "bench" / "detection-policy.yaml"
 FAULT_STEPS = [25, 100]
 FAULT_BAKE_S = 30.0  # long: only the fault ends a trial
@@ -439,7 +442,9 @@ async def _apply_fault(kind: str, home: Path, trial: dict[str, Any]) -> dict[str
     fault = DRILLS[kind]
     async with httpx.AsyncClient(trust_env=False, timeout=2.0) as http:
         injected = time.monotonic()
-        answer = await http.post(f"http://127.0.0.1:{port}/drill/faults", json=fault)
+        answer = await http.post(
+            f"http://127.0.0.1:{port}/drill/faults", json=fault, headers=DRILL_KEY
+        )
         applied = time.monotonic()
         echo: Any = answer.json() if answer.status_code == 200 else answer.text[:200]
         verified = isinstance(echo, dict) and all(echo.get(k) == v for k, v in fault.items())

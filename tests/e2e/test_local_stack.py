@@ -36,6 +36,9 @@ from zdp.temporal import connect
 
 ZDP = str(Path(sys.executable).parent / "zdp")
 REPO = Path(__file__).resolve().parents[2]
+# finance-trading runs with APP_ENV=local here; its POST /drill/faults takes only a drill key,
+# and this is the public demo one of apps/finance-trading/config/local.yaml.
+DRILL_KEY = {"X-API-Key": "ft-demo-drill-key"}
 
 
 def _free_port() -> int:
@@ -211,7 +214,8 @@ async def test_stable_failing_too_pauses_instead_of_rolling_back(
         await deployments.wait_until(
             client, workflow_id, lambda s: s.phase in (Phase.provision, Phase.shift)
         )
-        assert (await http.post(stable_url, json={"error_rate": 1.0})).status_code == 200
+        drill = await http.post(stable_url, json={"error_rate": 1.0}, headers=DRILL_KEY)
+        assert drill.status_code == 200, drill.text
         try:
             status = await deployments.wait_until(
                 client, workflow_id, lambda s: s.phase is Phase.paused
@@ -221,7 +225,7 @@ async def test_stable_failing_too_pauses_instead_of_rolling_back(
             assert any(e.kind == "alert" and "not the cause" in e.message for e in events)
             assert not any(e.kind == "compensated" for e in events)
         finally:
-            await http.post(stable_url, json={"error_rate": 0.0})
+            await http.post(stable_url, json={"error_rate": 0.0}, headers=DRILL_KEY)
             await demo.control(client, workflow_id, "abort", "alice", "cleanup")
     result = await deployments.wait_result(client, workflow_id)
     assert result.outcome is Outcome.rolled_back

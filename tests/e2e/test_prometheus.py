@@ -27,6 +27,9 @@ from zdp.errors import PlatformError
 from zdp.health.prometheus import MetricTemplate, PrometheusProvider, TemplateRun
 from zdp.models import GateResult
 
+# finance-trading runs with APP_ENV=local here; its POST /drill/faults takes only a drill key,
+# and this is the public demo one of apps/finance-trading/config/local.yaml.
+DRILL_KEY = {"X-API-Key": "ft-demo-drill-key"}
 INSTALL_HINT = "apt-get install -y prometheus (Debian/Ubuntu), or put prometheus on PATH"
 ERROR_RATIO = (
     'sum(http_requests_total{job="{{app}}",status="500"}) / sum(http_requests_total{job="{{app}}"})'
@@ -299,7 +302,9 @@ async def test_template_over_a_real_app_process_fails_once_its_api_fails(
             rendered = template.render("finance-trading", "canary", "2.0.0")
             healthy = await provider.query(rendered)
             assert healthy is not None and healthy < 0.05
-            fault = await client.post(f"{app}/drill/faults", json={"error_rate": 1.0})
+            fault = await client.post(
+                f"{app}/drill/faults", json={"error_rate": 1.0}, headers=DRILL_KEY
+            )
             assert fault.status_code == 200
             for _ in range(100):
                 assert (await client.get(f"{app}/api/quote/AAPL")).status_code == 503
@@ -312,5 +317,5 @@ async def test_template_over_a_real_app_process_fails_once_its_api_fails(
             assert result is GateResult.failed, run.measurements
             assert any(value > 0.5 for value, _ in run.measurements)
         finally:
-            await client.post(f"{app}/drill/faults", json={"error_rate": 0.0})
+            await client.post(f"{app}/drill/faults", json={"error_rate": 0.0}, headers=DRILL_KEY)
             await provider.aclose()

@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 
 DEMO_KEY = "ft-demo-local-key"  # the documented key of config/local.yaml, account "demo"
+DRILL_KEY = "ft-demo-drill-key"  # the documented drill key of config/local.yaml, "demo-drill"
 ALICE_KEY = "alice-test-key"
 BOB_KEY = "bob-test-key"
 
@@ -28,6 +29,11 @@ TWO_ACCOUNTS = {"APP_API_KEYS": f"{digest(ALICE_KEY)}=alice,{digest(BOB_KEY)}=bo
 
 
 def key(value: str = DEMO_KEY) -> dict[str, str]:
+    return {"X-API-Key": value}
+
+
+def drill_key(value: str = DRILL_KEY) -> dict[str, str]:
+    """Headers for POST /drill/faults: a drill key (local.yaml's demo one by default)."""
     return {"X-API-Key": value}
 
 

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import httpx
-from finance_kit import key, order
+from finance_kit import drill_key, key, order
 
 if TYPE_CHECKING:  # conftest is pytest's, so import it for the type names only
     from conftest import AppProcess, InProcess
@@ -153,18 +153,20 @@ def test_sigterm_drains_then_exits_zero(app_process: StartApp) -> None:
 
 async def test_drill_endpoint_is_off_unless_enabled(in_process: InProcess) -> None:
     async with in_process({}) as client:
-        answer = await client.post("/drill/faults", json={"error_rate": 1.0})
+        answer = await client.post("/drill/faults", json={"error_rate": 1.0}, headers=drill_key())
         assert answer.status_code == 404
 
 
 async def test_drill_endpoint_changes_faults_of_a_running_process(in_process: InProcess) -> None:
     async with in_process({"APP_DRILL_ENDPOINT": "1"}) as client:
         assert (await client.get("/api/quote/AAPL")).status_code == 200
-        set_ = await client.post("/drill/faults", json={"error_rate": 1.0, "latency_ms": 0})
+        set_ = await client.post(
+            "/drill/faults", json={"error_rate": 1.0, "latency_ms": 0}, headers=drill_key()
+        )
         assert set_.status_code == 200
         assert (await client.get("/api/quote/AAPL")).status_code == 503
         assert (await client.get("/healthz/ready")).status_code == 200  # health unaffected
-        bad = await client.post("/drill/faults", json={"error_rate": 2})
+        bad = await client.post("/drill/faults", json={"error_rate": 2}, headers=drill_key())
         assert bad.status_code == 422
-        await client.post("/drill/faults", json={"error_rate": 0})
+        await client.post("/drill/faults", json={"error_rate": 0}, headers=drill_key())
         assert (await client.get("/api/quote/AAPL")).status_code == 200

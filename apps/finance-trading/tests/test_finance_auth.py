@@ -1,12 +1,23 @@
-"""finance-trading API keys: /api (but quotes) and /graphql need one; operations stay open."""
+"""finance-trading API keys: /api (but quotes) and /graphql need one; operations stay open;
+drills (/drill/*) need a drill key, which cannot trade."""
 
 from __future__ import annotations
 
 from collections.abc import MutableMapping
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from finance_kit import ALICE_KEY, DEMO_KEY, TWO_ACCOUNTS, digest, key, order
+from finance_kit import (
+    ALICE_KEY,
+    DEMO_KEY,
+    DRILL_KEY,
+    TWO_ACCOUNTS,
+    digest,
+    drill_key,
+    key,
+    order,
+)
 from finance_trading.main import create_app
 from finance_trading.middleware.auth import ApiKeys
 from finance_trading.settings import Settings
@@ -111,3 +122,71 @@ async def test_graphql_over_a_websocket_is_closed(api_key: str | None) -> None:
     await app(scope, receive, send)
     assert [message["type"] for message in sent] == ["websocket.close"]
     assert sent[0]["code"] == (1008 if api_key is None else 1000)
+
+
+DRILL = {"APP_DRILL_ENDPOINT": "1"}
+BREAK_IT = {"error_rate": 1.0, "latency_ms": 0, "ready_fail": True}
+
+
+@pytest.mark.parametrize(
+    ("headers", "status", "code"),
+    [
+        ({}, 401, "UNAUTHENTICATED"),  # no credential
+        (key("not-a-key"), 401, "UNAUTHENTICATED"),  # a wrong one
+        (key(digest(DRILL_KEY)), 401, "UNAUTHENTICATED"),  # the digest is not the key
+        (key(DEMO_KEY), 403, "FORBIDDEN"),  # a valid trading key: not privileged for drills
+    ],
+    ids=["no-key", "unknown-key", "digest-of-drill-key", "trading-key"],
+)
+async def test_a_drill_without_a_drill_key_is_refused_and_changes_nothing(
+    in_process: InProcess, headers: dict[str, str], status: int, code: str
+) -> None:
+    app = create_app(Settings.from_env(DRILL))
+    faults = app.state.faults
+    async with in_process(app=app) as client:
+        refused = await client.post("/drill/faults", json=BREAK_IT, headers=headers)
+        quote = await client.get("/api/quote/AAPL")
+        ready = await client.get("/healthz/ready")
+    assert refused.status_code == status
+    assert refused.json()["error"]["code"] == code
+    assert "drill key" in refused.json()["error"]["message"]
+    assert ("WWW-Authenticate" in refused.headers) is (status == 401)
+    assert app.state.faults is faults  # nothing was set
+    assert (quote.status_code, ready.status_code) == (200, 200)
+
+
+async def test_a_drill_key_runs_the_drill_and_cannot_trade(in_process: InProcess) -> None:
+    async with in_process(DRILL) as client:
+        drill = await client.post("/drill/faults", json={"error_rate": 1.0}, headers=drill_key())
+        broken = await client.get("/api/quote/AAPL")
+        trade = await client.post("/api/orders", json=order(), headers=key(DRILL_KEY))
+    assert drill.status_code == 200
+    assert drill.json() == {"error_rate": 1.0, "latency_ms": 0, "ready_fail": False}
+    assert broken.status_code == 503
+    assert trade.status_code == 401  # a drill key is not an API key
+
+
+async def test_the_drill_endpoint_off_is_404_even_with_a_drill_key(in_process: InProcess) -> None:
+    async with in_process() as client:
+        answer = await client.post("/drill/faults", json=BREAK_IT, headers=drill_key())
+    assert answer.status_code == 404
+
+
+async def test_drill_keys_from_app_drill_keys_file_replace_the_demo_one(
+    in_process: InProcess, tmp_path: Path
+) -> None:
+    drill_keys = tmp_path / "DRILL_KEYS_FILE"
+    drill_keys.write_text(f"{digest('own-drill-key')}: sre-oncall\n")
+    env = {**DRILL, "APP_DRILL_KEYS_FILE": str(drill_keys)}
+    async with in_process(env) as client:
+        demo = await client.post("/drill/faults", json={}, headers=drill_key())
+        own = await client.post("/drill/faults", json={}, headers=drill_key("own-drill-key"))
+    assert (demo.status_code, own.status_code) == (401, 200)
+
+
+async def test_staging_ships_no_drill_key(in_process: InProcess) -> None:
+    env = {**DRILL, **TWO_ACCOUNTS, "APP_ENV": "staging"}
+    async with in_process(env) as client:
+        demo = await client.post("/drill/faults", json=BREAK_IT, headers=drill_key())
+        alice = await client.post("/drill/faults", json=BREAK_IT, headers=key(ALICE_KEY))
+    assert (demo.status_code, alice.status_code) == (401, 403)

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 import yaml
-from finance_kit import ALICE_KEY, DEMO_KEY, TWO_ACCOUNTS, digest, key, order
+from finance_kit import ALICE_KEY, DEMO_KEY, DRILL_KEY, TWO_ACCOUNTS, digest, key, order
 from finance_trading import trading_config
 from finance_trading.settings import Settings, SettingsError
 from finance_trading.trading_config import ConfigError, load_trading_config
@@ -54,6 +54,38 @@ def test_the_public_demo_key_is_refused_outside_local(environment: str) -> None:
                        rf"APP_ENV=local only, not {environment}: remove sha256 "):  # fmt: skip
         load_trading_config({"APP_ENV": environment, **demo})
     assert load_trading_config({"APP_ENV": "local", **demo}).api_keys  # local keeps it
+
+
+def test_local_ships_the_documented_demo_drill_key_and_no_other_environment_does() -> None:
+    assert dict(load_trading_config({}).drill_keys) == {digest(DRILL_KEY): "demo-drill"}
+    assert DRILL_KEY in (CONFIG.parent / "README.md").read_text()
+    for environment in ("staging", "production"):
+        shipped = yaml.safe_load((CONFIG / f"{environment}.yaml").read_text())
+        assert shipped["drill_keys"] == {}
+
+
+@pytest.mark.parametrize("environment", ["staging", "production"])
+def test_the_public_demo_drill_key_is_refused_outside_local(
+    environment: str, tmp_path: Path
+) -> None:
+    drill_keys = tmp_path / "DRILL_KEYS_FILE"
+    drill_keys.write_text(f"{digest(DRILL_KEY)}: demo-drill\n")
+    env = {"APP_ENV": environment, **TWO_ACCOUNTS, "APP_DRILL_KEYS_FILE": str(drill_keys)}
+    with pytest.raises(ConfigError, match=r"public demo drill key \(ft-demo-drill-key\) is for "
+                       rf"APP_ENV=local only, not {environment}: remove sha256 .* from "
+                       "APP_DRILL_KEYS_FILE"):  # fmt: skip
+        load_trading_config(env)
+
+
+def test_a_drill_key_that_is_also_a_trading_key_is_refused(tmp_path: Path) -> None:
+    drill_keys = tmp_path / "DRILL_KEYS_FILE"
+    drill_keys.write_text(f"{digest(ALICE_KEY)}: alice-drills\n")
+    env = {**TWO_ACCOUNTS, "APP_DRILL_KEYS_FILE": str(drill_keys)}
+    with pytest.raises(ConfigError) as refused:
+        load_trading_config(env)
+    assert str(refused.value).startswith("a drill key must not also be a trading key")
+    assert "APP_DRILL_KEYS_FILE and APP_API_KEYS" in str(refused.value)
+    assert ALICE_KEY not in str(refused.value)
 
 
 def test_the_drill_endpoint_is_refused_in_production() -> None:
@@ -108,6 +140,7 @@ def test_a_keys_file_and_app_api_keys_are_merged(tmp_path: Path) -> None:
         ({"APP_API_KEYS": "plain-key"}, "APP_API_KEYS must be <sha256 hex>=<account>,...: entry 1"),
         ({"APP_API_KEYS": "plain-key=alice"}, "APP_API_KEYS: the key of account 'alice' is not"),
         ({"APP_API_KEYS_FILE": "/nonexistent/keys.yaml"}, "APP_API_KEYS_FILE: cannot read"),
+        ({"APP_DRILL_KEYS_FILE": "/nonexistent/d.yaml"}, "APP_DRILL_KEYS_FILE: cannot read"),
         ({"APP_FAULT_ERROR_RATE": "2"}, "APP_FAULT_ERROR_RATE must be between 0.0 and 1.0"),
     ],
 )

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
-from finance_kit import is_not_ready, key, order, readiness_until
+from finance_kit import drill_key, is_not_ready, key, order, readiness_until
 from finance_trading.main import create_app
 from finance_trading.readiness import ReadinessMonitor
 from finance_trading.services.ledger import DB_FILE, SqliteOrderLedger
@@ -125,11 +125,11 @@ async def test_drill_ready_fail_fails_readiness_only_and_toggles_back(
     in_process: InProcess,
 ) -> None:
     async with in_process(DRILL) as client:
-        on = await client.post("/drill/faults", json={"ready_fail": True})
+        on = await client.post("/drill/faults", json={"ready_fail": True}, headers=drill_key())
         failing = await client.get("/healthz/ready")
         quote = await client.get("/api/quote/AAPL")
         submitted = await client.post("/api/orders", json=order(), headers=key())
-        off = await client.post("/drill/faults", json={"ready_fail": False})
+        off = await client.post("/drill/faults", json={"ready_fail": False}, headers=drill_key())
         back = await client.get("/healthz/ready")
     assert (on.status_code, on.json()) == (
         200,
@@ -146,7 +146,7 @@ async def test_drill_ready_fail_fails_readiness_only_and_toggles_back(
 
 async def test_drill_ready_fail_takes_booleans_only(in_process: InProcess) -> None:
     async with in_process(DRILL) as client:
-        refused = await client.post("/drill/faults", json={"ready_fail": 1})
+        refused = await client.post("/drill/faults", json={"ready_fail": 1}, headers=drill_key())
         ready = await client.get("/healthz/ready")
     assert refused.status_code == 422
     assert ready.status_code == 200
@@ -154,7 +154,7 @@ async def test_drill_ready_fail_takes_booleans_only(in_process: InProcess) -> No
 
 async def test_drill_ready_fail_is_404_without_the_drill_endpoint(in_process: InProcess) -> None:
     async with in_process() as client:
-        answer = await client.post("/drill/faults", json={"ready_fail": True})
+        answer = await client.post("/drill/faults", json={"ready_fail": True}, headers=drill_key())
         ready = await client.get("/healthz/ready")
     assert answer.status_code == 404
     assert ready.status_code == 200
@@ -163,9 +163,11 @@ async def test_drill_ready_fail_is_404_without_the_drill_endpoint(in_process: In
 def test_a_real_process_serves_the_drill_and_does_not_log_probes(app_process: StartApp) -> None:
     app = app_process(DRILL)
     app.wait_ready()
-    set_ = httpx.post(f"{app.base_url}/drill/faults", json={"ready_fail": True}, timeout=5)
+    set_ = httpx.post(
+        f"{app.base_url}/drill/faults", json={"ready_fail": True}, headers=drill_key(), timeout=5
+    )
     failing = httpx.get(f"{app.base_url}/healthz/ready", timeout=5)
-    httpx.post(f"{app.base_url}/drill/faults", json={}, timeout=5)
+    httpx.post(f"{app.base_url}/drill/faults", json={}, headers=drill_key(), timeout=5)
     app.wait_ready()
     assert set_.json()["ready_fail"] is True
     assert failing.json() == {"status": "not_ready", "reason": "drill: readiness failing"}

@@ -28,6 +28,11 @@ def as_user(user: str, password: str | None = None) -> dict[str, str]:
     return {"X-User": user, "X-Password": password or PASSWORDS[user]}
 
 
+def drill_user(user: str = "quinn", password: str | None = None) -> dict[str, str]:
+    """Headers for POST /drill/faults: a QA user (quinn) by default, the role drills need."""
+    return as_user(user, password)
+
+
 def signature(user: str, meaning: str = "performed", password: str | None = None) -> dict[str, str]:
     """An e-signature block: the signer re-authenticates with the password."""
     return {"user_id": user, "password": password or PASSWORDS[user], "meaning": meaning}

@@ -1,4 +1,5 @@
-"""pharma-manufacturing: operational endpoints, the batch read, drill faults, the SIGTERM drain."""
+"""pharma-manufacturing: operational endpoints, the batch read, drill faults (for QA users
+only), the SIGTERM drain."""
 
 from __future__ import annotations
 
@@ -11,9 +12,14 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import httpx
-from pharma_kit import step_body, write_headers
+import pytest
+from pharma_kit import as_user, drill_user, step_body, write_headers
+from pharma_manufacturing.main import create_app
+from pharma_manufacturing.settings import Settings
 
 if TYPE_CHECKING:  # conftest is pytest's, so import it for the type names only
+    from pathlib import Path
+
     from conftest import AppProcess, InProcess
 
 StartApp = Callable[[dict[str, str]], "AppProcess"]
@@ -150,18 +156,83 @@ def test_sigterm_drains_then_exits_zero(app_process: StartApp) -> None:
 
 async def test_drill_endpoint_is_off_unless_enabled(in_process: InProcess) -> None:
     async with in_process({}) as client:
-        answer = await client.post("/drill/faults", json={"error_rate": 1.0})
+        answer = await client.post("/drill/faults", json={"error_rate": 1.0}, headers=drill_user())
         assert answer.status_code == 404
 
 
 async def test_drill_endpoint_changes_faults_of_a_running_process(in_process: InProcess) -> None:
     async with in_process({"APP_DRILL_ENDPOINT": "1"}) as client:
         assert (await client.get("/api/batches/B-1001")).status_code == 200
-        set_ = await client.post("/drill/faults", json={"error_rate": 1.0, "latency_ms": 0})
+        set_ = await client.post(
+            "/drill/faults", json={"error_rate": 1.0, "latency_ms": 0}, headers=drill_user()
+        )
         assert set_.status_code == 200
         assert (await client.get("/api/batches/B-1001")).status_code == 503
         assert (await client.get("/healthz/ready")).status_code == 200  # health unaffected
-        bad = await client.post("/drill/faults", json={"error_rate": 2})
+        bad = await client.post("/drill/faults", json={"error_rate": 2}, headers=drill_user())
         assert bad.status_code == 422
-        await client.post("/drill/faults", json={"error_rate": 0})
+        await client.post("/drill/faults", json={"error_rate": 0}, headers=drill_user())
         assert (await client.get("/api/batches/B-1001")).status_code == 200
+
+
+DRILL = {"APP_DRILL_ENDPOINT": "1"}
+BREAK_IT = {"error_rate": 1.0, "latency_ms": 0, "ready_fail": True}
+
+
+@pytest.mark.parametrize(
+    ("headers", "status", "code"),
+    [
+        ({}, 401, "NOT_AUTHENTICATED"),  # no credential
+        (as_user("quinn", "not-her-password"), 401, "NOT_AUTHENTICATED"),  # a wrong one
+        ({"Authorization": "Bearer quinn.9999999999.forged"}, 401, "NOT_AUTHENTICATED"),
+        (as_user("olivia"), 403, "NOT_PERMITTED"),  # operator: signed in, not privileged
+        (as_user("sam"), 403, "NOT_PERMITTED"),  # supervisor: neither
+    ],
+    ids=["no-credential", "wrong-password", "forged-token", "operator", "supervisor"],
+)
+async def test_a_drill_without_a_qa_user_is_refused_and_changes_nothing(
+    in_process: InProcess, data_dir: Path, headers: dict[str, str], status: int, code: str
+) -> None:
+    """Reads are open in local (`open_reads`), drills never are."""
+    app = create_app(Settings.from_env({**DRILL, "APP_DATA_DIR": str(data_dir)}))
+    faults = app.state.faults
+    async with in_process(app=app) as client:
+        refused = await client.post("/drill/faults", json=BREAK_IT, headers=headers)
+        batch = await client.get("/api/batches/B-1001")
+        ready = await client.get("/healthz/ready")
+    assert refused.status_code == status
+    assert refused.json()["code"] == code
+    assert ("WWW-Authenticate" in refused.headers) is (status == 401)
+    if status == 403:
+        assert "may not run drills: that needs the role qa" in refused.json()["detail"]
+    assert app.state.faults is faults  # nothing was set
+    assert (batch.status_code, ready.status_code) == (200, 200)
+
+
+async def test_a_qa_user_runs_the_drill_with_a_password_or_a_session_token(
+    in_process: InProcess,
+) -> None:
+    async with in_process(DRILL) as client:
+        by_password = await client.post(
+            "/drill/faults", json={"error_rate": 1.0}, headers=drill_user()
+        )
+        broken = await client.get("/api/batches/B-1001")
+        session = await client.post(
+            "/api/session", json={"user_id": "quinn", "password": "demo-quinn"}
+        )
+        assert session.status_code == 503  # the session API is an API: the drill broke it too
+        await client.post("/drill/faults", json={}, headers=drill_user())
+        session = await client.post(
+            "/api/session", json={"user_id": "quinn", "password": "demo-quinn"}
+        )
+        bearer = {"Authorization": f"Bearer {session.json()['token']}"}
+        by_token = await client.post("/drill/faults", json={"latency_ms": 1}, headers=bearer)
+    assert by_password.status_code == 200
+    assert broken.status_code == 503
+    assert by_token.json() == {"error_rate": 0.0, "latency_ms": 1, "ready_fail": False}
+
+
+async def test_the_drill_endpoint_off_is_404_even_for_a_qa_user(in_process: InProcess) -> None:
+    async with in_process() as client:
+        answer = await client.post("/drill/faults", json=BREAK_IT, headers=drill_user())
+    assert answer.status_code == 404

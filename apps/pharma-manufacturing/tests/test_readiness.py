@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import httpx
-from pharma_kit import DB_FILE, is_not_ready, readiness_until
+from pharma_kit import DB_FILE, drill_user, is_not_ready, readiness_until
 from pharma_manufacturing.main import create_app
 from pharma_manufacturing.readiness import ReadinessMonitor
 from pharma_manufacturing.settings import Settings
@@ -151,11 +151,11 @@ async def test_drill_ready_fail_fails_readiness_only_and_toggles_back(
     in_process: InProcess,
 ) -> None:
     async with in_process(DRILL) as client:
-        on = await client.post("/drill/faults", json={"ready_fail": True})
+        on = await client.post("/drill/faults", json={"ready_fail": True}, headers=drill_user())
         failing = await client.get("/healthz/ready")
         api = await client.get("/api/batches/B-1001")
         live = await client.get("/healthz/live")
-        off = await client.post("/drill/faults", json={"ready_fail": False})
+        off = await client.post("/drill/faults", json={"ready_fail": False}, headers=drill_user())
         back = await client.get("/healthz/ready")
     assert (on.status_code, on.json()) == (
         200,
@@ -175,7 +175,7 @@ async def test_draining_wins_over_the_ready_fail_drill(
 ) -> None:
     app = create_app(Settings.from_env({**DRILL, "APP_DATA_DIR": str(data_dir)}))
     async with in_process(app=app) as client:
-        await client.post("/drill/faults", json={"ready_fail": True})
+        await client.post("/drill/faults", json={"ready_fail": True}, headers=drill_user())
         app.state.lifecycle.start_draining()
         ready = await client.get("/healthz/ready")
     assert ready.json() == {"status": "draining"}
@@ -183,7 +183,9 @@ async def test_draining_wins_over_the_ready_fail_drill(
 
 async def test_drill_ready_fail_takes_booleans_only(in_process: InProcess) -> None:
     async with in_process(DRILL) as client:
-        refused = await client.post("/drill/faults", json={"ready_fail": "false"})
+        refused = await client.post(
+            "/drill/faults", json={"ready_fail": "false"}, headers=drill_user()
+        )
         ready = await client.get("/healthz/ready")
     assert refused.status_code == 422
     assert ready.status_code == 200
@@ -191,7 +193,7 @@ async def test_drill_ready_fail_takes_booleans_only(in_process: InProcess) -> No
 
 async def test_drill_ready_fail_is_404_without_the_drill_endpoint(in_process: InProcess) -> None:
     async with in_process() as client:
-        answer = await client.post("/drill/faults", json={"ready_fail": True})
+        answer = await client.post("/drill/faults", json={"ready_fail": True}, headers=drill_user())
         ready = await client.get("/healthz/ready")
     assert answer.status_code == 404
     assert ready.status_code == 200
@@ -209,9 +211,11 @@ def test_a_real_process_serves_the_drill_and_does_not_log_probes(
 ) -> None:
     app = app_process(DRILL)
     app.wait_ready()
-    set_ = httpx.post(f"{app.base_url}/drill/faults", json={"ready_fail": True}, timeout=5)
+    set_ = httpx.post(
+        f"{app.base_url}/drill/faults", json={"ready_fail": True}, headers=drill_user(), timeout=5
+    )
     failing = httpx.get(f"{app.base_url}/healthz/ready", timeout=5)
-    httpx.post(f"{app.base_url}/drill/faults", json={}, timeout=5)
+    httpx.post(f"{app.base_url}/drill/faults", json={}, headers=drill_user(), timeout=5)
     app.wait_ready()
     assert set_.json()["ready_fail"] is True
     assert failing.json() == {"status": "not_ready", "reason": "drill: readiness failing"}

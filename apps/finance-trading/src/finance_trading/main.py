@@ -91,13 +91,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.registry = registry
     app.state.faults = FaultInjector(settings.fault_error_rate, settings.fault_latency_ms)
     app.state.orders = OrderService(settings.trading.limits, ledger=ledger)
+    app.state.api_keys = ApiKeys(settings.trading.api_keys)
+    app.state.drill_keys = ApiKeys(settings.trading.drill_keys)  # /drill/ only, see operations
     # The last added runs first: request id, then telemetry (which sees every answer,
     # refusals included), then the API-key check, then the routes.
-    app.add_middleware(ApiKeyMiddleware, keys=ApiKeys(settings.trading.api_keys))
+    app.add_middleware(ApiKeyMiddleware, keys=app.state.api_keys)
     app.add_middleware(TelemetryMiddleware, metrics=RequestMetrics(registry))
     app.add_middleware(RequestIdMiddleware)
     install_error_handlers(app)
     app.include_router(operations.router)
+    app.include_router(operations.drills)
     app.include_router(trading.router)
     app.include_router(graphql_router(), dependencies=[Depends(inject_faults)])
     return app
@@ -181,6 +184,8 @@ def _describe(settings: Settings) -> dict[str, object]:
         "environment": settings.trading.environment,
         "config": str(settings.trading.source),
         "api_keys": len(settings.trading.api_keys),
+        "drill_endpoint": settings.drill_endpoint,
+        "drill_keys": len(settings.trading.drill_keys),
         "idempotency_ledger": str(settings.data_dir / DB_FILE) if settings.data_dir else "memory",
         "fault_error_rate": settings.fault_error_rate,
         "fault_latency_ms": settings.fault_latency_ms,

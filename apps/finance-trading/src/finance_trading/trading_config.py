@@ -7,9 +7,13 @@ package `finance_trading.config`. These `APP_*` variables then override the file
     APP_RESTRICTED_SYMBOLS   comma-separated symbols, replacing the file's list
     APP_API_KEYS_FILE        a YAML mapping {<sha256 hex of a key>: <account>}
     APP_API_KEYS             "<sha256 hex>=<account>,..."
+    APP_DRILL_KEYS_FILE      a YAML mapping {<sha256 hex of a drill key>: <name>}
 
-Either key variable replaces the file's keys (both together are merged). A value the app
-cannot use raises ConfigError naming the variable, or the file and the key in it.
+Either key variable replaces the file's keys (both together are merged). Drill keys (for
+POST /drill/faults only, see api/operations.py) come from the file's `drill_keys` or, replacing
+them, from the file APP_DRILL_KEYS_FILE names: a secret given by reference, never inline. A
+drill key may not also be a trading key. A value the app cannot use raises ConfigError naming
+the variable, or the file and the key in it.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -49,8 +53,9 @@ class ConfigFile(BaseModel):
     risk: RiskLimits
     api_keys: dict[str, str] = {}  # sha256 hex digest of a key -> account name
     api_keys_required: bool = False  # refuse to start without any key (production)
+    drill_keys: dict[str, str] = {}  # sha256 hex digest of a drill key -> who holds it
 
-    @field_validator("api_keys")
+    @field_validator("api_keys", "drill_keys")
     @classmethod
     def _digests_and_accounts(cls, keys: dict[str, str]) -> dict[str, str]:
         for digest, account in keys.items():
@@ -72,6 +77,7 @@ class TradingConfig:
     source: Path  # the file the values came from, before overrides
     limits: RiskLimits
     api_keys: Mapping[str, str]  # sha256 hex digest -> account
+    drill_keys: Mapping[str, str] = field(default_factory=dict)  # sha256 hex digest -> holder
 
 
 def config_dir() -> Path:
@@ -103,31 +109,57 @@ def load_trading_config(env: Mapping[str, str] | None = None) -> TradingConfig:
         keys, variables = overridden
         raw["api_keys"] = keys
         origins[("api_keys",)] = variables
+    drill_file = env.get("APP_DRILL_KEYS_FILE", "").strip()
+    if drill_file:
+        raw["drill_keys"] = _read_yaml(Path(drill_file), named="APP_DRILL_KEYS_FILE")
+        origins[("drill_keys",)] = "APP_DRILL_KEYS_FILE"
     try:
         parsed = ConfigFile.model_validate(raw)
     except ValidationError as error:
         raise ConfigError(_explain(error, source, origins)) from None
     if environment != "local":
-        public = _demo_key_digests() & set(parsed.api_keys)
+        demo_api_keys, demo_drill_keys = _demo_key_digests()
+        public = demo_api_keys & set(parsed.api_keys)
         if public:
             raise ConfigError(
                 f"the public demo API key (ft-demo-local-key) is for APP_ENV=local only, not "
                 f"{environment}: remove sha256 {sorted(public)[0][:12]}… from "
                 f"{origins.get(('api_keys',), str(source))}"
             )
+        public = demo_drill_keys & set(parsed.drill_keys)
+        if public:
+            raise ConfigError(
+                f"the public demo drill key (ft-demo-drill-key) is for APP_ENV=local only, not "
+                f"{environment}: remove sha256 {sorted(public)[0][:12]}… from "
+                f"{origins.get(('drill_keys',), str(source))}"
+            )
+    shared = set(parsed.api_keys) & set(parsed.drill_keys)
+    if shared:
+        raise ConfigError(
+            f"a drill key must not also be a trading key: sha256 {sorted(shared)[0][:12]}… is "
+            f"in both {origins.get(('drill_keys',), 'drill_keys in ' + str(source))} and "
+            f"{origins.get(('api_keys',), 'api_keys in ' + str(source))}; give drills a key "
+            "of their own"
+        )
     if parsed.api_keys_required and not parsed.api_keys:
         raise ConfigError(
             f"no API keys configured for {environment}: set APP_API_KEYS_FILE (a YAML file "
             "{<sha256 hex>: <account>}) or APP_API_KEYS (<sha256 hex>=<account>,...)"
         )
-    return TradingConfig(environment, source, parsed.risk, dict(parsed.api_keys))
+    return TradingConfig(
+        environment, source, parsed.risk, dict(parsed.api_keys), dict(parsed.drill_keys)
+    )
 
 
-def _demo_key_digests() -> set[str]:
-    """The key digests local.yaml ships (their plaintext is public, in README.md)."""
+def _demo_key_digests() -> tuple[set[str], set[str]]:
+    """The API key and drill key digests local.yaml ships (their plaintext is public, in
+    README.md)."""
     raw = _read_yaml(config_dir() / "local.yaml")
-    keys = raw.get("api_keys")
-    return {str(k) for k in keys} if isinstance(keys, dict) else set()
+    found = []
+    for section in ("api_keys", "drill_keys"):
+        keys = raw.get(section)
+        found.append({str(k) for k in keys} if isinstance(keys, dict) else set())
+    return found[0], found[1]
 
 
 def _read_yaml(path: Path, named: str | None = None) -> dict[str, Any]:

@@ -125,6 +125,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_exception_handler(RecordError, record_error_response)
     for module in (operations, batches, deviations, lots, line, session):
         app.include_router(module.router)
+    app.include_router(operations.drills)
     return app
 
 

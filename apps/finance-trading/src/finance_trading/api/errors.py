@@ -6,6 +6,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
+from finance_trading.middleware.auth import CHALLENGE, DrillRefused
 from finance_trading.services.errors import (
     IdempotencyConflictError,
     LedgerUnavailableError,
@@ -44,6 +45,15 @@ async def invalid_request(_: Request, error: RequestValidationError) -> JSONResp
     return error_response(422, "INVALID_REQUEST", summary, details=problems)
 
 
+async def drill_refused(_: Request, error: DrillRefused) -> JSONResponse:
+    """A drill call without the right key, in the shape the API-key check answers with."""
+    answer = error_response(error.status, error.code, error.message)
+    if error.status == 401:
+        answer.headers["WWW-Authenticate"] = CHALLENGE.decode()
+    return answer
+
+
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(TradingError, trading_error)  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, invalid_request)  # type: ignore[arg-type]
+    app.add_exception_handler(DrillRefused, drill_refused)  # type: ignore[arg-type]

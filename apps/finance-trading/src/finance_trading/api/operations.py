@@ -1,19 +1,40 @@
-"""Operational endpoints the engine and the proxy read: liveness, readiness, metrics, version."""
+"""Operational endpoints the engine and the proxy read: liveness, readiness, metrics, version;
+and the drill endpoint, which only a drill key may call."""
 
 from __future__ import annotations
 
-from typing import Any
+import logging
+from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Request, Response
+from fastapi import APIRouter, Depends, Header, HTTPException, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from finance_trading.lifecycle import Lifecycle
+from finance_trading.middleware.auth import ApiKeys, drill_holder
 from finance_trading.middleware.faults import READY_FAIL_REASON, FaultInjector
 from finance_trading.readiness import ReadinessMonitor
 from finance_trading.settings import Settings
 
+logger = logging.getLogger("finance_trading")
 router = APIRouter(tags=["operations"])
+
+
+async def drill_access(request: Request, x_api_key: Annotated[str | None, Header()] = None) -> str:
+    """Every /drill/ route: 404 unless APP_DRILL_ENDPOINT is on, as if the route did not
+    exist; then a drill key (`drill_keys`, APP_DRILL_KEYS_FILE) in X-API-Key, else 401 (no
+    key, unknown key) or 403 (a trading key). Checked before the body is read: a refused
+    call changes nothing. Answers who holds the key."""
+    settings: Settings = request.app.state.settings
+    if not settings.drill_endpoint:
+        raise HTTPException(status_code=404, detail="Not Found")
+    drill_keys: ApiKeys = request.app.state.drill_keys
+    api_keys: ApiKeys = request.app.state.api_keys
+    return drill_holder(x_api_key, drill_keys, api_keys)
+
+
+# Every route of this router is a drill: the check above is on the router, not on each route.
+drills = APIRouter(prefix="/drill", tags=["drills"], dependencies=[Depends(drill_access)])
 
 
 @router.get("/healthz/live")
@@ -54,18 +75,18 @@ async def metrics(request: Request) -> Response:
     return Response(generate_latest(request.app.state.registry), media_type=CONTENT_TYPE_LATEST)
 
 
-@router.post("/drill/faults")
-async def set_drill_faults(request: Request) -> dict[str, Any]:
+@drills.post("/faults")
+async def set_drill_faults(
+    request: Request, holder: Annotated[str, Depends(drill_access)]
+) -> dict[str, Any]:
     """Drills only: set the injected faults of a RUNNING process (error rate, latency, and
     `ready_fail`: readiness answers 503 while the API keeps working). Each call sets all three;
     a field left out goes back to none. The answer echoes what is now set.
 
     Disabled unless the process was started with APP_DRILL_ENDPOINT=1 (a release's config
-    override `DRILL_ENDPOINT=1`): then 404, as if the route did not exist.
+    override `DRILL_ENDPOINT=1`): then 404, as if the route did not exist. Enabled, it needs a
+    drill key in X-API-Key (see drill_access).
     """
-    settings: Settings = request.app.state.settings
-    if not settings.drill_endpoint:
-        raise HTTPException(status_code=404, detail="Not Found")
     body = await request.json()
     if not isinstance(body, dict):
         raise HTTPException(status_code=422, detail="the body must be a JSON object")
@@ -82,4 +103,6 @@ async def set_drill_faults(request: Request) -> dict[str, Any]:
     if not isinstance(ready_fail, bool):  # bool("false") is True: accept JSON booleans only
         raise HTTPException(status_code=422, detail="ready_fail must be true or false")
     request.app.state.faults = FaultInjector(error_rate, latency_ms, ready_fail)
-    return {"error_rate": error_rate, "latency_ms": latency_ms, "ready_fail": ready_fail}
+    faults = {"error_rate": error_rate, "latency_ms": latency_ms, "ready_fail": ready_fail}
+    logger.warning("drill faults set", extra={"fields": {"drill_key": holder, **faults}})
+    return faults

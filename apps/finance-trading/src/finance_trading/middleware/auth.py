@@ -5,6 +5,10 @@ The account lands in the request state (`request.state.account`); a request with
 or with an unknown one is answered 401 with a JSON error and `WWW-Authenticate`.
 Health, metrics and version stay open, and so do quotes: public delayed market data that the
 engine's probes and load generator read without a key.
+
+Drills (/drill/*, see api/operations.py) take the same header but their own keys, the
+configured `drill_keys`: `drill_holder` answers who may run one, or raises DrillRefused (401
+without a key or with an unknown one, 403 with a trading key). A drill key cannot trade.
 """
 
 from __future__ import annotations
@@ -42,6 +46,38 @@ class ApiKeys:
             if hmac.compare_digest(candidate, digest):
                 found = account
         return found
+
+
+class DrillRefused(Exception):
+    """A drill call without a drill key: 401 (no key, unknown key) or 403 (a trading key)."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+
+
+def drill_holder(key: str | None, drill_keys: ApiKeys, api_keys: ApiKeys) -> str:
+    """Who holds the drill key `key`; DrillRefused otherwise, saying what to send instead."""
+    if key is None:
+        raise DrillRefused(
+            401,
+            "UNAUTHENTICATED",
+            "drills need a drill key: send it in the X-API-Key header",
+        )
+    raw = key.encode()
+    holder = drill_keys.account_for(raw)
+    if holder is not None:
+        return holder
+    account = api_keys.account_for(raw)
+    if account is not None:
+        raise DrillRefused(
+            403,
+            "FORBIDDEN",
+            f"the key of account {account!r} may trade, not run drills: drills need a drill key",
+        )
+    raise DrillRefused(
+        401, "UNAUTHENTICATED", "the key in X-API-Key is not a drill key here: check the key"
+    )
 
 
 def requires_api_key(method: str, path: str) -> bool:
