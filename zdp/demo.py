@@ -9,12 +9,21 @@ apps' wheels into the artifact store, signs releases with a demo key, and deploy
 4. pharma-manufacturing 1.0.0, then 2.0.0 by blue-green switch under steady load.
 Each deployment ends with a one-screen summary: outcome, steps, requests sent and failed
 while it ran, and the time from the canary's first error to traffic restored. The stack is
-left running so the histories can be read in the Temporal UI; `zdp down` stops it.
+left running so the histories can be read in the Temporal UI; `ZDP_HOME=<demo home> zdp down`
+stops it.
+
+The demo runs in a home of its own (`ZDP_DEMO_HOME`, default `.zdp-demo`), never in the one
+`zdp up` uses (`ZDP_HOME`, default `.zdp`): there it keeps an unencrypted demo release key,
+trusted by the demo's worker, and demo identities with unencrypted keys in its own registry.
+`demo_home` refuses a home whose trust `zdp up` (or the compose file's worker) would read;
+`isolate` unsets, for the demo's process and the worker it starts, every variable that would
+put the demo's trust or records anywhere else.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +37,16 @@ from temporalio.client import Client
 from zdp import deployments
 from zdp.cli.output import console, err_console
 from zdp.cli.progress import follow
-from zdp.compliance.registry import Admin, audit_recorder, load_registry, register, registry_dir
+from zdp.compliance.registry import (
+    REGISTRY_ENV,
+    ROOT_ENV,
+    Admin,
+    audit_recorder,
+    load_registry,
+    register,
+    registry_dir,
+)
+from zdp.errors import ConfigError
 from zdp.loadgen import LoadProcess
 from zdp.models import (
     Artifact,
@@ -43,10 +61,10 @@ from zdp.models import (
 )
 from zdp.platforms.artifacts import build_app_wheel, store_artifact
 from zdp.platforms.envoy import EnvoyRouter
-from zdp.platforms.local_layout import LOCAL_APPS, REPO_ROOT
+from zdp.platforms.local_layout import LOCAL_APPS, REPO_ROOT, zdp_home
 from zdp.release import sign_manifest
 from zdp.signing import generate_key_pair, load_private_key
-from zdp.stack import Stack
+from zdp.stack import Stack, pid_alive
 from zdp.temporal import connect
 
 DEMO_CONFIG = REPO_ROOT / "infrastructure" / "canary-deployments" / "demo.yaml"
@@ -63,6 +81,111 @@ APPROVERS = {
 # Who acts in the demo, each with a registered key: an administrator registers the others.
 ADMIN = "demo-admin"
 INITIATOR = "ci-bot"
+
+DEMO_HOME_ENV = "ZDP_DEMO_HOME"
+DEFAULT_DEMO_HOME = Path(".zdp-demo")
+# Variables that would take the demo's trust or records out of its home (trusted keys, the
+# identity registry and its pinned root, the artifact store, the audit database): unset for
+# the demo, whose worker inherits its environment.
+OUTSIDE_HOME_ENV = (
+    "ZDP_TRUSTED_KEYS",
+    REGISTRY_ENV,
+    ROOT_ENV,
+    "ZDP_ARTIFACTS",
+    "ZDP_AUDIT_DATABASE_URL",
+    "ZDP_AUDIT_DATABASE_CA",
+)
+
+
+@dataclass(frozen=True)
+class DemoHome:
+    """The demo's home, and the `zdp up` home it must leave alone (both absolute)."""
+
+    path: Path
+    up_home: Path
+
+    def trust(self) -> dict[str, str]:
+        """Where the demo's trust lives: all of it under `path`."""
+        return {
+            "release_key": str(self.path / "keys" / "demo-release.key"),
+            "trusted_keys": str(self.path / "trusted-keys"),
+            "identity_keys": str(self.path / "keys" / "identities"),
+            "identity_registry": str(self.path / "approvers"),
+        }
+
+
+def _env_path(name: str, relative_to: Path | None = None) -> Path | None:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return None
+    path = Path(raw).expanduser()
+    return (relative_to / path if relative_to and not path.is_absolute() else path).resolve()
+
+
+def _same(a: Path, b: Path | None) -> bool:
+    if b is None:
+        return False
+    if a.resolve() == b.resolve():
+        return True
+    try:
+        return a.exists() and b.exists() and a.samefile(b)
+    except OSError:
+        return False
+
+
+def demo_home(requested: Path) -> DemoHome:
+    """The demo's home, checked before anything starts; ConfigError (one line) when `zdp up`,
+    or the compose file's worker, would read trust from it, or when a `zdp up` stack already
+    runs on the ports the demo needs."""
+    path = requested.expanduser().resolve()
+    up = zdp_home()
+    compose_trust = _env_path("ZDP_TRUSTED_KEYS_DIR", REPO_ROOT) or (
+        REPO_ROOT / ".zdp" / "trusted-keys"
+    )
+    clashes = [
+        (path, up, "is the home `zdp up` uses (ZDP_HOME, default ./.zdp)"),
+        (
+            path / "trusted-keys",
+            _env_path("ZDP_TRUSTED_KEYS"),
+            "holds the trusted keys `zdp up`'s worker reads (ZDP_TRUSTED_KEYS)",
+        ),
+        (
+            path / "approvers",
+            _env_path(REGISTRY_ENV),
+            f"holds the identity registry `zdp up` reads ({REGISTRY_ENV})",
+        ),
+        (
+            path / "trusted-keys",
+            compose_trust,
+            "holds the trusted keys docker-compose.temporal.yml mounts into its worker "
+            "(ZDP_TRUSTED_KEYS_DIR, default ./.zdp/trusted-keys)",
+        ),
+    ]
+    for ours, theirs, why in clashes:
+        if _same(ours, theirs):
+            raise ConfigError(
+                f"the demo home {path} {why}: the demo would leave its unencrypted demo keys "
+                f"trusted there; give the demo a folder of its own (--home or {DEMO_HOME_ENV}, "
+                f"default {DEFAULT_DEMO_HOME})"
+            )
+    up_stack = Stack(home=up)
+    temporal = up_stack.record().get("temporal") or {}
+    if temporal.get("address") == up_stack.temporal_address and pid_alive(
+        int(temporal.get("pid", 0)), "start-dev"
+    ):
+        raise ConfigError(
+            f"a `zdp up` stack in {up} runs on the ports the demo needs (Temporal "
+            f"{up_stack.temporal_address}): stop it with `zdp down`, or move the demo "
+            "with ZDP_PORT_BASE and ZDP_TEMPORAL_PORT"
+        )
+    return DemoHome(path, up)
+
+
+def isolate(home: DemoHome) -> None:
+    """This process, and the stack it starts, read and write the demo home only."""
+    os.environ["ZDP_HOME"] = str(home.path)
+    for name in OUTSIDE_HOME_ENV:
+        os.environ.pop(name, None)
 
 
 @dataclass
@@ -319,9 +442,16 @@ class Demo:
         )
 
 
-async def run_demo(home: Path, as_json: bool = False) -> dict[str, Any]:
-    demo = Demo(home, quiet=as_json)
+async def run_demo(home: DemoHome, as_json: bool = False) -> dict[str, Any]:
+    demo = Demo(home.path, quiet=as_json)
     stack = await asyncio.to_thread(demo.prepare)
+    trust = home.trust()
+    demo.say(
+        f"demo trust stays in the demo's home {home.path}: the unencrypted demo-release key "
+        f"{trust['release_key']} (trusted in {trust['trusted_keys']}), the demo identities' "
+        f"keys in {trust['identity_keys']} and their registry {trust['identity_registry']}; "
+        f"`zdp up`'s home {home.up_home} is untouched"
+    )
     client = await connect(target_host=stack.temporal_address)
     plan: list[tuple[str, str, Strategy, bool, dict[str, str]]] = [
         ("finance-trading", "1.0.0", Strategy.canary, False, {}),
@@ -341,11 +471,19 @@ async def run_demo(home: Path, as_json: bool = False) -> dict[str, Any]:
         "temporal_ui": stack.ui_url,
         "deployments": [s.as_dict() for s in summaries],
         "ok": _as_promised(summaries),
+        "demo_home": str(home.path),
+        "demo_trust": trust,
+        "zdp_up_home_untouched": str(home.up_home),
     }
     if not as_json:
         console.print(
             f"\nInspect every history in the Temporal UI: {stack.ui_url}\n"
-            "The stack keeps running; `zdp down` stops it."
+            f"The stack keeps running; `ZDP_HOME={home.path} zdp down` stops it.\n"
+            f"The demo's keys and identities (unencrypted, trusted only by this demo) are in "
+            f"{home.path}: `rm -rf {home.path}` removes them. `zdp up`'s home "
+            f"{home.up_home} trusts none of them.",
+            markup=False,
+            highlight=False,
         )
     return result
 

@@ -1,10 +1,12 @@
 """The embedded stack end to end: Temporal dev server, Envoy, app processes, steady load.
 
-One stack for the module (its own ZDP_HOME and ports). `zdp demo --json` runs the main job
-through it while a CPU hog keeps both cores busy (a healthy release must never be rolled back
-because the machine is busy); then a worker is killed in the middle of a bake and a new one
-finishes the deployment while traffic keeps flowing; finally `zdp down` must leave no process
-behind.
+One stack for the module (its own home and ports): `zdp demo --json` starts it in the demo's
+home (ZDP_DEMO_HOME), which every later command here is given as ZDP_HOME, while the `zdp up`
+home it was run beside (ZDP_HOME then) must stay without any demo trust. The demo runs the
+main job through the stack while a CPU hog keeps both cores busy (a healthy release must
+never be rolled back because the machine is busy); then a worker is killed in the middle of a
+bake and a new one finishes the deployment while traffic keeps flowing; finally `zdp down`
+must leave no process behind.
 """
 
 from __future__ import annotations
@@ -75,14 +77,22 @@ HOG = "import time\nend = time.monotonic() + 600\nwhile time.monotonic() < end: 
 
 
 @pytest.fixture(scope="module")
-def demo_result(stack_env: dict[str, str]) -> dict[str, Any]:
+def up_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The home `zdp up` would use while the demo runs (ZDP_HOME): the demo must not touch it."""
+    return tmp_path_factory.mktemp("zdp-up-home")
+
+
+@pytest.fixture(scope="module")
+def demo_result(stack_env: dict[str, str], up_home: Path) -> dict[str, Any]:
     hogs = [
         subprocess.Popen([sys.executable, "-c", HOG], start_new_session=True)
         for _ in range(os.cpu_count() or 2)
     ]
+    # The demo in its own home (the module's stack home), beside another `zdp up` home.
+    env = {**stack_env, "ZDP_DEMO_HOME": stack_env["ZDP_HOME"], "ZDP_HOME": str(up_home)}
     try:
         run = subprocess.run(
-            [ZDP, "demo", "--json"], env=stack_env, capture_output=True, text=True, timeout=600
+            [ZDP, "demo", "--json"], env=env, capture_output=True, text=True, timeout=600
         )
     finally:
         for hog in hogs:
@@ -122,6 +132,24 @@ def test_demo_on_a_busy_machine_promotes_every_healthy_release_and_rolls_back_th
     first = rows[("pharma-manufacturing", "1.0.0")]
     assert pharma["risk_score"] == first["risk_score"] + 15
     assert demo_result["ok"] is True
+
+
+def test_demo_trust_stays_in_the_demo_home_and_the_zdp_up_home_trusts_no_demo_key(
+    demo_result: dict[str, Any], stack_env: dict[str, str], up_home: Path
+) -> None:
+    demo_home = Path(stack_env["ZDP_HOME"]).resolve()
+    assert demo_result["demo_home"] == str(demo_home)
+    assert demo_result["zdp_up_home_untouched"] == str(up_home.resolve())
+    trust = demo_result["demo_trust"]
+    assert all(Path(path).is_relative_to(demo_home) for path in trust.values())
+    demo_key = (demo_home / "trusted-keys" / "demo-release.pub").read_bytes()
+    assert Path(trust["release_key"]).is_file()
+    assert "demo-admin" in load_registry(Path(trust["identity_registry"]))
+    # The `zdp up` home: no trusted key, no identity, no file at all.
+    assert list(up_home.rglob("*")) == []
+    assert load_registry(registry_dir(up_home)) == {}
+    everywhere = [p for p in up_home.rglob("*.pub") if p.read_bytes() == demo_key]
+    assert everywhere == []
 
 
 async def test_worker_killed_mid_bake_is_replaced_and_traffic_stays_intact(

@@ -647,13 +647,28 @@ def down() -> None:
 
 @app.command()
 def demo(
-    home: Annotated[Path, typer.Option(envvar="ZDP_HOME", help="State folder.")] = Path(".zdp"),
+    home: Annotated[
+        Path,
+        typer.Option(
+            envvar="ZDP_DEMO_HOME",
+            help="The demo's own state folder, where its demo keys are trusted; never the "
+            "ZDP_HOME `zdp up` uses.",
+        ),
+    ] = Path(".zdp-demo"),
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
-    """Deploy real app processes behind Envoy under load: promote, roll back, blue-green."""
-    from zdp.demo import run_demo
+    """Deploy real app processes behind Envoy under load: promote, roll back, blue-green.
 
-    result = run(lambda: run_demo(home.resolve(), as_json))
+    Runs its own stack in its own home (default .zdp-demo): the unencrypted demo release key
+    and demo identities it trusts stay there, and `zdp up`'s home is not touched."""
+    from zdp.demo import demo_home, isolate, run_demo
+
+    try:
+        checked = demo_home(home)
+    except ZdpError as err:
+        fail(f"refused before starting: {err}", EXIT_USAGE)
+    isolate(checked)
+    result = run(lambda: run_demo(checked, as_json))
     if as_json:
         print_json(result)
     raise typer.Exit(0 if result["ok"] else 1)
