@@ -4,15 +4,40 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv test lint demo clean
+.PHONY: venv test lint demo clean lock
+
+# Every package comes from the hash-pinned locks in requirements/ (pip refuses a file whose
+# sha256 is not in the lock, and --only-binary keeps sdists, whose build dependencies would
+# be unpinned, out): first the installers (tools.txt: pip, uv), then the engine with its dev
+# and test extras (dev.txt), then the project itself, editable, without resolving anything.
+# The locks are written by `make lock`; tests/unit/test_supply_chain.py fails when they lose
+# their hashes or drift from pyproject.toml.
+LOCKS := requirements/tools.txt requirements/dev.txt
+PIP_LOCKED := $(PY) -m pip install -q --require-hashes --only-binary=:all:
 
 venv: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(LOCKS)
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PIP_LOCKED) -r requirements/tools.txt
+	$(PIP_LOCKED) -r requirements/dev.txt
+	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
 	@touch $(STAMP)
+
+# Rewrites the locks from pyproject.toml (and requirements/*.in) with uv, as pinned in
+# tools.txt: the versions already locked are kept unless pyproject.toml no longer allows them;
+# `make lock LOCK_ARGS=--upgrade` moves everything to the newest versions the index serves.
+# One resolution for every platform (--universal), with the hashes of every published file of
+# each pinned version; engine.txt and build.txt are constrained to dev.txt's versions, so the
+# image runs what CI tested.
+LOCK_COMPILE = $(VENV)/bin/uv pip compile --quiet --universal --python-version 3.11 \
+	--generate-hashes --custom-compile-command "make lock" $(LOCK_ARGS)
+
+lock: $(STAMP)
+	$(LOCK_COMPILE) pyproject.toml --extra dev -o requirements/dev.txt
+	$(LOCK_COMPILE) pyproject.toml -c requirements/dev.txt -o requirements/engine.txt
+	$(LOCK_COMPILE) requirements/build.in -c requirements/dev.txt -o requirements/build.txt
+	$(LOCK_COMPILE) requirements/tools.in -o requirements/tools.txt
 
 test: $(STAMP)
 	$(PY) -m pytest -q

