@@ -182,8 +182,11 @@ def test_config_selects_the_kubernetes_backends_and_in_cluster_prometheus() -> N
 
 
 def test_network_policy_allows_only_dns_temporal_api_server_prometheus_and_apps() -> None:
-    (policy,) = by_kind(render(K8S / "base"), "NetworkPolicy")
-    spec = policy["spec"]
+    # Destinations, addresses and the absence of 0.0.0.0/0: tests/k8s/test_network_policy.py.
+    objects = by_kind(render(K8S / "base"), "NetworkPolicy")
+    policies = {p["metadata"]["name"]: p["spec"] for p in objects}
+    assert set(policies) == {"zdp-worker", "zdp-worker-api-server"}
+    spec = policies["zdp-worker"]
     assert spec["policyTypes"] == ["Ingress", "Egress"] and spec["ingress"] == []
     ports = [
         sorted((p["protocol"], p["port"]) for p in rule.get("ports", [])) for rule in spec["egress"]
@@ -191,12 +194,16 @@ def test_network_policy_allows_only_dns_temporal_api_server_prometheus_and_apps(
     assert ports == [
         [("TCP", 53), ("UDP", 53)],
         [("TCP", 7233)],
-        [("TCP", 443), ("TCP", 6443)],
         [("TCP", 9090)],
         [],
     ]
     apps = spec["egress"][-1]["to"][0]["podSelector"]["matchExpressions"]
     assert apps == [{"key": "zdp.io/slot", "operator": "Exists"}]
+    api_server = policies["zdp-worker-api-server"]
+    assert api_server["policyTypes"] == ["Egress"]
+    assert [sorted(p["port"] for p in rule["ports"]) for rule in api_server["egress"]] == [
+        [443, 6443]
+    ]
 
 
 # --------------------------------------------------------------------------- least privilege
