@@ -25,6 +25,7 @@ from zdp.health.policy import load_gate_policies
 from zdp.models import (
     ApproverIdentity,
     AssessRiskInput,
+    Deployed,
     PolicyDecision,
     ProvenActor,
     RiskReport,
@@ -32,7 +33,7 @@ from zdp.models import (
 from zdp.platforms.base import Runtime, TrafficRouter
 from zdp.platforms.local_layout import zdp_home
 from zdp.policy import decide
-from zdp.risk import assess_risk
+from zdp.risk import assess_risk, config_changes, downgrade_check
 
 
 class RiskActivities:
@@ -72,16 +73,16 @@ class RiskActivities:
         result = await activity.client().count_workflows(query)
         return result.count
 
-    async def live_endpoints(self, app: str) -> list[str]:
-        """Endpoints of the versions taking traffic now: whom the domain checks ask."""
+    async def serving(self, app: str) -> list[Deployed]:
+        """The versions taking traffic now, the one with the most traffic first."""
         if self.runtime is None or self.router is None:
             return []
         weights = await self.router.get_weights(app)
-        endpoints: list[str] = []
+        found: list[Deployed] = []
         for slot, weight in sorted(weights.items(), key=lambda kv: -kv[1]):
-            if weight > 0:
-                endpoints.extend(await self.runtime.endpoints(app, slot))
-        return endpoints
+            if weight > 0 and (deployed := await self.runtime.deployed(app, slot)) is not None:
+                found.append(deployed)
+        return found
 
     @activity.defn
     async def assess_risk(self, request: AssessRiskInput) -> RiskReport:
@@ -97,11 +98,16 @@ class RiskActivities:
                 request.app, request.environment, config.recent_failure_window_days
             )
             freeze = freeze_check(app, request.environment, request.at, request.emergency_override)
+            serving = await self.serving(request.app)
             progress = await work_in_progress_check(
                 app.work_in_progress,
                 request.environment,
-                await self.live_endpoints(request.app),
+                [endpoint for deployed in serving for endpoint in deployed.endpoints],
                 self.app_query,
+            )
+            running = serving[0] if serving else None
+            changes = config_changes(
+                request.manifest.config_overrides, running.config if running else {}
             )
             assessment = assess_risk(
                 request.manifest,
@@ -110,6 +116,7 @@ class RiskActivities:
                 request.at,
                 failures,
                 domain_factors=[progress.factor],
+                changes=changes,
             )
             decision = decide(
                 assessment,
@@ -130,11 +137,18 @@ class RiskActivities:
             )
             why_required = requirement_text(request.environment, env.compliance_profiles)
             initiator, refused = self.initiator(request, registry, required, why_required)
+            downgrade = downgrade_check(
+                request.manifest.version,
+                running.version if running else None,
+                request.allow_downgrade,
+                request.initiator,
+                {*env.operators, *env.approvers},
+            )
         except ZdpError as err:
             raise to_application_error(err) from None
         except ValueError as err:  # malformed input: retrying cannot fix it
             raise ApplicationError(str(err), type="BadInput", non_retryable=True) from None
-        checks = [freeze.check, progress.check]
+        checks = [freeze.check, progress.check, *([downgrade] if downgrade else [])]
         blocked = "; ".join(c.detail for c in checks if c.blocking) or None
         return RiskReport(
             assessment=assessment,
@@ -150,6 +164,8 @@ class RiskActivities:
             initiator_refused=refused,
             app_env=env.app_env or request.environment,
             operators=list(env.operators),
+            running_version=running.version if running else None,
+            config_changes=changes,
         )
 
     def initiator(

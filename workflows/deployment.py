@@ -180,11 +180,13 @@ class DeploymentWorkflow:
         self.state.record(
             workflow.now(),
             "release_verified",
-            f"release {release.manifest.version} verified, signed by {release.signer_fingerprint}",
+            f"release {release.manifest.version} verified, signed by {release.signer_fingerprint}"
+            + _overrides_text(release.manifest.config_overrides),
             data={
                 "signer": release.signer_fingerprint,
                 "digest": release.manifest.artifact.digest,
                 "statement": release.statement_digest,
+                "config_overrides": dict(release.manifest.config_overrides),
             },
         )
         self._record_checks(release.checks)
@@ -208,6 +210,7 @@ class DeploymentWorkflow:
                 channel=self.request.channel,
                 request_digest=request_digest(self.request),
                 run_id=workflow.info().run_id,
+                allow_downgrade=self.request.allow_downgrade,
             ),
             start_to_close_timeout=timedelta(seconds=30),
             retry_policy=FORWARD_RETRY,
@@ -221,12 +224,14 @@ class DeploymentWorkflow:
             "risk_assessed",
             f"risk {report.assessment.score} ({report.assessment.level}); "
             f"top factors: {', '.join(f'{f.name} +{f.points}' for f in top)}. "
-            f"{report.decision.rationale}",
+            f"{report.decision.rationale}{_config_changes_text(report)}",
             data={
                 "score": report.assessment.score,
                 "level": report.assessment.level.value,
                 "factors": [f.model_dump() for f in report.assessment.factors],
                 "decision": report.decision.model_dump(),
+                "running_version": report.running_version,
+                "config_changes": [c.model_dump() for c in report.config_changes],
             },
         )
         self._record_checks(report.checks)
@@ -778,6 +783,8 @@ class DeploymentWorkflow:
             risk_score=report.assessment.score if report else None,
             risk_level=report.assessment.level if report else None,
             top_factors=top_factors(report.assessment) if report else [],
+            running_version=report.running_version if report else None,
+            config_changes=[c.describe() for c in report.config_changes] if report else [],
             approvals_required=report.decision.approvals_required if report else 0,
             allowed_approvers=list(report.decision.allowed_approvers) if report else [],
             signature_required=self.state.signers is not None,
@@ -1159,3 +1166,18 @@ def _activity_cause(err: ActivityError) -> str:
     if isinstance(cause, FailureError):
         return cause.message
     return str(cause) if cause is not None else err.message
+
+
+def _overrides_text(overrides: dict[str, str]) -> str:
+    """ "; sets K=V, ..." for a release that sets config, else nothing."""
+    if not overrides:
+        return ""
+    return "; sets " + ", ".join(f"{k}={v}" for k, v in sorted(overrides.items()))
+
+
+def _config_changes_text(report: RiskReport) -> str:
+    """'; config against the running 1.4.0: K: a -> b; ...' when the release changes config."""
+    if not report.config_changes:
+        return ""
+    changes = "; ".join(c.describe() for c in report.config_changes)
+    return f"; config against the running {report.running_version or 'version'}: {changes}"

@@ -18,7 +18,14 @@ from pydantic import ValidationError
 
 from zdp.compliance.profiles import Evidence, missing_evidence
 from zdp.compliance.registry import load_registry
-from zdp.config import EngineConfig, EnvironmentConfig
+from zdp.config import (
+    ENGINE_KEYS,
+    SECRET_KEY,
+    AppConfig,
+    EngineConfig,
+    EnvironmentConfig,
+    is_drill_key,
+)
 from zdp.domain import validation_check
 from zdp.errors import ReleaseError, ReleaseVerificationError, ZdpError
 from zdp.models import (
@@ -72,6 +79,34 @@ def check_target(config: EngineConfig, target: Target) -> EnvironmentConfig:
     return env
 
 
+def check_overrides(
+    manifest: ReleaseManifest, app: AppConfig, env: EnvironmentConfig, environment: str
+) -> None:
+    """A release may set only the config keys its app declares `overridable`, and drill
+    settings (DRILL_ENDPOINT, FAULT_*) only where the environment allows drills; never a key
+    the engine sets or one that carries a secret. ReleaseVerificationError names every key
+    refused and what may be set."""
+    refused: list[str] = []
+    for raw in sorted(manifest.config_overrides):
+        key = raw.upper()
+        if key in ENGINE_KEYS:
+            refused.append(f"{raw} (set by the engine)")
+        elif is_drill_key(key):
+            if not env.drills:
+                refused.append(f"{raw} (a drill setting; {environment} does not allow drills)")
+        elif SECRET_KEY.search(key):
+            refused.append(f"{raw} (a secret: secrets come by reference, never from a release)")
+        elif key not in app.overridable:
+            refused.append(f"{raw} (not declared overridable)")
+    if refused:
+        allowed = ", ".join(app.overridable) or "nothing"
+        raise ReleaseVerificationError(
+            f"release {manifest.version} of {manifest.app} sets config it may not: "
+            f"{'; '.join(refused)}. {manifest.app} lets a release set: {allowed}"
+            + ("; drill settings here too" if env.drills else "")
+        )
+
+
 def accept_release(
     manifest: ReleaseManifest,
     target: Target,
@@ -92,6 +127,7 @@ def accept_release(
             f"not {target.environment}"
         )
     env = check_target(config, target)
+    check_overrides(manifest, config.app(target.app), env, target.environment)
     if env.max_release_age_days is not None and now is not None:
         limit = timedelta(days=env.max_release_age_days)
         if manifest.created_at is None:

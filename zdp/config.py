@@ -36,6 +36,22 @@ CONFIG_ENV_VAR = "ZDP_CONFIG"
 _NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 _HHMM = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
 _LEVEL_ORDER = {level: rank for rank, level in enumerate(RiskLevel)}
+# Config keys (without APP_) a release may set: a name, upper case.
+_CONFIG_KEY = re.compile(r"^[A-Z][A-Z0-9_]{0,63}$")
+# Names that carry a secret or point at one: never set by a release, whatever an app declares.
+# Secrets reach an app by reference ($ZDP_HOME/secrets/<app>/<APP_ENV>/ or a Kubernetes Secret).
+SECRET_KEY = re.compile(
+    r"(^|_)(KEYS?|SECRETS?|TOKENS?|PASSWORDS?|PASSPHRASES?|CREDENTIALS?|DSN|DATABASE_URL)(_|$)"
+    r"|_FILE$"
+)
+# Set by the engine (the target environment, the version, the slot), never by a release.
+ENGINE_KEYS = frozenset({"ENV", "VERSION", "SLOT"})
+
+
+def is_drill_key(key: str) -> bool:
+    """Drill and fault-injection settings (DRILL_ENDPOINT, FAULT_*): only where an environment
+    allows drills, never in production."""
+    return key == "DRILL_ENDPOINT" or key.startswith("FAULT_")
 
 
 def parse_hhmm(value: str) -> time:
@@ -183,6 +199,9 @@ class EnvironmentConfig(_Config):
     # Refuse a release created longer ago than this (its `created_at`, as signed): an old
     # signed release, perhaps with a known flaw, is not redeployed here by mistake.
     max_release_age_days: int | None = Field(default=None, ge=1)
+    # Drills here: a release may turn on the drill endpoint and inject faults (DRILL_ENDPOINT,
+    # FAULT_*). Never in production.
+    drills: bool = False
     # Refuse unsigned requests here too (always so under sox, pci-dss, part11 and in
     # production: zdp.compliance.identity).
     require_proven_identities: bool = False
@@ -252,6 +271,33 @@ class AppConfig(_Config):
     environments: dict[str, EnvironmentConfig] = Field(min_length=1)
     calendar: CalendarConfig | None = None
     work_in_progress: WorkInProgressCheck | None = None
+    # The config keys (as the app reads them, without APP_) a release may set with
+    # `zdp release create --set KEY=VALUE`; any other is refused when the release is verified.
+    # Secrets (keys, tokens, passwords, database URLs, *_FILE references) never: they come by
+    # reference. Drill settings are the environment's `drills`.
+    overridable: list[str] = Field(default_factory=list)
+
+    @field_validator("overridable")
+    @classmethod
+    def _overridable_keys(cls, value: list[str]) -> list[str]:
+        for key in value:
+            if not _CONFIG_KEY.match(key):
+                raise ValueError(
+                    f"overridable key {key!r} is not a config key: upper-case letters, digits "
+                    "and '_', as the app reads it without APP_"
+                )
+            if key in ENGINE_KEYS:
+                raise ValueError(f"{key} is set by the engine, never by a release")
+            if SECRET_KEY.search(key):
+                raise ValueError(
+                    f"{key} looks like a secret: secrets come by reference ($ZDP_HOME/secrets/"
+                    "<app>/<APP_ENV>/ or a Kubernetes Secret), never from a release's text"
+                )
+            if is_drill_key(key):
+                raise ValueError(
+                    f"{key} is a drill setting: allow drills per environment (drills: true)"
+                )
+        return value
 
     @field_validator("environments")
     @classmethod
@@ -267,6 +313,8 @@ class AppConfig(_Config):
                 "production may not run apps with app_env: local (their demo data and public "
                 "demo credentials); leave app_env out, or name a non-local one"
             )
+        if production is not None and production.drills:
+            raise ValueError("production may not allow drills (drills: true)")
         return value
 
     def environment(self, name: str, *, app: str = "this app") -> EnvironmentConfig:

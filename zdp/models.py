@@ -270,6 +270,26 @@ class PolicyDecision(_Model):
     gate_policy: GatePolicy | None = None
 
 
+class ConfigChange(_Model):
+    """One config key a release sets differently from the running version. `before` is None
+    when the running version does not set it (or its config is unknown: `known` False);
+    `after` is None when the new release no longer sets it."""
+
+    key: str
+    before: str | None = None
+    after: str | None = None
+    known: bool = True
+
+    def describe(self) -> str:
+        if not self.known:
+            return f"{self.key}={self.after} (the running version's config is not known)"
+        if self.before is None:
+            return f"{self.key}={self.after} (new)"
+        if self.after is None:
+            return f"{self.key} no longer set (was {self.before})"
+        return f"{self.key}: {self.before} -> {self.after}"
+
+
 class RiskReport(_Model):
     assessment: RiskAssessment
     decision: PolicyDecision
@@ -293,6 +313,10 @@ class RiskReport(_Model):
     # Who may pause, resume and abort besides the approvers and the initiator (None in older
     # histories, which did not check it).
     operators: list[str] | None = None
+    # The version serving now (None: nothing serves, or older histories), and how the release's
+    # config overrides differ from the ones it runs with.
+    running_version: str | None = None
+    config_changes: list[ConfigChange] = Field(default_factory=list)
 
 
 # --------------------------------------------------------------------------- runtime and health
@@ -303,6 +327,8 @@ class Deployed(_Model):
     slot: str
     version: str
     endpoints: list[str]
+    # The config overrides of the release it runs; None when the runtime cannot tell.
+    config: dict[str, str] | None = None
     # What the runtime wants on the record about this start: how the process is confined,
     # code that had to be unpacked again because it differed from its signed wheel.
     notes: list[str] = Field(default_factory=list)
@@ -363,6 +389,9 @@ class DeploymentRequest(_Model):
     # and the channel it came through.
     proof: ApprovalSignature | None = None
     channel: Channel = "api"
+    # Deploy a version older than the one running (a downgrade is refused otherwise). Only the
+    # environment's operators and approvers may; the start's signature covers it.
+    allow_downgrade: bool = False
 
     @field_validator("steps")
     @classmethod
@@ -630,6 +659,7 @@ class AssessRiskInput(_Model):
     initiator_proof: ApprovalSignature | None = None
     channel: str = "api"
     request_digest: str | None = None
+    allow_downgrade: bool = False
     run_id: str | None = None
 
 

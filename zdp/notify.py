@@ -109,6 +109,9 @@ class Notification(BaseModel):
     risk_score: int | None = Field(default=None, ge=0, le=100)
     risk_level: RiskLevel | None = None
     top_factors: list[str] = Field(default_factory=list)
+    # How the release's config differs from the running version's (ConfigChange.describe).
+    running_version: str | None = None
+    config_changes: list[str] = Field(default_factory=list)
     approvals_required: int = Field(default=0, ge=0)
     allowed_approvers: list[str] = Field(default_factory=list)
     signature_required: bool = False

@@ -10,11 +10,21 @@ riskier change never scores lower. docs/risk-and-policy.md explains the numbers.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime
 
+from packaging.version import InvalidVersion, Version
+
 from zdp.config import AppConfig, CalendarConfig
-from zdp.models import Criticality, ReleaseManifest, RiskAssessment, RiskFactor, RiskLevel
+from zdp.models import (
+    ConfigChange,
+    Criticality,
+    DomainCheck,
+    ReleaseManifest,
+    RiskAssessment,
+    RiskFactor,
+    RiskLevel,
+)
 
 # Inclusive upper bound of each level's score band, lowest first. The default policy tiers in
 # infrastructure/canary-deployments/apps.yaml use exactly these max_score values.
@@ -59,14 +69,33 @@ def _plural(count: int, noun: str) -> str:
     return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
 
 
-def _config_factor(manifest: ReleaseManifest) -> RiskFactor:
-    """Configuration files changed in the diff, or configuration the release sets itself
-    (`zdp release create --set K=V`): either is a configuration change."""
-    overrides = sorted(manifest.config_overrides)
-    changed = manifest.change.config_changed or bool(overrides)
+def config_changes(
+    overrides: Mapping[str, str], running: Mapping[str, str] | None
+) -> list[ConfigChange]:
+    """How a release's config overrides differ from those the running version was started
+    with, key by key; with `running` None (not known) every override is listed as such."""
+    if running is None:
+        return [
+            ConfigChange(key=key, after=value, known=False)
+            for key, value in sorted(overrides.items())
+        ]
+    return [
+        ConfigChange(key=key, before=running.get(key), after=overrides.get(key))
+        for key in sorted(set(overrides) | set(running))
+        if running.get(key) != overrides.get(key)
+    ]
+
+
+def _config_factor(manifest: ReleaseManifest, changes: Sequence[ConfigChange] | None) -> RiskFactor:
+    """Configuration files changed in the diff, or configuration the release sets differently
+    from the running version (`zdp release create --set K=V`): either is a configuration
+    change. Without `changes`, every override the release sets counts as one."""
+    if changes is None:
+        changes = config_changes(manifest.config_overrides, None)
+    changed = manifest.change.config_changed or bool(changes)
     parts = ["configuration changed"] if manifest.change.config_changed else []
-    if overrides:
-        parts.append(f"the release sets {', '.join(overrides)}")
+    if changes:
+        parts.append("the release sets " + "; ".join(c.describe() for c in changes))
     return RiskFactor(
         name="config_changed",
         detail="; ".join(parts) if changed else "configuration unchanged",
@@ -74,7 +103,9 @@ def _config_factor(manifest: ReleaseManifest) -> RiskFactor:
     )
 
 
-def _change_factors(manifest: ReleaseManifest) -> list[RiskFactor]:
+def _change_factors(
+    manifest: ReleaseManifest, changes: Sequence[ConfigChange] | None = None
+) -> list[RiskFactor]:
     change = manifest.change
     lines, files = change.lines_changed, change.files_changed
     lines_points = min(LINES_MAX_POINTS, int(LINES_POINTS_PER_DECADE * math.log10(1 + lines)))
@@ -95,7 +126,7 @@ def _change_factors(manifest: ReleaseManifest) -> list[RiskFactor]:
             detail="includes database migrations" if change.migrations else "no migrations",
             points=MIGRATIONS_POINTS if change.migrations else 0,
         ),
-        _config_factor(manifest),
+        _config_factor(manifest, changes),
         RiskFactor(
             name="dependencies_changed",
             detail=(
@@ -169,12 +200,14 @@ def assess_risk(
     at: datetime,
     recent_failures: int,
     domain_factors: Sequence[RiskFactor] = (),
+    changes: Sequence[ConfigChange] | None = None,
 ) -> RiskAssessment:
     """Score deploying `manifest` to `environment` of `app` at `at`, listing every factor.
 
     `at` must be timezone-aware; `recent_failures` counts this app's failed or rolled-back
     deployments in the configured window; `domain_factors` are what the app's domain checks
-    found (zdp.domain: work in progress on the running version). An unknown environment raises
+    found (zdp.domain: work in progress on the running version); `changes` how the release's
+    config differs from the running version's (`config_changes`). An unknown environment raises
     ConfigError.
     """
     if at.tzinfo is None or at.utcoffset() is None:
@@ -185,7 +218,7 @@ def assess_risk(
 
     failures_points = min(RECENT_FAILURES_MAX_POINTS, RECENT_FAILURE_POINTS * recent_failures)
     factors = [
-        *_change_factors(manifest),
+        *_change_factors(manifest, changes),
         RiskFactor(
             name="app_criticality",
             detail=f"app {manifest.app} is {app.criticality.value}",
@@ -209,3 +242,57 @@ def assess_risk(
     ]
     score = max(0, min(100, sum(f.points for f in factors)))
     return RiskAssessment(score=score, level=level_for(score), factors=factors)
+
+
+def _version_key(version: str) -> Version | None:
+    try:
+        return Version(version)
+    except InvalidVersion:
+        return None
+
+
+def downgrade_check(
+    version: str,
+    running: str | None,
+    allowed: bool,
+    initiator: str | None,
+    may_allow: Collection[str],
+) -> DomainCheck | None:
+    """Whether deploying `version` over the `running` one is a downgrade, and if so whether it
+    may go ahead: only with the request's `allow_downgrade` from one of `may_allow` (the
+    environment's operators and approvers; the start's signature covers the flag where
+    identities are proven). Versions are compared as PEP 440 versions (SemVer's too); when
+    either cannot be read as one, the order is not known and the release is treated as a
+    downgrade. None when nothing runs or the release is not older."""
+    if running is None or version == running:
+        return None
+    new, old = _version_key(version), _version_key(running)
+    if new is not None and old is not None and new >= old:
+        return None
+    what = (
+        f"{version} is older than the running {running}"
+        if new is not None and old is not None
+        else f"cannot tell whether {version} is older than the running {running} (not both "
+        "PEP 440 or SemVer versions), so it counts as a downgrade"
+    )
+    if not allowed:
+        return DomainCheck(
+            name="downgrade",
+            passed=False,
+            blocking=True,
+            detail=f"downgrade refused: {what}; an operator or approver of this environment "
+            "may start it with --allow-downgrade (signed with the start)",
+        )
+    if initiator not in may_allow:
+        return DomainCheck(
+            name="downgrade",
+            passed=False,
+            blocking=True,
+            detail=f"downgrade refused: {what}, and --allow-downgrade came from "
+            f"{initiator or 'nobody'}, who is neither an operator nor an approver here",
+        )
+    return DomainCheck(
+        name="downgrade",
+        passed=True,
+        detail=f"downgrade allowed: {what}; --allow-downgrade from {initiator}",
+    )

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from zdp.config import AppConfig, CalendarConfig, EngineConfig, EnvironmentConfig, load_config
 from zdp.errors import ConfigError
 from zdp.models import Artifact, ChangeMetadata, Criticality, ReleaseManifest, RiskLevel
-from zdp.risk import SCORE_BANDS, assess_risk, level_for
+from zdp.risk import SCORE_BANDS, assess_risk, config_changes, downgrade_check, level_for
 
 SHIPPED = Path(__file__).resolve().parents[2] / "infrastructure/canary-deployments/apps.yaml"
 FACTOR_NAMES = [
@@ -80,8 +80,63 @@ def test_a_release_that_only_sets_configuration_counts_as_a_configuration_change
     release = manifest().model_copy(update={"config_overrides": {"LIMIT": "5", "MODE": "x"}})
     result = assess_risk(release, plain_app(), "production", at, recent_failures=0)
     factor = next(f for f in result.factors if f.name == "config_changed")
-    assert (factor.points, factor.detail) == (5, "the release sets LIMIT, MODE")
+    assert factor.points == 5
+    assert factor.detail == (
+        "the release sets LIMIT=5 (the running version's config is not known); "
+        "MODE=x (the running version's config is not known)"
+    )
     assert result.score == 5
+
+
+def test_configuration_is_diffed_against_the_running_version() -> None:
+    """What changes against the running version's overrides is the configuration change:
+    the same overrides again are none; a changed, new or dropped key is one, and says so."""
+    at = datetime(2026, 1, 14, 12, 0, tzinfo=UTC)
+    release = manifest().model_copy(update={"config_overrides": {"LIMIT": "5", "MODE": "x"}})
+    same = config_changes(release.config_overrides, {"LIMIT": "5", "MODE": "x"})
+    assert same == []
+    result = assess_risk(release, plain_app(), "production", at, 0, changes=same)
+    assert points(result)["config_changed"] == 0
+    changes = config_changes(release.config_overrides, {"LIMIT": "3", "OLD": "1"})
+    assert [c.describe() for c in changes] == [
+        "LIMIT: 3 -> 5",
+        "MODE=x (new)",
+        "OLD no longer set (was 1)",
+    ]
+    result = assess_risk(release, plain_app(), "production", at, 0, changes=changes)
+    factor = next(f for f in result.factors if f.name == "config_changed")
+    assert factor.points == 5
+    assert (
+        factor.detail == "the release sets LIMIT: 3 -> 5; MODE=x (new); OLD no longer set (was 1)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("version", "running", "allowed", "initiator", "expected"),
+    [
+        ("2.0.0", None, False, "ci", None),  # nothing runs
+        ("2.0.0", "2.0.0", False, "ci", None),  # the same version again
+        ("2.0.0", "1.9.9", False, "ci", None),  # an upgrade
+        ("1.10.0", "1.9.0", False, "ci", None),  # numbers, not text
+        ("2.0.0", "2.0.0rc1", False, "ci", None),  # the final release after its candidate
+        ("1.9.0", "2.0.0", False, "ops", "refused"),
+        ("2.0.0-rc.1", "2.0.0", False, "ops", "refused"),  # SemVer pre-release is older
+        ("1.9.0", "2.0.0", True, "ci", "refused"),  # not an operator or approver
+        ("1.9.0", "2.0.0", True, "ops", "allowed"),
+        ("2026.1-abc", "2.0.0", False, "ops", "refused"),  # order unknown: fail closed
+    ],
+)
+def test_a_downgrade_needs_an_operators_override(
+    version: str, running: str | None, allowed: bool, initiator: str, expected: str | None
+) -> None:
+    check = downgrade_check(version, running, allowed, initiator, {"ops", "alice"})
+    if expected is None:
+        assert check is None
+        return
+    assert check is not None and check.name == "downgrade"
+    assert check.detail.startswith(f"downgrade {expected}")
+    assert check.blocking is (expected == "refused")
+    assert check.passed is (expected == "allowed")
 
 
 def test_worked_example_from_the_docs(engine: EngineConfig) -> None:

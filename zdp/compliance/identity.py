@@ -92,6 +92,8 @@ def default_key_path(user: str) -> Path:
 def request_digest(request: DeploymentRequest) -> str:
     """sha256 of the deployment request without its proof: what a start signature binds."""
     data = request.model_dump(mode="json", exclude={"proof"})
+    if not request.allow_downgrade:
+        del data["allow_downgrade"]  # requests signed before the field existed still verify
     body = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
     return "sha256:" + hashlib.sha256(body).hexdigest()
 

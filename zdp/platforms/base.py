@@ -12,6 +12,7 @@ import re
 from collections.abc import Mapping
 from typing import Protocol, runtime_checkable
 
+from zdp.config import ENGINE_KEYS
 from zdp.errors import ConfigError
 from zdp.models import Deployed, ProbeResult, ReleaseManifest
 
@@ -20,8 +21,6 @@ BLUE_GREEN_SLOTS = ("blue", "green")
 
 
 _CONFIG_KEY = re.compile(r"^[A-Za-z0-9_]+$")
-# Set by the engine, never by a release: a release cannot choose its own environment.
-ENGINE_KEYS = frozenset({"ENV", "VERSION", "SLOT"})
 DEFAULT_APP_ENV = "local"
 
 

@@ -15,6 +15,7 @@ under ZDP_K8S_TEMPLATES, the layout a ConfigMap mount gives). Whatever it says i
 from __future__ import annotations
 
 import copy
+import json
 import re
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,8 @@ LABEL_VERSION = "zdp.io/version"
 LABEL_SLOT = "zdp.io/slot"
 ANNOTATION_VERSION = "zdp.io/version"
 ANNOTATION_DIGEST = "zdp.io/digest"
+# The release's config overrides (JSON): what the next release's changes are diffed against.
+ANNOTATION_CONFIG = "zdp.io/config"
 MANAGED_BY = {"app.kubernetes.io/managed-by": "zdp"}
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"  # set on EndpointSlices by Kubernetes
 
@@ -137,6 +140,7 @@ def render_deployment(
             **(metadata.get("annotations") or {}),
             ANNOTATION_VERSION: version,
             ANNOTATION_DIGEST: release.artifact.digest,
+            ANNOTATION_CONFIG: json.dumps(release.config_overrides, sort_keys=True),
         },
     }
     deployment.pop("status", None)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -31,6 +32,7 @@ from zdp.models import Deployed, ReleaseManifest
 from zdp.platforms.k8s_api import DEPLOYMENT, ENDPOINT_SLICE, SERVICE, K8sApi
 from zdp.platforms.k8s_config import K8sSettings
 from zdp.platforms.k8s_render import (
+    ANNOTATION_CONFIG,
     ANNOTATION_DIGEST,
     ANNOTATION_VERSION,
     MANAGED_BY,
@@ -136,13 +138,16 @@ class KubernetesRuntime:
         deployment = await self.api.read(DEPLOYMENT, slot_name(app, slot))
         if deployment is None:
             return None
-        version = ((deployment.get("metadata") or {}).get("annotations") or {}).get(
-            ANNOTATION_VERSION
-        )
+        annotations = (deployment.get("metadata") or {}).get("annotations") or {}
+        version = annotations.get(ANNOTATION_VERSION)
         if version is None:
             return None  # not ours
         return Deployed(
-            app=app, slot=slot, version=version, endpoints=await self.endpoints(app, slot)
+            app=app,
+            slot=slot,
+            version=version,
+            endpoints=await self.endpoints(app, slot),
+            config=_config_annotation(annotations.get(ANNOTATION_CONFIG)),
         )
 
     async def aclose(self) -> None:
@@ -195,3 +200,16 @@ class KubernetesRuntime:
         lock = self._locks.setdefault((app, slot), asyncio.Lock())
         async with lock:
             yield
+
+
+def _config_annotation(text: str | None) -> dict[str, str] | None:
+    """The config overrides recorded on a Deployment; None when absent or unreadable."""
+    if text is None:
+        return None
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return None
+    if not isinstance(data, dict):
+        return None
+    return {str(k): str(v) for k, v in data.items()}

@@ -296,6 +296,7 @@ class LocalRuntime:
             "port": port,
             "version": release.version,
             "digest": release.artifact.digest,
+            "config": dict(release.config_overrides),
             "started_at": started_at,
             "proc_start": _proc_start(child.pid),
             "log_offset": log_offset,
@@ -450,6 +451,7 @@ def _deployed(record: dict[str, Any]) -> Deployed:
         slot=record["slot"],
         version=record["version"],
         endpoints=[f"http://127.0.0.1:{record['port']}"],
+        config=record.get("config"),  # None in records from before config was kept
         notes=list(record.get("notes", [])),
     )
 

@@ -96,6 +96,7 @@ class MemoryRuntime:
             slot=slot,
             version=release.version,
             endpoints=[f"memory://{release.app}/{slot}/{release.version}/{i}" for i in range(2)],
+            config=dict(release.config_overrides),
             notes=list(self.state.provision_notes),
         )
         self.state.deployed[key] = dep

@@ -110,6 +110,11 @@ def approval_message(n: Notification) -> tuple[str, list[Block]]:
         },
         _mrkdwn("*Top risk factors:* " + escape(", ".join(n.top_factors) or "none"), "zdp_factors"),
         _mrkdwn(
+            f"*Config against the running {escape(n.running_version or 'version')}:* "
+            + escape("; ".join(n.config_changes) or "unchanged"),
+            "zdp_config",
+        ),
+        _mrkdwn(
             f"*Who may approve:* {escape(approvers)} ({escape(needed)} needed, "
             "not from whoever started it)",
             "zdp_approvers",
