@@ -86,6 +86,22 @@ async def test_approving_a_finished_deployment_says_it_has_finished(
     )
 
 
+async def test_a_downgrade_needs_allow_downgrade_from_an_operator(
+    cli: Harness, cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    """1.0.0 runs: 0.9.0 is blocked (exit 15) with the reason, and goes ahead when an operator
+    of the environment starts it with --allow-downgrade."""
+    older = tmp_path / "older.dsse.json"
+    older.write_text(cli.signer.release("0.9.0").model_dump_json())
+    base = ("deploy", APP, "--env", "dev", "--release", str(older), "--wait")
+    refused = await zdp(*base, env=cli_env)
+    assert refused.code == 15, refused.err
+    assert "downgrade refused: 0.9.0 is older than the running 1.0.0" in refused.err
+    allowed = await zdp(*base, "--allow-downgrade", "--initiator", "oncall", env=cli_env)
+    assert allowed.code == 0, allowed.err
+    assert "downgrade allowed" in allowed.err
+
+
 async def test_malformed_steps_are_a_usage_error(
     cli: Harness, cli_env: dict[str, str], tmp_path: Path
 ) -> None:

@@ -230,6 +230,14 @@ def deploy(
             help="Deploy inside a freeze window; needs the calendar's emergency approvals (≥2).",
         ),
     ] = None,
+    allow_downgrade: Annotated[
+        bool,
+        typer.Option(
+            "--allow-downgrade",
+            help="Deploy a version older than the running one (refused otherwise); only the "
+            "environment's operators and approvers may, and the start's signature covers it.",
+        ),
+    ] = False,
     wait: Annotated[bool, typer.Option(help="Follow progress; exit code is the outcome.")] = False,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the final result as JSON.")
@@ -267,6 +275,7 @@ def deploy(
             standby_seconds=standby,
             emergency_override=emergency_override,
             channel="cli",
+            allow_downgrade=allow_downgrade,
         )
     except ValidationError as err:
         fail(f"invalid deployment request: {summarize_validation_error(err)}", EXIT_USAGE)
