@@ -51,4 +51,4 @@ demo: $(STAMP)
 	$(VENV)/bin/zdp demo
 
 clean:
-	rm -rf $(VENV) .zdp .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .zdp .zdp-demo .pytest_cache .mypy_cache .ruff_cache

@@ -372,6 +372,8 @@ async def test_github_actions_example_deploys_through_the_stack(
     expressions = {
         "inputs.environment || 'staging'": "staging",
         "github.run_number": "100",
+        # Above what the demo and the tests before left running (a lower one is a downgrade).
+        "vars.ZDP_VERSION_MAJOR || '1'": "9",
         "vars.ZDP_ARTIFACT_KIND || 'image'": "wheel",  # the local runtime deploys wheels
         "vars.REGISTRY": "",
         "github.event.before": "0" * 40,  # a first push: the release covers the last commit
@@ -414,7 +416,7 @@ async def test_github_actions_example_deploys_through_the_stack(
             status = None
         if (
             status is not None
-            and status.version == "1.100.0"
+            and status.version == "9.100.0"
             and status.phase is Phase.await_approval
         ):
             await demo.approve_when_asked(client, status.deployment_id, ("alice", "bob", "carol"))
@@ -430,8 +432,8 @@ async def test_github_actions_example_deploys_through_the_stack(
     for run in runs:
         assert run.code == 0, f"{run.name}: {run.output}"
     result = json.loads((checkout / "result.json").read_text())
-    assert result["outcome"] == "promoted" and result["status"]["version"] == "1.100.0"
-    assert "promoted finance-trading 1.100.0 to staging" in runs[-1].output
+    assert result["outcome"] == "promoted" and result["status"]["version"] == "9.100.0"
+    assert "promoted finance-trading 9.100.0 to staging" in runs[-1].output
     assert "gate_verdict" in runs[-1].output  # progress lines stream into the job log
     assert result["status"]["approvals"][0]["approver"] in ("alice", "bob", "carol")
     # The start was signed by the CI system's registered key: the initiator is proven.
