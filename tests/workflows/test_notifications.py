@@ -22,6 +22,15 @@ class Recorder:
             raise ZdpError("webhook answered HTTP 503")
         self.sent.append(n)
 
+    async def latest(self, kind: str) -> Notification:
+        """The last notification once it is of `kind` (it goes out just after the phase is
+        entered); bounded by the clock, as a busy machine needs."""
+        deadline = asyncio.get_running_loop().time() + 30
+        while not (self.sent and self.sent[-1].kind == kind):
+            assert asyncio.get_running_loop().time() < deadline, f"no {kind} notification"
+            await asyncio.sleep(0.05)
+        return self.sent[-1]
+
 
 async def test_approval_steps_and_promotion_are_announced(kit: Harness) -> None:
     recorder = Recorder()
@@ -29,12 +38,7 @@ async def test_approval_steps_and_promotion_are_announced(kit: Harness) -> None:
     async with kit.worker():
         handle = await kit.start(kit.request("2.0.0", environment="prod"))
         await kit.wait_for(handle, lambda s: s.phase is Phase.await_approval)
-        for _ in range(100):  # the message goes out just after the phase is entered
-            if recorder.sent and recorder.sent[-1].kind == "awaiting_approval":
-                break
-            await asyncio.sleep(0.05)
-        waiting = recorder.sent[-1]
-        assert waiting.kind == "awaiting_approval"
+        waiting = await recorder.latest("awaiting_approval")
         assert (waiting.version, waiting.initiator, waiting.change_ref) == (
             "2.0.0", "ci-bot", "CHG-1001",
         )  # fmt: skip

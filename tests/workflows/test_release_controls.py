@@ -63,12 +63,7 @@ async def test_declared_config_is_shown_against_the_running_versions_where_peopl
     async with kit.worker():
         handle = await kit.start(kit.request("2.3.1", environment="prod", release=envelope))
         await kit.wait_for(handle, lambda s: s.phase is Phase.await_approval)
-        for _ in range(200):  # the message goes out just after the phase is entered
-            if recorder.sent and recorder.sent[-1].kind == "awaiting_approval":
-                break
-            await asyncio.sleep(0.05)
-        waiting = recorder.sent[-1]
-        assert waiting.kind == "awaiting_approval"
+        waiting = await recorder.latest("awaiting_approval")
         assert (waiting.running_version, waiting.config_changes) == (
             "1.0.0",
             ["FEATURE_X: off -> on"],
