@@ -60,6 +60,7 @@ with workflow.unsafe.imports_passed_through():
         SA_APP,
         SA_ENVIRONMENT,
         SA_OUTCOME,
+        SA_PHASE,
         SA_RISK_SCORE,
         SA_STRATEGY,
         SA_VERSION,
@@ -94,6 +95,12 @@ PROVEN_IDENTITIES = "proven-identities"
 # approval messages posted are kept, and every final outcome (expired and aborted too) closes
 # them; histories from before sent none for expired and aborted and kept no messages.
 MESSAGES_BOUND_TO_RUNS = "messages-bound-to-runs"
+# An operator's pause shows in ZdpPhase ("paused"), and a resume puts the phase back, so the
+# saved query for paused deployments finds them; histories from before left ZdpPhase as it was.
+PHASE_SHOWS_PAUSED = "phase-shows-paused"
+# A deployment blocked only by work in progress (a batch on a production line) waits for it to
+# finish, up to the check's wait_seconds; histories from before ended `blocked` at once.
+WAIT_WHILE_WORK_IN_PROGRESS = "wait-while-work-in-progress"
 NOTIFY_RETRY = RetryPolicy(initial_interval=timedelta(milliseconds=500), maximum_attempts=3)
 # Evidence must not be lost: the audit and sealing activities retry until they succeed, as
 # compensations do; a failing one shows in the Temporal UI with its cause.
@@ -194,52 +201,14 @@ class DeploymentWorkflow:
 
     async def _assess_risk(self, release: VerifiedRelease) -> RiskReport:
         self._enter(Phase.assess_risk, "scoring change scope, criticality, calendar, history")
-        report = await workflow.execute_activity_method(
-            RiskActivities.assess_risk,
-            AssessRiskInput(
-                app=self.request.app,
-                environment=self.request.environment,
-                manifest=release.manifest,
-                at=workflow.now(),
-                requested_steps=self.request.steps,
-                requested_bake_seconds=self.request.bake_seconds,
-                emergency_override=self.request.emergency_override,
-                started_at=workflow.info().workflow_start_time,
-                initiator=self.request.initiator,
-                initiator_proof=self.request.proof,
-                channel=self.request.channel,
-                request_digest=request_digest(self.request),
-                run_id=workflow.info().run_id,
-                allow_downgrade=self.request.allow_downgrade,
-            ),
-            start_to_close_timeout=timedelta(seconds=30),
-            retry_policy=FORWARD_RETRY,
-            summary="score risk and apply policy",
-        )
-        self.state.apply_risk(report)
-        workflow.upsert_search_attributes([SA_RISK_SCORE.value_set(report.assessment.score)])
-        top = sorted(report.assessment.factors, key=lambda f: -f.points)[:3]
-        self.state.record(
-            workflow.now(),
-            "risk_assessed",
-            f"risk {report.assessment.score} ({report.assessment.level}); "
-            f"top factors: {', '.join(f'{f.name} +{f.points}' for f in top)}. "
-            f"{report.decision.rationale}{_config_changes_text(report)}",
-            data={
-                "score": report.assessment.score,
-                "level": report.assessment.level.value,
-                "factors": [f.model_dump() for f in report.assessment.factors],
-                "decision": report.decision.model_dump(),
-                "running_version": report.running_version,
-                "config_changes": [c.model_dump() for c in report.config_changes],
-            },
-        )
-        self._record_checks(report.checks)
-        self.report = report
+        report = await self._score(release)
+        self._take_report(report)
         self._record_initiator(report)
         for name, control, digest, at in self.pending_controls:
             self._control(name, control, digest, at)
         self.pending_controls.clear()
+        if report.blocked and _waitable(report) and workflow.patched(WAIT_WHILE_WORK_IN_PROGRESS):
+            report = await self._wait_until_clear(release, report)
         if report.blocked:
             # Nothing has changed yet: the deployment ends here, with the reason.
             raise RollbackRequired(f"blocked: {report.blocked}", Outcome.blocked)
@@ -275,6 +244,96 @@ class DeploymentWorkflow:
                 report.initiator.user,
                 {"proof": report.initiator.model_dump(mode="json")},
             )
+
+    async def _score(self, release: VerifiedRelease) -> RiskReport:
+        return await workflow.execute_activity_method(
+            RiskActivities.assess_risk,
+            AssessRiskInput(
+                app=self.request.app,
+                environment=self.request.environment,
+                manifest=release.manifest,
+                at=workflow.now(),
+                requested_steps=self.request.steps,
+                requested_bake_seconds=self.request.bake_seconds,
+                emergency_override=self.request.emergency_override,
+                started_at=workflow.info().workflow_start_time,
+                initiator=self.request.initiator,
+                initiator_proof=self.request.proof,
+                channel=self.request.channel,
+                request_digest=request_digest(self.request),
+                run_id=workflow.info().run_id,
+                allow_downgrade=self.request.allow_downgrade,
+            ),
+            start_to_close_timeout=timedelta(seconds=30),
+            retry_policy=FORWARD_RETRY,
+            summary="score risk and apply policy",
+        )
+
+    def _take_report(self, report: RiskReport) -> None:
+        """Apply a risk report and put it on the record: score, factors, checks."""
+        self.state.apply_risk(report)
+        workflow.upsert_search_attributes([SA_RISK_SCORE.value_set(report.assessment.score)])
+        top = sorted(report.assessment.factors, key=lambda f: -f.points)[:3]
+        self.state.record(
+            workflow.now(),
+            "risk_assessed",
+            f"risk {report.assessment.score} ({report.assessment.level}); "
+            f"top factors: {', '.join(f'{f.name} +{f.points}' for f in top)}. "
+            f"{report.decision.rationale}{_config_changes_text(report)}",
+            data={
+                "score": report.assessment.score,
+                "level": report.assessment.level.value,
+                "factors": [f.model_dump() for f in report.assessment.factors],
+                "decision": report.decision.model_dump(),
+                "running_version": report.running_version,
+                "config_changes": [c.model_dump() for c in report.config_changes],
+            },
+        )
+        self._record_checks(report.checks)
+        self.report = report
+
+    async def _wait_until_clear(self, release: VerifiedRelease, report: RiskReport) -> RiskReport:
+        """Blocked only by what clears by itself (work in progress on a production line): wait,
+        durably, asking again every poll interval, until nothing blocks or the deadline passes;
+        an abort ends the wait. Returns the report that no longer blocks, or the last one."""
+        waiting = [c for c in report.checks if c.blocking]
+        limit = min(c.wait_seconds or 0.0 for c in waiting)
+        poll = max(c.poll_seconds or 60.0 for c in waiting)
+        deadline = workflow.now() + timedelta(seconds=limit)
+        reason = report.blocked
+        self.state.record(
+            workflow.now(),
+            "waiting",
+            f"waiting, at most until {deadline:%Y-%m-%d %H:%M:%S} UTC and asking again every "
+            f"{poll:g} s: {reason}",
+            data={"until": deadline.isoformat(), "poll_seconds": poll, "reason": reason},
+        )
+        self._refresh_details()
+        while True:
+            try:
+                await workflow.wait_condition(
+                    lambda: self.state.abort is not None,
+                    timeout=min(timedelta(seconds=poll), deadline - workflow.now()),
+                    timeout_summary="waiting for the work in progress to finish",
+                )
+            except TimeoutError:
+                pass
+            self._check_abort()
+            report = await self._score(release)
+            if not report.blocked:
+                break
+            if report.blocked != reason:  # another item, or another cause: on the record
+                reason = report.blocked
+                self._take_report(report)
+            if not _waitable(report):
+                return report
+            if workflow.now() >= deadline:
+                return report.model_copy(
+                    update={"blocked": f"{report.blocked} (waited {_duration(limit)}, the limit)"}
+                )
+        self._take_report(report)
+        self.state.record(workflow.now(), "wait_over", "nothing blocks any more: going ahead")
+        return report
 
     def _record_checks(self, checks: list[DomainCheck]) -> None:
         for check in checks:
@@ -1041,11 +1100,15 @@ class DeploymentWorkflow:
         if name == "pause":
             self.state.paused = True
             self.state.record(workflow.now(), "paused", _by("paused", who, actor), who.actor, data)
+            if workflow.patched(PHASE_SHOWS_PAUSED):
+                workflow.upsert_search_attributes([SA_PHASE.value_set(Phase.paused.value)])
         elif name == "resume":
             self.state.paused = False
             self.state.record(
                 workflow.now(), "resumed", _by("resumed", who, actor), who.actor, data
             )
+            if workflow.patched(PHASE_SHOWS_PAUSED):
+                workflow.upsert_search_attributes([self.state.phase_attribute()])
         else:
             self.state.abort = who
             self.state.record(
@@ -1181,3 +1244,18 @@ def _config_changes_text(report: RiskReport) -> str:
         return ""
     changes = "; ".join(c.describe() for c in report.config_changes)
     return f"; config against the running {report.running_version or 'version'}: {changes}"
+
+
+def _waitable(report: RiskReport) -> bool:
+    """Whether every check that blocks may clear by itself (it says how long to wait)."""
+    blocking = [c for c in report.checks if c.blocking]
+    return bool(blocking) and all(c.wait_seconds for c in blocking)
+
+
+def _duration(seconds: float) -> str:
+    """ "90 s", "15 min", "4 h": how long, as a person would say it."""
+    if seconds < 120:
+        return f"{seconds:g} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:g} h"

@@ -262,6 +262,12 @@ class WorkInProgressCheck(_Config):
     block_environments: list[str] = Field(default_factory=lambda: ["production"])
     points: int = Field(default=15, ge=0, le=100)
     timeout_seconds: float = Field(default=2.0, gt=0.0, le=30.0)
+    # Where it blocks, a deployment waits (durably, asking again every poll_seconds) up to
+    # wait_seconds for the work to finish, then ends `blocked`; 0: it ends blocked at once.
+    wait_seconds: float = Field(default=4 * 3600.0, ge=0.0, le=7 * 24 * 3600.0)
+    poll_seconds: float = Field(default=60.0, ge=1.0, le=3600.0)
+    # What to tell whoever waits: how the work in progress is finished.
+    hint: str | None = Field(default=None, max_length=300)
 
 
 class AppConfig(_Config):

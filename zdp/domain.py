@@ -138,12 +138,9 @@ async def work_in_progress_check(
     if blocks:
         detail = (
             f"cannot confirm that no {check.noun} is in progress ({detail}); "
-            f"a deployment to {environment} is refused until the running version answers"
+            f"a deployment to {environment} waits until the running version answers"
         )
-    return WorkInProgressOutcome(
-        DomainCheck(name="work_in_progress", passed=not blocks, detail=detail, blocking=blocks),
-        RiskFactor(name="work_in_progress", detail=detail, points=check.points),
-    )
+    return WorkInProgressOutcome(_blocking_check(check, detail, blocks), _factor(check, detail))
 
 
 def _items(answer: Any, check: WorkInProgressCheck) -> list[str]:
@@ -169,10 +166,26 @@ def _judge_items(
     detail = f"{len(items)} {noun} in progress: {listed}"
     if blocks:
         detail = f"{detail}; a deployment to {environment} waits until none is in progress"
-    return WorkInProgressOutcome(
-        DomainCheck(name="work_in_progress", passed=not blocks, detail=detail, blocking=blocks),
-        RiskFactor(name="work_in_progress", detail=detail, points=check.points),
+        if check.hint:
+            detail = f"{detail} ({check.hint})"
+    return WorkInProgressOutcome(_blocking_check(check, detail, blocks), _factor(check, detail))
+
+
+def _blocking_check(check: WorkInProgressCheck, detail: str, blocks: bool) -> DomainCheck:
+    """The check's verdict; where it blocks, how long a deployment may wait for it to clear."""
+    waits = blocks and check.wait_seconds > 0
+    return DomainCheck(
+        name="work_in_progress",
+        passed=not blocks,
+        detail=detail,
+        blocking=blocks,
+        wait_seconds=check.wait_seconds if waits else None,
+        poll_seconds=check.poll_seconds if waits else None,
     )
+
+
+def _factor(check: WorkInProgressCheck, detail: str) -> RiskFactor:
+    return RiskFactor(name="work_in_progress", detail=detail, points=check.points)
 
 
 def _plural(noun: str) -> str:

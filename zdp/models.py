@@ -226,6 +226,10 @@ class DomainCheck(_Model):
     passed: bool
     detail: str
     blocking: bool = False
+    # A blocking check that may clear by itself (work in progress finishing): the deployment
+    # waits up to `wait_seconds`, asking again every `poll_seconds`, instead of ending.
+    wait_seconds: float | None = None
+    poll_seconds: float | None = None
 
 
 # --------------------------------------------------------------------------- risk and policy

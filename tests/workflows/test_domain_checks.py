@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -16,7 +17,14 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from tests.kit import APP, PRINTED_NAMES, Harness, enrol
 from zdp import deployments
 from zdp.config import CalendarConfig, FreezeWindow, WorkInProgressCheck
-from zdp.models import DeploymentRequest, DeploymentResult, Outcome, Phase, ValidationReference
+from zdp.models import (
+    DeploymentRequest,
+    DeploymentResult,
+    Outcome,
+    Phase,
+    TimelineEvent,
+    ValidationReference,
+)
 
 LINE = "/api/line/status"
 
@@ -36,11 +44,24 @@ def _freeze_now(harness: Harness) -> None:
     )
 
 
-def _line_check(harness: Harness) -> None:
+def _line_check(harness: Harness, wait_seconds: float = 0.0, poll_seconds: float = 1.0) -> None:
+    """The line check; by default a blocked production deployment ends at once (no wait)."""
     harness.config.apps[APP].work_in_progress = WorkInProgressCheck(
         path=LINE, field="batches_in_progress", id_field="batch_id", noun="batch",
-        block_environments=["prod"],
+        block_environments=["prod"], wait_seconds=wait_seconds, poll_seconds=poll_seconds,
+        hint="finish them on the line: POST /api/batches/{id}/complete",
     )  # fmt: skip
+
+
+async def _timeline_has(harness: Harness, handle: Any, kind: str, timeout: float = 60.0) -> None:
+    """Wait, by the clock, until the deployment's timeline holds an event of `kind`."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        events = await handle.query("timeline", result_type=list[TimelineEvent])
+        if any(e.kind == kind for e in events):
+            return
+        assert asyncio.get_running_loop().time() < deadline, f"no {kind} event: {events[-3:]}"
+        await asyncio.sleep(0.1)
 
 
 def _checks(result: DeploymentResult) -> dict[str, dict]:  # type: ignore[type-arg]
@@ -123,11 +144,59 @@ async def test_batch_in_progress_blocks_production_and_shows_in_risk(harness: Ha
     assert result.outcome is Outcome.blocked
     assert result.cause == (
         "blocked: 2 batches in progress: B-1001, B-1002; a deployment to prod waits until none "
-        "is in progress"
+        "is in progress (finish them on the line: POST /api/batches/{id}/complete)"
     )
+    assert not [e for e in result.timeline if e.kind == "waiting"]  # wait_seconds 0: no wait
     risk = next(e for e in result.timeline if e.kind == "risk_assessed")
     factor = next(f for f in risk.data["factors"] if f["name"] == "work_in_progress")
     assert factor["points"] == 15 and "B-1001" in factor["detail"]
+    _nothing_changed(harness)
+
+
+async def test_production_waits_for_the_batches_to_finish_then_goes_ahead(
+    harness: Harness,
+) -> None:
+    """Durably, with the reason and the deadline on the record; once the line is idle the
+    risk is assessed again (without the batch points) and the deployment goes ahead."""
+    _line_check(harness, wait_seconds=600, poll_seconds=1)
+    harness.state.app_answers[(APP, LINE)] = {"batches_in_progress": [{"batch_id": "B-1001"}]}
+    handle = await harness.start(harness.request("2.0.0", environment="prod"))
+    await _timeline_has(harness, handle, "waiting")
+    assert (APP, "canary") not in harness.state.deployed  # nothing starts while it waits
+    harness.state.app_answers[(APP, LINE)] = {"batches_in_progress": []}  # the line finishes
+    await _timeline_has(harness, handle, "wait_over")
+    status = await harness.wait_for(handle, lambda s: s.phase is Phase.await_approval)
+    for approver in ["alice", "bob", "carol"][: status.approvals_required]:
+        await deployments.approve(harness.client, handle.id, approver)
+    result = await asyncio.wait_for(handle.result(), 60)
+    assert result.outcome is Outcome.promoted, result.cause
+    waiting = next(e for e in result.timeline if e.kind == "waiting")
+    assert "asking again every 1 s: 1 batch in progress: B-1001" in waiting.message
+    assert waiting.data["until"] and waiting.data["poll_seconds"] == 1
+    risks = [e for e in result.timeline if e.kind == "risk_assessed"]
+    points = [
+        next(f["points"] for f in r.data["factors"] if f["name"] == "work_in_progress")
+        for r in risks
+    ]
+    assert points == [15, 0]
+
+
+async def test_a_wait_ends_blocked_at_its_deadline_and_an_abort_ends_it_at_once(
+    harness: Harness,
+) -> None:
+    _line_check(harness, wait_seconds=2, poll_seconds=1)
+    harness.state.app_answers[(APP, LINE)] = {"batches_in_progress": [{"batch_id": "B-1001"}]}
+    result = await harness.deploy(harness.request("2.0.0", environment="prod"))
+    assert result.outcome is Outcome.blocked
+    assert result.cause is not None and result.cause.endswith("(waited 2 s, the limit)")
+    _nothing_changed(harness)
+
+    _line_check(harness, wait_seconds=600, poll_seconds=1)
+    handle = await harness.start(harness.request("2.0.1", environment="prod"))
+    await _timeline_has(harness, handle, "waiting")
+    await deployments.abort(harness.client, handle.id, "alice", "the batch runs all night")
+    result = await asyncio.wait_for(handle.result(), 60)
+    assert result.outcome is Outcome.aborted
     _nothing_changed(harness)
 
 

@@ -15,6 +15,7 @@ from tests.kit import APP, Harness
 from zdp import deployments
 from zdp.models import AbortInput, Outcome, Phase
 from zdp.release import sign_manifest
+from zdp.temporal import SA_PHASE
 
 
 async def test_pause_holds_the_current_weight_until_resumed(harness: Harness) -> None:
@@ -31,6 +32,21 @@ async def test_pause_holds_the_current_weight_until_resumed(harness: Harness) ->
     assert result.outcome is Outcome.promoted
     kinds = [e.kind for e in result.timeline]
     assert kinds.index("paused") < kinds.index("resumed")
+
+
+async def test_a_paused_deployment_shows_paused_in_its_phase_attribute(harness: Harness) -> None:
+    """The saved query for paused deployments (ZdpPhase = "paused") finds an operator's pause,
+    and a resume puts the phase back."""
+    handle = await harness.start(harness.request("2.0.0", bake_seconds=30))
+    await harness.wait_for(handle, lambda s: s.weights.get("canary") == 1)
+    await deployments.pause(harness.client, handle.id, "dave", "investigating INC-9")
+    await harness.wait_for(handle, lambda s: s.paused)
+    assert (await handle.describe()).typed_search_attributes.get(SA_PHASE) == "paused"
+    await deployments.resume(harness.client, handle.id, "erin")
+    await harness.wait_for(handle, lambda s: not s.paused)
+    assert (await handle.describe()).typed_search_attributes.get(SA_PHASE) == "shift"
+    await deployments.promote(harness.client, handle.id, "bob", "done watching")
+    assert (await asyncio.wait_for(handle.result(), 60)).outcome is Outcome.promoted
 
 
 async def test_pause_and_resume_name_who_and_why(harness: Harness) -> None:
