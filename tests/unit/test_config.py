@@ -106,6 +106,19 @@ def test_production_may_not_run_apps_with_their_local_config(
     assert "production may not run apps with app_env: local" in message
 
 
+@pytest.mark.parametrize("profile", ["sox", "pci-dss", "part11"])
+def test_a_profile_that_needs_approvals_forces_at_least_one(
+    shipped_data: dict[str, Any], profile: str
+) -> None:
+    """SOX ITGC separation of duties (and PCI DSS, Part 11): an environment under such a
+    profile cannot say min_approvals: 0, whatever the risk tier would ask."""
+    env = shipped_data["apps"]["finance-trading"]["environments"]["staging"]
+    env.update(compliance_profiles=[profile], min_approvals=0)
+    message = _error(shipped_data)
+    assert f"compliance profile {profile} needs documented approval" in message
+    assert "set min_approvals to at least 1" in message
+
+
 def test_validation_error_names_the_setting(shipped_data: dict[str, Any]) -> None:
     shipped_data["apps"]["finance-trading"]["environments"]["production"]["approvers"] = [
         "alice",

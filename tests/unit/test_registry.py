@@ -54,6 +54,25 @@ def test_registering_without_an_administrators_signature_is_refused(tmp_path: Pa
     assert sorted(load_registry(folder)) == ["ada", "bob"]
 
 
+def test_one_key_per_user_another_is_refused_until_the_old_one_is_removed(
+    tmp_path: Path,
+) -> None:
+    """21 CFR 11.100(a): a signature is unique to one individual. Registering the same key
+    again changes nothing; a second key for the same user is refused until an administrator
+    removes the first."""
+    folder = tmp_path / "approvers"
+    bootstrap(folder)
+    first, second = Ed25519PrivateKey.generate(), Ed25519PrivateKey.generate()
+    register(folder, "bob", "Bob B. Example", first.public_key(), ROOT, None)
+    register(folder, "bob", "Bob B. Example", first.public_key(), ROOT, None)  # a no-op
+    with pytest.raises(ZdpError, match="bob already has a registered key"):
+        register(folder, "bob", "Bob B. Example", second.public_key(), ROOT, None)
+    assert load_registry(folder)["bob"].fingerprint == fingerprint(first.public_key())
+    remove(folder, "bob", ROOT, None)
+    register(folder, "bob", "Bob B. Example", second.public_key(), ROOT, None)
+    assert load_registry(folder)["bob"].fingerprint == fingerprint(second.public_key())
+
+
 def test_a_file_nobody_signed_or_someone_edited_stops_the_registry(tmp_path: Path) -> None:
     folder = tmp_path / "approvers"
     bootstrap(folder)

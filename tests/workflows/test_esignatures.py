@@ -95,6 +95,26 @@ async def test_signature_from_an_unregistered_key_is_refused(
     assert "not the key registered to alice" in await _refused(harness, handle.id, forged)
 
 
+async def test_a_key_registered_without_a_passphrase_cannot_sign_part11(
+    harness: Harness, keys: dict[str, Ed25519PrivateKey], tmp_path: Path
+) -> None:
+    """21 CFR 11.200(a)(1): two identification components. carol's key was registered by its
+    public half only (no proof of a passphrase): she is not among the Part 11 signers, and her
+    signature is refused however well it verifies."""
+    carol = Ed25519PrivateKey.generate()
+    enrol(tmp_path / "approvers", "carol", "Carol C. Example", carol.public_key(),
+          encrypted_key=False)  # fmt: skip
+    _part11(harness)
+    handle = await _awaiting(harness, keys)
+    status = await harness.status(handle)
+    assert sorted(status.printed_names) == ["alice", "bob"]  # the deployment's Part 11 signers
+    with pytest.raises(deployments.RequestRefused, match="carol has no registered signing"):
+        await deployments.sign_decision(
+            harness.client, handle.id, "carol", "approve", MEANING, carol
+        )
+    assert (APP, "canary") not in harness.state.deployed
+
+
 async def test_signature_of_one_approver_cannot_be_used_by_another(
     harness: Harness, keys: dict[str, Ed25519PrivateKey]
 ) -> None:
