@@ -125,9 +125,9 @@ def test_the_worker_is_pinned_drains_checks_temporal_and_runs_locked_down() -> N
     pod = deployment["spec"]["template"]["spec"]
     worker = worker_of(base)
     assert DIGEST.search(worker["image"]), worker["image"]
+    # The overlay sets the image by digest; what ships is a placeholder that looks like one.
     assert worker_of(production)["image"] == (
-        "registry.example.com/zdp/zero-downtime-pipeline@sha256:"
-        "1d0c8e2d3f5a4b6c7e8f9a0b1c2d3e4f5a6b7c8d9e0f1a2b3c4d5e6f7a8b9c0d"
+        "registry.example.com/zdp/zero-downtime-pipeline@sha256:" + "f" * 64
     )
     assert worker["command"] == ["zdp", "worker"]
     assert worker["readinessProbe"]["exec"]["command"] == ["zdp", "worker", "--check"]
