@@ -32,3 +32,14 @@ async def with_heartbeats(work: Awaitable[T], every_seconds: float = 1.0, detail
         if done:
             return task.result()
         activity.heartbeat(detail)
+
+
+def scoped(platform: T, environment: str | None) -> T:
+    """The platform's view of one environment. The embedded stack gives each environment its
+    own slots and listener (`for_environment`); other backends serve every environment alike
+    (on Kubernetes, each environment is its own namespace and worker). None: the whole platform
+    as histories from before environments had their own slots saw it."""
+    scope = getattr(platform, "for_environment", None)
+    if scope is None or not environment:
+        return platform
+    return scope(environment)

@@ -8,7 +8,7 @@ from pathlib import Path
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities._support import to_application_error
+from activities._support import scoped, to_application_error
 from zdp.compliance.identity import (
     Expected,
     claim_start,
@@ -73,14 +73,16 @@ class RiskActivities:
         result = await activity.client().count_workflows(query)
         return result.count
 
-    async def serving(self, app: str) -> list[Deployed]:
-        """The versions taking traffic now, the one with the most traffic first."""
+    async def serving(self, app: str, environment: str | None) -> list[Deployed]:
+        """The versions taking traffic now (in `environment`'s own slots where the platform has
+        them), the one with the most traffic first."""
         if self.runtime is None or self.router is None:
             return []
-        weights = await self.router.get_weights(app)
+        runtime, router = scoped(self.runtime, environment), scoped(self.router, environment)
+        weights = await router.get_weights(app)
         found: list[Deployed] = []
         for slot, weight in sorted(weights.items(), key=lambda kv: -kv[1]):
-            if weight > 0 and (deployed := await self.runtime.deployed(app, slot)) is not None:
+            if weight > 0 and (deployed := await runtime.deployed(app, slot)) is not None:
                 found.append(deployed)
         return found
 
@@ -98,7 +100,7 @@ class RiskActivities:
                 request.app, request.environment, config.recent_failure_window_days
             )
             freeze = freeze_check(app, request.environment, request.at, request.emergency_override)
-            serving = await self.serving(request.app)
+            serving = await self.serving(request.app, request.scope)
             progress = await work_in_progress_check(
                 app.work_in_progress,
                 request.environment,

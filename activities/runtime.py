@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from temporalio import activity
 
-from activities._support import to_application_error, with_heartbeats
+from activities._support import scoped, to_application_error, with_heartbeats
 from zdp.errors import ZdpError
 from zdp.models import Deployed, ProvisionInput, RetireInput
 from zdp.platforms.base import Runtime
@@ -19,7 +19,9 @@ class RuntimeActivities:
         """Start the release in its slot and return once it is ready (idempotent)."""
         try:
             return await with_heartbeats(
-                self.runtime.provision(request.manifest, request.slot, request.app_env),
+                scoped(self.runtime, request.scope).provision(
+                    request.manifest, request.slot, request.app_env
+                ),
                 detail=f"waiting for {request.manifest.version} in {request.slot} to be ready",
             )
         except ZdpError as err:
@@ -30,7 +32,7 @@ class RuntimeActivities:
         """Stop what runs in the slot; retiring an empty slot succeeds (idempotent)."""
         try:
             await with_heartbeats(
-                self.runtime.retire(request.app, request.slot),
+                scoped(self.runtime, request.scope).retire(request.app, request.slot),
                 detail=f"retiring {request.slot}",
             )
         except ZdpError as err:

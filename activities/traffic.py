@@ -11,7 +11,7 @@ from __future__ import annotations
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities._support import to_application_error
+from activities._support import scoped, to_application_error
 from zdp.errors import PlatformError, ZdpError
 from zdp.models import WeightsInput
 from zdp.platforms.base import HealthProbe, Runtime, TrafficRouter
@@ -41,24 +41,24 @@ class TrafficActivities:
         the result says what was applied: see `restore_split`.
         """
         app = request.app
+        router = scoped(self.router, request.scope)
+        runtime = scoped(self.runtime, request.scope)
         try:
-            current = await self.router.get_weights(app)
-            slots = await read_slots(self.runtime, None, app, [*request.weights, *current])
+            current = await router.get_weights(app)
+            slots = await read_slots(runtime, None, app, [*request.weights, *current])
             wanted = dict(request.weights)
             if request.restore:
                 target = restore_split(request.weights, current, slots)
                 if target is None:  # nowhere better to go: traffic stays as it is
                     return {**{slot: 0 for slot in request.weights}, **current}
                 wanted = target
-            slots = await probe_where_it_matters(
-                self.runtime, self.probe, app, wanted, current, slots
-            )
+            slots = await probe_where_it_matters(runtime, self.probe, app, wanted, current, slots)
             refused = refusal(app, wanted, current, slots)
             if refused is not None:
                 raise ApplicationError(
                     refused.message, type=refused.kind, non_retryable=not refused.retryable
                 )
-            applied = await self.router.set_weights(app, wanted)
+            applied = await router.set_weights(app, wanted)
         except ZdpError as err:
             raise to_application_error(err) from None
         if _nonzero(applied) != _nonzero(wanted):
@@ -68,18 +68,20 @@ class TrafficActivities:
         return applied
 
     @activity.defn
-    async def get_weights(self, app: str) -> dict[str, int]:
-        """The split that serves users now: slots with weight AND a running version.
+    async def get_weights(self, app: str, scope: str | None = None) -> dict[str, int]:
+        """The split that serves users now: slots with weight AND a running version (in the
+        `scope` environment's own slots where the platform has them).
 
         A route can name a slot where nothing runs (a fresh router defaults to 100% stable);
         such weight serves nobody, so it is left out: before the first deployment this is empty.
         """
+        router, runtime = scoped(self.router, scope), scoped(self.runtime, scope)
         try:
-            weights = await self.router.get_weights(app)
+            weights = await router.get_weights(app)
             return {
                 slot: w
                 for slot, w in weights.items()
-                if await self.runtime.deployed(app, slot) is not None
+                if await runtime.deployed(app, slot) is not None
             }
         except ZdpError as err:
             raise to_application_error(err) from None

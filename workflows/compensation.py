@@ -43,13 +43,20 @@ class Compensation:
     slot: str = ""
     version: str | None = None
     restore: bool = False
+    # The environment whose own slots it acts on (see ProvisionInput.scope); None: shared.
+    scope: str | None = None
 
     @classmethod
-    def traffic(cls, app: str, weights: dict[str, int]) -> Compensation:
-        return cls("traffic", app, f"traffic restored: {_text(weights)}", weights=dict(weights))
+    def traffic(cls, app: str, weights: dict[str, int], scope: str | None = None) -> Compensation:
+        return cls(
+            "traffic", app, f"traffic restored: {_text(weights)}", weights=dict(weights),
+            scope=scope,
+        )  # fmt: skip
 
     @classmethod
-    def restore_traffic(cls, app: str, before: dict[str, int]) -> Compensation:
+    def restore_traffic(
+        cls, app: str, before: dict[str, int], scope: str | None = None
+    ) -> Compensation:
         """Back to `before` (what served before; the deployment's slots at 0), as far as it runs."""
         served = {s: w for s, w in before.items() if w}
         description = (
@@ -57,13 +64,16 @@ class Compensation:
             if served
             else "nothing served before: traffic stays where a version runs"
         )
-        return cls("traffic", app, description, weights=dict(before), restore=True)
+        return cls("traffic", app, description, weights=dict(before), restore=True, scope=scope)
 
     @classmethod
-    def retire(cls, app: str, slot: str, version: str | None) -> Compensation:
+    def retire(
+        cls, app: str, slot: str, version: str | None, scope: str | None = None
+    ) -> Compensation:
         return cls(
-            "retire", app, f"version {version} retired from slot {slot}", slot=slot, version=version
-        )
+            "retire", app, f"version {version} retired from slot {slot}", slot=slot,
+            version=version, scope=scope,
+        )  # fmt: skip
 
     def data(self) -> dict[str, Any]:
         if self.kind == "traffic":
@@ -75,7 +85,9 @@ class Compensation:
         if self.kind == "traffic":
             return await workflow.execute_activity_method(
                 TrafficActivities.set_weights,
-                WeightsInput(app=self.app, weights=self.weights, restore=self.restore),
+                WeightsInput(
+                    app=self.app, weights=self.weights, restore=self.restore, scope=self.scope
+                ),
                 start_to_close_timeout=timedelta(seconds=30),
                 retry_policy=COMPENSATION_RETRY,
                 summary="rollback: " + self.description,
@@ -83,7 +95,7 @@ class Compensation:
         else:
             await workflow.execute_activity_method(
                 RuntimeActivities.retire_version,
-                RetireInput(app=self.app, slot=self.slot, version=self.version),
+                RetireInput(app=self.app, slot=self.slot, version=self.version, scope=self.scope),
                 start_to_close_timeout=timedelta(minutes=5),
                 heartbeat_timeout=timedelta(seconds=30),
                 retry_policy=COMPENSATION_RETRY,

@@ -101,6 +101,9 @@ PHASE_SHOWS_PAUSED = "phase-shows-paused"
 # A deployment blocked only by work in progress (a batch on a production line) waits for it to
 # finish, up to the check's wait_seconds; histories from before ended `blocked` at once.
 WAIT_WHILE_WORK_IN_PROGRESS = "wait-while-work-in-progress"
+# Each environment acts on its own slots and listener where the platform has them (the
+# embedded stack); histories from before used the slots every environment shared.
+ENVIRONMENTS_OWN_SLOTS = "environments-own-slots"
 NOTIFY_RETRY = RetryPolicy(initial_interval=timedelta(milliseconds=500), maximum_attempts=3)
 # Evidence must not be lost: the audit and sealing activities retry until they succeed, as
 # compensations do; a failing one shows in the Temporal UI with its cause.
@@ -130,6 +133,7 @@ class DeploymentWorkflow:
         self.slots: dict[str, str] = {}
         self.audited = 0  # timeline events already in the audit log
         self.report: RiskReport | None = None
+        self.scope: str | None = None
         # What served before this deployment (get_weights at provision: slots with weight and a
         # running version), and whether this run plans and rolls back traffic from it.
         self.before: dict[str, int] = {}
@@ -144,6 +148,8 @@ class DeploymentWorkflow:
 
     @workflow.run
     async def run(self, request: DeploymentRequest) -> DeploymentResult:
+        # Which environment's own slots the platform activities act on (None: shared slots).
+        self.scope = request.environment if workflow.patched(ENVIRONMENTS_OWN_SLOTS) else None
         self.state.record(workflow.now(), "started", self._started_message())
         try:
             release = await self._verify()
@@ -263,6 +269,7 @@ class DeploymentWorkflow:
                 request_digest=request_digest(self.request),
                 run_id=workflow.info().run_id,
                 allow_downgrade=self.request.allow_downgrade,
+                scope=self.scope,
             ),
             start_to_close_timeout=timedelta(seconds=30),
             retry_policy=FORWARD_RETRY,
@@ -393,7 +400,7 @@ class DeploymentWorkflow:
         self._enter(Phase.provision, "starting the new version")
         current = await workflow.execute_activity_method(
             TrafficActivities.get_weights,
-            self.request.app,
+            args=[self.request.app, self.scope],
             start_to_close_timeout=timedelta(seconds=30),
             retry_policy=FORWARD_RETRY,
             summary="read the current traffic split",
@@ -409,13 +416,16 @@ class DeploymentWorkflow:
                 manifest=release.manifest,
                 slot=new_slot,
                 app_env=self._app_env(),
+                scope=self.scope,
             ),
             start_to_close_timeout=timedelta(minutes=10),
             heartbeat_timeout=timedelta(seconds=30),
             retry_policy=FORWARD_RETRY,
             summary=f"start {release.manifest.version} in slot {new_slot}",
         )
-        self.undo.push(Compensation.retire(self.request.app, new_slot, release.manifest.version))
+        self.undo.push(
+            Compensation.retire(self.request.app, new_slot, release.manifest.version, self.scope)
+        )
         self.state.record(
             workflow.now(),
             "provisioned",
@@ -491,7 +501,7 @@ class DeploymentWorkflow:
         # slot is rebuilt on the new version; from here the safe state is the canary, not
         # the old stable, so the compensations are replaced accordingly.
         self.undo.clear()
-        self.undo.push(Compensation.traffic(app, {"stable": 0, "canary": 100}))
+        self.undo.push(Compensation.traffic(app, {"stable": 0, "canary": 100}, self.scope))
         if self.slots.get("old") is not None:
             await self._retire("stable", "previous stable version retired")
         manifest = self.state.manifest
@@ -500,7 +510,9 @@ class DeploymentWorkflow:
             RuntimeActivities.provision_version,
             # The same target environment as the canary: the promoted stable version must not
             # start with the runtime's default (local) configuration.
-            ProvisionInput(manifest=manifest, slot="stable", app_env=self._app_env()),
+            ProvisionInput(
+                manifest=manifest, slot="stable", app_env=self._app_env(), scope=self.scope
+            ),
             start_to_close_timeout=timedelta(minutes=10),
             heartbeat_timeout=timedelta(seconds=30),
             retry_policy=FORWARD_RETRY,
@@ -521,7 +533,7 @@ class DeploymentWorkflow:
     async def _set_traffic(self, weights: dict[str, int], register_undo: bool = True) -> None:
         applied = await workflow.execute_activity_method(
             TrafficActivities.set_weights,
-            WeightsInput(app=self.request.app, weights=weights),
+            WeightsInput(app=self.request.app, weights=weights, scope=self.scope),
             start_to_close_timeout=timedelta(seconds=30),
             retry_policy=FORWARD_RETRY,
             summary="shift traffic to " + _weights_text(weights),
@@ -538,9 +550,11 @@ class DeploymentWorkflow:
             if self.guarded:
                 # What served before, not an assumed slot; the deployment's own slots go to 0.
                 before = {**{slot: 0 for slot in weights}, self.slots["new"]: 0, **self.before}
-                self.undo.push(Compensation.restore_traffic(self.request.app, before))
+                self.undo.push(Compensation.restore_traffic(self.request.app, before, self.scope))
             else:
-                self.undo.push(Compensation.traffic(self.request.app, self._safe_weights()))
+                self.undo.push(
+                    Compensation.traffic(self.request.app, self._safe_weights(), self.scope)
+                )
         self._refresh_details()
 
     def _safe_weights(self) -> dict[str, int]:
@@ -599,6 +613,7 @@ class DeploymentWorkflow:
                 policy=report.decision.gate_policy,
                 weight=self.state.weights.get(slot, 0),
                 baseline_weight=self.state.weights.get(self.slots.get("old") or "", 0),
+                scope=self.scope,
             ),
             start_to_close_timeout=timedelta(seconds=2 * bake + 120),
             heartbeat_timeout=GATE_HEARTBEAT,
@@ -650,7 +665,7 @@ class DeploymentWorkflow:
     async def _retire(self, slot: str, message: str) -> None:
         await workflow.execute_activity_method(
             RuntimeActivities.retire_version,
-            RetireInput(app=self.request.app, slot=slot),
+            RetireInput(app=self.request.app, slot=slot, scope=self.scope),
             start_to_close_timeout=timedelta(minutes=5),
             heartbeat_timeout=timedelta(seconds=30),
             retry_policy=FORWARD_RETRY,

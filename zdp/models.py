@@ -664,6 +664,9 @@ class AssessRiskInput(_Model):
     channel: str = "api"
     request_digest: str | None = None
     allow_downgrade: bool = False
+    # The environment whose own slots to act on (the embedded stack gives each environment its
+    # own; zdp.platforms.local_layout). None in histories from before: the shared slots.
+    scope: str | None = None
     run_id: str | None = None
 
 
@@ -672,12 +675,18 @@ class ProvisionInput(_Model):
     slot: str
     # The target environment as the app reads it (APP_ENV); None in older histories.
     app_env: str | None = None
+    # The environment whose own slots to act on (the embedded stack gives each environment its
+    # own; zdp.platforms.local_layout). None in histories from before: the shared slots.
+    scope: str | None = None
 
 
 class RetireInput(_Model):
     app: str
     slot: str
     version: str | None = None
+    # The environment whose own slots to act on (the embedded stack gives each environment its
+    # own; zdp.platforms.local_layout). None in histories from before: the shared slots.
+    scope: str | None = None
 
 
 class WeightsInput(_Model):
@@ -687,6 +696,9 @@ class WeightsInput(_Model):
     # the slots the deployment used at 0. The activity routes back to the part of it that still
     # runs, or, when none does, leaves traffic where a version runs (zdp.platforms.traffic_guard).
     restore: bool = False
+    # The environment whose own slots to act on (the embedded stack gives each environment its
+    # own; zdp.platforms.local_layout). None in histories from before: the shared slots.
+    scope: str | None = None
 
     @model_validator(mode="after")
     def _weights_sum_to_100(self) -> WeightsInput:
@@ -716,6 +728,9 @@ class GateInput(_Model):
     policy: GatePolicy | None = None
     weight: int | None = None
     baseline_weight: int | None = None
+    # The environment whose own slots to act on (the embedded stack gives each environment its
+    # own; zdp.platforms.local_layout). None in histories from before: the shared slots.
+    scope: str | None = None
 
 
 # --------------------------------------------------------------------------- compliance evidence

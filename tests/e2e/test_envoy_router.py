@@ -358,3 +358,39 @@ async def test_drills_are_never_routed_through_the_listener(
                  "/DRILL/faults", "/%64rill/faults"):  # fmt: skip
         assert await _raw_status(port, path) == 404, path
     assert sum(stable.methods.values()) == before  # none of them reached the app
+
+
+async def test_each_environment_has_its_own_listener_and_weights(
+    router: EnvoyRouter, upstream: StartUpstream, client: httpx.AsyncClient
+) -> None:
+    """Staging and production of one app on one Envoy: each its own listener, slots and route
+    file; steering one never moves the other."""
+    app = LOCAL_APPS["finance-trading"]
+    production = app.in_environment("production")
+    await upstream(("finance-trading", "stable"), "staging stable")
+    prod_stable = Upstream(production.slot_port("stable", BASE), "production stable")
+    prod_canary = Upstream(production.slot_port("canary", BASE), "production canary")
+    for server in (prod_stable, prod_canary):
+        await server.start()
+    prod_router = router.for_environment("production")
+    assert router.for_environment("production") is prod_router
+    try:
+        await router.set_weights("finance-trading", {"stable": 100})
+        await prod_router.set_weights("finance-trading", {"stable": 0, "canary": 100})
+        assert await router.get_weights("finance-trading") == {"stable": 100}
+        assert await prod_router.get_weights("finance-trading") == {"canary": 100}
+        staging_answers = await _send(client, _listener("finance-trading"), 20)
+        prod_url = f"http://127.0.0.1:{production.listener_port(BASE)}/"
+        prod_answers = await _send(client, prod_url, 20)
+        assert {a.text for a in staging_answers if isinstance(a, httpx.Response)} == {
+            "staging stable"
+        }
+        assert {a.text for a in prod_answers if isinstance(a, httpx.Response)} == {
+            "production canary"
+        }
+        with pytest.raises(ConfigError, match="no place on the embedded stack"):
+            router.for_environment("perf")
+    finally:
+        await prod_router.set_weights("finance-trading", {"stable": 100, "canary": 0})
+        for server in (prod_stable, prod_canary):
+            await server.stop()

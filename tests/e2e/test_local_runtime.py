@@ -31,7 +31,14 @@ from zdp.platforms import confine
 from zdp.platforms.artifacts import build_wheel, find_artifact, store_artifact
 from zdp.platforms.base import Runtime
 from zdp.platforms.local import LocalRuntime, running, stop_all
-from zdp.platforms.local_layout import REPO_ROOT, LocalApp, data_dir, runtime_dir, versions_dir
+from zdp.platforms.local_layout import (
+    ENVIRONMENT_BLOCKS,
+    REPO_ROOT,
+    LocalApp,
+    data_dir,
+    runtime_dir,
+    versions_dir,
+)
 
 APP = LocalApp("zdp-testapp", "zdp_testapp", 1)
 APPS = {APP.name: APP}
@@ -200,7 +207,11 @@ def release(artifact: Artifact, version: str = "1.0.0", **config: str) -> Releas
 
 def our_app_pids() -> list[int]:
     """Pids of stand-in app processes on this run's ports (found by their command line)."""
-    ports = {str(APP.slot_port(slot, BASE)) for slot in ("stable", "canary", "blue", "green")}
+    ports = {
+        str(APP.in_environment(environment).slot_port(slot, BASE))
+        for environment in ENVIRONMENT_BLOCKS
+        for slot in ("stable", "canary", "blue", "green")
+    }
     found = []
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit():
@@ -397,6 +408,39 @@ async def test_without_landlock_production_apps_are_not_started_unconfined(
     monkeypatch.setenv("ZDP_APP_CONFINEMENT", "landlock")
     with pytest.raises(PlatformError, match="no Landlock"):
         await runtime.provision(release(artifact), "canary")
+
+
+async def test_staging_and_production_of_one_app_run_side_by_side(
+    runtime: LocalRuntime, artifact: Artifact, home: Path
+) -> None:
+    """Each environment has its own slots: production's stable runs beside staging's, on its
+    own port, with its own record and data folder; retiring one leaves the other running."""
+    staging, production = runtime.for_environment("staging"), runtime.for_environment("production")
+    assert runtime.for_environment("production") is production
+    on_staging = await staging.provision(release(artifact, "1.0.0"), "stable", "staging")
+    on_production = await production.provision(release(artifact, "2.0.0"), "stable", "production")
+    assert on_staging.endpoints == [f"http://127.0.0.1:{STABLE_PORT}"]
+    prod_port = APP.in_environment("production").slot_port("stable", BASE)
+    assert prod_port != STABLE_PORT
+    assert on_production.endpoints == [f"http://127.0.0.1:{prod_port}"]
+    assert (await get_json(f"http://127.0.0.1:{STABLE_PORT}/info"))["version"] == "1.0.0"
+    assert (await get_json(f"http://127.0.0.1:{prod_port}/info"))["version"] == "2.0.0"
+    assert (await staging.deployed(APP.name, "stable")).version == "1.0.0"  # type: ignore[union-attr]
+    assert (await production.deployed(APP.name, "stable")).version == "2.0.0"  # type: ignore[union-attr]
+    prod_record = runtime_dir(home) / f"{APP.name}@production" / "stable.json"
+    assert json.loads(prod_record.read_text())["environment"] == "production"
+    info = await get_json(f"http://127.0.0.1:{prod_port}/env")
+    assert info["APP_DATA_DIR"] == str(data_dir(f"{APP.name}@production", home))
+    assert len(running(home)) == 2
+
+    await production.retire(APP.name, "stable")
+    assert await production.deployed(APP.name, "stable") is None
+    assert (await staging.deployed(APP.name, "stable")).version == "1.0.0"  # type: ignore[union-attr]
+    await production.provision(release(artifact, "2.0.0"), "stable", "production")
+    assert len(await stop_all(home, drain_grace=2.0)) == 2  # `zdp down` finds both
+    assert our_app_pids() == []
+    with pytest.raises(ConfigError, match="no place on the embedded stack"):
+        runtime.for_environment("perf")
 
 
 async def test_provisioning_again_is_idempotent(

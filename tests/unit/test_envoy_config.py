@@ -17,7 +17,13 @@ from zdp.platforms.envoy_config import (
     write_bootstrap,
     write_routes,
 )
-from zdp.platforms.local_layout import LOCAL_APPS, SLOTS
+from zdp.platforms.local_layout import (
+    ENVIRONMENT_BLOCKS,
+    LOCAL_APPS,
+    SLOTS,
+    environment_block,
+    local_instances,
+)
 
 BASE = 40000
 FINANCE = LOCAL_APPS["finance-trading"]
@@ -49,8 +55,12 @@ def _routes(weights: dict[str, int]) -> list[dict[str, Any]]:
 
 def test_every_app_has_one_static_cluster_per_slot_named_app_bar_slot(tmp_path: Path) -> None:
     clusters = _clusters(tmp_path)
-    assert set(clusters) == {f"{app}|{slot}" for app in LOCAL_APPS for slot in SLOTS}
+    keys = [app if env == "staging" else f"{app}@{env}" for env in ENVIRONMENT_BLOCKS
+            for app in LOCAL_APPS]  # fmt: skip
+    assert set(clusters) == {f"{key}|{slot}" for key in keys for slot in SLOTS}
     assert cluster_name(FINANCE, "canary") == "finance-trading|canary"
+    production = FINANCE.in_environment("production")
+    assert cluster_name(production, "canary") == "finance-trading@production|canary"
     for cluster in clusters.values():
         assert cluster["type"] == "STATIC"
         assert cluster["connect_timeout"] == "0.25s"
@@ -80,8 +90,10 @@ def test_listeners_and_admin_use_the_fixed_ports_and_watch_one_route_folder_per_
         "port_value": BASE + 1,
     }
     listeners = {item["name"]: item for item in config["static_resources"]["listeners"]}
-    assert set(listeners) == set(LOCAL_APPS)
-    for name, app in LOCAL_APPS.items():
+    instances = {app.key: app for app in local_instances()}
+    assert set(listeners) == set(instances)
+    assert len(instances) == len(LOCAL_APPS) * len(ENVIRONMENT_BLOCKS)
+    for name, app in instances.items():
         item = listeners[name]
         assert item["address"]["socket_address"]["port_value"] == app.listener_port(BASE)
         manager = item["filter_chains"][0]["filters"][0]["typed_config"]
@@ -157,3 +169,20 @@ def test_bootstrap_writes_100_percent_stable_routes_only_where_none_exist(tmp_pa
     assert pharma_routes == route_configuration(pharma, {"green": 100})
     leftovers = [p.name for p in routes_path(tmp_path, FINANCE).parent.iterdir()]
     assert leftovers == ["routes.yaml"]  # no temp file left behind
+
+
+def test_each_environment_has_its_own_ports_and_staging_keeps_the_documented_ones() -> None:
+    """Staging is block 0: the ports every earlier stack used (finance 18100-18104). Each
+    other environment adds 10 per block; no port is used twice, and all stay below BASE+300."""
+    assert FINANCE.in_environment("staging") == FINANCE
+    assert FINANCE.listener_port(18000) == 18100
+    production = FINANCE.in_environment("production")
+    assert production.listener_port(18000) == 18110
+    assert [production.slot_port(slot, 18000) for slot in SLOTS] == [18111, 18112, 18113, 18114]
+    ports = [app.listener_port(BASE) for app in local_instances()] + [
+        app.slot_port(slot, BASE) for app in local_instances() for slot in SLOTS
+    ]
+    assert len(ports) == len(set(ports))
+    assert max(ports) < BASE + 300 and min(ports) > BASE + 1  # the admin port is BASE + 1
+    with pytest.raises(ConfigError, match="'perf' has no place on the embedded stack"):
+        environment_block("perf")

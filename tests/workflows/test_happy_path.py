@@ -73,3 +73,13 @@ async def test_what_the_runtime_says_about_a_start_is_on_the_timeline(harness: H
     provisioned = next(e for e in result.timeline if e.kind == "provisioned")
     assert provisioned.message.endswith("; not confined: ZDP_APP_CONFINEMENT=none")
     assert provisioned.data["notes"] == ["not confined: ZDP_APP_CONFINEMENT=none"]
+
+
+async def test_every_platform_change_names_its_environment(harness: Harness) -> None:
+    """Provisions, retirements and weight changes, the rollback's included, go to the target
+    environment's own slots (the embedded stack runs staging and production side by side)."""
+    result = await harness.deploy(harness.request("2.0.3"))
+    assert result.outcome is Outcome.promoted, result.cause
+    assert harness.state.scopes, "nothing was changed through an environment's view"
+    assert {scope for _, scope in harness.state.scopes} == {"dev"}
+    assert {op for op, _ in harness.state.scopes} == {"provision", "retire", "weights"}

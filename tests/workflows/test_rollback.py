@@ -48,6 +48,9 @@ async def test_gate_failure_at_each_step_rolls_back_traffic_first(
     # It never went past the failing step.
     canary_weights = [int(d.split(",")[0].split("=")[1]) for op, d in ops if op == "weights"]
     assert max(canary_weights) == bad_from_weight
+    # The rollback acted on the deployment's own environment, as every forward step did.
+    assert harness.state.scopes[-2:] == [("weights", "dev"), ("retire", "dev")]
+    assert {scope for _, scope in harness.state.scopes} == {"dev"}
 
 
 async def test_blue_green_post_switch_failure_switches_back(harness: Harness) -> None:

@@ -34,6 +34,7 @@ from zdp.platforms.envoy_config import (
 from zdp.platforms.local_layout import (
     SLOTS,
     LocalApp,
+    environment_block,
     envoy_admin_port,
     envoy_dir,
     local_app,
@@ -102,9 +103,16 @@ class EnvoyRouter:
     """TrafficRouter over the embedded Envoy of `home` (ZDP_HOME) and port base (ZDP_PORT_BASE)."""
 
     def __init__(
-        self, home: Path | None = None, base: int | None = None, confirm_timeout: float = 2.0
+        self,
+        home: Path | None = None,
+        base: int | None = None,
+        confirm_timeout: float = 2.0,
+        environment: str | None = None,
     ) -> None:
         self.home = home if home is not None else zdp_home()
+        # The environment whose listener and clusters this router steers (None: block 0).
+        self.environment = environment
+        self._scoped: dict[str, EnvoyRouter] = {}
         self.base = port_base(base)
         self.confirm_timeout = confirm_timeout
         self.admin_url = f"http://127.0.0.1:{envoy_admin_port(self.base)}"
@@ -112,6 +120,18 @@ class EnvoyRouter:
         self.last_confirm_seconds: float | None = None
         self._client: httpx.AsyncClient | None = None
         self._locks: dict[str, asyncio.Lock] = {}
+
+    def for_environment(self, environment: str) -> EnvoyRouter:
+        """The router of `environment`'s own listener and clusters on this Envoy."""
+        environment_block(environment)  # an environment the stack has no place for: refused
+        scoped = self._scoped.get(environment)
+        if scoped is None:
+            scoped = EnvoyRouter(self.home, self.base, self.confirm_timeout, environment)
+            self._scoped[environment] = scoped
+        return scoped
+
+    def _target(self, app: str) -> LocalApp:
+        return local_app(app).in_environment(self.environment)
 
     # ------------------------------------------------------------------ TrafficRouter
 
@@ -121,7 +141,7 @@ class EnvoyRouter:
         Every slot named in `weights` is in the result, a zero-weight one as 0. Idempotent:
         when Envoy already serves the split, it returns at once.
         """
-        target = local_app(app)
+        target = self._target(app)
         requested = validate_weights(weights)
         wanted = _nonzero(requested)
         lock = self._locks.setdefault(app, asyncio.Lock())
@@ -154,13 +174,13 @@ class EnvoyRouter:
 
     async def get_weights(self, app: str) -> dict[str, int]:
         """The split Envoy serves now (slots with a non-zero weight); empty without a route."""
-        return await self._applied(local_app(app))
+        return await self._applied(self._target(app))
 
     # ------------------------------------------------------------------ stats for gates
 
     async def slot_stats(self, app: str) -> dict[str, SlotStats]:
         """Cumulative counters of each of the app's slots (all four; unused ones are zeros)."""
-        target = local_app(app)
+        target = self._target(app)
         prefix = re.escape(f"cluster.{cluster_name(target, '')}")
         wanted = "|".join(re.escape(name) for name in [*COUNTERS, LATENCY])
         data = await self._admin_json(
@@ -245,10 +265,13 @@ class EnvoyRouter:
         return self._client
 
     async def aclose(self) -> None:
-        """Close the pooled admin connections; the next call opens a new pool."""
+        """Close the pooled admin connections (its environments' too); the next call opens a
+        new pool."""
         client, self._client = self._client, None
         if client is not None:
             await client.aclose()
+        for scoped in self._scoped.values():
+            await scoped.aclose()
 
     async def __aenter__(self) -> EnvoyRouter:
         return self

@@ -3,7 +3,8 @@
 Everything static lives in the bootstrap; only the route files change at run time.
 
 - Admin on 127.0.0.1:`envoy_admin_port(base)`.
-- One listener per app in LOCAL_APPS on 127.0.0.1:`app.listener_port(base)`. Its HTTP
+- One listener per app in LOCAL_APPS and environment block (`local_instances()`) on
+  127.0.0.1:`app.listener_port(base)`. Its HTTP
   connection manager reads its routes from a file (RDS `path_config_source`) that Envoy
   reloads when a new file is renamed into the app's folder:
   `<envoy_dir>/routes/<app>/routes.yaml` (the content is JSON, which is also YAML).
@@ -32,11 +33,11 @@ from typing import Any
 from zdp.errors import ConfigError
 from zdp.fsutil import write_file_atomic
 from zdp.platforms.local_layout import (
-    LOCAL_APPS,
     SLOTS,
     LocalApp,
     envoy_admin_port,
     envoy_dir,
+    local_instances,
 )
 
 ROUTE_TYPE = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"
@@ -77,19 +78,20 @@ IDEMPOTENCY_HEADER = "idempotency-key"
 
 
 def cluster_name(app: LocalApp | str, slot: str) -> str:
-    """`<app>|<slot>`, e.g. `finance-trading|canary`; stats read `cluster.<app>|<slot>.…`."""
-    name = app.name if isinstance(app, LocalApp) else app
+    """`<app>|<slot>`, e.g. `finance-trading|canary` (`finance-trading@production|canary` in
+    another environment block); stats read `cluster.<app>|<slot>.…`."""
+    name = app.key if isinstance(app, LocalApp) else app
     return f"{name}|{slot}"
 
 
 def route_config_name(app: LocalApp) -> str:
-    """The RouteConfiguration's name: the app's name."""
-    return app.name
+    """The RouteConfiguration's name: the app instance's key."""
+    return app.key
 
 
 def routes_dir(home: Path, app: LocalApp) -> Path:
-    """The folder Envoy watches for the app's route file (one folder per app)."""
-    return envoy_dir(home) / "routes" / app.name
+    """The folder Envoy watches for the app's route file (one folder per app and environment)."""
+    return envoy_dir(home) / "routes" / app.key
 
 
 def routes_path(home: Path, app: LocalApp) -> Path:
@@ -166,7 +168,7 @@ def route_configuration(app: LocalApp, weights: Mapping[str, int]) -> dict[str, 
                 "name": route_config_name(app),
                 "virtual_hosts": [
                     {
-                        "name": app.name,
+                        "name": app.key,
                         "domains": ["*"],
                         "routes": [drills, idempotent, keyed, default],
                     }
@@ -205,7 +207,7 @@ def listener(app: LocalApp, home: Path, base: int | None = None) -> dict[str, An
     manager = {
         "@type": "type.googleapis.com/"
         "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
-        "stat_prefix": app.name,
+        "stat_prefix": app.key,
         "codec_type": "AUTO",
         # Paths are normalized before routes match (RFC 3986 dot segments, repeated slashes),
         # so a route for /drill/ cannot be walked around with /./drill/ or //drill/.
@@ -231,7 +233,7 @@ def listener(app: LocalApp, home: Path, base: int | None = None) -> dict[str, An
         ],
     }
     return {
-        "name": app.name,
+        "name": app.key,
         "address": {
             "socket_address": {"address": "127.0.0.1", "port_value": app.listener_port(base)}
         },
@@ -249,8 +251,9 @@ def listener(app: LocalApp, home: Path, base: int | None = None) -> dict[str, An
 
 
 def bootstrap(base: int | None, home: Path) -> dict[str, Any]:
-    """Envoy's bootstrap for every app in LOCAL_APPS, with ports from `base` (ZDP_PORT_BASE)."""
-    apps = list(LOCAL_APPS.values())
+    """Envoy's bootstrap for every app in LOCAL_APPS in every environment block, with ports
+    from `base` (ZDP_PORT_BASE)."""
+    apps = local_instances()
     return {
         "node": {"id": "zdp", "cluster": "zdp"},
         # Histogram quantiles (upstream_rq_time) are recomputed at each flush; default is 5 s.
@@ -291,7 +294,7 @@ def write_routes(home: Path, app: LocalApp, weights: Mapping[str, int]) -> Path:
 
 def write_bootstrap(home: Path, base: int | None = None) -> Path:
     """Write `<envoy_dir>/envoy.json`, and a route file (100% stable) for apps that have none."""
-    for app in LOCAL_APPS.values():
+    for app in local_instances():
         if not routes_path(home, app).exists():
             write_routes(home, app, {"stable": 100})
     path = bootstrap_path(home)

@@ -47,6 +47,8 @@ from zdp.platforms.local_layout import (
     SLOTS,
     LocalApp,
     data_dir,
+    environment_block,
+    instance_key,
     runtime_dir,
     secrets_dir,
     versions_dir,
@@ -84,13 +86,33 @@ class LocalRuntime:
         ready_timeout: float = 20.0,
         drain_grace: float = 10.0,
         apps: dict[str, LocalApp] | None = None,
+        environment: str | None = None,
     ) -> None:
         self.home = home
         self.base = base
         self.ready_timeout = ready_timeout
         self.drain_grace = drain_grace
-        self.apps = dict(LOCAL_APPS if apps is None else apps)
+        # The environment whose slots this runtime manages (None: block 0, the legacy layout).
+        self.environment = environment
+        self.apps = {
+            name: app.in_environment(environment)
+            for name, app in (LOCAL_APPS if apps is None else apps).items()
+        }
         self._children: dict[int, subprocess.Popen[bytes]] = {}
+        self._scoped: dict[str, LocalRuntime] = {}
+
+    def for_environment(self, environment: str) -> LocalRuntime:
+        """The runtime of `environment`'s own slots: its ports, records and data folders, so
+        staging and production of one app run side by side."""
+        environment_block(environment)  # an environment the stack has no place for: refused
+        scoped = self._scoped.get(environment)
+        if scoped is None:
+            scoped = LocalRuntime(
+                self.home, self.base, self.ready_timeout, self.drain_grace, self.apps, environment
+            )
+            scoped._children = self._children  # one parent of every process it started
+            self._scoped[environment] = scoped
+        return scoped
 
     # ------------------------------------------------------------------ the Runtime protocol
 
@@ -192,7 +214,7 @@ class LocalRuntime:
             if (key in PASSED_ENV or key.startswith("LC_") or key in _extra_passed_env())
             and not key.startswith(_NEVER_PASSED)
         }
-        data = data_dir(release.app, self.home)
+        data = self._data_dir(release.app)
         (data / "tmp").mkdir(parents=True, exist_ok=True)
         ours = release_environment(release, slot, app_env)
         env.update(HOME=str(data), TMPDIR=str(data / "tmp"), APP_DATA_DIR=str(data))
@@ -232,7 +254,7 @@ class LocalRuntime:
         secrets = inside(secrets_dir(self.home), release.app, env["APP_ENV"])
         readable = [*_SYSTEM_READ, *_DEVICES[:4], str(secrets)]
         # The engine's data folder for the app, never one a release names.
-        writable = [str(data_dir(release.app, self.home)), "/dev/shm", *_DEVICES[:2]]
+        writable = [str(self._data_dir(release.app)), "/dev/shm", *_DEVICES[:2]]
         prefix = [sys.executable, "-I", confine.__file__]
         for flag, paths in (("--exec", [*executable, str(folder)]), ("--read", readable),
                             ("--write", writable)):  # fmt: skip
@@ -295,6 +317,7 @@ class LocalRuntime:
             "pid": child.pid,
             "port": port,
             "version": release.version,
+            "environment": self.environment,
             "digest": release.artifact.digest,
             "config": dict(release.config_overrides),
             "started_at": started_at,
@@ -387,12 +410,19 @@ class LocalRuntime:
 
     # ------------------------------------------------------------------ files
 
+    def _key(self, app: str) -> str:
+        """The folder name of `app` in this runtime's environment (`LocalApp.key`)."""
+        if not _APP_NAME.match(app):
+            raise ConfigError(f"'{app}' is not an app name: lowercase letters, digits and '-'")
+        return instance_key(app, self.environment)
+
+    def _data_dir(self, app: str) -> Path:
+        return data_dir(self._key(app), self.home)
+
     def _record_path(self, app: str, slot: str) -> Path:
         if slot not in SLOTS:
             raise ConfigError(f"unknown slot '{slot}': use one of {', '.join(SLOTS)}")
-        if not _APP_NAME.match(app):
-            raise ConfigError(f"'{app}' is not an app name: lowercase letters, digits and '-'")
-        return runtime_dir(self.home) / app / f"{slot}.json"
+        return runtime_dir(self.home) / self._key(app) / f"{slot}.json"
 
     @contextlib.asynccontextmanager
     async def _slot_lock(self, app: str, slot: str) -> AsyncIterator[None]:
@@ -441,7 +471,9 @@ async def stop_all(home: Path | None = None, drain_grace: float = 10.0) -> list[
     runtime = LocalRuntime(home=home, drain_grace=drain_grace)
     stopped = running(home)
     for path in sorted(runtime_dir(home).glob("*/*.json")):
-        await runtime.retire(path.parent.name, path.stem)
+        app, _, environment = path.parent.name.partition("@")  # `<app>@<environment>`
+        scoped = runtime.for_environment(environment) if environment else runtime
+        await scoped.retire(app, path.stem)
     return stopped
 
 

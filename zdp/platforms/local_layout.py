@@ -8,18 +8,48 @@ change at run time. `ZDP_PORT_BASE` (default 18000) moves the whole map, so test
     Envoy admin        BASE+1            (18001)
     finance-trading    listener BASE+100 (18100); stable +101, canary +102, blue +103, green +104
     pharma-manufacturing listener BASE+200 (18200); stable +201, canary +202, blue +203, green +204
+
+Each environment has its own listener and slots, so staging and production of one app run side
+by side and never replace each other: environment block b (ENVIRONMENT_BLOCKS: staging 0,
+production 1, dev 2, qa 3, uat 4) adds 10·b to an app's ports. Staging keeps the ports above;
+finance-trading in production listens on BASE+110 (18110) with slots +111 to +114. Block 0's
+names, folders and ports are the ones every earlier version of the stack used.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from zdp.errors import ConfigError
 
 SLOTS = ("stable", "canary", "blue", "green")
 REPO_ROOT = Path(__file__).resolve().parents[2]
+# The environments the embedded stack runs side by side, and their port blocks.
+ENVIRONMENT_BLOCKS: dict[str, int] = {"staging": 0, "production": 1, "dev": 2, "qa": 3, "uat": 4}
+BLOCK_STRIDE = 10
+
+
+def environment_block(environment: str) -> int:
+    """The environment's port block on the embedded stack, or ConfigError naming the known ones."""
+    block = ENVIRONMENT_BLOCKS.get(environment)
+    if block is None:
+        known = ", ".join(ENVIRONMENT_BLOCKS)
+        raise ConfigError(
+            f"environment '{environment}' has no place on the embedded stack, which runs {known} "
+            "side by side (each its own listener and slots); name it one of those, or deploy it "
+            "on Kubernetes"
+        )
+    return block
+
+
+def instance_key(app: str, environment: str | None) -> str:
+    """The app's name in block 0 (and with no environment), `<app>@<environment>` in the
+    others: what names an app's listener, clusters, route file and folders per environment."""
+    if environment is None or environment_block(environment) == 0:
+        return app
+    return f"{app}@{environment}"
 
 
 @dataclass(frozen=True)
@@ -27,6 +57,24 @@ class LocalApp:
     name: str
     package: str  # import name of the app package, e.g. finance_trading
     index: int  # position in the port map
+    # The environment this instance of the app serves (None: block 0, the stack's first).
+    environment: str | None = None
+
+    @property
+    def block(self) -> int:
+        return 0 if self.environment is None else environment_block(self.environment)
+
+    @property
+    def key(self) -> str:
+        """What names this instance's listener, clusters, route and folders: see
+        `instance_key`."""
+        return instance_key(self.name, self.environment)
+
+    def in_environment(self, environment: str | None) -> LocalApp:
+        """This app as it runs in `environment` (its own ports, clusters and folders)."""
+        if environment is None or environment_block(environment) == 0:
+            return replace(self, environment=None)
+        return replace(self, environment=environment)
 
     @property
     def asgi_target(self) -> str:
@@ -39,7 +87,7 @@ class LocalApp:
         return REPO_ROOT / "apps" / self.name
 
     def listener_port(self, base: int | None = None) -> int:
-        return port_base(base) + 100 * self.index
+        return port_base(base) + 100 * self.index + BLOCK_STRIDE * self.block
 
     def slot_port(self, slot: str, base: int | None = None) -> int:
         if slot not in SLOTS:
@@ -51,6 +99,15 @@ LOCAL_APPS: dict[str, LocalApp] = {
     "finance-trading": LocalApp("finance-trading", "finance_trading", 1),
     "pharma-manufacturing": LocalApp("pharma-manufacturing", "pharma_manufacturing", 2),
 }
+
+
+def local_instances() -> list[LocalApp]:
+    """Every app in every environment block: what the embedded Envoy listens for."""
+    return [
+        app.in_environment(environment)
+        for environment in ENVIRONMENT_BLOCKS
+        for app in LOCAL_APPS.values()
+    ]
 
 
 def local_app(name: str) -> LocalApp:
@@ -86,8 +143,9 @@ def versions_dir(home: Path | None = None) -> Path:
 
 
 def data_dir(app: str, home: Path | None = None) -> Path:
-    """An app's durable data (its SQLite database), shared by every version of the app: a
-    canary and its stable read and write the same records, and a rollback loses none."""
+    """An app's durable data (its SQLite database), shared by every version of the app in one
+    environment (`app` is the instance's `LocalApp.key`): a canary and its stable read and
+    write the same records, and a rollback loses none; staging and production never share."""
     return (home or zdp_home()) / "data" / app
 
 

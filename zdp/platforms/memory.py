@@ -38,6 +38,10 @@ class MemoryState:
     app_envs: dict[tuple[str, str], str] = field(default_factory=dict)
     # What the runtime reports with each start (as the local runtime reports its confinement).
     provision_notes: list[str] = field(default_factory=list)
+    # (operation, environment) for each provision, retire and weights change made through an
+    # environment's view (`for_environment`): the memory platform shares one set of slots, but
+    # records which environment asked, as the embedded stack would give it its own.
+    scopes: list[tuple[str, str | None]] = field(default_factory=list)
 
     def reset(self) -> None:
         self.deployed.clear()
@@ -51,6 +55,7 @@ class MemoryState:
         self.provision_delay_seconds = 0.0
         self.app_envs.clear()
         self.provision_notes.clear()
+        self.scopes.clear()
         self.operations.clear()
 
     def log(self, op: str, app: str, detail: str) -> None:
@@ -74,8 +79,13 @@ STATE = MemoryState()
 class MemoryRuntime:
     """Runtime whose versions are entries in `MemoryState.deployed`."""
 
-    def __init__(self, state: MemoryState = STATE) -> None:
+    def __init__(self, state: MemoryState = STATE, scope: str | None = None) -> None:
         self.state = state
+        self.scope = scope
+
+    def for_environment(self, environment: str) -> MemoryRuntime:
+        """The same slots, with the environment that acts on them recorded (state.scopes)."""
+        return MemoryRuntime(self.state, environment)
 
     async def provision(
         self, release: ReleaseManifest, slot: str, app_env: str | None = None
@@ -101,6 +111,7 @@ class MemoryRuntime:
         )
         self.state.deployed[key] = dep
         self.state.log("provision", release.app, f"{slot}={release.version}")
+        self.state.scopes.append(("provision", self.scope))
         self.state.app_envs[key] = app_env or "local"
         return dep
 
@@ -108,6 +119,7 @@ class MemoryRuntime:
         dep = self.state.deployed.pop((app, slot), None)
         if dep is not None:
             self.state.log("retire", app, f"{slot}={dep.version}")
+            self.state.scopes.append(("retire", self.scope))
 
     async def endpoints(self, app: str, slot: str) -> list[str]:
         dep = self.state.deployed.get((app, slot))
@@ -120,8 +132,13 @@ class MemoryRuntime:
 class MemoryRouter:
     """TrafficRouter whose route table is `MemoryState.weights`."""
 
-    def __init__(self, state: MemoryState = STATE) -> None:
+    def __init__(self, state: MemoryState = STATE, scope: str | None = None) -> None:
         self.state = state
+        self.scope = scope
+
+    def for_environment(self, environment: str) -> MemoryRouter:
+        """The same routes, with the environment that changes them recorded (state.scopes)."""
+        return MemoryRouter(self.state, environment)
 
     async def set_weights(self, app: str, weights: dict[str, int]) -> dict[str, int]:
         if self.state.router_failures > 0:
@@ -137,6 +154,7 @@ class MemoryRouter:
         if self.state.weights.get(app) != applied:
             self.state.weights[app] = applied
             self.state.log("weights", app, text)
+            self.state.scopes.append(("weights", self.scope))
         return dict(applied)
 
     async def get_weights(self, app: str) -> dict[str, int]:
