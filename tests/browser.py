@@ -8,6 +8,7 @@ evaluated in it. Every wait is bounded.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import select
@@ -126,13 +127,35 @@ class Browser:
 
     # ------------------------------------------------------------------ pages
 
-    def open(self, url: str, expression: str) -> Page:
+    def open(
+        self,
+        url: str,
+        expression: str,
+        width: int | None = None,
+        screenshot: Path | None = None,
+        media: str | None = None,
+    ) -> Page:
         """Load `url`, wait for its load event, evaluate `expression` (its JSON-able value is
-        returned), and report every console error and uncaught exception of the page."""
+        returned), and report every console error and uncaught exception of the page.
+
+        `width`: lay the page out in a window that many CSS pixels wide (scale 1);
+        `screenshot`: save the whole page there as PNG, after the expression ran;
+        `media`: the CSS media type to emulate ("print": the page as it prints)."""
         target = self.call("Target.createTarget", url="about:blank")["targetId"]
         session = self.call("Target.attachToTarget", targetId=target, flatten=True)["sessionId"]
         for domain in ("Runtime", "Log", "Page"):
             self.call(f"{domain}.enable", session)
+        if width is not None:
+            self.call(
+                "Emulation.setDeviceMetricsOverride",
+                session,
+                width=width,
+                height=900,
+                deviceScaleFactor=1,
+                mobile=False,
+            )
+        if media is not None:
+            self.call("Emulation.setEmulatedMedia", session, media=media)
         self._events.clear()
         self.call("Page.navigate", session, url=url)
         self._wait_event("Page.loadEventFired", session)
@@ -156,5 +179,10 @@ class Browser:
                     page.errors.append(f"log: {entry.get('text')} ({entry.get('url')})")
         if "exceptionDetails" in evaluated:
             page.errors.append(f"evaluate: {evaluated['exceptionDetails'].get('text')}")
+        if screenshot is not None:
+            shot = self.call(
+                "Page.captureScreenshot", session, format="png", captureBeyondViewport=True
+            )
+            screenshot.write_bytes(base64.b64decode(shot["data"]))
         self.call("Target.closeTarget", targetId=target)
         return page

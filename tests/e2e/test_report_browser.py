@@ -1,6 +1,8 @@
 """The auditor's copy in a real browser: the HTML report of a Part 11 deployment opened in
 headless Chromium (no console error, the chart drawn, the verification status and the
-signatures shown), and `zdp timeline --format pdf` printing it through the same browser.
+signatures shown), and `zdp timeline --format pdf` printing it through the same browser; a
+recorded deployment's report laid out at common screen widths, measured and photographed: no
+timestamp or header wraps, no table overflows, the error budget apart from the traffic lines.
 
 Chromium is Debian's `chromium` package, installed by `.ci/run`; where it is missing these
 tests skip with that reason.
@@ -9,6 +11,7 @@ tests skip with that reason.
 from __future__ import annotations
 
 import asyncio
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -18,6 +21,13 @@ import pytest
 from tests.browser import Browser
 from tests.cli_checks import zdp
 from tests.kit import APP, Harness, part11_prod
+from tests.recorded import (
+    recorded,
+    release_of,
+    with_change_record,
+    with_profiles,
+    with_running_version,
+)
 from zdp import deployments
 from zdp.errors import ZdpError
 from zdp.forensics.pdf import find_chromium
@@ -43,6 +53,145 @@ PROBE = """(() => {
     approvals: text('approvals'),
   };
 })()"""
+
+
+# Measured in the laid-out page: how many lines each timestamp cell and each header takes (the
+# distinct line boxes of its text), whether a table is wider than the page, and where the
+# chart's budget and traffic lines are on screen.
+LAYOUT = r"""(() => {
+  const lines = (el) => {
+    const range = document.createRange();
+    range.selectNodeContents(el);
+    const bottoms = [];
+    for (const r of range.getClientRects()) {
+      if (r.width > 0 && !bottoms.some((b) => Math.abs(b - r.bottom) < 4)) bottoms.push(r.bottom);
+    }
+    return bottoms.length;
+  };
+  const stamp = /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/;
+  const cells = [...document.querySelectorAll('td')]
+    .filter((td) => stamp.test(td.innerText.trim()));
+  const heads = [...document.querySelectorAll('th, h1, h2, h3')];
+  const main = document.querySelector('main');
+  const svg = document.querySelector('#traffic svg');
+  const ctm = svg.getScreenCTM();
+  const y = (px, py) => {
+    const p = svg.createSVGPoint();
+    p.x = px;
+    p.y = py;
+    return p.matrixTransform(ctm).y;
+  };
+  const at = (line) => y(+line.getAttribute('x1'), +line.getAttribute('y1'));
+  const drawn = (sel) => [...svg.querySelectorAll(sel)].filter((e) => !e.closest('.legend'));
+  const polyline = (line) => {
+    const ys = [];
+    for (let i = 0; i < line.points.numberOfItems; i++) {
+      const p = line.points.getItem(i);
+      ys.push(y(p.x, p.y));
+    }
+    const style = getComputedStyle(line);
+    return {version: line.dataset.version, ys, stroke: style.stroke, dash: style.strokeDasharray};
+  };
+  return {
+    width: window.innerWidth,
+    stamps: cells.length,
+    wrapped: [...cells, ...heads].filter((e) => lines(e) > 1).map((e) => e.innerText),
+    overflowing: [...document.querySelectorAll('table')]
+      .filter((t) => t.getBoundingClientRect().right > main.getBoundingClientRect().right + 1)
+      .map((t) => t.className || t.querySelector('th').innerText),
+    budgets: drawn('line.budget').map(at),
+    budgetLabels: drawn('text.budget-label').map((t) => t.textContent),
+    grid: drawn('line[data-axis="weight"]').map(at),
+    weights: drawn('polyline.weight').map(polyline),
+  };
+})()"""
+WIDTHS = (1280, 1440, 1920)
+
+
+def _recorded_report() -> str:
+    """A recorded production deployment (alice's, approved by bob with a signed request), with
+    what the recording predates (the running version, the verified release's change record),
+    a long PCI change record, and the environment under sox and pci-dss."""
+    request, result = recorded(
+        "bobs_signed_approval_of_alices_deployment_is_accepted_and_shows_who"
+    )
+    release = release_of(request)
+    change = release.change.model_copy(
+        update={
+            "description": "Checkout: the 'Pay now' button replaces 'Buy', and the basket "
+            "shows the delivery date before payment (UX-2231)",
+            "security_impact": "none: UI text and layout only; no change to how card data "
+            "is collected, sent or stored (reviewed by the security team, SEC-1184)",
+            "test_evidence": "CI run 4711: unit, e2e and the quarterly PCI ASV scan passed",
+            "backout_procedure": "zdp deploy webshop --env prod with release 1.0.0",
+        }
+    )
+    result = with_change_record(result, release.model_copy(update={"change": change}))
+    result = with_profiles(with_running_version(result, "1.0.0"), "sox", "pci-dss")
+    return render_html(result)
+
+
+# An A4 page at 96 px to the inch, less Chromium's default print margins.
+PAPER_WIDTH = 718
+STAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
+
+
+def _layouts(page: Path, shots: Path) -> list[tuple[list[str], dict[str, Any]]]:
+    """The page laid out at each of WIDTHS, photographed; then as it prints on A4."""
+    with Browser() as browser:
+        loaded = [
+            browser.open(page.as_uri(), LAYOUT, width=w, screenshot=shots / f"report-{w}.png")
+            for w in WIDTHS
+        ]
+        loaded.append(browser.open(page.as_uri(), LAYOUT, width=PAPER_WIDTH, media="print"))
+    return [(p.errors, dict(p.value or {})) for p in loaded]
+
+
+def _png_width(path: Path) -> int:
+    data = path.read_bytes()
+    assert data.startswith(b"\x89PNG\r\n\x1a\n") and data[12:16] == b"IHDR"
+    return int.from_bytes(data[16:20], "big")
+
+
+def test_the_report_lays_out_without_wrapping_at_common_widths(tmp_path: Path) -> None:
+    page = tmp_path / "report.html"
+    page.write_text(_recorded_report())
+
+    *screens, (errors, paper) = _layouts(page, tmp_path)
+    # On paper a header may wrap between words, a timestamp still not; every table fits.
+    assert errors == [] and paper["overflowing"] == [], paper
+    assert not [text for text in paper["wrapped"] if STAMP.match(text)], paper["wrapped"]
+    for width, (errors, seen) in zip(WIDTHS, screens, strict=True):
+        assert errors == [] and seen["width"] == width
+        assert seen["stamps"] > 30  # the timeline's, the phases', the chart table's…
+        assert seen["wrapped"] == [], (width, seen["wrapped"])
+        assert seen["overflowing"] == [], (width, seen["overflowing"])
+        # The error budget has its own scale below the traffic: on screen it is well apart
+        # from the 0% and 100% lines and from every point of both traffic lines.
+        (budget,) = seen["budgets"]
+        assert seen["budgetLabels"] == ["error budget 2%"]
+        traffic = [y for line in seen["weights"] for y in line["ys"]]
+        assert min(abs(budget - y) for y in [*traffic, *seen["grid"]]) > 15, seen
+        assert budget > max(seen["grid"])  # below the traffic panel's 0% line
+        new, old = sorted(seen["weights"], key=lambda line: line["version"] != "new")
+        assert (new["version"], old["version"]) == ("new", "old")
+        assert new["stroke"] != old["stroke"] and new["dash"] != old["dash"]
+        # The whole page, photographed (the window less its scroll bar, if it shows one).
+        assert width - 20 <= _png_width(tmp_path / f"report-{width}.png") <= width
+
+
+def test_the_layout_check_sees_a_wrapped_timestamp(tmp_path: Path) -> None:
+    """The check above can fail: with the page's old rule (every cell and header may break
+    anywhere) timestamps and headers wrap at 1280 px."""
+    text = _recorded_report()
+    style = text.split("<style>")[1].split("</style>")[0]
+    old = style + "\nth, td, td.nowrap { white-space: normal; overflow-wrap: anywhere; }"
+    page = tmp_path / "old.html"
+    page.write_text(text.replace(style, old))
+    with Browser() as browser:
+        seen = dict(browser.open(page.as_uri(), LAYOUT, width=1280).value or {})
+    assert any(STAMP.match(text) for text in seen["wrapped"]), seen
+    assert "Signature (21 CFR 11.50)" in seen["wrapped"], seen  # a header
 
 
 async def _signed_deployment(

@@ -12,7 +12,9 @@ from typing import Any
 
 import pytest
 
+from tests.recorded import recorded
 from zdp.forensics import RENDERERS, render_html, render_json, render_markdown
+from zdp.forensics.facts import read_facts
 from zdp.models import DeploymentResult, Outcome, Phase, TimelineEvent
 
 DATA = Path(__file__).parent / "data"
@@ -112,9 +114,10 @@ def axis(page: Page, name: str, coordinate: str) -> tuple[float, float, float, f
     return (*ticks[0], *ticks[-1])
 
 
-def chart_series(page: Page, slot: str) -> list[tuple[float, float]]:
-    """The slot's step line as (seconds since start, weight %), read back through the axes."""
-    (line,) = page.find("polyline", **{"data-slot": slot})
+def chart_series(page: Page, version: str) -> list[tuple[float, float]]:
+    """The step line of the new version ("new") or of what served before ("old"), as
+    (seconds since start, share of traffic %), read back through the axes."""
+    (line,) = page.find("polyline", **{"data-version": version})
     v0, y0, v1, y1 = axis(page, "weight", "y1")
     t0, x0, t1, x1 = axis(page, "time", "x1")
     points = [tuple(map(float, p.split(","))) for p in line["points"].split()]
@@ -227,37 +230,59 @@ def test_html_fetches_nothing(sample: DeploymentResult) -> None:
     assert "url(" not in style and "@import" not in style and "@font-face" not in style
 
 
-def test_html_chart_has_one_weight_line_per_slot(sample: DeploymentResult) -> None:
+def test_html_chart_has_one_line_per_version(sample: DeploymentResult) -> None:
     page = Page(render_html(sample))
     (svg,) = page.find("svg")
     assert svg["role"] == "img" and svg["aria-labelledby"] == "chart-title chart-desc"
     assert page.find("title", id="chart-title") and page.find("desc", id="chart-desc")
-    slots = {a["data-slot"] for a in page.find("polyline") if "data-slot" in a}
-    assert slots == {"canary", "stable"}
+    versions = {a["data-version"] for a in page.find("polyline") if "data-version" in a}
+    assert versions == {"new", "old"}
     assert len(page.find("polyline", **{"class": "weight"})) == 2
 
 
-def test_chart_lines_follow_the_weights_in_the_timeline(sample: DeploymentResult) -> None:
-    page = Page(render_html(sample))
-    for slot in ("canary", "stable"):
-        drawn = [round(weight, 1) for _, weight in chart_series(page, slot)]
-        assert distinct(drawn) == distinct(timeline_weights(sample, slot))
-        times = [t for t, _ in chart_series(page, slot)]
+# The share of traffic on the new version and on what served before, at each change: the
+# recorded canary weights until the promotion, when stable (rebuilt on the new version) takes
+# over; a rollback returns the traffic to what served before.
+SHARES = {
+    "promoted": ([0, 1, 5, 25, 100], [100, 99, 95, 75, 0]),
+    "rolled_back": ([0, 1, 5, 25, 0], [100, 99, 95, 75, 100]),
+}
+
+
+@pytest.mark.parametrize("name", SAMPLES)
+def test_chart_lines_follow_the_weights_in_the_timeline(name: str) -> None:
+    result = load(name)
+    page = Page(render_html(result))
+    new, old = chart_series(page, "new"), chart_series(page, "old")
+    assert distinct([round(w) for _, w in new]) == SHARES[name][0]
+    assert distinct([round(w) for _, w in old]) == SHARES[name][1]
+    start = result.timeline[0].at
+    changes = [
+        round((e.at - start).total_seconds(), 3)
+        for e in result.timeline
+        if e.kind == "weights" or (e.kind == "compensated" and "weights" in e.data)
+    ]
+    for series in (new, old):
+        times = [t for t, _ in series]
         assert times == sorted(times)
+        # The line steps only where the timeline records a traffic change.
+        jumps = [t for (_, before), (t, w) in itertools.pairwise(series) if w != before]
+        assert jumps and all(any(abs(j - c) <= 0.002 for c in changes) for j in jumps)
 
 
-def test_chart_shows_the_rolled_back_canary_reaching_25_then_0_at_the_rollback() -> None:
+def test_chart_shows_the_new_version_reaching_25_then_0_at_the_rollback() -> None:
     result = load("rolled_back")
     page = Page(render_html(result))
-    series = [(round(t, 3), round(w)) for t, w in chart_series(page, "canary")]
+    series = [(round(t, 3), round(w)) for t, w in chart_series(page, "new")]
     assert distinct([w for _, w in series]) == [0, 1, 5, 25, 0]
     start = result.timeline[0].at
     (restore,) = [e for e in result.timeline if e.kind == "compensated" and "weights" in e.data]
     steps = itertools.pairwise(series)
     drop = next(t for (_, before), (t, w) in steps if (before, w) == (25, 0))
     assert drop == pytest.approx((restore.at - start).total_seconds(), abs=0.002)
-    promoted = chart_series(Page(render_html(load("promoted"))), "canary")
-    assert distinct([round(w) for _, w in promoted]) == [0, 1, 5, 25, 100, 0]
+    # A promotion is not a rollback: the new version keeps all the traffic through it.
+    promoted = chart_series(Page(render_html(load("promoted"))), "new")
+    assert distinct([round(w) for _, w in promoted]) == [0, 1, 5, 25, 100]
 
 
 def test_chart_marks_each_gate_verdict_by_shape_and_error_ratio() -> None:
@@ -327,7 +352,52 @@ def test_hostile_text_is_escaped_everywhere_in_html() -> None:
     assert page.errors == [] and not page.find("script")
     assert "<script" not in text.lower()
     assert html.escape(HOSTILE) in text
-    assert page.find("polyline", **{"data-slot": HOSTILE})  # an attribute, escaped and intact
+    assert f'<th scope="col">{html.escape(HOSTILE)} weight</th>' in text  # a slot, escaped
+
+
+@pytest.mark.parametrize(
+    ("history", "new", "old"),
+    [
+        # Promoted early at 1%: canary takes everything, then stable, rebuilt on 2.0.0.
+        ("promote_skips_the_remaining_steps", [0, 1, 100], [100, 99, 0]),
+        # The app served from blue; the canary takes over and stable is built on 2.0.0.
+        ("canary_promotion_of_an_app_serving_from_a_colour_retires_the_colour", [0, 100], [100, 0]),
+        # Blue-green switched to green, which failed: traffic went back to blue.
+        ("blue_green_post_switch_failure_switches_back", [0, 100, 0], [100, 0, 100]),
+    ],
+)
+def test_the_chart_follows_versions_not_slots(history: str, new: list[int], old: list[int]) -> None:
+    _, result = recorded(history)
+    page = Page(render_html(result))
+    assert distinct([round(w) for _, w in chart_series(page, "new")]) == new
+    assert distinct([round(w) for _, w in chart_series(page, "old")]) == old
+    if result.outcome is Outcome.promoted:
+        (promotion,) = [t for t in read_facts(result).traffic if t.what.startswith("promotion")]
+        assert (promotion.weights["stable"], promotion.new, promotion.old) == (100, 100, 0)
+        assert "promotion: stable, rebuilt on the new version, takes over" in render_markdown(
+            result
+        )
+
+
+@pytest.mark.parametrize("name", SAMPLES)
+def test_the_error_budget_is_drawn_on_its_own_scale_apart_from_the_traffic(name: str) -> None:
+    page = Page(render_html(load(name)))
+    budgets = [a for a in page.find("line", **{"class": "budget"}) if "data-value" in a]
+    assert [float(a["data-value"]) for a in budgets] == [0.02]
+    (at,) = [float(a["y1"]) for a in budgets]
+    # Read back through the error-ratio axis, the line is at the budget.
+    v0, y0, v1, y1 = axis(page, "error-ratio", "y1")
+    assert v0 + (at - y0) * (v1 - v0) / (y1 - y0) == pytest.approx(0.02)
+    # Nowhere near the traffic: below the traffic panel's 0% line, on another scale.
+    _, zero, _, hundred = axis(page, "weight", "y1")
+    traffic = [y for version in ("new", "old") for y in line_ys(page, version)]
+    assert at > zero + 20 and all(abs(at - y) > 20 for y in [*traffic, zero, hundred])
+    assert "error budget 2%" in render_html(load(name))
+
+
+def line_ys(page: Page, version: str) -> list[float]:
+    (line,) = page.find("polyline", **{"data-version": version})
+    return [float(p.split(",")[1]) for p in line["points"].split()]
 
 
 # --------------------------------------------------------------------------- signatures
@@ -395,14 +465,18 @@ def test_proven_identities_and_their_channel_show_beside_each_decision() -> None
                         "attested_by": "slack-bot", "via": {"workspace": "T1", "user": "U2"}}},
     )  # fmt: skip
     result = with_events(base, started, attested)
+    # Who started it is in the summary: starting is not a decision on the release.
+    summary = section(render_markdown(result), "Summary").splitlines()
+    assert f"| Initiator | ci-bot (signed via cli, key {key}) |" in summary
     rows = section(render_markdown(result), "Approvals").splitlines()
-    (start,) = [r for r in rows if "| ci-bot (signed via cli, key " in r]
-    assert key in start and "| started |" in start
+    assert not [r for r in rows if "ci-bot" in r]
     (bob,) = [r for r in rows if r.startswith("| ") and "| bob (" in r]
     assert "bob (via Slack (workspace T1, user U2), attested by slack-bot)" in bob
-    approvals = render_html(result).split('<section id="approvals">')[1].split("</section>")[0]
+    text = render_html(result)
+    approvals = text.split('<section id="approvals">')[1].split("</section>")[0]
     assert "via Slack (workspace T1, user U2), attested by slack-bot" in approvals
-    assert f"signed via cli, key {key}" in approvals
+    summary = text.split('<section id="summary">')[1].split("</section>")[0]
+    assert f"ci-bot (signed via cli, key {key})" in summary
 
 
 # --------------------------------------------------------------------------- odd results

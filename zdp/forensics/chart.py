@@ -1,13 +1,16 @@
-"""The HTML report's chart: traffic weight per slot and gate error ratios, as inline SVG.
+"""The HTML report's chart, as inline SVG: the share of traffic on the new version and on what
+served before, and below it, on its own scale, each gate's error ratio against the error budget.
 
-Shape and dash say what colour says, so the chart reads in black and white; a table below it
-holds the same numbers.
+Lines follow versions, not slots: a canary promotion (stable rebuilt on the new version takes
+over from canary) keeps the new version at 100%, where per-slot lines would drop to 0% like a
+rollback. Shape and dash say what colour says, so the chart reads in black and white; a table
+below it holds the same numbers, per slot as well.
 """
 
 from __future__ import annotations
 
-import itertools
 import math
+from collections.abc import Callable
 
 from zdp.forensics.facts import Facts, Traffic
 from zdp.forensics.markup import badge, escape, html_table
@@ -25,11 +28,16 @@ from zdp.forensics.text import (
 # Phase entries marked on the chart's time axis.
 CHART_PHASES = ("shift", "promote", "rollback", "paused")
 
-_W, _H = 760, 360
-_X0, _X1, _Y0, _Y1 = 64.0, 680.0, 64.0, 296.0
-# Each slot differs by dash pattern as well as colour, so the chart reads in black and white.
-_SLOT_STYLES = (("#1f5fa8", ""), ("#b45309", "9 4"), ("#6b21a8", "2 3"), ("#047857", "12 3 3 3"))
+# Two panels share the time axis: traffic on each version above, gate error ratios below, each
+# with its own scale, so the error budget is never drawn over a traffic line.
+_W = 760
+_X0, _X1 = 72.0, 700.0
+_PANEL_H, _GAP, _RATIO_H = 180.0, 34.0, 110.0
+# The new version and what served before differ by dash pattern as well as colour, so the
+# chart reads in black and white.
+_NEW_STYLE, _OLD_STYLE = ("#1f5fa8", ""), ("#b45309", "9 4")
 _TONE_COLOUR = {GOOD: "#15803d", BAD: "#b91c1c", WARN: "#a16207"}
+_LABEL_CHARS = 24
 
 
 def _ticks(maximum: float) -> list[float]:
@@ -41,16 +49,35 @@ def _ticks(maximum: float) -> list[float]:
     return [round(i * step, 12) for i in range(math.ceil(maximum / step - 1e-9) + 1)]
 
 
-def _step_points(changes: list[Traffic], slot: str, end: float) -> list[tuple[float, int]]:
-    """A slot's weight as a step line: it holds until the next change, then jumps."""
+def _step_points(
+    changes: list[Traffic], share: Callable[[Traffic], int], end: float
+) -> list[tuple[float, int]]:
+    """A share of traffic as a step line: it holds until the next change, then jumps."""
     points: list[tuple[float, int]] = []
     for change in changes:
         if points:
             points.append((change.seconds, points[-1][1]))
-        points.append((change.seconds, change.weights.get(slot, 0)))
+        points.append((change.seconds, share(change)))
     if points:
         points.append((max(end, points[-1][0]), points[-1][1]))
     return [p for i, p in enumerate(points) if i == 0 or p != points[i - 1]]
+
+
+def _short(text: str) -> str:
+    return text if len(text) <= _LABEL_CHARS else text[: _LABEL_CHARS - 1] + "…"
+
+
+def version_lines(facts: Facts) -> list[tuple[str, str, Callable[[Traffic], int]]]:
+    """(key, label, share) of each line to draw: the new version, and what served before
+    unless nothing did."""
+    lines: list[tuple[str, str, Callable[[Traffic], int]]] = [
+        ("new", f"new version {facts.new_version}", lambda t: t.new)
+    ]
+    if any(t.old for t in facts.traffic):
+        previous = facts.change.previous_version
+        label = f"previous version {previous}" if previous else "previous version"
+        lines.append(("old", label, lambda t: t.old))
+    return lines
 
 
 def _marker(tone: str, cx: float, cy: float, label: str = "", role: str = "verdict") -> str:
@@ -75,23 +102,32 @@ def svg_chart(facts: Facts) -> str:
     x_ticks = _ticks(facts.duration)
     ratios = [v for g in facts.gates if (v := error_ratio(g)) is not None]
     budgets = sorted({v for g in facts.gates if (v := error_budget(g)) is not None})
-    r_ticks = _ticks(max([*ratios, *budgets], default=0.0) or 0.01)
+    # The budget sits at most half way up its panel: room to see a gate under and over it.
+    r_ticks = _ticks(max([*ratios, *(2 * b for b in budgets)], default=0.0) or 0.01)
+    lines = version_lines(facts)
+    legend, legend_h = _legend([(label, style) for (_, label, _), style in _styled(lines)])
+    y0 = legend_h + 26  # room for the phase names above the traffic panel
+    y1 = y0 + _PANEL_H
+    r0, r1 = y1 + _GAP, y1 + _GAP + _RATIO_H
+    height = r1 + 52
 
     def x(t: float) -> float:
         return _X0 + (_X1 - _X0) * t / x_ticks[-1]
 
     def y(percent: float) -> float:
-        return _Y1 - (_Y1 - _Y0) * percent / 100
+        return y1 - (y1 - y0) * percent / 100
 
     def y_ratio(ratio: float) -> float:
-        return _Y1 - (_Y1 - _Y0) * ratio / r_ticks[-1]
+        return r1 - (r1 - r0) * ratio / r_ticks[-1]
 
     svg = [
-        f'<figure>\n<svg class="chart" role="img" viewBox="0 0 {_W} {_H}" '
+        f'<figure>\n<svg class="chart" role="img" viewBox="0 0 {_W} {height:g}" '
         'aria-labelledby="chart-title chart-desc">',
-        '<title id="chart-title">Traffic weight per slot and gate error ratio, '
-        "by seconds since the deployment started</title>",
+        '<title id="chart-title">Share of traffic on the new version and on what served '
+        "before, and each gate's error ratio against its budget, by seconds since the "
+        "deployment started</title>",
         f'<desc id="chart-desc">{escape(_chart_description(facts))}</desc>',
+        *legend,
     ]
     for p in (0, 25, 50, 75, 100):
         svg.append(
@@ -99,52 +135,51 @@ def svg_chart(facts: Facts) -> str:
             f'x2="{_X1}" y2="{y(p):.2f}"/>'
             f'<text x="{_X0 - 6}" y="{y(p) + 4:.2f}" text-anchor="end">{p}%</text>'
         )
-    for t in x_ticks:
-        svg.append(
-            f'<line class="axis" data-axis="time" data-value="{t:g}" x1="{x(t):.2f}" y1="{_Y1}" '
-            f'x2="{x(t):.2f}" y2="{_Y1 + 5}"/>'
-            f'<text x="{x(t):.2f}" y="{_Y1 + 18}" text-anchor="middle">{t:g}</text>'
-        )
     for v in r_ticks:
         svg.append(
-            f'<line class="axis" data-axis="error-ratio" data-value="{v:g}" x1="{_X1}" '
-            f'y1="{y_ratio(v):.2f}" x2="{_X1 + 5}" y2="{y_ratio(v):.2f}"/>'
-            f'<text x="{_X1 + 8}" y="{y_ratio(v) + 4:.2f}">{v * 100:g}%</text>'
+            f'<line class="grid" data-axis="error-ratio" data-value="{v:g}" x1="{_X0}" '
+            f'y1="{y_ratio(v):.2f}" x2="{_X1}" y2="{y_ratio(v):.2f}"/>'
+            f'<text x="{_X0 - 6}" y="{y_ratio(v) + 4:.2f}" text-anchor="end">{v * 100:g}%</text>'
         )
-    mid = (_Y0 + _Y1) / 2
+    for t in x_ticks:
+        svg.append(
+            f'<line class="axis" data-axis="time" data-value="{t:g}" x1="{x(t):.2f}" y1="{r1}" '
+            f'x2="{x(t):.2f}" y2="{r1 + 5}"/>'
+            f'<text x="{x(t):.2f}" y="{r1 + 18}" text-anchor="middle">{t:g}</text>'
+        )
     svg += [
-        f'<path class="axis" d="M{_X0},{_Y0} V{_Y1} H{_X1} V{_Y0}"/>',
-        f'<text transform="translate(16,{mid}) rotate(-90)" text-anchor="middle">'
-        "traffic weight (%)</text>",
-        f'<text transform="translate({_W - 14},{mid}) rotate(90)" text-anchor="middle">'
-        "gate error ratio (%)</text>",
-        f'<text x="{(_X0 + _X1) / 2}" y="{_Y1 + 40}" text-anchor="middle">'
+        f'<path class="axis" d="M{_X0},{y0} V{y1} H{_X1} V{y0}"/>',
+        f'<path class="axis" d="M{_X0},{r0} V{r1} H{_X1} V{r0}"/>',
+        f'<text transform="translate(16,{(y0 + y1) / 2}) rotate(-90)" text-anchor="middle">'
+        "share of traffic (%)</text>",
+        f'<text transform="translate(16,{(r0 + r1) / 2}) rotate(-90)" text-anchor="middle">'
+        "error ratio (%)</text>",
+        f'<text x="{(_X0 + _X1) / 2}" y="{r1 + 40}" text-anchor="middle">'
         "seconds since the deployment started</text>",
     ]
-    for budget in budgets:
-        # The label sits under its line, unless that would put it on the time axis.
-        at = y_ratio(budget)
-        below = at + 13 if at + 13 < _Y1 - 4 else at - 4
-        svg.append(
-            f'<line class="budget" x1="{_X0}" y1="{at:.2f}" x2="{_X1}" y2="{at:.2f}"/>'
-            f'<text x="{_X1 - 4}" y="{below:.2f}" text-anchor="end">'
-            f"error budget {budget * 100:g}%</text>"
-        )
     for event, t, _ in facts.phases:
         if event.phase.value in CHART_PHASES:
             svg.append(
                 f'<line class="phase" data-phase="{escape(event.phase.value)}" x1="{x(t):.2f}" '
-                f'y1="{_Y0}" x2="{x(t):.2f}" y2="{_Y1}"/>'
-                f'<text x="{x(t):.2f}" y="{_Y0 - 6}" text-anchor="middle">'
+                f'y1="{y0}" x2="{x(t):.2f}" y2="{r1}"/>'
+                f'<text x="{x(t):.2f}" y="{y0 - 6}" text-anchor="middle">'
                 f"{escape(event.phase.value)}</text>"
             )
-    for slot, (colour, dash) in zip(facts.slots, itertools.cycle(_SLOT_STYLES), strict=False):
-        steps = _step_points(facts.traffic, slot, facts.duration)
+    for budget in budgets:
+        at = y_ratio(budget)
+        svg.append(
+            f'<line class="budget" data-value="{budget:g}" x1="{_X0}" y1="{at:.2f}" x2="{_X1}" '
+            f'y2="{at:.2f}"/>'
+            f'<text class="budget-label" x="{_X1 - 4}" y="{at - 4:.2f}" text-anchor="end">'
+            f"error budget {budget * 100:g}%</text>"
+        )
+    for (key, label, share), (colour, dash) in _styled(lines):
+        steps = _step_points(facts.traffic, share, facts.duration)
         points = " ".join(f"{x(t):.2f},{y(w):.2f}" for t, w in steps)
         svg.append(
-            f'<polyline class="weight" data-slot="{escape(slot)}" points="{points}" fill="none" '
+            f'<polyline class="weight" data-version="{key}" points="{points}" fill="none" '
             f'stroke="{colour}" stroke-width="2.5" stroke-dasharray="{dash or "none"}">'
-            f"<title>{escape(slot)} weight: {escape(' → '.join(f'{w}%' for _, w in steps))}</title>"
+            f"<title>{escape(label)}: {escape(' → '.join(f'{w}%' for _, w in steps))}</title>"
             "</polyline>"
         )
     measured = [(g, v) for g in facts.gates if (v := error_ratio(g)) is not None]
@@ -156,27 +191,38 @@ def svg_chart(facts: Facts) -> str:
             f"{g.label}: {verdict_label(g)[1]}, error ratio {as_percent(v)} at {g.seconds:.3f} s"
         )
         svg.append(_marker(verdict_label(g)[0], x(g.seconds), y_ratio(v), label))
-    svg += [*_legend(facts.slots), "</svg>"]
+    svg.append("</svg>")
     caption = (
-        "Step lines: each slot's share of traffic (left axis). Markers: each gate verdict's "
-        "error ratio (right axis; circle pass, square fail, diamond inconclusive). The table "
-        "below holds the same numbers."
+        "Above: the share of traffic on the new version and on what served before (left "
+        "scale), whichever slot serves it: a canary promotion, where stable is rebuilt on the "
+        "new version and takes over from canary, keeps the new version at 100%. Below, on its "
+        "own scale: each gate verdict's error ratio (circle pass, square fail, diamond "
+        "inconclusive) and the error budget (dashed). The table below holds the same numbers, "
+        "per slot."
     )
     svg.append(f"<figcaption>{escape(caption)}</figcaption>\n</figure>")
     return "\n".join(svg)
 
 
-def _legend(slots: list[str]) -> list[str]:
-    """One sample of each mark with its name, each drawn at its own origin, wrapped in rows."""
-    line = '<line x1="0" y1="0" x2="24" y2="0" {}/>'
+def _styled(
+    lines: list[tuple[str, str, Callable[[Traffic], int]]],
+) -> list[tuple[tuple[str, str, Callable[[Traffic], int]], tuple[str, str]]]:
+    return [(line, _NEW_STYLE if line[0] == "new" else _OLD_STYLE) for line in lines]
+
+
+def _legend(lines: list[tuple[str, tuple[str, str]]]) -> tuple[list[str], float]:
+    """One sample of each mark with its name, each drawn at its own origin, wrapped in rows;
+    and the height the rows take."""
+    sample = '<line x1="0" y1="0" x2="24" y2="0" {}/>'
     items = [
-        (line.format(f'stroke="{c}" stroke-width="2.5" stroke-dasharray="{d or "none"}"'), name)
-        for name, (c, d) in zip(
-            (f"{slot} weight" for slot in slots), itertools.cycle(_SLOT_STYLES), strict=False
+        (
+            sample.format(f'stroke="{c}" stroke-width="2.5" stroke-dasharray="{d or "none"}"'),
+            _short(name),
         )
+        for name, (c, d) in lines
     ]
-    items += [(line.format('class="error-ratio"'), "error ratio")]
-    items += [(line.format('class="budget"'), "error budget")]
+    items += [(sample.format('class="error-ratio"'), "error ratio")]
+    items += [(sample.format('class="budget"'), "error budget")]
     items += [
         (_marker(tone, 12, 0, role="sample"), name)
         for tone, name in ((GOOD, "pass"), (BAD, "fail"), (WARN, "inconclusive"))
@@ -191,23 +237,24 @@ def _legend(slots: list[str]) -> list[str]:
             f'<text x="30" y="4">{escape(name)}</text></g>'
         )
         cx += width
-    return out
+    return out, cy + 8
 
 
 def _chart_description(facts: Facts) -> str:
-    slots = [
-        f"{slot} weight "
+    lines = [
+        f"{label} share "
         + ", ".join(
-            f"{w}% at {t:.3f} s" for t, w in _step_points(facts.traffic, slot, facts.duration)
+            f"{w}% at {t:.3f} s" for t, w in _step_points(facts.traffic, share, facts.duration)
         )
-        for slot in facts.slots
+        for _, label, share in version_lines(facts)
+        if facts.traffic
     ]
     gates = [
         f"{g.label} {verdict_label(g)[1]} at {g.seconds:.3f} s, "
-        f"error ratio {as_percent(error_ratio(g))}"
+        f"error ratio {as_percent(error_ratio(g))} (budget {as_percent(error_budget(g))})"
         for g in facts.gates
     ]
-    return "; ".join([*slots, *gates]) + "."
+    return "; ".join([*lines, *gates]) + "."
 
 
 def chart_table(facts: Facts) -> str:
@@ -220,6 +267,8 @@ def chart_table(facts: Facts) -> str:
                 stamp(t.at),
                 t.what,
                 *(f"{t.weights.get(s, 0)}%" for s in slots),
+                f"{t.new}%",
+                f"{t.old}%",
                 "",
                 "",
                 "",
@@ -228,7 +277,14 @@ def chart_table(facts: Facts) -> str:
         for t in facts.traffic
     ]
     for g in facts.gates:
-        cells = (f"{g.seconds:.3f}", stamp(g.event.at), f"gate: {g.label}", *("" for _ in slots))
+        cells = (
+            f"{g.seconds:.3f}",
+            stamp(g.event.at),
+            f"gate: {g.label}",
+            *("" for _ in slots),
+            "",
+            "",
+        )
         gate = (badge(*verdict_label(g)), as_percent(error_ratio(g)), as_percent(error_budget(g)))
         rows.append((g.index, (*cells, *gate)))
     header = [
@@ -236,9 +292,16 @@ def chart_table(facts: Facts) -> str:
         "Time (UTC)",
         "Event",
         *(f"{s} weight" for s in slots),
+        "New version",
+        "Previous version",
         "Gate",
         "Error ratio",
         "Budget",
     ]
+    previous = facts.change.previous_version or "not recorded"
+    caption = (
+        f"The chart's numbers: weight per slot, and the share on the new version "
+        f"({facts.new_version}) and on what served before ({previous})"
+    )
     ordered = [cells for _, cells in sorted(rows, key=lambda row: row[0])]
-    return html_table(header, ordered, caption="The chart's numbers", cls="chart-data")
+    return html_table(header, ordered, caption=caption, cls="chart-data")

@@ -13,39 +13,37 @@ from typing import Any, TypeVar
 
 from pydantic import ValidationError
 
+from zdp.forensics.change import Change, identity_text, read_change
 from zdp.models import (
     ApprovalRecord,
     DeploymentResult,
     DomainCheck,
     GateVerdict,
+    Phase,
     PolicyDecision,
     RiskAssessment,
+    Strategy,
     TimelineEvent,
 )
 
-# Events that record who decided what about the release; a signed event of any kind also counts.
-APPROVAL_KINDS = frozenset(
+# People's decisions on the release: approve or reject, accepted or refused. What follows from
+# them ("approvals complete", "no approval required") is an event, shown beside the table.
+DECISIONS = frozenset({"approve", "reject"})
+APPROVAL_EVENT_KINDS = frozenset({"approved", "approval_skipped"})
+# People's and the engine's acts during the deployment, beside the decisions: an early
+# promotion, an emergency override, a pause, an abort, a refused control, an alert.
+INTERVENTION_KINDS = frozenset(
     {
-        "decision",
-        "decision_refused",
-        "approved",
-        "approval_skipped",
-        "emergency_override",
+        "paused",
+        "resumed",
+        "abort_requested",
+        "alert",
+        "breaker",
+        "standby",
         "promote_requested",
-        "initiator",
+        "emergency_override",
     }
 )
-INTERVENTION_KINDS = frozenset(
-    {"paused", "resumed", "abort_requested", "alert", "breaker", "standby"}
-)
-_ACTIONS = {
-    "decision_refused": "refused",
-    "approved": "approvals complete",
-    "approval_skipped": "no approval required",
-    "emergency_override": "emergency override",
-    "promote_requested": "promoted early",
-    "initiator": "started",
-}
 
 
 _M = TypeVar("_M", RiskAssessment, PolicyDecision, DomainCheck, GateVerdict)
@@ -71,6 +69,20 @@ class Traffic:
     at: datetime
     what: str
     weights: dict[str, int]
+    # The slots that ran the new version at that moment; every other slot ran what served
+    # before. A canary promotion moves traffic from canary to stable once stable has been
+    # rebuilt on the new version: per slot it looks like a rollback, per version it is none.
+    new_slots: frozenset[str] = frozenset()
+
+    @property
+    def new(self) -> int:
+        """The share of traffic on the new version."""
+        return sum(w for slot, w in self.weights.items() if slot in self.new_slots)
+
+    @property
+    def old(self) -> int:
+        """The share of traffic on what served before."""
+        return sum(w for slot, w in self.weights.items() if slot not in self.new_slots)
 
 
 @dataclass(frozen=True)
@@ -91,7 +103,10 @@ class Facts:
     policy: PolicyDecision | None
     release: Mapping[str, Any]
     checks: list[tuple[TimelineEvent, DomainCheck | None]]
-    approvals: list[Approval]
+    approvals: list[Approval]  # people's decisions only
+    approval_events: list[TimelineEvent]  # approvals complete, no approval required
+    signed: list[TimelineEvent]  # every event with a Part 11 signature, decisions or not
+    change: Change
     traffic: list[Traffic]
     gates: list[Gate]
     phases: list[tuple[TimelineEvent, float, float | None]]  # entry, +s, duration
@@ -101,6 +116,10 @@ class Facts:
     @property
     def slots(self) -> list[str]:
         return sorted({slot for change in self.traffic for slot in change.weights})
+
+    @property
+    def new_version(self) -> str:
+        return self.result.status.version or "(not verified)"
 
     def seconds(self, at: datetime) -> float:
         return (utc(at) - self.start).total_seconds() if self.start else 0.0
@@ -118,8 +137,11 @@ def read_facts(result: DeploymentResult) -> Facts:
     checks: list[tuple[TimelineEvent, DomainCheck | None]] = []
     traffic: list[Traffic] = []
     gates: list[Gate] = []
+    new_slots: set[str] = set()
     for index, event in enumerate(events):
         data = event.data
+        if event.kind == "provisioned" and isinstance(data.get("slot"), str):
+            new_slots.add(data["slot"])
         if event.kind == "release_verified":
             release = data
         elif event.kind == "risk_assessed":
@@ -130,12 +152,18 @@ def read_facts(result: DeploymentResult) -> Facts:
         elif event.kind == "weights" or (event.kind == "compensated" and "weights" in data):
             previous = _weights(data.get("previous"))
             if not traffic and previous:
+                before = frozenset(new_slots)
                 traffic.append(
-                    Traffic(-1, 0.0, start or event.at, "before the first change", previous)
+                    Traffic(-1, 0.0, start or event.at, "before the first change", previous, before)
                 )
             what = "traffic change" if event.kind == "weights" else "rollback: traffic restored"
+            if _promotion(result, event):
+                # The workflow rebuilds stable on the new version before it routes to it.
+                new_slots.add("stable")
+                what = "promotion: stable, rebuilt on the new version, takes over from canary"
+            weights = _weights(data.get("weights"))
             traffic.append(
-                Traffic(index, since(event.at), event.at, what, _weights(data.get("weights")))
+                Traffic(index, since(event.at), event.at, what, weights, frozenset(new_slots))
             )
         elif event.kind == "gate_verdict":
             verdict = _parsed(GateVerdict, data)
@@ -156,17 +184,42 @@ def read_facts(result: DeploymentResult) -> Facts:
         policy=policy,
         release=release,
         checks=checks,
-        approvals=[
-            _approval(e, result.status.approvals)
-            for e in events
-            if e.kind in APPROVAL_KINDS or _signature(e.data) is not None
-        ],
+        approvals=[_approval(e, result.status.approvals) for e in events if _is_decision(e)],
+        approval_events=[e for e in events if e.kind in APPROVAL_EVENT_KINDS],
+        signed=[e for e in events if _signature(e.data) is not None],
+        change=read_change(result),
         traffic=traffic,
         gates=gates,
         phases=phases,
         compensations=[e for e in events if e.kind == "compensated"],
-        interventions=[e for e in events if e.kind in INTERVENTION_KINDS],
+        interventions=[
+            e
+            for e in events
+            if e.kind in INTERVENTION_KINDS
+            or (e.kind == "decision_refused" and not _is_decision(e))
+        ],
     )
+
+
+def _promotion(result: DeploymentResult, event: TimelineEvent) -> bool:
+    """A canary promotion's traffic change: stable, now the new version, takes the traffic."""
+    return (
+        event.kind == "weights"
+        and event.phase is Phase.promote
+        and result.status.strategy is Strategy.canary
+    )
+
+
+def refused_decision(event: TimelineEvent) -> str:
+    """What a refused request asked for: approve, reject, promote, start, pause, abort…"""
+    recorded = event.data.get("decision")
+    return as_text(recorded) if recorded else event.message.partition(" ")[0]
+
+
+def _is_decision(event: TimelineEvent) -> bool:
+    if event.kind == "decision_refused":
+        return refused_decision(event) in DECISIONS
+    return event.kind == "decision"
 
 
 def _parsed(model: type[_M], data: object) -> _M | None:
@@ -191,16 +244,13 @@ def _weights(raw: object) -> dict[str, int]:
 def _approval(event: TimelineEvent, records: list[ApprovalRecord]) -> Approval:
     data = event.data
     who = event.actor or ""
-    if event.kind == "approved":
-        approvers = data.get("approvers")
-        who = ", ".join(str(a) for a in approvers) if isinstance(approvers, list) else who
     action: str
     if event.kind == "decision":
         # The record says approve or reject; the message says it too, for results without one.
         matches = [r.decision for r in records if r.approver == who and utc(r.at) == utc(event.at)]
         action = matches[0] if matches else "reject" if "rejected" in event.message else "approve"
     else:
-        action = _ACTIONS.get(event.kind, event.kind)
+        action = f"{refused_decision(event)} (refused)"
     reason = as_text(data.get("reason")) if data.get("reason") else event.message
     signature = _signature(data)
     return Approval(
@@ -210,29 +260,8 @@ def _approval(event: TimelineEvent, records: list[ApprovalRecord]) -> Approval:
         reason,
         signature[0] if signature else None,
         signature and signature[1],
-        _identity(data),
+        identity_text(data),
     )
-
-
-def _identity(data: Mapping[str, Any]) -> str:
-    """How the actor of a request was known, from its proof (zdp.compliance.identity)."""
-    proof = data.get("proof")
-    if not isinstance(proof, Mapping):
-        return ""
-    channel = as_text(proof.get("channel")) or "?"
-    if not proof.get("proven"):
-        return f"typed via {channel}, not proven"
-    raw = proof.get("via")
-    via: Mapping[str, Any] = raw if isinstance(raw, Mapping) else {}
-    if proof.get("attested_by"):
-        how = ", ".join(f"{k} {as_text(via[k])}" for k in ("workspace", "user") if k in via)
-        where = "Slack" if channel == "slack" else channel
-        return (
-            f"via {where}"
-            + (f" ({how})" if how else "")
-            + (f", attested by {as_text(proof.get('attested_by'))}")
-        )
-    return f"signed via {channel}, key {as_text(proof.get('key_fingerprint'))}"
 
 
 def _signature(data: Mapping[str, Any]) -> tuple[str, str | None] | None:

@@ -6,6 +6,7 @@ are part of the page.
 
 from __future__ import annotations
 
+from zdp.forensics.change import change_record_note, change_record_rows
 from zdp.forensics.chart import chart_table, svg_chart
 from zdp.forensics.facts import Facts, read_facts
 from zdp.forensics.markup import Html, badge, escape, html_table
@@ -16,6 +17,7 @@ from zdp.forensics.text import (
     TIMELINE_HEADER,
     VERIFICATION_HEADER,
     WARN,
+    approval_event_lines,
     check_rows,
     event_rows,
     factor_rows,
@@ -55,8 +57,16 @@ def _html(facts: Facts) -> str:
     )
     summary = [(k, badge(tone, v) if k == "Outcome" else v) for k, v in summary_rows(facts)]
     cause = f' <span class="cause">{escape(r.cause)}</span>' if r.cause else ""
+    record = change_record_rows(facts.change)
     sections = [
-        _section("summary", "Summary", html_table(["Field", "Value"], summary, cls="summary")),
+        _section(
+            "summary",
+            "Summary",
+            html_table(["Field", "Value"], summary, cls="summary"),
+            html_table(["Field", "Value"], record, "Change record", cls="change-record")
+            if record
+            else f'<p class="change-record">{escape(change_record_note(facts.change))}</p>',
+        ),
         _section(
             "verification",
             "Verification",
@@ -165,12 +175,16 @@ def _html_gates(facts: Facts) -> str:
 
 def _html_approvals(facts: Facts) -> str:
     required = f"<p>Approvals required: {facts.result.status.approvals_required}.</p>"
+    required += _list(approval_event_lines(facts))
     if not facts.approvals:
         return required
-    tones = {"approve": GOOD, "reject": BAD, "refused": BAD, "emergency override": WARN}
     rows = []
     for a in facts.approvals:
-        tone = tones.get(a.action, "")
+        tone = (
+            BAD
+            if a.action.endswith("(refused)")
+            else {"approve": GOOD, "reject": BAD}.get(a.action, "")
+        )
         mark = f"{MARK[tone]} " if tone else ""
         signed = Html("—")
         if a.signature is not None:
@@ -202,14 +216,18 @@ def _html_risk(facts: Facts) -> str:
 _CSS = """
 body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; color: #111;
   background: #fff; margin: 0; }
-main { max-width: 1100px; margin: 0 auto; padding: 24px; }
+main { max-width: 1200px; margin: 0 auto; padding: 24px; }
 h1 { font-size: 1.45em; margin: 0 0 .3em; }
 h2 { font-size: 1.2em; border-bottom: 2px solid #ccc; padding-bottom: 2px; margin-top: 1.6em; }
 h3 { font-size: 1.05em; margin: 1.2em 0 .4em; }
 table { border-collapse: collapse; width: 100%; margin: .5em 0 1em; font-size: .92em; }
 th, td { border: 1px solid #bbb; padding: 3px 6px; text-align: left; vertical-align: top;
-  overflow-wrap: anywhere; }
-th { background: #f1f1f1; }
+  overflow-wrap: break-word; }
+th { background: #f1f1f1; white-space: nowrap; }
+td.nowrap { white-space: nowrap; }
+td.free, .mono, .signature { overflow-wrap: anywhere; }
+td.free { min-width: 9em; }
+table.summary td:first-child, table.change-record td:first-child { width: 12em; }
 caption { text-align: left; font-weight: 600; padding: 4px 0; }
 .badge { display: inline-block; padding: 0 6px; border: 1px solid; border-radius: 3px;
   font-weight: 600; white-space: nowrap; }
@@ -233,6 +251,11 @@ figcaption { font-size: .9em; color: #333; }
 @media print {
   body { font-size: 10pt; }
   main { max-width: none; padding: 0; }
+  /* On paper a header may wrap between words, and cells are tighter: every table fits A4. */
+  th { white-space: normal; }
+  th, td { padding: 2px 4px; }
+  td.free { min-width: 5em; }
+  table.chart-data { font-size: .85em; }
   * { -webkit-print-color-adjust: exact; print-color-adjust: exact; }
   figure, tr, article.gate { break-inside: avoid; }
   h2, h3 { break-after: avoid; }

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from zdp.forensics.change import change_record_note, change_record_rows
 from zdp.forensics.facts import Approval, Facts, as_text, read_facts
 from zdp.forensics.text import (
     TIMELINE_HEADER,
     VERIFICATION_HEADER,
+    approval_event_lines,
     as_percent,
     check_rows,
     error_budget,
@@ -57,6 +59,10 @@ def _markdown(facts: Facts) -> str:
         + (f" — **Cause:** {_md(r.cause)}" if r.cause else ""),
         "## Summary",
         _md_table(["Field", "Value"], summary_rows(facts)),
+        "### Change record",
+        _md_table(["Field", "Value"], change_record_rows(facts.change))
+        if change_record_rows(facts.change)
+        else _md(change_record_note(facts.change)),
         "## Verification",
         _md_table(VERIFICATION_HEADER, verification_rows(facts)),
         "## Risk factors",
@@ -79,6 +85,8 @@ def _markdown(facts: Facts) -> str:
     )
     out.append("## Approvals")
     out.append(f"Approvals required: {s.approvals_required}.")
+    if approval_event_lines(facts):
+        out.append("\n".join(f"- {_md(line)}" for line in approval_event_lines(facts)))
     if facts.approvals:
         out.append(
             _md_table(
@@ -134,7 +142,17 @@ def _markdown(facts: Facts) -> str:
 
 def _md_traffic(facts: Facts) -> str:
     rows: list[tuple[int, tuple[object, ...]]] = [
-        (t.index, (f"{t.seconds:.3f}", stamp(t.at), t.what, split_text(t.weights), "", "", "", ""))
+        (
+            t.index,
+            (
+                f"{t.seconds:.3f}",
+                stamp(t.at),
+                t.what,
+                split_text(t.weights),
+                f"{t.new}% / {t.old}%",
+                *("" for _ in range(4)),
+            ),
+        )
         for t in facts.traffic
     ]
     for g in facts.gates:
@@ -145,13 +163,24 @@ def _md_traffic(facts: Facts) -> str:
             stamp(g.event.at),
             f"gate: {g.label}",
             "",
+            "",
             verdict_label(g)[1],
             as_percent(error_ratio(g)) + budget,
             "—" if p95 is None else f"{p95:g}",
             g.verdict.samples if g.verdict else "—",
         )
         rows.append((g.index, cells))
-    header = ["+s", "Time (UTC)", "Event", "Weights", "Gate", "Error ratio", "p95 (ms)", "Samples"]
+    header = [
+        "+s",
+        "Time (UTC)",
+        "Event",
+        "Weights",
+        "New / previous version",
+        "Gate",
+        "Error ratio",
+        "p95 (ms)",
+        "Samples",
+    ]
     return _md_table(header, [cells for _, cells in sorted(rows, key=lambda row: row[0])])
 
 

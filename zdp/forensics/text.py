@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from datetime import datetime
 
+from zdp.forensics.change import change_summary_rows
 from zdp.forensics.facts import Facts, Gate, as_text, utc
 from zdp.models import (
     DeploymentResult,
@@ -86,6 +87,7 @@ def summary_rows(facts: Facts) -> list[tuple[str, str]]:
         ("App", s.app),
         ("Environment", s.environment),
         ("Version", s.version or "(not verified)"),
+        *change_summary_rows(facts.change),
         ("Strategy", s.strategy.value),
         ("Steps", steps),
         ("Risk", f"{facts.risk.score} ({facts.risk.level.value})" if facts.risk else "—"),
@@ -99,6 +101,19 @@ def summary_rows(facts: Facts) -> list[tuple[str, str]]:
         if facts.release.get(key):
             rows.append((label, as_text(facts.release[key])))
     return rows
+
+
+def approval_event_lines(facts: Facts) -> list[str]:
+    """What followed from the decisions (events, not decisions by people)."""
+    lines = []
+    for e in facts.approval_events:
+        if e.kind == "approved":
+            raw = e.data.get("approvers")
+            who = ", ".join(as_text(a) for a in raw) if isinstance(raw, list) else e.message
+            lines.append(f"{stamp(e.at)} — approvals complete: {who}")
+        else:
+            lines.append(f"{stamp(e.at)} — no approval required: {e.message}")
+    return lines
 
 
 VERIFICATION_HEADER = ["What", "Status", "Detail"]
@@ -118,7 +133,7 @@ def verification_rows(facts: Facts) -> list[tuple[str, str, str]]:
         )
     else:
         signed = ("not verified", r.cause or "the release was not verified")
-    signatures = [a for a in facts.approvals if a.signature]
+    signatures = facts.signed
     required = r.status.signature_required
     decisions = (
         "verified" if signatures else ("missing" if required else "not required"),
