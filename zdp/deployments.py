@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from pydantic import BaseModel
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import (
     Client,
@@ -51,7 +52,7 @@ from zdp.models import (
     TimelineEvent,
     deployment_id,
 )
-from zdp.temporal import SA_APP, SA_ENVIRONMENT, SA_OUTCOME, SA_PHASE, SA_STRATEGY
+from zdp.temporal import SA_APP, SA_ENVIRONMENT, SA_OUTCOME, SA_PHASE, SA_STRATEGY, SA_VERSION
 
 WORKFLOW = "DeploymentWorkflow"
 
@@ -116,6 +117,15 @@ async def start_deployment(
 
 def handle_for(client: Client, workflow_id: str) -> WorkflowHandle[Any, DeploymentResult]:
     return client.get_workflow_handle(workflow_id, result_type=DeploymentResult)
+
+
+def _run_handle(
+    client: Client, workflow_id: str, run_id: str | None
+) -> WorkflowHandle[Any, DeploymentResult]:
+    """The deployment's latest run (through `handle_for`), or exactly `run_id`."""
+    if run_id is None:
+        return handle_for(client, workflow_id)
+    return client.get_workflow_handle(workflow_id, run_id=run_id, result_type=DeploymentResult)
 
 
 async def _update(
@@ -364,20 +374,22 @@ async def abort(client: Client, workflow_id: str, actor: str, reason: str | None
     await control(client, workflow_id, "abort", actor, reason)
 
 
-async def is_running(client: Client, workflow_id: str) -> bool:
+async def is_running(client: Client, workflow_id: str, run_id: str | None = None) -> bool:
+    """Whether the deployment's latest run (or run `run_id`) is running."""
     try:
-        desc = await handle_for(client, workflow_id).describe()
+        desc = await _run_handle(client, workflow_id, run_id).describe()
     except RPCError as err:
-        raise _rpc_error(err, workflow_id) from None
+        raise _rpc_error(err, workflow_id, run_id) from None
     return desc.status == WorkflowExecutionStatus.RUNNING
 
 
-async def status(client: Client, workflow_id: str) -> DeploymentStatus:
-    """Live status from the workflow while it runs; its final status from history after."""
-    handle = handle_for(client, workflow_id)
-    if await is_running(client, workflow_id):
+async def status(client: Client, workflow_id: str, run_id: str | None = None) -> DeploymentStatus:
+    """Live status from the workflow while it runs; its final status from history after. Of
+    the latest run, or of exactly `run_id` (an earlier run: the one a rollback went back to)."""
+    handle = _run_handle(client, workflow_id, run_id)
+    if await is_running(client, workflow_id, run_id):
         return await handle.query("status", result_type=DeploymentStatus)
-    closed = await closed_result(client, workflow_id)
+    closed = await closed_result(client, workflow_id, run_id)
     return closed.status
 
 
@@ -410,11 +422,14 @@ async def wait_until(
         await asyncio.sleep(every)
 
 
-async def timeline(client: Client, workflow_id: str) -> list[TimelineEvent]:
-    handle = handle_for(client, workflow_id)
-    if await is_running(client, workflow_id):
+async def timeline(
+    client: Client, workflow_id: str, run_id: str | None = None
+) -> list[TimelineEvent]:
+    """The latest run's timeline (or run `run_id`'s): live while it runs, from history after."""
+    handle = _run_handle(client, workflow_id, run_id)
+    if await is_running(client, workflow_id, run_id):
         return list(await handle.query("timeline", result_type=list[TimelineEvent]))
-    closed = await closed_result(client, workflow_id)
+    closed = await closed_result(client, workflow_id, run_id)
     return closed.timeline
 
 
@@ -425,13 +440,19 @@ async def wait_result(client: Client, workflow_id: str) -> DeploymentResult:
         raise _rpc_error(err, workflow_id) from None
 
 
-async def closed_result(client: Client, workflow_id: str) -> DeploymentResult:
+async def closed_result(
+    client: Client, workflow_id: str, run_id: str | None = None
+) -> DeploymentResult:
     """The result recorded in the closed workflow's history; rebuilt from events if it failed.
+    Of the latest run, or of exactly `run_id`.
 
     Read from the run that `describe` found closed, never the latest run: a new deployment of
     the same app and environment may start in between, and waiting for its result would block
     until it ends (a caller waiting to approve it would wait for ever)."""
-    desc = await handle_for(client, workflow_id).describe()
+    try:
+        desc = await _run_handle(client, workflow_id, run_id).describe()
+    except RPCError as err:
+        raise _rpc_error(err, workflow_id, run_id) from None
     handle = client.get_workflow_handle(
         workflow_id, run_id=desc.run_id, result_type=DeploymentResult
     )
@@ -487,13 +508,103 @@ def _failure_message(err: WorkflowUpdateFailedError) -> str:
     return cause.message if isinstance(cause, ApplicationError) else str(err)
 
 
-def _rpc_error(err: RPCError, workflow_id: str) -> ZdpError:
+def _rpc_error(err: RPCError, workflow_id: str, run_id: str | None = None) -> ZdpError:
     if err.status == RPCStatusCode.NOT_FOUND:
+        if run_id is not None:
+            return DeploymentNotFound(
+                f"no run {run_id} of deployment {workflow_id} (`zdp history` lists its runs)"
+            )
         return DeploymentNotFound(f"no deployment {workflow_id} (check the id and namespace)")
     return ZdpError(f"Temporal refused the request for {workflow_id}: {err.message}")
 
 
-async def cached_health(client: Client, workflow_id: str) -> dict[str, Any]:
+class RunSummary(BaseModel):
+    """One run of a deployment, as `zdp history` lists it (from Temporal's visibility)."""
+
+    run_id: str
+    started_at: datetime
+    closed_at: datetime | None = None
+    status: str  # running, completed, failed, terminated, …
+    version: str | None = None
+    strategy: str | None = None
+    outcome: str | None = None
+
+    @property
+    def running(self) -> bool:
+        return self.status == "running"
+
+
+async def runs(client: Client, workflow_id: str, limit: int = 50) -> list[RunSummary]:
+    """The runs of deployment `workflow_id`, newest first (at most `limit`): each a deployment
+    of the app to the environment. DeploymentNotFound when it has none."""
+    found: list[RunSummary] = []
+    try:
+        async for wf in client.list_workflows(f"WorkflowId = '{_quoted(workflow_id)}'"):
+            attrs = wf.typed_search_attributes
+            state = wf.status.name.lower() if wf.status is not None else "unknown"
+            found.append(
+                RunSummary(
+                    run_id=wf.run_id,
+                    started_at=wf.start_time,
+                    closed_at=wf.close_time,
+                    status=state,
+                    version=attrs.get(SA_VERSION),
+                    strategy=attrs.get(SA_STRATEGY),
+                    outcome=attrs.get(SA_OUTCOME),
+                )
+            )
+    except RPCError as err:
+        raise _rpc_error(err, workflow_id) from None
+    if not found:
+        raise DeploymentNotFound(f"no deployment {workflow_id} (check the id and namespace)")
+    found.sort(key=lambda r: r.started_at, reverse=True)
+    return found[:limit]
+
+
+async def resolve_run(client: Client, workflow_id: str, selector: str | None) -> str | None:
+    """The run id a run selector names: None (the latest run) stays None; `promoted` is the
+    latest run that ended promoted (what a rollback since went back to); anything else is a
+    run id, or a unique part of one (at least 4 characters) as `zdp history` prints them.
+    Run ids begin with the time they were made, so their last characters tell runs apart."""
+    if selector is None:
+        return None
+    wanted = selector.strip().lower()
+    if len(wanted) < 4:
+        raise ZdpError(
+            f"--run {selector!r}: give a run id or at least 4 characters of one (`zdp history` "
+            "lists them), or `promoted`"
+        )
+    listed = await runs(client, workflow_id, limit=1000)
+    if wanted == "promoted":
+        for run in listed:
+            if run.outcome == Outcome.promoted.value:
+                return run.run_id
+        raise DeploymentNotFound(f"no run of {workflow_id} ended promoted")
+    exact = [r.run_id for r in listed if r.run_id.lower() == wanted]
+    matches = exact or [r.run_id for r in listed if wanted in r.run_id.lower()]
+    if len(matches) == 1:
+        return matches[0]
+    if not matches:
+        # Visibility may lag a run that just started: a whole run id is tried as it is.
+        if len(wanted) == 36:
+            return selector.strip()
+        raise DeploymentNotFound(
+            f"no run {selector} of deployment {workflow_id} (`zdp history` lists its runs)"
+        )
+    raise ZdpError(
+        f"--run {selector} is ambiguous for {workflow_id}: {len(matches)} run ids contain it; "
+        "give more of the id (its last characters tell runs apart)"
+    )
+
+
+def _quoted(value: str) -> str:
+    """A value for a visibility query's single-quoted string."""
+    return value.replace("\\", "\\\\").replace("'", "\\'")
+
+
+async def cached_health(
+    client: Client, workflow_id: str, run_id: str | None = None
+) -> dict[str, Any]:
     """The latest probe result per endpoint of this deployment, from the health-state cache.
 
     Nothing is probed: the gates wrote these. Shared between processes only when the cache is
@@ -502,7 +613,7 @@ async def cached_health(client: Client, workflow_id: str) -> dict[str, Any]:
     from zdp.health.cache import health_cache_from_env
 
     endpoints: list[str] = []
-    for event in await timeline(client, workflow_id):
+    for event in await timeline(client, workflow_id, run_id):
         if event.kind == "provisioned":
             endpoints.extend(str(e) for e in event.data.get("endpoints", []))
     cache = health_cache_from_env()

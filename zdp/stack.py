@@ -23,7 +23,7 @@ from zdp.fsutil import proc_cmdline, rotate_log, tail_log, write_file_atomic
 from zdp.platforms import local
 from zdp.platforms.envoy_process import EnvoyProcess
 from zdp.platforms.local_layout import LOCAL_APPS, zdp_home
-from zdp.temporal import SEARCH_ATTRIBUTES
+from zdp.temporal import DEFAULT_NAMESPACE, SEARCH_ATTRIBUTES
 
 READY_TIMEOUT_S = 30.0
 
@@ -129,7 +129,12 @@ class Stack:
             args += ["--search-attribute", f"{key.name}={kind}"]
         proc = self._spawn(args, self.home / "temporal.log")
         self._wait_for_port(temporal_port(), proc, self.home / "temporal.log")
-        return {"pid": proc.pid, "address": self.temporal_address, "ui": self.ui_url}
+        return {
+            "pid": proc.pid,
+            "address": self.temporal_address,
+            "namespace": DEFAULT_NAMESPACE,  # the dev server's; clients of the stack use it
+            "ui": self.ui_url,
+        }
 
     def _up_worker(self, previous: dict[str, Any] | None) -> dict[str, Any]:
         wanted = str(self.config.resolve()) if self.config is not None else None
@@ -145,9 +150,15 @@ class Stack:
                     f"the stack's worker config {recorded} no longer exists: give --config"
                 )
             wanted = recorded
+        if wanted is None:
+            # Recorded as the file it is, never "default": `zdp up --status` and the CLI's
+            # pre-flight name the config the worker applies.
+            wanted = default_worker_config()
         env = {
-            **os.environ,
+            # The stack's worker talks to the stack's server, whatever this shell points at.
+            **{k: v for k, v in os.environ.items() if not k.startswith("TEMPORAL_")},
             "TEMPORAL_ADDRESS": self.temporal_address,
+            "TEMPORAL_NAMESPACE": DEFAULT_NAMESPACE,
             "ZDP_HOME": str(self.home),
             "ZDP_RUNTIME": "local",
             "ZDP_ROUTER": "envoy",
@@ -228,11 +239,14 @@ class Stack:
         rows: list[tuple[str, str, str]] = []
         temporal: dict[str, Any] = record.get("temporal") or {}
         alive = bool(temporal) and pid_alive(temporal["pid"], "start-dev")
+        namespace = temporal.get("namespace") or DEFAULT_NAMESPACE
         rows.append(
             (
                 "temporal",
                 "running" if alive else "stopped",
-                f"{temporal['address']}  UI {temporal['ui']}" if temporal else "",
+                f"{temporal['address']}  namespace {namespace}  UI {temporal['ui']}"
+                if temporal
+                else "",
             )
         )
         envoy = EnvoyProcess(self.home)
@@ -240,7 +254,7 @@ class Stack:
         rows.append(("envoy", "running" if pid else "stopped", envoy.admin_url if pid else ""))
         worker: dict[str, Any] = record.get("worker") or {}
         alive = bool(worker) and pid_alive(worker["pid"], "zdp worker")
-        config = f"config {worker.get('config', 'default')}" if worker else ""
+        config = f"config {describe_config(worker.get('config'))}" if worker else ""
         rows.append(
             (
                 "worker",
@@ -273,3 +287,24 @@ def worker_config(home: Path | None = None) -> Path | None:
     if not recorded or recorded == "default" or not pid_alive(pid, "zdp worker"):
         return None
     return Path(str(recorded))
+
+
+def default_worker_config() -> str | None:
+    """The engine config a worker started here without --config would load ($ZDP_CONFIG, else
+    apps.yaml up from here, else the repository's), as an absolute path; None if there is none
+    (the worker then says so itself)."""
+    from zdp.config import find_config_path
+    from zdp.errors import ConfigError
+
+    try:
+        return str(find_config_path(None).resolve())
+    except ConfigError:
+        return None
+
+
+def describe_config(recorded: str | None) -> str:
+    """A recorded worker config for people: the file, said missing when it is gone;
+    "default" (a record from before configs were recorded as files) as what it means."""
+    if not recorded or recorded == "default":
+        return "default (not recorded: $ZDP_CONFIG or apps.yaml as the worker found it)"
+    return recorded if Path(recorded).is_file() else f"{recorded} (missing)"

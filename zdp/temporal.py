@@ -1,13 +1,18 @@
 """Connecting to Temporal and the names the engine shares with it (search attributes, converter).
 
-Connection settings are Temporal's standard ones (TEMPORAL_ADDRESS, TEMPORAL_NAMESPACE,
-TEMPORAL_API_KEY, TEMPORAL_TLS*, and profiles in temporal.toml), loaded by `temporalio.envconfig`.
+Which server and namespace a client talks to, first found wins: the CLI's --address and
+--namespace; Temporal's standard settings (TEMPORAL_ADDRESS, TEMPORAL_NAMESPACE,
+TEMPORAL_API_KEY, TEMPORAL_TLS*, and profiles in temporal.toml, loaded by
+`temporalio.envconfig`); the stack `zdp up` recorded in $ZDP_HOME/stack.json (so the CLI
+follows it on moved ports); 127.0.0.1:$ZDP_TEMPORAL_PORT; localhost:7233. Every error says
+which address was tried and where it came from.
 """
 
 from __future__ import annotations
 
 import json
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -38,44 +43,175 @@ SEARCH_ATTRIBUTES: tuple[SearchAttributeKey[Any], ...] = (
 )
 
 DEFAULT_ADDRESS = "localhost:7233"
+DEFAULT_NAMESPACE = "default"
+STACK_RECORD = "stack.json"
+
+# Set by the CLI's --address / --namespace: they win over everything else.
+_flags: dict[str, str] = {}
 
 
 class TemporalUnavailable(ZdpError):
     """The Temporal server cannot be reached with the configured settings."""
 
 
-def connect_config() -> dict[str, Any]:
-    """Client.connect keyword arguments from the standard TEMPORAL_* environment and profiles;
-    without an address there, the embedded stack's server in $ZDP_HOME while it runs (so the
-    CLI follows `zdp up` on moved ports), else localhost:7233."""
-    config: dict[str, Any] = dict(ClientConfig.load_client_connect_config())
-    config.setdefault("target_host", stack_address() or DEFAULT_ADDRESS)
-    return config
+@dataclass(frozen=True)
+class StackServer:
+    """The Temporal dev server `zdp up` recorded in a $ZDP_HOME."""
+
+    home: Path
+    address: str
+    namespace: str
+    pid: int
+    running: bool
+
+    @property
+    def record(self) -> Path:
+        return self.home / STACK_RECORD
+
+
+@dataclass(frozen=True)
+class Target:
+    """The Temporal server and namespace a client talks to, and where each came from."""
+
+    address: str
+    namespace: str
+    source: str  # where the address came from, in words
+    namespace_source: str
+    # The stack `zdp up` started in $ZDP_HOME, when `address` is its server (whatever said so).
+    stack: StackServer | None = None
+    # Client.connect's other keyword arguments (TLS, API key, …) from the standard settings.
+    options: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def is_stack(self) -> bool:
+        return self.stack is not None
+
+    def describe(self) -> str:
+        """`127.0.0.1:7833 (namespace default; from the stack `zdp up` started in …)`."""
+        namespace = f"namespace {self.namespace}"
+        if self.namespace_source not in ("the default", self.source):
+            namespace += f" from {self.namespace_source}"
+        return f"{self.address} ({namespace}; {self.source})"
+
+    def hint(self) -> str:
+        """What to do when this server does not answer."""
+        if self.stack is not None and not self.stack.running:
+            return (
+                f"the stack's dev server (pid {self.stack.pid}) is not running: `zdp up` "
+                "starts it, or set TEMPORAL_ADDRESS"
+            )
+        if self.source.startswith("from --address"):
+            return "check --address"
+        if self.source.startswith("from TEMPORAL_ADDRESS"):
+            return "check TEMPORAL_ADDRESS (unset it to use the stack `zdp up` starts)"
+        if self.source.startswith("from profile"):
+            return "check the profile, or set TEMPORAL_ADDRESS"
+        return "start a stack with `zdp up`, or set TEMPORAL_ADDRESS"
+
+
+def use_flags(address: str | None = None, namespace: str | None = None) -> None:
+    """The CLI's --address and --namespace: they win over the environment and the stack."""
+    _flags.clear()
+    if address:
+        _flags["address"] = address
+    if namespace:
+        _flags["namespace"] = namespace
+
+
+def stack_home() -> Path:
+    """$ZDP_HOME (default ./.zdp), absolute: where `zdp up` keeps stack.json."""
+    return Path(os.environ.get("ZDP_HOME") or ".zdp").resolve()
+
+
+def stack_server(home: Path | None = None) -> StackServer | None:
+    """The Temporal server recorded in $ZDP_HOME/stack.json, running or not; None without one."""
+    home = home or stack_home()
+    try:
+        record = json.loads((home / STACK_RECORD).read_text())
+        temporal = record["temporal"]
+        pid, address = int(temporal["pid"]), str(temporal["address"])
+        namespace = str(temporal.get("namespace") or DEFAULT_NAMESPACE)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+    running = "start-dev" in proc_cmdline(pid)
+    return StackServer(home, address, namespace, pid, running)
 
 
 def stack_address() -> str | None:
     """The Temporal address `zdp up` recorded in $ZDP_HOME/stack.json, if that server runs."""
-    home = Path(os.environ.get("ZDP_HOME") or ".zdp")
-    try:
-        record = json.loads((home / "stack.json").read_text())
-        temporal = record["temporal"]
-        pid, address = int(temporal["pid"]), str(temporal["address"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-    return address if "start-dev" in proc_cmdline(pid) else None
+    server = stack_server()
+    return server.address if server is not None and server.running else None
+
+
+def _profile_source() -> str:
+    profile = os.environ.get("TEMPORAL_PROFILE") or "default"
+    where = os.environ.get("TEMPORAL_CONFIG_FILE") or "temporal.toml"
+    return f"profile '{profile}' in {where}"
+
+
+def resolve() -> Target:
+    """Which server and namespace to talk to, and why (see the module's docstring)."""
+    options: dict[str, Any] = dict(ClientConfig.load_client_connect_config())
+    loaded_address = options.pop("target_host", None)
+    loaded_namespace = options.pop("namespace", None)
+    server = stack_server()
+    home = stack_home()
+    if "address" in _flags:
+        address, source = _flags["address"], "from --address"
+    elif loaded_address:
+        address = str(loaded_address)
+        source = (
+            "from TEMPORAL_ADDRESS"
+            if os.environ.get("TEMPORAL_ADDRESS")
+            else f"from {_profile_source()}"
+        )
+    elif server is not None:
+        address = server.address
+        source = f"from the stack `zdp up` started, {server.record}"
+    elif os.environ.get("ZDP_TEMPORAL_PORT"):
+        address = f"127.0.0.1:{os.environ['ZDP_TEMPORAL_PORT']}"
+        source = f"from ZDP_TEMPORAL_PORT; no stack recorded in {home}"
+    else:
+        address = DEFAULT_ADDRESS
+        source = f"the default: no TEMPORAL_ADDRESS, no stack recorded in {home}"
+    stack = server if server is not None and server.address == address else None
+    if "namespace" in _flags:
+        namespace, namespace_source = _flags["namespace"], "--namespace"
+    elif loaded_namespace:
+        namespace = str(loaded_namespace)
+        namespace_source = (
+            "TEMPORAL_NAMESPACE" if os.environ.get("TEMPORAL_NAMESPACE") else _profile_source()
+        )
+    elif stack is not None:
+        namespace, namespace_source = stack.namespace, source
+    else:
+        namespace, namespace_source = DEFAULT_NAMESPACE, "the default"
+    return Target(address, namespace, source, namespace_source, stack, options)
+
+
+def connect_config() -> dict[str, Any]:
+    """Client.connect keyword arguments (target_host, namespace and the rest) for `resolve()`."""
+    target = resolve()
+    return {**target.options, "target_host": target.address, "namespace": target.namespace}
 
 
 async def connect(**overrides: Any) -> Client:
-    """Connect with the pydantic data converter; one clear error if the server is unreachable."""
-    config = connect_config()
-    config.update(overrides)
-    target = config.pop("target_host")
+    """Connect with the pydantic data converter; one clear error if the server is unreachable,
+    naming the address tried and where it came from."""
+    target = resolve()
+    config = {**target.options, "namespace": target.namespace, **overrides}
+    address = config.pop("target_host", target.address)
     try:
-        return await Client.connect(target, data_converter=pydantic_data_converter, **config)
+        return await Client.connect(address, data_converter=pydantic_data_converter, **config)
     except RuntimeError as err:
+        where = (
+            target.describe()
+            if address == target.address and "namespace" not in overrides
+            else f"{address} (namespace {config.get('namespace')}; given by the caller)"
+        )
+        hint = target.hint() if address == target.address else "check the address"
         raise TemporalUnavailable(
-            f"cannot reach Temporal at {target} (namespace {config.get('namespace', 'default')}): "
-            f"{_short_reason(str(err))}; start a server or set TEMPORAL_ADDRESS"
+            f"cannot reach Temporal at {where}: {_short_reason(str(err))}; {hint}"
         ) from None
 
 

@@ -10,16 +10,18 @@ import asyncio
 import json
 import signal
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
 
 from tests.cli_checks import ZDP, flip_first, one_clear_line, zdp
-from tests.kit import APP, Harness, enrol
+from tests.kit import APP, Harness, enrol, part11_prod
 from zdp import deployments
 from zdp.compliance.audit import default_log_path, evidence_dir
 from zdp.compliance.engine_key import engine_public_key_path
 from zdp.config import EnvironmentConfig
+from zdp.models import Outcome, Phase
 from zdp.signing import generate_key_pair, load_public_key
 
 
@@ -124,7 +126,9 @@ async def test_deploy_wait_exits_10_when_rolled_back(
     assert run.code == 10, run.err
     assert "outcome: rolled_back — health gate fail" in run.err
     timeline = await zdp("timeline", f"deploy-{APP}-dev", "--json", env=cli_env)
-    kinds = [e["kind"] for e in json.loads(timeline.out)]
+    record = json.loads(timeline.out)
+    assert record["outcome"] == "rolled_back"
+    kinds = [e["kind"] for e in record["timeline"]]
     assert kinds[-5:] == ["phase", "compensated", "compensated", "phase", "evidence_sealed"]
 
     # The forensic report of the closed deployment: one self-contained page.
@@ -138,6 +142,9 @@ async def test_deploy_wait_exits_10_when_rolled_back(
     assert "<script" not in html and "<link" not in html and 'src="http' not in html
     markdown = await zdp("timeline", f"deploy-{APP}-dev", "--format", "md", env=cli_env)
     assert markdown.code == 0 and "health gate fail" in markdown.out
+    # --json is short for --format json: one document, the one the reports are built from.
+    as_format = await zdp("timeline", f"deploy-{APP}-dev", "--format", "json", env=cli_env)
+    assert as_format.out == timeline.out
 
     # The audit log the worker wrote verifies; the sealed bundle too.
     keys = cli.home / "keys" / "engine.pub"
@@ -145,7 +152,7 @@ async def test_deploy_wait_exits_10_when_rolled_back(
     audit = await zdp("audit", "verify", "--log", str(log), "--key", str(keys), env=cli_env)
     assert audit.code == 0, audit.err
     assert audit.out.startswith("audit log OK:")
-    bundle = json.loads(timeline.out)[-1]["data"]["path"]
+    bundle = record["timeline"][-1]["data"]["path"]
     evidence = await zdp("evidence", "verify", bundle, "--key", str(keys), env=cli_env)
     assert evidence.code == 0, evidence.err
     bad_format = await zdp("timeline", f"deploy-{APP}-dev", "--format", "docx", env=cli_env)
@@ -187,7 +194,9 @@ async def test_refused_approval_and_second_deployment_are_one_line_each(
     # The refused attempt is on the record: the timeline, and the audit log, which verifies
     # (also against the anchors in Temporal and in the evidence bundles).
     timeline = await zdp("timeline", f"deploy-{APP}-prod", "--json", env=cli_env)
-    refused = [e for e in json.loads(timeline.out) if e["kind"] == "decision_refused"]
+    live = json.loads(timeline.out)  # still running: no outcome yet, the live status
+    assert live["outcome"] is None and live["status"]["phase"] == "await_approval"
+    refused = [e for e in live["timeline"] if e["kind"] == "decision_refused"]
     assert [(e["actor"], e["data"]["channel"]) for e in refused] == [("ci-bot", "cli")]
     log = default_log_path(cli.home)
     assert any(
@@ -284,3 +293,111 @@ async def test_worker_drains_and_exits_on_sigterm(cli_env: dict[str, str]) -> No
     proc.send_signal(signal.SIGTERM)
     code = await asyncio.wait_for(proc.wait(), 30)
     assert code == 0
+
+
+async def _runs(
+    env: dict[str, str], app: str, environment: str, *run_ids: str
+) -> list[dict[str, Any]]:
+    """`zdp history --json` once it lists these runs closed, with their outcomes (Temporal's
+    visibility catches up with a closed run shortly after it closes; bounded by the clock)."""
+    deadline = asyncio.get_running_loop().time() + 60
+    while True:
+        run = await zdp("history", app, "--env", environment, "--json", env=env)
+        assert run.code == 0, run.err
+        listed = json.loads(run.out)
+        done = {r["run_id"] for r in listed if r["outcome"] and r["closed_at"]}
+        if done >= set(run_ids):
+            return list(listed)
+        assert asyncio.get_running_loop().time() < deadline, listed
+        await asyncio.sleep(0.2)
+
+
+async def test_history_lists_the_runs_and_run_reads_the_one_a_rollback_went_back_to(
+    cli: Harness, cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    """2.0.0 promoted, then 2.1.0 rolled back: `zdp history` lists both (newest first), and
+    `--run` reads the promoted run that serves again, which the latest-run views cannot."""
+    first = await zdp(
+        "deploy", APP, "--env", "dev", "--release", str(tmp_path / "release.json"), "--wait",
+        "--json", env=cli_env,
+    )  # fmt: skip
+    assert first.code == 0, first.err
+    promoted = json.loads(first.out)["status"]["run_id"]
+    newer = tmp_path / "newer.dsse.json"
+    newer.write_text(cli.signer.release("2.1.0").model_dump_json())
+    cli.state.fail_at_weight[(APP, "2.1.0")] = 25
+    second = await zdp(
+        "deploy", APP, "--env", "dev", "--release", str(newer), "--wait", "--json", env=cli_env
+    )
+    assert second.code == 10, second.err
+    rolled_back = json.loads(second.out)["status"]["run_id"]
+
+    listed = await _runs(cli_env, APP, "dev", promoted, rolled_back)
+    # Newest first (earlier tests' runs of the same id follow).
+    assert [(r["run_id"], r["version"], r["outcome"]) for r in listed[:2]] == [
+        (rolled_back, "2.1.0", "rolled_back"),
+        (promoted, "2.0.0", "promoted"),
+    ]
+    table = await zdp("history", APP, "--env", "dev", env=cli_env)
+    lines = table.out.splitlines()
+    assert lines[0] == f"runs of deploy-{APP}-dev, newest first:"
+    assert lines[1].split() == ["RUN", "ID", "STARTED", "(UTC)", "CLOSED", "(UTC)", "VERSION",
+                                "OUTCOME"]  # fmt: skip
+    (shown,) = [line for line in lines if line.startswith(promoted)]
+    assert "2.0.0" in shown and shown.endswith("promoted  (last promoted)")
+
+    latest = await zdp("status", f"deploy-{APP}-dev", env=cli_env)
+    assert latest.code == 0 and "rolled_back" in latest.out and "2.1.0" in latest.out
+    back = json.loads(
+        (await zdp("status", f"deploy-{APP}-dev", "--run", "promoted", "--json", env=cli_env)).out
+    )
+    assert (back["version"], back["outcome"], back["run_id"]) == ("2.0.0", "promoted", promoted)
+    # A unique part of the run id will do (run ids begin with the time: their end is random).
+    by_part = await zdp("status", f"deploy-{APP}-dev", "--run", promoted[-12:], env=cli_env)
+    assert by_part.code == 0, by_part.err
+    assert f"run         {promoted}" in by_part.out and "outcome     promoted" in by_part.out
+    record = await zdp("timeline", f"deploy-{APP}-dev", "--run", promoted, "--json", env=cli_env)
+    assert json.loads(record.out)["outcome"] == "promoted"
+    report = await zdp(
+        "timeline", f"deploy-{APP}-dev", "--run", "promoted", "--format", "md", env=cli_env
+    )
+    assert report.code == 0 and "2.0.0" in report.out and "2.1.0" not in report.out
+    unknown = await zdp("status", f"deploy-{APP}-dev", "--run", "zzzz", env=cli_env)
+    assert unknown.code == 1
+    assert one_clear_line(unknown) == (
+        f"error: no run zzzz of deployment deploy-{APP}-dev (`zdp history` lists its runs)"
+    )
+    none = await zdp("history", APP, "--env", "nowhere", env=cli_env)
+    assert none.code == 1
+    assert one_clear_line(none) == (
+        f"error: no deployment deploy-{APP}-nowhere (check the id and namespace)"
+    )
+
+
+async def test_plain_status_shows_part11_manifestations_and_no_health_noise(
+    cli: Harness, cli_env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """§11.50 in `zdp status` without --json: the printed name, the meaning, the date and
+    time of each signed approval; no line about a health cache nobody configured."""
+    alice = part11_prod(cli, tmp_path / "approvers", monkeypatch, "alice")["alice"]
+    request = cli.request("2.0.0", environment="prod")
+    request.release = cli.signer.validated("2.0.0", "alice", alice)
+    handle = await cli.start(request)
+    await cli.wait_for(handle, lambda s: s.phase is Phase.await_approval)
+    signature = await deployments.sign_decision(
+        cli.client, handle.id, "alice", "approve", "approve release to production", alice
+    )
+    await deployments.approve(cli.client, handle.id, "alice", "looks good", signature)
+    result = await asyncio.wait_for(handle.result(), 60)
+    assert result.outcome is Outcome.promoted
+    manifestation = result.status.approvals[0].signature
+    assert manifestation is not None
+
+    env = {k: v for k, v in cli_env.items() if k != "ZDP_REDIS_URL"}
+    shown = await zdp("status", handle.id, env=env)
+    assert shown.code == 0, shown.err
+    assert "approvals   1 of 1 needed, each signed (Part 11)" in shown.out
+    assert "approve by alice at " in shown.out and ": looks good" in shown.out
+    assert f"  {manifestation.line()}" in shown.out
+    assert "signed by Alice A. Example — approve release to production — " in shown.out
+    assert "health" not in shown.out and "ZDP_REDIS_URL" not in shown.out + shown.err

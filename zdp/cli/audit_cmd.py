@@ -142,11 +142,11 @@ def _gather_anchors(
     from temporalio.service import RPCError
 
     from zdp import deployments
-    from zdp.temporal import connect
+    from zdp.temporal import connect, resolve
 
     async def from_temporal() -> tuple[str, list[tuple[str, AuditAnchor]]]:
         client = await connect()
-        return client.service_client.config.target_host, await deployments.audit_anchors(client)
+        return resolve().describe(), await deployments.audit_anchors(client)
 
     try:
         address, found = asyncio.run(from_temporal())

@@ -81,7 +81,9 @@ def keys() -> None:
 
 @app.command("generate")
 def generate(
-    name: Annotated[str, typer.Argument(help="Key name: writes NAME.key and NAME.pub.")],
+    name: Annotated[
+        str, typer.Argument(metavar="NAME", help="Key name: writes NAME.key and NAME.pub.")
+    ],
     directory: Annotated[
         Path, typer.Option("--dir", help="Folder to write the key pair into.")
     ] = Path("keys"),

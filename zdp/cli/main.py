@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import getpass
+import json
 import os
 import sys
 from collections.abc import Awaitable, Callable
@@ -21,12 +22,20 @@ from zdp import deployments
 from zdp.acceptance import claimed_manifest
 from zdp.cli import audit_cmd, evidence_cmd, keys_cmd, release_cmd, slack_cmd
 from zdp.cli.keys_cmd import PassphraseEnv, PassphraseFile, Prompt
-from zdp.cli.output import EXIT_ERROR, EXIT_USAGE, console, err_console, fail, print_json
+from zdp.cli.output import (
+    EXIT_ERROR,
+    EXIT_USAGE,
+    ZdpGroup,
+    console,
+    err_console,
+    fail,
+    print_json,
+)
 from zdp.cli.progress import OUTCOME_EXIT_CODES, follow
 from zdp.compliance.identity import request_digest
 from zdp.config import EngineConfig
 from zdp.errors import ZdpError
-from zdp.models import DeploymentRequest, DsseEnvelope, Strategy, deployment_id
+from zdp.models import DeploymentRequest, DsseEnvelope, Outcome, Strategy, deployment_id
 from zdp.release import summarize_validation_error
 from zdp.temporal import connect
 
@@ -34,17 +43,67 @@ T = TypeVar("T")
 
 app = typer.Typer(
     name="zdp",
-    help="Zero-downtime deployments as durable Temporal workflows: signed releases, risk-based "
-    "approvals, health-gated traffic shifting and rollback in under a second.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    # Plain help, as click writes it: wrapped to the terminal (readable at 80 columns), text
+    # in [brackets] shown as written, flags without a type label.
+    rich_markup_mode=None,
+    cls=ZdpGroup,
 )
-app.add_typer(keys_cmd.app, name="keys", help="Generate Ed25519 signing keys.")
-app.add_typer(release_cmd.app, name="release", help="Create, sign and verify releases.")
-app.add_typer(audit_cmd.app, name="audit", help="Verify the hash-chained audit log.")
-app.add_typer(evidence_cmd.app, name="evidence", help="Verify sealed evidence bundles.")
-app.add_typer(slack_cmd.app, name="slack", help="Approve and steer deployments from Slack.")
+app.add_typer(keys_cmd.app, name="keys", help="Generate Ed25519 signing keys.", cls=ZdpGroup)
+app.add_typer(
+    release_cmd.app, name="release", help="Create, sign and verify releases.", cls=ZdpGroup
+)
+app.add_typer(audit_cmd.app, name="audit", help="Verify the hash-chained audit log.", cls=ZdpGroup)
+app.add_typer(
+    evidence_cmd.app, name="evidence", help="Verify sealed evidence bundles.", cls=ZdpGroup
+)
+app.add_typer(
+    slack_cmd.app, name="slack", help="Approve and steer deployments from Slack.", cls=ZdpGroup
+)
+
+
+@app.callback()
+def _connection(
+    address: Annotated[
+        str | None,
+        typer.Option(
+            "--address",
+            metavar="HOST:PORT",
+            help="The Temporal server to talk to [default: $TEMPORAL_ADDRESS, else the stack "
+            "`zdp up` started in $ZDP_HOME, else localhost:7233].",
+        ),
+    ] = None,
+    namespace: Annotated[
+        str | None,
+        typer.Option(
+            "--namespace",
+            metavar="NAME",
+            help="The Temporal namespace [default: $TEMPORAL_NAMESPACE, else the stack's, "
+            "else default].",
+        ),
+    ] = None,
+) -> None:
+    """Zero-downtime deployments as durable Temporal workflows: signed releases, risk-based
+    approvals, health-gated traffic shifting and rollback in under a second.
+
+    You act as --as USER where a command takes it, else $ZDP_USER, else your login name; your
+    requests are signed with your key (`zdp whoami` shows both). Commands talk to the Temporal
+    server given by --address, else $TEMPORAL_ADDRESS (or a temporal.toml profile), else the
+    stack `zdp up` started in $ZDP_HOME (default ./.zdp), else localhost:7233; errors name
+    the address tried and where it came from.
+
+    \b
+    Examples:
+      zdp up                     # a local stack: Temporal, Envoy, a worker
+      zdp deploy finance-trading --env staging --release release.dsse.json
+      zdp status deploy-finance-trading-staging
+      zdp COMMAND --help         # each command's options and examples
+    """
+    from zdp.temporal import use_flags
+
+    use_flags(address, namespace)
 
 
 def run(work: Callable[[], Awaitable[T]]) -> T:
@@ -70,6 +129,24 @@ def run(work: Callable[[], Awaitable[T]]) -> T:
 def _who(value: str | None) -> str:
     return value or os.environ.get("ZDP_USER") or getpass.getuser()
 
+
+DeploymentArg = Annotated[
+    str,
+    typer.Argument(
+        metavar="ID", help="The deployment: deploy-APP-ENV (one per app and environment)."
+    ),
+]
+RunOption = Annotated[
+    str | None,
+    typer.Option(
+        "--run",
+        metavar="RUN",
+        help="Read this run of the deployment: a run id or a unique part of one (its last "
+        "8 characters usually), as `zdp history` lists them, or `promoted` (the latest run "
+        "that ended promoted, e.g. the one a rollback went back to) [default: the latest "
+        "run].",
+    ),
+]
 
 KeyOption = Annotated[
     Path | None,
@@ -121,11 +198,9 @@ def _preflight(request: DeploymentRequest, config_path: Path | None) -> None:
     from zdp.compliance.registry import registry_dir
     from zdp.config import CONFIG_ENV_VAR, find_config_path, load_config
     from zdp.errors import ConfigError
-    from zdp.stack import worker_config
-    from zdp.temporal import stack_address
 
-    address = os.environ.get("TEMPORAL_ADDRESS")
-    path = config_path or (worker_config() if not address or address == stack_address() else None)
+    stack_config = None if config_path is not None else _stack_worker_config()
+    path = config_path or stack_config
     try:
         path = find_config_path(path)
     except ConfigError as err:
@@ -139,6 +214,14 @@ def _preflight(request: DeploymentRequest, config_path: Path | None) -> None:
         return
     try:
         config = load_config(path)
+        if stack_config is not None:
+            try:
+                config.environment(request.app, request.environment)
+            except ConfigError as err:
+                fail(
+                    f"refused before starting: {err}: {_worker_config_hint(stack_config, request)}",
+                    EXIT_USAGE,
+                )
         preflight(
             config,
             request.release,
@@ -151,6 +234,37 @@ def _preflight(request: DeploymentRequest, config_path: Path | None) -> None:
         text = str(err) if isinstance(err, ZdpError) else f"cannot read {err.filename}: {err}"
         where = f" (checked against {path})" if str(path) not in text else ""
         fail(f"refused before starting: {text}{where}", EXIT_USAGE)
+
+
+def _stack_worker_config() -> Path | None:
+    """The config file the worker of the stack this CLI talks to runs with, if it does."""
+    from zdp.stack import worker_config
+    from zdp.temporal import resolve
+
+    target = resolve()
+    if target.stack is None or not target.stack.running:
+        return None
+    return worker_config(target.stack.home)
+
+
+def _worker_config_hint(worker_config: Path, request: DeploymentRequest) -> str:
+    """Why the stack's worker would refuse the app or environment: its config, not the
+    release; and how to restart it with one that has them."""
+    from zdp.config import load_config
+    from zdp.stack import default_worker_config
+
+    text = (
+        f"the stack's worker runs with {worker_config} (`zdp up --status` shows it), so the "
+        "deployment would end rejected whatever the release"
+    )
+    candidate = default_worker_config()
+    try:
+        if candidate is not None and Path(candidate) != worker_config:
+            load_config(Path(candidate)).environment(request.app, request.environment)
+            return f"{text}; restart the worker with one that has it: `zdp up --config {candidate}`"
+    except ZdpError:
+        pass
+    return f"{text}; restart the worker with a config that has it: `zdp up --config FILE`"
 
 
 def _prove_start(request: DeploymentRequest, config: EngineConfig) -> None:
@@ -216,7 +330,11 @@ def deploy(
     steps: Annotated[str | None, typer.Option(help="Canary weights, e.g. 1,5,25,100.")] = None,
     bake: Annotated[float | None, typer.Option(help="Seconds of health gate per step.")] = None,
     initiator: Annotated[
-        str | None, typer.Option(help="Who starts it (default $ZDP_USER).")
+        str | None,
+        typer.Option(
+            metavar="USER",
+            help="Who starts it [default: $ZDP_USER, else your login name].",
+        ),
     ] = None,
     change_ref: Annotated[str | None, typer.Option(help="Change ticket, e.g. CHG-1234.")] = None,
     reason: Annotated[str | None, typer.Option(help="Why this deployment.")] = None,
@@ -238,7 +356,9 @@ def deploy(
             "environment's operators and approvers may, and the start's signature covers it.",
         ),
     ] = False,
-    wait: Annotated[bool, typer.Option(help="Follow progress; exit code is the outcome.")] = False,
+    wait: Annotated[
+        bool, typer.Option("--wait", help="Follow progress; the exit code is the outcome.")
+    ] = False,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the final result as JSON.")
     ] = False,
@@ -258,8 +378,17 @@ def deploy(
 
     Checked before anything starts (exit 2): the app, the environment, the strategy, steps
     and bake, and the release (its app, its evidence; its signature when trusted keys are at
-    hand). Exit codes: 0 started (or promoted with --wait), 1 error, 2 refused before starting,
-    10-15 the outcome with --wait (the README's exit-code table)."""
+    hand), against the config of the worker that will run it. Exit codes: 0 started (or
+    promoted with --wait), 1 error, 2 refused before starting, 10-15 the outcome with --wait
+    (the README's exit-code table).
+
+    \b
+    Examples:
+      zdp deploy finance-trading --env staging --release release.dsse.json
+      zdp deploy finance-trading --env production --release release.dsse.json \\
+          --change-ref CHG-1234 --reason "fix rounding" --wait
+      zdp deploy pharma-manufacturing --env staging --release release.dsse.json \\
+          --strategy blue-green --json"""
     try:
         request = DeploymentRequest(
             app=app_name,
@@ -296,6 +425,7 @@ def deploy(
                 print_json({"deployment_id": handle.id, "run_id": handle.result_run_id})
             return 0
         result = await follow(client, handle.id, quiet=False)
+        _note_worker_config(result)
         if as_json:
             print_json(result)
         return OUTCOME_EXIT_CODES[result.outcome]
@@ -303,11 +433,38 @@ def deploy(
     raise typer.Exit(run(work))
 
 
+def _note_worker_config(result: deployments.DeploymentResult) -> None:
+    """A refusal for an app or environment the worker's config lacks is the config's doing,
+    not the release's: say which config (the stack's worker's, when it is the stack)."""
+    cause = result.cause or ""
+    if result.outcome not in (Outcome.rejected, Outcome.blocked) or not (
+        "has no environment '" in cause or "unknown app '" in cause
+    ):
+        return
+    worker_config = _stack_worker_config()
+    where = (
+        f"the stack's worker config, {worker_config} (`zdp up --config FILE` restarts it with "
+        "another)"
+        if worker_config is not None
+        else "the worker's engine config (its ZDP_CONFIG)"
+    )
+    err_console.print(
+        f"note: the release was not at fault: {where} has no such app or environment",
+        markup=False,
+        soft_wrap=True,
+    )
+
+
 def _promote_command() -> Callable[..., None]:
     def command(
-        deployment: Annotated[str, typer.Argument(metavar="ID", help="deploy-<app>-<env>.")],
+        deployment: DeploymentArg,
         as_: Annotated[
-            str | None, typer.Option("--as", help="Your identity (default $ZDP_USER).")
+            str | None,
+            typer.Option(
+                "--as",
+                metavar="USER",
+                help="Your identity [default: $ZDP_USER, else your login name].",
+            ),
         ] = None,
         reason: Annotated[str | None, typer.Option(help="Recorded in the timeline.")] = None,
         key: KeyOption = None,
@@ -347,9 +504,14 @@ def _promote_command() -> Callable[..., None]:
 
 def _signed_decision(kind: Literal["approve", "reject"]) -> Callable[..., None]:
     def command(
-        deployment: Annotated[str, typer.Argument(metavar="ID", help="deploy-<app>-<env>.")],
+        deployment: DeploymentArg,
         as_: Annotated[
-            str | None, typer.Option("--as", help="Your identity (default $ZDP_USER).")
+            str | None,
+            typer.Option(
+                "--as",
+                metavar="USER",
+                help="Your identity [default: $ZDP_USER, else your login name].",
+            ),
         ] = None,
         reason: Annotated[str | None, typer.Option(help="Recorded in the timeline.")] = None,
         key: KeyOption = None,
@@ -385,9 +547,25 @@ def _signed_decision(kind: Literal["approve", "reject"]) -> Callable[..., None]:
         console.print(run(work), markup=False)
 
     command.__doc__ = {
-        "approve": "Approve a deployment that awaits approval (signed with --key where Part 11 "
-        "applies).",
-        "reject": "Reject a deployment that awaits approval; it ends `rejected`.",
+        "approve": """Approve a deployment that awaits approval (signed with --key where Part
+        11 applies).
+
+        Your key (--key, else USER.key in your key folder: `zdp whoami`) signs the
+        request; with --meaning it is your Part 11 e-signature, shown with your printed name,
+        the meaning and the time in `zdp status`.
+
+        \b
+        Examples:
+          zdp approve deploy-finance-trading-production --as alice
+          zdp approve deploy-pharma-manufacturing-production --as alice --prompt \\
+              --meaning "approve release to production"
+        """,
+        "reject": """Reject a deployment that awaits approval; it ends `rejected`.
+
+        \b
+        Examples:
+          zdp reject deploy-finance-trading-production --reason "wrong ticket"
+        """,
     }[kind]
     return command
 
@@ -399,9 +577,14 @@ app.command(name="promote")(_promote_command())
 
 def _signal(name: Literal["pause", "resume", "abort"], doc: str) -> Callable[..., None]:
     def command(
-        deployment: Annotated[str, typer.Argument(metavar="ID", help="deploy-<app>-<env>.")],
+        deployment: DeploymentArg,
         reason: Annotated[str | None, typer.Option(help="Recorded in the timeline.")] = None,
-        actor: Annotated[str | None, typer.Option("--as", help="Who (default $ZDP_USER).")] = None,
+        actor: Annotated[
+            str | None,
+            typer.Option(
+                "--as", metavar="USER", help="Who [default: $ZDP_USER, else your login name]."
+            ),
+        ] = None,
         key: KeyOption = None,
         passphrase_env: PassphraseEnv = None,
         passphrase_file: PassphraseFile = None,
@@ -437,7 +620,9 @@ app.command(name="abort")(_signal("abort", "Stop and roll back; traffic is resto
 
 @app.command()
 def whoami(
-    as_: Annotated[str | None, typer.Option("--as", help="Ask about this user instead.")] = None,
+    as_: Annotated[
+        str | None, typer.Option("--as", metavar="USER", help="Ask about this user instead.")
+    ] = None,
     key: KeyOption = None,
 ) -> None:
     """Which identity the CLI acts as, the key it signs with, and whether the registry knows
@@ -485,15 +670,34 @@ def whoami(
 
 @app.command()
 def status(
-    deployment: Annotated[str, typer.Argument(metavar="ID", help="deploy-<app>-<env>.")],
-    as_json: Annotated[bool, typer.Option("--json")] = False,
+    deployment: DeploymentArg,
+    run_selector: RunOption = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="The status (and cached health) as JSON.")
+    ] = False,
 ) -> None:
-    """Where a deployment is: phase, weights, risk, approvals, outcome."""
+    """Where a deployment is: phase, weights, risk, approvals, outcome.
+
+    Of its latest run, or of the run --run names. Every approval is shown with who gave it,
+    when and how it was proven; a Part 11 e-signature with its printed name, meaning, date
+    and time. The gates' cached health is shown when there is some (ZDP_REDIS_URL shares the
+    gates' cache with the CLI).
+
+    \b
+    Examples:
+      zdp status deploy-finance-trading-production
+      zdp status deploy-finance-trading-production --run promoted
+      zdp status deploy-finance-trading-production --run 8e6c0d2f --json
+    """
 
     async def work() -> tuple[deployments.DeploymentStatus, dict[str, Any]]:
         client = await connect()
-        current = await deployments.status(client, deployment)
-        return current, await deployments.cached_health(client, deployment)
+        run_id = await deployments.resolve_run(client, deployment, run_selector)
+        current = await deployments.status(client, deployment, run_id)
+        health: dict[str, Any] = {}
+        if os.environ.get("ZDP_REDIS_URL", "").strip():  # else nothing here can be cached
+            health = await deployments.cached_health(client, deployment, run_id)
+        return current, health
 
     current, health = run(work)
     if as_json:
@@ -506,55 +710,120 @@ def status(
         return
     from zdp.cli.progress import render_health, render_status
 
-    console.print(render_status(current))
-    console.print(render_health(health), markup=False, highlight=False)
+    console.print(render_status(current), markup=False, highlight=False)
+    if health:
+        console.print(render_health(health), markup=False, highlight=False)
+
+
+@app.command()
+def history(
+    app_name: Annotated[str, typer.Argument(metavar="APP", help="The app.")],
+    env: Annotated[str, typer.Option("--env", metavar="ENV", help="The environment.")],
+    limit: Annotated[int, typer.Option(help="Show at most this many runs.", min=1)] = 20,
+    as_json: Annotated[bool, typer.Option("--json", help="The runs as JSON.")] = False,
+) -> None:
+    """The runs of a deployment (deploy-APP-ENV), newest first: run id, start and close
+    (UTC), version, outcome.
+
+    Each `zdp deploy` of the app to the environment is one run of the same deployment id;
+    `zdp status` and `zdp timeline` read the latest unless given --run, e.g. the run a
+    rollback went back to (marked "last promoted").
+
+    \b
+    Examples:
+      zdp history finance-trading --env production
+      zdp history finance-trading --env production --limit 5 --json
+    """
+    workflow_id = deployment_id(app_name, env)
+
+    async def work() -> list[deployments.RunSummary]:
+        return await deployments.runs(await connect(), workflow_id, limit)
+
+    listed = run(work)
+    if as_json:
+        print_json([r.model_dump(mode="json") for r in listed])
+        return
+    from zdp.cli.progress import render_history
+
+    console.print(render_history(workflow_id, listed), markup=False, highlight=False)
 
 
 @app.command()
 def timeline(
-    deployment: Annotated[str, typer.Argument(metavar="ID", help="deploy-<app>-<env>.")],
+    deployment: DeploymentArg,
+    run_selector: RunOption = None,
     fmt: Annotated[
         str,
         typer.Option(
             "--format",
-            help="text (live, one line per event), or json, md, html, pdf: the forensic "
-            "report from the closed workflow's history (pdf: printed by headless Chromium, -o).",
+            metavar="FORMAT",
+            help="text: one line per event; json: the record (outcome, status, timeline), "
+            "live or closed, the same as --json; md, html, pdf: the forensic report of a "
+            "closed deployment (pdf printed by headless Chromium; needs -o).",
         ),
     ] = "text",
-    as_json: Annotated[bool, typer.Option("--json", help="The events as JSON.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Short for --format json.")] = False,
     output: Annotated[
-        Path | None, typer.Option("--output", "-o", help="Write the report to this file.")
+        Path | None,
+        typer.Option("--output", "-o", metavar="FILE", help="Write it to this file."),
     ] = None,
 ) -> None:
-    """The forensic record: every phase, decision, weight change, verdict and compensation."""
+    """The forensic record: every phase, decision, weight change, verdict and compensation.
+
+    Of the deployment's latest run, or of the run --run names. --format json (or --json)
+    writes the record the reports are built from: {outcome, cause, status, timeline}, with
+    outcome null while the deployment runs.
+
+    \b
+    Examples:
+      zdp timeline deploy-finance-trading-production
+      zdp timeline deploy-finance-trading-production --json
+      zdp timeline deploy-finance-trading-production --run promoted --format md
+      zdp timeline deploy-finance-trading-production --format pdf -o report.pdf
+    """
     from zdp.forensics.report import RENDERERS
 
+    if as_json:
+        if fmt not in ("text", "json"):
+            fail(f"--json is --format json: it cannot be combined with --format {fmt}", EXIT_USAGE)
+        fmt = "json"
     if fmt not in ("text", *RENDERERS, "pdf"):
         fail(f"--format must be one of text, {', '.join(RENDERERS)}, pdf; got {fmt!r}", EXIT_USAGE)
     if fmt == "pdf" and output is None:
         fail("--format pdf writes a file: give -o report.pdf", EXIT_USAGE)
-    if fmt == "text":
+    if fmt in ("text", "json"):
 
-        async def events() -> list[deployments.TimelineEvent]:
-            return await deployments.timeline(await connect(), deployment)
+        async def record() -> str:
+            client = await connect()
+            run_id = await deployments.resolve_run(client, deployment, run_selector)
+            if fmt == "text":
+                from zdp.cli.progress import render_timeline
 
-        found = run(events)
-        if as_json:
-            print_json([e.model_dump(mode="json") for e in found])
-            return
-        from zdp.cli.progress import render_timeline
+                return render_timeline(await deployments.timeline(client, deployment, run_id))
+            if await deployments.is_running(client, deployment, run_id):
+                current = await deployments.status(client, deployment, run_id)
+                events = await deployments.timeline(client, deployment, run_id)
+                live = {
+                    "outcome": None,
+                    "cause": None,
+                    "status": current.model_dump(mode="json"),
+                    "timeline": [e.model_dump(mode="json") for e in events],
+                }
+                return json.dumps(live, indent=2) + "\n"
+            return RENDERERS["json"](await deployments.closed_result(client, deployment, run_id))
 
-        text = render_timeline(found)
+        text = run(record)
     else:
 
         async def closed() -> deployments.DeploymentResult:
             client = await connect()
-            if await deployments.is_running(client, deployment):
+            run_id = await deployments.resolve_run(client, deployment, run_selector)
+            if await deployments.is_running(client, deployment, run_id):
                 raise ZdpError(
                     f"{deployment} is still running: its report is built from the history once "
                     f"it closes; `zdp timeline {deployment}` shows the live timeline"
                 )
-            return await deployments.closed_result(client, deployment)
+            return await deployments.closed_result(client, deployment, run_id)
 
         if fmt == "pdf" and output is not None:
             from zdp.forensics.pdf import html_to_pdf
@@ -580,7 +849,9 @@ def timeline(
 
 @app.command()
 def worker(
-    check: Annotated[bool, typer.Option(help="Only check that Temporal is reachable.")] = False,
+    check: Annotated[
+        bool, typer.Option("--check", help="Only check that Temporal is reachable.")
+    ] = False,
 ) -> None:
     """Run the worker on task queue zdp-deployments until SIGTERM (then drain)."""
     from workers.worker import run_worker
@@ -625,10 +896,32 @@ def build(
 @app.command()
 def up(
     show_status: Annotated[bool, typer.Option("--status", help="Only show what runs.")] = False,
-    config: Annotated[Path | None, typer.Option(help="Engine config for the worker.")] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            metavar="FILE",
+            help="Engine config for the worker; another than the running worker's restarts "
+            "it [default: the config the stack's worker was started with, else $ZDP_CONFIG, "
+            "else apps.yaml].",
+        ),
+    ] = None,
 ) -> None:
-    """Start the embedded stack: Temporal dev server, Envoy and a worker (safe to re-run)."""
+    """Start the embedded stack: Temporal dev server, Envoy and a worker (safe to re-run).
+
+    Everything is recorded in $ZDP_HOME/stack.json (default ./.zdp): the server's address and
+    namespace, and the worker's engine config, which --status shows. Other zdp commands run
+    with the same ZDP_HOME talk to this stack unless TEMPORAL_ADDRESS or --address says
+    otherwise. ZDP_TEMPORAL_PORT moves the server (default 7233; its UI is 1000 above).
+
+    \b
+    Examples:
+      zdp up
+      zdp up --status
+      ZDP_TEMPORAL_PORT=7833 zdp up      # when 7233 is taken
+      zdp up --config infrastructure/canary-deployments/demo.yaml
+    """
     from zdp.stack import Stack
+    from zdp.temporal import resolve
 
     stack = Stack.here(config)
     if not show_status:
@@ -638,8 +931,17 @@ def up(
             fail(str(err))
     for part, state, detail in stack.status():
         console.print(f"{part:<32} {state:<8} {detail}", markup=False, highlight=False)
-    if not show_status:
-        console.print(f"Temporal UI: {stack.ui_url}", markup=False)
+    target = resolve()
+    if target.stack is not None:
+        where = f"this stack, {target.describe()}"
+    elif stack.record().get("temporal"):
+        where = f"{target.describe()}, NOT this stack"
+    else:
+        where = target.describe()
+    console.print(f"{'zdp commands here talk to':<41} {where}", markup=False, highlight=False)
+    ui = (stack.record().get("temporal") or {}).get("ui")
+    if not show_status and ui:
+        console.print(f"Temporal UI: {ui}", markup=False)
 
 
 @app.command()

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC
 from typing import Any
 
-from rich.table import Table
 from temporalio.client import Client
 
 from zdp import deployments
 from zdp.cli.output import err_console
-from zdp.models import DeploymentResult, DeploymentStatus, Outcome, TimelineEvent
+from zdp.deployments import RunSummary
+from zdp.models import ApprovalRecord, DeploymentResult, DeploymentStatus, Outcome, TimelineEvent
 
 # `zdp deploy --wait` exits with the outcome's code, so CI can gate on it.
 OUTCOME_EXIT_CODES: dict[Outcome, int] = {
@@ -67,28 +68,52 @@ async def follow(client: Client, workflow_id: str, quiet: bool = False) -> Deplo
     return result
 
 
-def render_status(status: DeploymentStatus) -> Table:
-    table = Table(show_header=False, box=None, pad_edge=False)
-    table.add_column(style="bold")
-    table.add_column()
-    table.add_row("deployment", status.deployment_id)
-    table.add_row("version", status.version or "(not verified yet)")
-    table.add_row("strategy", status.strategy.value)
-    table.add_row("phase", status.phase.value + (" (paused)" if status.paused else ""))
+def render_status(status: DeploymentStatus) -> str:
+    """The status as `label  value` lines; every approval with its Part 11 manifestation
+    (printed name, meaning, date and time) when it was signed."""
+    rows: list[tuple[str, str]] = [("deployment", status.deployment_id)]
+    if status.run_id:
+        rows.append(("run", status.run_id))
+    rows.append(("version", status.version or "(not verified yet)"))
+    rows.append(("strategy", status.strategy.value))
+    rows.append(("phase", status.phase.value + (" (paused)" if status.paused else "")))
+    if status.initiator is not None:
+        rows.append(("started by", status.initiator.line()))
     if status.risk is not None:
-        table.add_row("risk", f"{status.risk.score} ({status.risk.level.value})")
-    if status.approvals_required:
-        names = ", ".join(a.approver for a in status.approvals if a.decision == "approve")
-        table.add_row("approvals", f"{names or 'none'} (needs {status.approvals_required})")
+        rows.append(("risk", f"{status.risk.score} ({status.risk.level.value})"))
+    if status.approvals_required or status.approvals:
+        approved = sum(1 for a in status.approvals if a.decision == "approve")
+        needed = f"{approved} of {status.approvals_required} needed"
+        if status.signature_required:
+            needed += ", each signed (Part 11)"
+        rows.append(("approvals", needed))
+        for record in status.approvals:
+            rows.append(("", _approval_line(record)))
+            if record.signature is not None:
+                rows.append(("", f"  {record.signature.line()}"))
     if status.weights:
-        table.add_row("traffic", ", ".join(f"{s} {w}%" for s, w in sorted(status.weights.items())))
+        rows.append(("traffic", ", ".join(f"{s} {w}%" for s, w in sorted(status.weights.items()))))
     if status.steps and status.step_index is not None:
-        table.add_row("step", f"{status.step_index + 1} of {len(status.steps)} {status.steps}")
+        rows.append(("step", f"{status.step_index + 1} of {len(status.steps)} {status.steps}"))
     if status.outcome is not None:
-        table.add_row(
-            "outcome", status.outcome.value + (f": {status.cause}" if status.cause else "")
+        rows.append(
+            ("outcome", status.outcome.value + (f": {status.cause}" if status.cause else ""))
         )
-    return table
+    width = max(len(label) for label, _ in rows)
+    return "\n".join(f"{label:<{width}}  {value}".rstrip() for label, value in rows)
+
+
+def _approval_line(record: ApprovalRecord) -> str:
+    """ "approve by bob at 2025-01-02 10:00:00 UTC via cli (signed with key …): reason"."""
+    at = f"{record.at.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC"
+    line = f"{record.decision} by {record.approver} at {at}"
+    if record.proof is not None and record.proof.user == record.approver:
+        line += " " + record.proof.line().removeprefix(record.approver).strip()
+    elif record.proof is not None:
+        line += f" ({record.proof.line()})"
+    if record.reason:
+        line += f": {record.reason}"
+    return line
 
 
 def render_timeline(events: list[TimelineEvent]) -> str:
@@ -102,17 +127,35 @@ def render_timeline(events: list[TimelineEvent]) -> str:
 
 
 def render_health(health: dict[str, Any]) -> str:
-    """The cached health per endpoint (what the gates last saw), without probing again."""
+    """The cached health per endpoint (what the gates last saw), without probing again; empty
+    when nothing is cached (nothing to show)."""
     if not health:
-        return (
-            "health: nothing cached for this deployment's endpoints "
-            "(set ZDP_REDIS_URL to share the gates' health cache with the CLI)"
-        )
+        return ""
     lines = ["health (cached by the gates, not probed now):"]
     for endpoint, entry in sorted(health.items()):
         result = entry.result
         state = "ok" if result.ok else f"FAIL {result.error or ''}".strip()
         lines.append(
             f"  {endpoint:<40} {state:<28} {result.latency_ms:7.1f} ms  at {entry.at:%H:%M:%S}"
+        )
+    return "\n".join(lines)
+
+
+def render_history(workflow_id: str, listed: list[RunSummary]) -> str:
+    """One line per run, newest first: run id, start and close (UTC), version, outcome; the
+    latest promoted run is marked: it is what a later rollback went back to."""
+    promoted = next((r.run_id for r in listed if r.outcome == Outcome.promoted.value), None)
+    header = (
+        f"{'RUN ID':<36}  {'STARTED (UTC)':<19}  {'CLOSED (UTC)':<19}  {'VERSION':<12}  OUTCOME"
+    )
+    lines = [f"runs of {workflow_id}, newest first:", header]
+    for run in listed:
+        closed = f"{run.closed_at.astimezone(UTC):%Y-%m-%d %H:%M:%S}" if run.closed_at else "-"
+        outcome = run.outcome or ("running" if run.running else run.status)
+        if run.run_id == promoted:
+            outcome += "  (last promoted)"
+        lines.append(
+            f"{run.run_id:<36}  {run.started_at.astimezone(UTC):%Y-%m-%d %H:%M:%S}  "
+            f"{closed:<19}  {run.version or '-':<12}  {outcome}"
         )
     return "\n".join(lines)
