@@ -150,7 +150,16 @@ class DeploymentWorkflow:
     async def run(self, request: DeploymentRequest) -> DeploymentResult:
         # Which environment's own slots the platform activities act on (None: shared slots).
         self.scope = request.environment if workflow.patched(ENVIRONMENTS_OWN_SLOTS) else None
-        self.state.record(workflow.now(), "started", self._started_message())
+        self.state.record(
+            workflow.now(),
+            "started",
+            self._started_message(),
+            data={
+                "initiator": request.initiator,
+                "change_ref": request.change_ref,
+                "reason": request.reason,
+            },
+        )
         try:
             release = await self._verify()
             report = await self._assess_risk(release)
@@ -200,6 +209,8 @@ class DeploymentWorkflow:
                 "digest": release.manifest.artifact.digest,
                 "statement": release.statement_digest,
                 "config_overrides": dict(release.manifest.config_overrides),
+                # The change record (PCI/SOX fields), for the report an auditor reads.
+                "change": release.manifest.change.model_dump(mode="json"),
             },
         )
         self._record_checks(release.checks)

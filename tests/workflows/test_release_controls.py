@@ -79,6 +79,7 @@ async def test_declared_config_is_shown_against_the_running_versions_where_peopl
     verified = next(e for e in result.timeline if e.kind == "release_verified")
     assert verified.data["config_overrides"] == {"FEATURE_X": "on", "LOG_LEVEL": "info"}
     assert verified.message.endswith("; sets FEATURE_X=on, LOG_LEVEL=info")
+    assert verified.data["change"]["lines_changed"] == 10  # the change record, for the report
     risk = next(e for e in result.timeline if e.kind == "risk_assessed")
     assert risk.message.endswith("; config against the running 1.0.0: FEATURE_X: off -> on")
     assert risk.data["config_changes"] == [
