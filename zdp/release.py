@@ -19,9 +19,11 @@ from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+import yaml
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from pydantic import ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError
 
+from zdp.compliance.profiles import Evidence, missing_evidence
 from zdp.errors import ReleaseError, ReleaseVerificationError
 from zdp.fsutil import write_file_atomic
 from zdp.models import (
@@ -252,20 +254,24 @@ def create_manifest(
     config_overrides: Mapping[str, str] | None = None,
     validation_doc: str | None = None,
     environments: Sequence[str] = (),
+    record: ChangeRecord | None = None,
 ) -> ReleaseManifest:
     """A new manifest for one artifact (a wheel file or a pinned image), dated now (UTC).
 
-    With `git_range` the change metadata comes from git; `ticket` and `author` override it.
-    `validation_doc` names the approved IQ/OQ/PQ record a GxP environment requires.
+    With `git_range` the change metadata comes from git; the change `record` (a file's and the
+    command line's, see `ChangeRecord`) overrides it, and `ticket`, `author` and
+    `validation_doc` override both. `validation_doc` names the approved IQ/OQ/PQ record a GxP
+    environment requires.
     """
     if (artifact_path is None) == (image is None):
         raise ReleaseError("give exactly one artifact: a wheel file or an image pinned by digest")
     artifact = wheel_artifact(artifact_path) if artifact_path else image_artifact(image or "")
     change = git_change_metadata(git_range, repo) if git_range else ChangeMetadata()
-    if ticket:
-        change.ticket = ticket
-    if author:
-        change.author = author
+    record = (record or ChangeRecord()).merged(
+        ChangeRecord(ticket=ticket, author=author, validation_doc=validation_doc)
+    )
+    for field, value in record.change_fields().items():
+        setattr(change, field, value)
     try:
         return ReleaseManifest(
             app=app,
@@ -274,7 +280,7 @@ def create_manifest(
             config_overrides=dict(config_overrides or {}),
             change=change,
             created_at=datetime.now(UTC),
-            validation=_validation_reference(validation_doc),
+            validation=_validation_reference(record.validation_doc),
             environments=list(environments),
         )
     except ValidationError as err:
@@ -292,6 +298,141 @@ def _validation_reference(document_id: str | None) -> ValidationReference | None
             f"validation document id {document_id!r} is not valid: use 3 to 64 letters, digits, "
             "'.', '_', '/' or '-', starting with a letter or digit"
         ) from None
+
+
+# --------------------------------------------------------------------------- change records
+
+
+class ChangeRecord(BaseModel):
+    """The change record a release carries (what the compliance profiles ask for), as given
+    in a file (`zdp release create --change-record FILE`, YAML or JSON) and on the command
+    line; the command line wins, field by field. `reason` is not part of the release: it is
+    the deployment request's (`zdp deploy --reason`), kept here so one file holds the whole
+    record (the seed scripts pass it on)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    ticket: str | None = None
+    author: str | None = None
+    description: str | None = None
+    security_impact: str | None = None
+    test_evidence: str | None = None
+    backout_procedure: str | None = None
+    personal_data_change: bool | None = None
+    dpia_ref: str | None = None
+    validation_doc: str | None = None
+    reason: str | None = None
+
+    def merged(self, winner: ChangeRecord) -> ChangeRecord:
+        """This record with every field `winner` sets replaced by the winner's."""
+        given = {k: v for k, v in winner.model_dump().items() if v is not None}
+        return self.model_copy(update=given)
+
+    def change_fields(self) -> dict[str, Any]:
+        """The fields set here that go into the release's change metadata."""
+        return {
+            key: value
+            for key, value in self.model_dump(exclude={"validation_doc", "reason"}).items()
+            if value is not None
+        }
+
+
+# How each field of a change record is given on the command line (and in a file: the same
+# name without the dashes, `_` or `-` between words).
+CHANGE_RECORD_FLAGS = {
+    "ticket": "--ticket",
+    "author": "--author",
+    "description": "--description",
+    "security_impact": "--security-impact",
+    "test_evidence": "--test-evidence",
+    "backout_procedure": "--backout-procedure",
+    "personal_data_change": "--personal-data-change",
+    "dpia_ref": "--dpia-ref",
+    "validation_doc": "--validation-doc",
+    "reason": "--reason",
+}
+
+
+class _RecordLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key named twice (YAML would keep the last silently)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise _DuplicateKey(key)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def load_change_record(path: Path) -> ChangeRecord:
+    """A change record file (YAML or JSON: a mapping of the `ChangeRecord` fields); a missing,
+    malformed or unknown field is one ReleaseError line naming it. Empty values count as not
+    given."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ReleaseError(f"change record not found: {path}") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise ReleaseError(f"cannot read change record {path}: {err}") from None
+    try:
+        data = yaml.load(text, Loader=_RecordLoader)  # a SafeLoader
+    except _DuplicateKey as err:
+        raise ReleaseError(f"change record {path} names {err.args[0]!r} twice") from None
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1} column {mark.column + 1}" if mark else ""
+        raise ReleaseError(
+            f"change record {path} is not valid YAML or JSON{where} (quote a value that holds "
+            "': ' or starts with a quote, '[', '{', '&', '*' or '!', or write it as a block: |)"
+        ) from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ReleaseError(f"change record {path} must be a mapping of field: value")
+    fields: dict[str, Any] = {}
+    for raw, value in data.items():
+        key = str(raw).strip().replace("-", "_")
+        if key not in ChangeRecord.model_fields:
+            known = ", ".join(ChangeRecord.model_fields)
+            raise ReleaseError(f"change record {path}: unknown field {raw!r} (known: {known})")
+        if key in fields:
+            raise ReleaseError(f"change record {path} names {key!r} twice")
+        if isinstance(value, str):
+            value = value.strip() or None
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            value = str(value)  # a ticket number written bare
+        fields[key] = value
+    try:
+        return ChangeRecord.model_validate(fields)
+    except ValidationError as err:
+        raise ReleaseError(f"change record {path}: {summarize_validation_error(err)}") from None
+
+
+def missing_for_environment(
+    manifest: ReleaseManifest, profiles: Sequence[str], requires_validation: bool
+) -> list[str]:
+    """What the release itself lacks for an environment with these compliance profiles, each
+    as "<what> (<flag>; <clause>)". The deployment request's own evidence (the reason, a
+    change ref for a release without a ticket) is given at deploy and not counted here; a
+    validation document still pending is not missing (it is approved before signing)."""
+    flags = {
+        "change description": "--description",
+        "security impact": "--security-impact",
+        "test evidence": "--test-evidence",
+        "back-out procedure": "--backout-procedure",
+        "DPIA reference for a personal-data change": "--dpia-ref",
+    }
+    at_deploy = Evidence(change_ref="given at deploy", reason="given at deploy")
+    missing: list[str] = []
+    for item in missing_evidence(list(profiles), manifest, at_deploy):
+        what, _, clause = item.rpartition(" (")
+        flag = flags.get(what)
+        missing.append(f"{what} ({flag}; {clause}" if flag else item)
+    if (requires_validation or "part11" in profiles) and manifest.validation is None:
+        missing.append("validation document (--validation-doc ID; part11)")
+    return missing
 
 
 # --------------------------------------------------------------------------- git

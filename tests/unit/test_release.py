@@ -19,12 +19,15 @@ from zdp.release import (
     PAYLOAD_TYPE,
     PREDICATE_TYPE,
     STATEMENT_TYPE,
+    ChangeRecord,
     classify_changed_paths,
     count_changed_lines,
     create_manifest,
     envelope_path_for,
     find_ticket,
     git_change_metadata,
+    load_change_record,
+    missing_for_environment,
     read_manifest,
     release_statement,
     sign_manifest,
@@ -439,3 +442,97 @@ def test_a_version_that_is_not_a_version_is_refused_wherever_a_manifest_is_parse
 @pytest.mark.parametrize("version", ["2.0.0", "2.0.0-rc.1", "2.0.0+build.5", "2.0.0rc1", "1.100.0"])
 def test_semver_and_pep_440_versions_are_accepted(version: str) -> None:
     assert ReleaseManifest.model_validate({**manifest().model_dump(), "version": version})
+
+
+# --------------------------------------------------------------------------- change records
+
+
+def test_a_change_record_file_is_read_as_yaml_or_json_with_either_spelling(
+    tmp_path: Path,
+) -> None:
+    yaml_file = tmp_path / "change.yaml"
+    yaml_file.write_text(
+        "ticket: 1234\n"  # a bare number is a ticket too
+        "security-impact: none\n"
+        "backout_procedure: |\n  redeploy 2.0.0\n"
+        "description: ''\n"  # empty counts as not given
+        "personal_data_change: true\n"
+    )
+    record = load_change_record(yaml_file)
+    assert record.ticket == "1234"
+    assert record.security_impact == "none"
+    assert record.backout_procedure == "redeploy 2.0.0"
+    assert record.description is None and record.personal_data_change is True
+
+    json_file = tmp_path / "change.json"
+    json_file.write_text(json.dumps({"test_evidence": "CI run 7", "reason": "slow quotes"}))
+    record = load_change_record(json_file)
+    assert record.test_evidence == "CI run 7" and record.reason == "slow quotes"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("risk: low\n", "unknown field 'risk'"),
+        ("- a list\n", "must be a mapping"),
+        ("description: [unclosed\n", "not valid YAML or JSON at line"),
+        ("personal_data_change: maybe\n", "personal_data_change"),
+        ("ticket: A\nticket: B\n", "names 'ticket' twice"),
+        ("security_impact: x\nsecurity-impact: y\n", "names 'security_impact' twice"),
+    ],
+)
+def test_a_bad_change_record_is_one_line_naming_the_field(
+    tmp_path: Path, text: str, message: str
+) -> None:
+    path = tmp_path / "change.yaml"
+    path.write_text(text)
+    with pytest.raises(ReleaseError, match=message) as caught:
+        load_change_record(path)
+    assert "\n" not in str(caught.value)
+    with pytest.raises(ReleaseError, match="change record not found"):
+        load_change_record(tmp_path / "missing.yaml")
+
+
+def test_the_record_and_then_explicit_arguments_override_git(repo: Path) -> None:
+    record = ChangeRecord(ticket="CHG-9", description="what", author="rec@example.com")
+    created = create_manifest(
+        "webshop", "2", None, IMAGE, "v1.0.0..HEAD", repo, author="cli@example.com", record=record
+    )
+    assert created.change.ticket == "CHG-9"  # the record's, over the commit message's
+    assert created.change.author == "cli@example.com"  # the flag's, over the record's
+    assert created.change.description == "what"
+    assert created.change.lines_changed > 0  # git's own fields stay
+
+
+def test_what_a_release_lacks_for_an_environment_matches_the_profiles_at_verify() -> None:
+    """`missing_for_environment` (create --for-env) asks exactly what missing_evidence asks of
+    the release, naming the flag for each; the request's own evidence is left to deploy."""
+    from zdp.compliance.profiles import Evidence, missing_evidence
+
+    bare = manifest()
+    lacks = missing_for_environment(bare, ["sox", "pci-dss"], False)
+    assert lacks == [
+        "change description (--description; pci-dss 6.5.1)",
+        "security impact (--security-impact; pci-dss 6.5.1)",
+        "test evidence (--test-evidence; pci-dss 6.5.1)",
+        "back-out procedure (--backout-procedure; pci-dss 6.5.1)",
+    ]
+    full = manifest(
+        change=bare.change.model_copy(
+            update={
+                "description": "d",
+                "security_impact": "s",
+                "test_evidence": "t",
+                "backout_procedure": "b",
+            }
+        )
+    )
+    assert missing_for_environment(full, ["sox", "pci-dss"], False) == []
+    assert missing_evidence(["sox", "pci-dss"], full, Evidence("CHG-1", "why")) == []
+    assert missing_for_environment(bare, ["part11", "gdpr"], True) == [
+        "validation document (--validation-doc ID; part11)"
+    ]
+    personal = manifest(change=bare.change.model_copy(update={"personal_data_change": True}))
+    assert missing_for_environment(personal, ["gdpr"], False) == [
+        "DPIA reference for a personal-data change (--dpia-ref; gdpr Art. 35)"
+    ]

@@ -12,8 +12,16 @@ from typer.testing import CliRunner, Result
 
 from tests.cli_checks import assert_one_line_error
 from zdp.cli import keys_cmd, release_cmd
+from zdp.config import load_config
 
 IMAGE = "registry.example.com/shop/webshop@sha256:" + "ab" * 32
+APPS = Path(__file__).parents[2] / "infrastructure" / "canary-deployments" / "apps.yaml"
+PCI = {
+    "description": "Quotes from the in-memory book",
+    "security_impact": "none: no change to authentication or stored data",
+    "test_evidence": "CI run 4242, staging canary promoted",
+    "backout_procedure": "zdp abort; after promotion redeploy 2.0.0 with --allow-downgrade",
+}
 
 cli = typer.Typer()
 cli.add_typer(keys_cmd.app, name="keys")
@@ -71,12 +79,12 @@ def test_full_round_trip_create_sign_verify(workspace: Path) -> None:
     created = run(
         "release", "create", "webshop", "--version", "2.0.0", "--artifact", wheel,
         "--ticket", "OPS-1", "--set", "FEATURE_X=on", "--set", "DSN=a=b", "-o", "release.json",
-        "--for-env", "staging", "--for-env", "production",
+        "--for-env", "dev", "--for-env", "prod",
     )  # fmt: skip
     assert created.exit_code == 0, created.output
     data = json.loads((workspace / "release.json").read_text())
     assert data["config_overrides"] == {"FEATURE_X": "on", "DSN": "a=b"}
-    assert data["environments"] == ["staging", "production"]  # signed with the rest
+    assert data["environments"] == ["dev", "prod"]  # signed with the rest
     assert data["change"]["ticket"] == "OPS-1"
 
     signed = run("release", "sign", "release.json", "--key", "keys/release-ci.key")
@@ -134,8 +142,8 @@ def test_encrypted_key_signs_only_with_its_passphrase(workspace: Path) -> None:
     assert b"ENCRYPTED" in (workspace / "keys" / "locked.key").read_bytes()
     assert run("release", "create", "webshop", "--version", "2", "--image", IMAGE).exit_code == 0
 
-    assert_one_line_error(
-        run("release", "sign", "release.json", "--key", "keys/locked.key"), "is encrypted"
+    assert_one_line_error(  # no terminal to ask on: refused before anything is signed
+        run("release", "sign", "release.json", "--key", "keys/locked.key"), "is encrypted", 2
     )
     (workspace / "wrong.txt").write_text("nope\n")
     assert_one_line_error(
@@ -245,3 +253,195 @@ def test_a_hand_written_manifest_is_the_release_it_signed(workspace: Path) -> No
     (workspace / "release.json").write_text(json.dumps({**minimal, "version": "9.9.9"}))
     with pytest.raises(ReleaseError, match=r"differs from the release signed in .* \(version\)"):
         read_release_input(workspace / "release.json")
+
+
+# --------------------------------------------------------------------------- change records
+
+
+@pytest.fixture
+def production(workspace: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The workspace against the shipped engine config (finance: sox and pci-dss in
+    production; pharma: part11 and gdpr, and a validation document), with a wheel."""
+    monkeypatch.setenv("ZDP_CONFIG", str(APPS))
+    (workspace / "finance_trading-1.0.0-py3-none-any.whl").write_bytes(b"wheel")
+    return workspace
+
+
+def create(*args: str | Path, env: dict[str, str] | None = None) -> Result:
+    return run(
+        "release", "create", "finance-trading", "--version", "2.1.0",
+        "--artifact", "finance_trading-1.0.0-py3-none-any.whl", *args, env=env,
+    )  # fmt: skip
+
+
+def test_the_whole_change_record_comes_from_a_file_and_flags_win(production: Path) -> None:
+    record = production / "change.yaml"
+    record.write_text(
+        "ticket: CHG-1234\nauthor: dev@example.com\n"
+        + "".join(f"{key}: {json.dumps(value)}\n" for key, value in PCI.items())
+        + "reason: quotes were slow at the open\n"
+    )
+    result = create(
+        "--change-record", record, "--test-evidence", "report-77.html", "--for-env", "production"
+    )
+    assert result.exit_code == 0, result.output
+    change = json.loads((production / "release.json").read_text())["change"]
+    assert change["ticket"] == "CHG-1234" and change["author"] == "dev@example.com"
+    assert change["description"] == PCI["description"]
+    assert change["security_impact"] == PCI["security_impact"]
+    assert change["backout_procedure"] == PCI["backout_procedure"]
+    assert change["test_evidence"] == "report-77.html"  # the flag, over the file
+    assert "reason" not in change  # the request's, not the release's: said for zdp deploy
+    assert "reason:   quotes were slow at the open (for `zdp deploy --reason`)" in result.stdout
+    assert "note:" not in result.stdout  # nothing more to give for production
+
+
+def test_every_field_has_a_flag(production: Path) -> None:
+    flags = [arg for key, value in PCI.items() for arg in (f"--{key.replace('_', '-')}", value)]
+    result = create(
+        *flags, "--ticket", "CHG-1", "--personal-data-change", "--dpia-ref", "DPIA-7",
+        "--for-env", "production",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    change = json.loads((production / "release.json").read_text())["change"]
+    assert {key: change[key] for key in PCI} == PCI
+    assert change["personal_data_change"] is True and change["dpia_ref"] == "DPIA-7"
+    # The reason is given at deploy: create says so once.
+    assert "production (pci-dss 6.5.1) needs the reason for the change: give `zdp deploy " in (
+        result.stdout
+    )
+
+
+def test_production_without_the_pci_record_is_refused_at_create_naming_each_field(
+    production: Path,
+) -> None:
+    result = create("--ticket", "CHG-1", "--description", "x", "--for-env", "production")
+    assert_one_line_error(result, "not written: for production (sox, pci-dss) it lacks: ", 2)
+    line = result.stderr
+    assert "change description" not in line  # given
+    for flag in ("--security-impact", "--test-evidence", "--backout-procedure"):
+        assert flag in line
+    assert "give them as flags or in --change-record FILE" in line
+    assert not (production / "release.json").exists()
+    # Staging asks for none of it: the same release is written for staging.
+    assert create("--for-env", "staging").exit_code == 0
+
+
+def test_without_for_env_the_missing_record_is_refused_at_verify(production: Path) -> None:
+    """Not bound to an environment, the release is written; production's verify (the worker's
+    accept_release, which `zdp deploy` runs first) refuses it, naming what it lacks."""
+    from zdp.acceptance import Target, accept_release
+    from zdp.errors import ReleaseVerificationError
+    from zdp.release import read_manifest
+
+    assert create("--ticket", "CHG-1").exit_code == 0
+    manifest = read_manifest(production / "release.json")
+    target = Target("finance-trading", "production", change_ref=None, reason="slow quotes")
+    with pytest.raises(ReleaseVerificationError) as refused:
+        accept_release(manifest, target, load_config(APPS))
+    for what in ("change description", "security impact", "test evidence", "back-out procedure"):
+        assert f"{what} (pci-dss 6.5.1)" in str(refused.value)
+
+    flags = [arg for key, value in PCI.items() for arg in (f"--{key.replace('_', '-')}", value)]
+    assert create("--ticket", "CHG-1", *flags).exit_code == 0
+    checks = accept_release(read_manifest(production / "release.json"), target, load_config(APPS))
+    assert any(c.name == "compliance" and c.passed for c in checks)
+
+
+def test_pharma_production_needs_its_validation_document_and_says_what_comes_next(
+    production: Path,
+) -> None:
+    (production / "pharma_manufacturing-1.0.0-py3-none-any.whl").write_bytes(b"wheel")
+
+    def pharma(*args: str) -> Result:
+        return run(
+            "release", "create", "pharma-manufacturing", "--version", "2.1.0", "--artifact",
+            "pharma_manufacturing-1.0.0-py3-none-any.whl", "--for-env", "production", *args,
+        )  # fmt: skip
+
+    assert_one_line_error(pharma(), "validation document (--validation-doc ID; part11)", 2)
+    record = production / "change.json"
+    record.write_text(json.dumps({"validation_doc": "VAL-2026-0142", "author": "dev"}))
+    result = pharma("--change-record", str(record))
+    assert result.exit_code == 0, result.output
+    pending = [line for line in result.stdout.splitlines() if line.startswith("pending: ")]
+    assert len(pending) == 1, result.stdout
+    assert "(validation-eng, qa-lead), not the author" in pending[0]
+    assert "zdp release approve-validation release.json --as USER" in pending[0]
+    manifest = json.loads((production / "release.json").read_text())
+    assert manifest["validation"]["document_id"] == "VAL-2026-0142"
+    assert manifest["validation"]["status"] == "pending"
+
+
+def test_an_environment_the_app_does_not_have_is_refused(production: Path) -> None:
+    assert_one_line_error(
+        create("--for-env", "prod"), "app 'finance-trading' has no environment 'prod'", 2
+    )
+
+
+def test_a_bad_change_record_file_is_one_line(production: Path) -> None:
+    (production / "change.yaml").write_text("risk: low\n")
+    assert_one_line_error(create("--change-record", "change.yaml"), "unknown field 'risk'", 2)
+    assert_one_line_error(
+        create("--change-record", "nowhere.yaml"), "change record not found: nowhere.yaml", 2
+    )
+
+
+# --------------------------------------------------------------------------- the operator's key
+
+
+def test_sign_without_a_key_says_which_key_and_how_to_make_it(
+    workspace: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ZDP_KEY_DIR", str(workspace / "my-keys"))
+    monkeypatch.setenv("ZDP_HOME", str(workspace / "home"))
+    monkeypatch.setenv("ZDP_USER", "olivia")
+    monkeypatch.delenv("ZDP_TRUSTED_KEYS", raising=False)
+    assert run("release", "create", "webshop", "--version", "2", "--image", IMAGE).exit_code == 0
+
+    result = run("release", "sign", "release.json")
+    assert_one_line_error(result, f"no signing key for olivia: {workspace}/my-keys/olivia.key", 2)
+    assert f"`zdp keys generate olivia --dir {workspace}/my-keys --prompt`" in result.stderr
+    assert f"--public-key {workspace}/my-keys/olivia.pub" in result.stderr
+    assert f"`cp {workspace}/my-keys/olivia.pub {workspace}/home/trusted-keys/`" in result.stderr
+    assert not (workspace / "release.dsse.json").exists()
+
+    assert run("keys", "generate", "olivia", "--dir", workspace / "my-keys").exit_code == 0
+    signed = run("release", "sign", "release.json")
+    assert signed.exit_code == 0, signed.output
+    assert (workspace / "release.dsse.json").is_file()
+
+
+def test_signing_key_checks_trust_then_registration(
+    workspace: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ZDP_KEY_DIR", str(workspace / "keys"))
+    monkeypatch.setenv("ZDP_HOME", str(workspace / "home"))
+    monkeypatch.setenv("ZDP_USER", "release-ci")
+    monkeypatch.delenv("ZDP_APPROVER_REGISTRY", raising=False)
+    (workspace / "untrusted").mkdir()
+
+    shown = run("release", "signing-key", "--trusted-keys", "trusted")
+    assert shown.exit_code == 0, shown.output
+    assert shown.stdout.splitlines()[:2] == [
+        "user: release-ci", f"key: {workspace}/keys/release-ci.key"
+    ]  # fmt: skip
+    refused = run("release", "signing-key", "--trusted-keys", "untrusted")
+    assert_one_line_error(refused, "the worker does not trust", 2)
+    assert f"cp {workspace}/keys/release-ci.pub untrusted/" in refused.stderr
+
+    first = run("release", "signing-key", "--registered")
+    assert_one_line_error(first, "the registry", 2)
+    assert "--administrator --as release-ci" in first.stderr  # the first administrator
+    registered = run(
+        "keys", "register", "release-ci", "--key", "keys/release-ci.key",
+        "--printed-name", "Release CI", "--administrator", "--as", "release-ci",
+    )  # fmt: skip
+    assert registered.exit_code == 0, registered.output
+    assert run("release", "signing-key", "--registered").exit_code == 0
+    assert_one_line_error(
+        run("release", "signing-key", "--registered", "--as", "olivia", "--key",
+            "keys/release-ci.key"),
+        "olivia is not registered in",
+        2,
+    )  # fmt: skip
