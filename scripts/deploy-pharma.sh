@@ -1,6 +1,11 @@
 #!/usr/bin/env bash
-# Deploy a signed release of pharma-manufacturing and wait for the outcome (the seed interface):
-#   scripts/deploy-pharma.sh --release release.json [--env production] [--strategy canary|blue-green]
-# The signed envelope is read from release.dsse.json beside the manifest; the exit code is
-# the outcome (0 promoted, 10 rolled back, 11 rejected, 12 expired, 13 aborted, 14 failed).
-exec "$(dirname "$0")/_deploy.sh" pharma-manufacturing "$@"
+# Deploy pharma-manufacturing from this checkout and wait for the outcome (the seed interface):
+#   scripts/deploy-pharma.sh --env production --strategy canary --change-record change.yaml
+# Builds the wheel, creates the release with its change record, signs it with your key, runs
+# `zdp deploy … --wait`; production stops once for the validation approval (it says what to
+# run). `--help` lists the options and the commands. The exit code is the outcome: 0 promoted,
+# 10 rolled back, 11 rejected, 12 expired, 13 aborted, 14 failed, 15 blocked; 1 error,
+# 2 refused before anything started (or waiting for the validation approval).
+APP=pharma-manufacturing
+# shellcheck source=scripts/_deploy.sh
+. "$(dirname "$0")/_deploy.sh"

