@@ -468,10 +468,23 @@ def test_down_leaves_no_process_of_ours(stack_env: dict[str, str]) -> None:
     pids = [record["temporal"]["pid"], record["worker"]["pid"], record["envoy"]["pid"]]
     apps = [json.loads(p.read_text())["pid"] for p in (home / "runtime").rglob("*.json")]
     assert apps, "the demo left app versions running for `zdp down` to stop"
+    # Each process as it is now (pid and start time): a pid the kernel hands to someone else
+    # after ours exited is not ours.
+    before = {pid: _started(pid) for pid in pids + apps}
     run = subprocess.run([ZDP, "down"], env=stack_env, capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr
-    for pid in pids + apps:
-        assert not Path(f"/proc/{pid}").exists() or _is_zombie(pid), pid
+    for pid, started in before.items():
+        if started is not None:
+            assert _started(pid) != started or _is_zombie(pid), pid
+
+
+def _started(pid: int) -> str | None:
+    """The process's start time (field 22 of /proc/<pid>/stat), None when there is none."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return text[text.rindex(")") + 2 :].split()[19]
 
 
 def _is_zombie(pid: int) -> bool:

@@ -55,7 +55,7 @@ def test_shipped_file_loads_with_sample_paths_and_templates() -> None:
     finance = policies.for_deployment("finance-trading", "production", "high")
     pharma = policies.for_deployment("pharma-manufacturing", "production", "low")
     assert finance.sample_path == "/api/quote/AAPL"
-    assert pharma.sample_path == "/api/batches/B-1001"
+    assert pharma.sample_path == "/api/line/status"  # in every installation, not demo data
     assert finance.templates and pharma.templates
     assert finance.max_error_ratio == policies.policies["high"].max_error_ratio
     assert set(policies.names()) >= {"low", "medium", "high", "critical", "demo"}
