@@ -22,7 +22,7 @@ from zdp.errors import PlatformError
 from zdp.fsutil import proc_cmdline, rotate_log, tail_log, write_file_atomic
 from zdp.platforms import local
 from zdp.platforms.envoy_process import EnvoyProcess
-from zdp.platforms.local_layout import LOCAL_APPS, zdp_home
+from zdp.platforms.local_layout import local_instances, zdp_home
 from zdp.temporal import DEFAULT_NAMESPACE, SEARCH_ATTRIBUTES
 
 READY_TIMEOUT_S = 30.0
@@ -104,8 +104,9 @@ class Stack:
         record["envoy"] = {"pid": envoy.start(), "admin": envoy.admin_url}
         self._save(record)
         record["worker"] = self._up_worker(record.get("worker"))
+        # Every environment's listener (staging's are the apps' own names).
         record["listeners"] = {
-            name: f"http://127.0.0.1:{app.listener_port()}" for name, app in LOCAL_APPS.items()
+            app.key: f"http://127.0.0.1:{app.listener_port()}" for app in local_instances()
         }
         self._save(record)
         return record
@@ -267,7 +268,8 @@ class Stack:
         for entry in local.running(self.home):
             rows.append(
                 (
-                    f"{entry['app']}/{entry['slot']}",
+                    f"{entry['app']}/{entry['slot']}"
+                    + (f" ({entry['environment']})" if entry.get("environment") else ""),
                     "running",
                     f"{entry['version']} pid {entry['pid']} port {entry['port']}",
                 )
