@@ -9,6 +9,7 @@ import json
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,7 @@ from typer.testing import CliRunner
 
 from tests.kit import APP, Signer
 from zdp.cli import main
+from zdp.fsutil import proc_cmdline
 from zdp.models import DeploymentResult, DeploymentStatus, Outcome, Phase, Strategy
 from zdp.temporal import DEFAULT_ADDRESS, connect_config, resolve, use_flags
 
@@ -32,11 +34,18 @@ def _free_port() -> int:
 
 
 def _stand_in(marker: str) -> subprocess.Popen[bytes]:
-    """A sleeping process whose command line contains `marker`."""
-    return subprocess.Popen(
+    """A sleeping process whose command line contains `marker`, once it does: Popen returns
+    when the child's exec has begun, and until the kernel has laid out the new program's
+    arguments /proc/<pid>/cmdline reads empty (seen here on a busy machine)."""
+    proc = subprocess.Popen(
         [sys.executable, "-c", "import time; time.sleep(600)", marker],
         stdin=subprocess.DEVNULL,
     )
+    deadline = time.monotonic() + 30
+    while marker not in proc_cmdline(proc.pid):
+        assert proc.poll() is None and time.monotonic() < deadline, f"{marker} stand-in"
+        time.sleep(0.01)
+    return proc
 
 
 @dataclass
