@@ -27,7 +27,7 @@ class HealthActivities:
     def engine_for(self, environment: str | None) -> GateEngine:
         """The gate engine over `environment`'s own slots (one per environment, kept: its
         circuit breakers outlive a gate)."""
-        if not environment or scoped(self.runtime, environment) is self.runtime:
+        if not environment or not hasattr(self.runtime, "for_environment"):
             return self.engine
         engine = self._engines.get(environment)
         if engine is None:

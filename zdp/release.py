@@ -84,14 +84,19 @@ def file_sha256(path: Path) -> str:
 # --------------------------------------------------------------------------- files
 
 
-def _read_json(path: Path, what: str) -> Any:
-    """A JSON file's data; a missing, unreadable or malformed file is one ReleaseError line."""
+def _read_text(path: Path, what: str) -> str:
+    """A text file's content; a missing or unreadable file is one ReleaseError line."""
     try:
-        text = path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ReleaseError(f"{what} not found: {path}") from None
     except (OSError, UnicodeDecodeError) as err:
         raise ReleaseError(f"cannot read {what} {path}: {err}") from None
+
+
+def _read_json(path: Path, what: str) -> Any:
+    """A JSON file's data; a missing, unreadable or malformed file is one ReleaseError line."""
+    text = _read_text(path, what)
     try:
         return json.loads(text, object_pairs_hook=_no_duplicate_keys)
     except json.JSONDecodeError as err:
@@ -370,12 +375,7 @@ def load_change_record(path: Path) -> ChangeRecord:
     """A change record file (YAML or JSON: a mapping of the `ChangeRecord` fields); a missing,
     malformed or unknown field is one ReleaseError line naming it. Empty values count as not
     given."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ReleaseError(f"change record not found: {path}") from None
-    except (OSError, UnicodeDecodeError) as err:
-        raise ReleaseError(f"cannot read change record {path}: {err}") from None
+    text = _read_text(path, "change record")
     try:
         data = yaml.load(text, Loader=_RecordLoader)  # a SafeLoader
     except _DuplicateKey as err:
