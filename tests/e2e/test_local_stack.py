@@ -15,7 +15,6 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -26,6 +25,7 @@ import httpx
 import pytest
 
 from tests.e2e.github_actions import clean_env, run_job
+from tests.ports import free_port, port_base
 from zdp import deployments
 from zdp.compliance.registry import Admin, audit_recorder, load_registry, register, registry_dir
 from zdp.demo import ADMIN, DEMO_CONFIG, Demo
@@ -43,21 +43,13 @@ REPO = Path(__file__).resolve().parents[2]
 DRILL_KEY = {"X-API-Key": "ft-demo-drill-key"}
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def stack_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     home = tmp_path_factory.mktemp("zdp-home")
     env = {
         "ZDP_HOME": str(home),
-        # Below Linux's ephemeral range (32768-60999): an app must never find its port taken
-        # by some outgoing connection's local port.
-        "ZDP_PORT_BASE": str(22000 + (os.getpid() % 30) * 300),
-        "ZDP_TEMPORAL_PORT": str(_free_port()),
+        "ZDP_PORT_BASE": str(port_base("local-stack")),
+        "ZDP_TEMPORAL_PORT": str(free_port()),
         "COLUMNS": "200",
     }
     with pytest.MonkeyPatch.context() as patch:

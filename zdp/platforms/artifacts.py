@@ -37,15 +37,29 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+# What a build leaves in a source tree, and caches: never part of the copy a wheel is built from.
+_NOT_SOURCE = shutil.ignore_patterns(
+    "build", "dist", "*.egg-info", "__pycache__", ".pytest_cache", ".mypy_cache", ".ruff_cache"
+)
+
+
 def build_wheel(source_dir: Path, out_dir: Path, timeout: float = 300.0) -> Path:
-    """Build the wheel of the package in `source_dir` offline (no deps, no build isolation)."""
+    """Build the wheel of the package in `source_dir` offline (no deps, no build isolation).
+
+    It builds from a copy of the source: the build backend writes `build/` and `*.egg-info`
+    beside the sources it builds, so two builds of one checkout at the same time would share
+    them, and an installed engine may not write there at all.
+    """
     if not (source_dir / "pyproject.toml").is_file() and not (source_dir / "setup.py").is_file():
         raise PlatformError(f"cannot build a wheel from {source_dir}: it has no pyproject.toml")
     out_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".zdp-wheel-", dir=out_dir) as scratch:
+        source = Path(scratch) / "source"
+        shutil.copytree(source_dir, source, ignore=_NOT_SOURCE, symlinks=True)
+        built = Path(scratch) / "wheel"
         command = [
             sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
-            "--no-index", "-q", "-w", scratch, str(source_dir),
+            "--no-index", "-q", "-w", str(built), str(source),
         ]  # fmt: skip
         env = {**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1", "PIP_NO_INPUT": "1"}
         try:
@@ -56,7 +70,7 @@ def build_wheel(source_dir: Path, out_dir: Path, timeout: float = 300.0) -> Path
             raise PlatformError(
                 f"building the wheel of {source_dir} took longer than {timeout:.0f} s; gave up"
             ) from exc
-        wheels = sorted(Path(scratch).glob("*.whl"))
+        wheels = sorted(built.glob("*.whl"))
         if done.returncode != 0 or len(wheels) != 1:
             lines = [line.strip() for line in done.stderr.splitlines()]
             tail = " | ".join([line for line in lines if set(line) - set("^~ ")][-4:])
