@@ -39,8 +39,12 @@ lock: $(STAMP)
 	$(LOCK_COMPILE) requirements/build.in -c requirements/dev.txt -o requirements/build.txt
 	$(LOCK_COMPILE) requirements/tools.in -o requirements/tools.txt
 
+# Test modules run side by side on TEST_WORKERS processes (pytest-xdist; auto: one per core),
+# each module whole on one worker. `make test TEST_WORKERS=0` runs them one after another.
+TEST_WORKERS ?= auto
+
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
