@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
@@ -121,6 +121,13 @@ class RollbackRequired(Exception):
         super().__init__(cause)
         self.cause = cause
         self.outcome = outcome
+
+
+# The moments that change what a rollback undoes (DeploymentWorkflow._undo_after).
+UndoMoment = Literal[
+    "provisioned", "traffic_moved", "switched_for_good", "canary_holds_all", "promoted",
+    "rolled_back",
+]  # fmt: skip
 
 
 @workflow.defn
@@ -434,9 +441,7 @@ class DeploymentWorkflow:
             retry_policy=FORWARD_RETRY,
             summary=f"start {release.manifest.version} in slot {new_slot}",
         )
-        self.undo.push(
-            Compensation.retire(self.request.app, new_slot, release.manifest.version, self.scope)
-        )
+        self._undo_after("provisioned", slot=new_slot, version=release.manifest.version)
         self.state.record(
             workflow.now(),
             "provisioned",
@@ -485,7 +490,7 @@ class DeploymentWorkflow:
 
     async def _promote(self) -> None:
         self._enter(Phase.promote, "making the new version stable")
-        app, version = self.request.app, self.state.version or "?"
+        version = self.state.version or "?"
         if self.request.strategy is Strategy.blue_green:
             old = self.slots.get("old")
             if old is not None and self.request.standby_seconds > 0:
@@ -503,16 +508,14 @@ class DeploymentWorkflow:
                 except TimeoutError:
                     pass
                 self._check_abort()
-            self.undo.clear()
+            self._undo_after("switched_for_good")
             if old is not None:
                 what = "colour" if old in ("blue", "green") else f"version ({old})"
                 await self._retire(old, f"previous {what} retired")
             return
         # Canary: as Flagger promotes its primary. The canary holds 100% while the stable
-        # slot is rebuilt on the new version; from here the safe state is the canary, not
-        # the old stable, so the compensations are replaced accordingly.
-        self.undo.clear()
-        self.undo.push(Compensation.traffic(app, {"stable": 0, "canary": 100}, self.scope))
+        # slot is rebuilt on the new version.
+        self._undo_after("canary_holds_all")
         if self.slots.get("old") is not None:
             await self._retire("stable", "previous stable version retired")
         manifest = self.state.manifest
@@ -530,7 +533,7 @@ class DeploymentWorkflow:
             summary=f"start {version} in slot stable",
         )
         await self._set_traffic({"stable": 100, "canary": 0}, register_undo=False)
-        self.undo.clear()
+        self._undo_after("promoted")
         await self._retire("canary", "canary slot emptied")
         if self.guarded:
             # An app that served from another slot (a colour, after blue-green deployments) now
@@ -538,6 +541,50 @@ class DeploymentWorkflow:
             for slot in self.before:
                 if slot not in ("stable", "canary"):
                     await self._retire(slot, "the version that served before is retired")
+
+    # ------------------------------------------------------------------ what a rollback undoes
+
+    def _undo_after(
+        self,
+        moment: UndoMoment,
+        *,
+        slot: str = "",
+        version: str | None = None,
+        weights: dict[str, int] | None = None,
+    ) -> None:
+        """Every change to what a rollback would undo, in the order a deployment meets them
+        (compensations run traffic first, then newest first: see workflows/compensation.py).
+
+        provisioned        the new version runs in `slot`: retire it.
+        traffic_moved      at the first traffic change (`weights`, later ones add nothing):
+                           traffic goes back to what served before, the deployment's own slots
+                           to 0; histories from before that rule return to the split assumed
+                           to have served before.
+        switched_for_good  blue-green, past the standby window: nothing to undo any more; the
+                           old colour is retired going forward.
+        canary_holds_all   canary promotion: from here the safe state is the canary at 100%,
+                           not the old stable, while stable is rebuilt on the new version.
+        promoted           stable serves the new version: nothing to undo.
+        rolled_back        the compensations ran.
+        """
+        app = self.request.app
+        match moment:
+            case "provisioned":
+                self.undo.push(Compensation.retire(app, slot, version, self.scope))
+            case "traffic_moved":
+                if self.undo.has_traffic():
+                    return
+                if self.guarded:
+                    before = {**dict.fromkeys(weights or {}, 0), self.slots["new"]: 0}
+                    before |= self.before
+                    self.undo.push(Compensation.restore_traffic(app, before, self.scope))
+                else:
+                    self.undo.push(Compensation.traffic(app, self._safe_weights(), self.scope))
+            case "canary_holds_all":
+                self.undo.clear()
+                self.undo.push(Compensation.traffic(app, {"stable": 0, "canary": 100}, self.scope))
+            case "switched_for_good" | "promoted" | "rolled_back":
+                self.undo.clear()
 
     # ------------------------------------------------------------------ building blocks
 
@@ -557,15 +604,8 @@ class DeploymentWorkflow:
             f"traffic {_weights_text(applied)}",
             data={"weights": applied, "previous": previous},
         )
-        if register_undo and not self.undo.has_traffic():
-            if self.guarded:
-                # What served before, not an assumed slot; the deployment's own slots go to 0.
-                before = {**{slot: 0 for slot in weights}, self.slots["new"]: 0, **self.before}
-                self.undo.push(Compensation.restore_traffic(self.request.app, before, self.scope))
-            else:
-                self.undo.push(
-                    Compensation.traffic(self.request.app, self._safe_weights(), self.scope)
-                )
+        if register_undo:
+            self._undo_after("traffic_moved", weights=weights)
         self._refresh_details()
 
     def _safe_weights(self) -> dict[str, int]:
@@ -704,7 +744,7 @@ class DeploymentWorkflow:
                     step.description,
                     data={"kind": step.kind, **step.data()},
                 )
-        self.undo.clear()
+        self._undo_after("rolled_back")
         return await self._finish(outcome, cause)
 
     async def _compensate(self, cause: str) -> str:
