@@ -16,23 +16,21 @@ from zdp.compliance.identity import (
     prove,
     requirement_text,
 )
-from zdp.compliance.profiles import SIGNATURE_PROFILES
 from zdp.compliance.registry import load_registry, registry_dir
-from zdp.config import EngineConfig, EnvironmentConfig, load_config
+from zdp.config import EngineConfig, load_config
 from zdp.domain import AppQuery, HttpAppQuery, freeze_check, work_in_progress_check
-from zdp.errors import ConfigError, ZdpError
+from zdp.errors import ZdpError
 from zdp.health.policy import load_gate_policies
 from zdp.models import (
     ApproverIdentity,
     AssessRiskInput,
     Deployed,
-    PolicyDecision,
     ProvenActor,
     RiskReport,
 )
 from zdp.platforms.base import Runtime, TrafficRouter
 from zdp.platforms.local_layout import zdp_home
-from zdp.policy import decide
+from zdp.policy import decide, part11_signers, with_approvals_floor
 from zdp.risk import assess_risk, config_changes, downgrade_check
 
 
@@ -130,10 +128,12 @@ class RiskActivities:
                 # Re-read with the config: a policy change applies to the next deployment.
                 load_gate_policies(config.gate_policies_path()),
             )
-            decision = _with_approvals_floor(decision, freeze.approvals_floor, request)
+            decision = with_approvals_floor(
+                decision, freeze.approvals_floor, request.app, request.environment
+            )
             env = app.environment(request.environment)
             registry = load_registry(self.approver_registry or registry_dir(self.home))
-            signers = self.signers(env, decision, registry)
+            signers = part11_signers(env, decision, registry)
             required = identities_required(
                 request.environment, env.compliance_profiles, env.require_proven_identities
             )
@@ -202,51 +202,3 @@ class RiskActivities:
             if refused:
                 return None, refused
         return proven, refused
-
-    def signers(
-        self,
-        env: EnvironmentConfig,
-        decision: PolicyDecision,
-        registry: dict[str, ApproverIdentity],
-    ) -> dict[str, ApproverIdentity] | None:
-        """Where a profile asks for Part 11 signatures: the allowed approvers' registered keys.
-
-        Refused up front when too few approvers have registered a key to ever approve."""
-        profiles = SIGNATURE_PROFILES.intersection(env.compliance_profiles)
-        if not profiles:
-            return None
-        # Part 11 signers: people registered with a passphrase-encrypted key (§11.200(a)(1)).
-        signers = {
-            u: registry[u]
-            for u in decision.allowed_approvers
-            if u in registry and registry[u].kind == "person" and registry[u].encrypted_key
-        }
-        if len(signers) < decision.approvals_required:
-            raise ConfigError(
-                f"{', '.join(sorted(profiles))} needs {decision.approvals_required} signed "
-                f"approvals but only {len(signers)} of the approvers "
-                f"({', '.join(decision.allowed_approvers)}) have a registered signing key: "
-                "an administrator registers them with `zdp keys register-approver USER --key "
-                "FILE --printed-name NAME` (a passphrase-encrypted key)"
-            )
-        return signers
-
-
-def _with_approvals_floor(
-    decision: PolicyDecision, floor: int, request: AssessRiskInput
-) -> PolicyDecision:
-    """An emergency override inside a freeze window needs at least `floor` approvals."""
-    if floor <= decision.approvals_required:
-        return decision
-    if floor > len(decision.allowed_approvers):
-        raise ConfigError(
-            f"an emergency override of {request.app} {request.environment} needs {floor} "
-            f"approvals but only {len(decision.allowed_approvers)} approvers are listed"
-        )
-    return decision.model_copy(
-        update={
-            "approvals_required": floor,
-            "rationale": f"{decision.rationale}; emergency override in a freeze window: "
-            f"{floor} approvals",
-        }
-    )

@@ -9,11 +9,12 @@ because they live in another file (gate-policies.yaml).
 
 from __future__ import annotations
 
-from zdp.config import EngineConfig, PolicyTier
+from zdp.compliance.profiles import SIGNATURE_PROFILES
+from zdp.config import EngineConfig, EnvironmentConfig, PolicyTier
 from zdp.errors import ConfigError
 from zdp.health.policy import GatePolicies, check_tightening, thresholds_of
 from zdp.health.spec import GatePolicy
-from zdp.models import PolicyDecision, RiskAssessment, RiskLevel
+from zdp.models import ApproverIdentity, PolicyDecision, RiskAssessment, RiskLevel
 
 # Tiers at these levels never let a request skip their smallest first traffic step.
 _GUARDED_FIRST_STEP = frozenset({RiskLevel.high, RiskLevel.critical})
@@ -106,3 +107,51 @@ def tier_gate_policies(
         f"{gate_policies.source}: for {app}/{environment}: ",
     )
     return {t.level: p for t, p in resolved}
+
+
+def with_approvals_floor(
+    decision: PolicyDecision, floor: int, app: str, environment: str
+) -> PolicyDecision:
+    """An emergency override inside a freeze window needs at least `floor` approvals."""
+    if floor <= decision.approvals_required:
+        return decision
+    if floor > len(decision.allowed_approvers):
+        raise ConfigError(
+            f"an emergency override of {app} {environment} needs {floor} "
+            f"approvals but only {len(decision.allowed_approvers)} approvers are listed"
+        )
+    return decision.model_copy(
+        update={
+            "approvals_required": floor,
+            "rationale": f"{decision.rationale}; emergency override in a freeze window: "
+            f"{floor} approvals",
+        }
+    )
+
+
+def part11_signers(
+    env: EnvironmentConfig,
+    decision: PolicyDecision,
+    registry: dict[str, ApproverIdentity],
+) -> dict[str, ApproverIdentity] | None:
+    """Where a profile asks for Part 11 signatures: the allowed approvers' registered keys.
+
+    Refused up front when too few approvers have registered a key to ever approve."""
+    profiles = SIGNATURE_PROFILES.intersection(env.compliance_profiles)
+    if not profiles:
+        return None
+    # Part 11 signers: people registered with a passphrase-encrypted key (§11.200(a)(1)).
+    signers = {
+        u: registry[u]
+        for u in decision.allowed_approvers
+        if u in registry and registry[u].kind == "person" and registry[u].encrypted_key
+    }
+    if len(signers) < decision.approvals_required:
+        raise ConfigError(
+            f"{', '.join(sorted(profiles))} needs {decision.approvals_required} signed "
+            f"approvals but only {len(signers)} of the approvers "
+            f"({', '.join(decision.allowed_approvers)}) have a registered signing key: "
+            "an administrator registers them with `zdp keys register-approver USER --key "
+            "FILE --printed-name NAME` (a passphrase-encrypted key)"
+        )
+    return signers
