@@ -23,7 +23,7 @@ from finance_trading.middleware.auth import ApiKeys
 from finance_trading.settings import Settings
 
 if TYPE_CHECKING:
-    from conftest import InProcess
+    from ops_kit.testing import InProcess
 
 PROTECTED = [
     ("POST", "/api/orders"),

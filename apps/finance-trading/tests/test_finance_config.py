@@ -15,7 +15,7 @@ from finance_trading.settings import Settings, SettingsError
 from finance_trading.trading_config import ConfigError, load_trading_config
 
 if TYPE_CHECKING:
-    from conftest import AppProcess, InProcess
+    from ops_kit.testing import AppProcess, InProcess
 
 StartApp = Callable[[dict[str, str]], "AppProcess"]
 CONFIG = Path(__file__).resolve().parents[1] / "config"

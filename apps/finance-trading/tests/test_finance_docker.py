@@ -6,6 +6,8 @@ import json
 import re
 from pathlib import Path
 
+from ops_kit.testing import check_dockerfile_installs_the_kit
+
 DOCKERFILE = Path(__file__).resolve().parents[1] / "docker" / "Dockerfile"
 
 
@@ -58,3 +60,7 @@ def test_it_checks_liveness_exposes_the_port_and_starts_the_app() -> None:
     assert command[:3] == ["python", "-m", "finance_trading"]
     assert command[command.index("--port") + 1] == "8000"
     assert any("APP_ENV=production" in env for env in of("ENV"))
+
+
+def test_the_image_builds_and_installs_the_ops_kit() -> None:
+    check_dockerfile_installs_the_kit(DOCKERFILE.read_text(), "finance-trading")

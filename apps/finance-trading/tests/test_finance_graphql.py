@@ -8,7 +8,7 @@ import httpx
 from finance_kit import ALICE_KEY, BOB_KEY, TWO_ACCOUNTS, key, order
 
 if TYPE_CHECKING:
-    from conftest import InProcess
+    from ops_kit.testing import InProcess
 
 ALICE, BOB = key(ALICE_KEY), key(BOB_KEY)
 

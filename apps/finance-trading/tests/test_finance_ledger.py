@@ -23,7 +23,7 @@ from finance_trading.services.orders import OrderService
 from finance_trading.services.risk import RiskLimits
 
 if TYPE_CHECKING:  # conftest is pytest's, so import it for the type names only
-    from conftest import AppProcess, InProcess
+    from ops_kit.testing import AppProcess, InProcess
 
 StartApp = Callable[[dict[str, str]], "AppProcess"]
 ALICE, BOB = key(ALICE_KEY), key(BOB_KEY)

@@ -10,7 +10,7 @@ import httpx
 from finance_kit import ALICE_KEY, BOB_KEY, TWO_ACCOUNTS, key, order
 
 if TYPE_CHECKING:  # conftest is pytest's, so import it for the type names only
-    from conftest import AppProcess, InProcess
+    from ops_kit.testing import AppProcess, InProcess
 
 StartApp = Callable[[dict[str, str]], "AppProcess"]
 ALICE, BOB = key(ALICE_KEY), key(BOB_KEY)

@@ -13,10 +13,10 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import pytest
 from finance_kit import key, order
-from finance_trading.logs import JsonFormatter
+from ops_kit.logs import JsonFormatter
 
 if TYPE_CHECKING:
-    from conftest import AppProcess, InProcess
+    from ops_kit.testing import AppProcess, InProcess
 
 StartApp = Callable[[dict[str, str]], "AppProcess"]
 

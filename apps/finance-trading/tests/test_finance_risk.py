@@ -8,7 +8,7 @@ import pytest
 from finance_kit import key, order
 
 if TYPE_CHECKING:
-    from conftest import InProcess
+    from ops_kit.testing import InProcess
 
 
 # The local limits: max qty 10000, max notional 1,000,000, band 5% of the mid, GME restricted.

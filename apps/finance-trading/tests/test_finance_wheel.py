@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 import zipfile
 from pathlib import Path
 
 import pytest
+from ops_kit.testing import build_wheel
 
 APP_DIR = Path(__file__).resolve().parents[1]
 ENVIRONMENTS = ("local", "staging", "production")
@@ -17,28 +17,9 @@ ENVIRONMENTS = ("local", "staging", "production")
 
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """`pip wheel --no-deps --no-build-isolation` as the engine runs it, on a clean copy.
-
-    A copy, so that a stale build/ folder in the checkout cannot add or hide a file and
-    concurrent builds do not share one build/ folder.
-    """
-    source = tmp_path_factory.mktemp("source") / "finance-trading"
-    shutil.copytree(
-        APP_DIR,
-        source,
-        ignore=shutil.ignore_patterns(
-            "build", "dist", "*.egg-info", "__pycache__", ".pytest_cache", "tests"
-        ),
-    )
-    out = tmp_path_factory.mktemp("wheel")
-    done = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
-         "--no-index", "-q", "-w", str(out), str(source)],
-        capture_output=True, text=True, timeout=300, check=False,
-        env={**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1"},
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr
-    [built] = out.glob("finance_trading-*.whl")
+    """`pip wheel --no-deps --no-build-isolation` as the engine runs it, on a clean copy."""
+    built = build_wheel(APP_DIR, tmp_path_factory.mktemp("wheel"))
+    assert built.name.startswith("finance_trading-")
     return built
 
 

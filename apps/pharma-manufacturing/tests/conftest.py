@@ -1,36 +1,28 @@
 """Fixtures for pharma-manufacturing: the app in process (ASGITransport) and as a real process.
 
-The package is imported from apps/pharma-manufacturing/src, so the tests need no install. Each
-test gets its own data folder (`data_dir`), so its own SQLite file, migrated and seeded at start.
+The package is imported from apps/pharma-manufacturing/src and ops_kit from apps/ops-kit/src
+(apps/conftest.py), so the tests need no install and always test the checkout. `in_process`
+and `app_process` are ops_kit.testing's, given this app by `app_factory` and `app_command`.
+Each test gets its own data folder (`data_dir`), so its own SQLite file, migrated and seeded
+at start.
 """
 
 from __future__ import annotations
 
-import os
-import signal
-import socket
-import subprocess
 import sys
-import time
-from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import pytest
-from fastapi import FastAPI
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 if str(SRC) not in sys.path:
     sys.path.insert(0, str(SRC))
 
+from ops_kit.testing import AppCommand, AppFactory, app_process, in_process  # noqa: E402, F401
 from pharma_manufacturing.main import create_app  # noqa: E402
 from pharma_manufacturing.settings import Settings  # noqa: E402
 
 PACKAGE = "pharma_manufacturing"
-
-InProcess = Callable[..., AbstractAsyncContextManager[httpx.AsyncClient]]
 
 
 @pytest.fixture
@@ -42,88 +34,15 @@ def data_dir(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def in_process(data_dir: Path) -> InProcess:
-    """`async with in_process({"APP_...": ...}) as client`: a fresh app, lifespan run.
-
-    APP_ENV is local and APP_DATA_DIR is `data_dir` unless `env` says otherwise; `app=` serves
-    an app the test built itself.
-    """
-
-    @asynccontextmanager
-    async def serve(
-        env: dict[str, str] | None = None, *, started: bool = True, app: FastAPI | None = None
-    ) -> AsyncIterator[httpx.AsyncClient]:
-        if app is None:
-            app = create_app(Settings.from_env({"APP_DATA_DIR": str(data_dir), **(env or {})}))
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://app") as client:
-            if not started:
-                yield client
-                return
-            async with app.router.lifespan_context(app):
-                yield client
-
-    return serve
-
-
-@dataclass
-class AppProcess:
-    process: subprocess.Popen[bytes]
-    base_url: str
-    log_path: Path
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def wait_ready(self, timeout_s: float = 15.0) -> None:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise AssertionError(f"app exited {self.process.returncode}:\n{self.log()}")
-            try:
-                if httpx.get(f"{self.base_url}/healthz/ready", timeout=1).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.05)
-        raise AssertionError(f"app not ready within {timeout_s} s:\n{self.log()}")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+def app_factory(data_dir: Path) -> AppFactory:
+    """A fresh app; APP_ENV is local and APP_DATA_DIR is `data_dir` unless `env` says otherwise."""
+    return lambda env: create_app(Settings.from_env({"APP_DATA_DIR": str(data_dir), **env}))
 
 
 @pytest.fixture
-def app_process(tmp_path: Path) -> Iterator[Callable[[dict[str, str]], AppProcess]]:
-    """Starts `python -m pharma_manufacturing --port <free>`; kills what it started.
-
-    Every process of one test shares one APP_DATA_DIR, as the versions of an app do under the
-    engine; `env` may override it.
-    """
-    started: list[AppProcess] = []
-
-    def start(env: dict[str, str]) -> AppProcess:
-        port = free_port()
-        log_path = tmp_path / f"app-{port}.log"
-        clean = {k: v for k, v in os.environ.items() if not k.startswith("APP_")}
-        data = tmp_path / "process-data"  # shared by the processes of one test, like the engine's
-        data.mkdir(exist_ok=True)
-        with log_path.open("wb") as log:
-            process = subprocess.Popen(
-                [sys.executable, "-m", PACKAGE, "--host", "127.0.0.1", "--port", str(port)],
-                env={**clean, "PYTHONPATH": str(SRC), "APP_DATA_DIR": str(data), **env},
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        handle = AppProcess(process, f"http://127.0.0.1:{port}", log_path)
-        started.append(handle)
-        return handle
-
-    yield start
-    for handle in started:
-        if handle.process.poll() is None:
-            handle.process.send_signal(signal.SIGKILL)
-            handle.process.wait(timeout=5)
+def app_command(tmp_path: Path) -> AppCommand:
+    """Every process of one test shares one APP_DATA_DIR, as the versions of an app do under
+    the engine; a test's `env` may override it."""
+    data = tmp_path / "process-data"
+    data.mkdir(exist_ok=True)
+    return AppCommand(package=PACKAGE, src=SRC, env={"APP_DATA_DIR": str(data)})

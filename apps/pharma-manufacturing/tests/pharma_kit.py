@@ -1,5 +1,5 @@
-"""Test helpers for pharma-manufacturing: the demo users, request bodies, direct SQL access,
-waiting for readiness to change.
+"""Test helpers for pharma-manufacturing: the demo users, request bodies, direct SQL access
+(waiting for readiness to change is ops_kit.testing's).
 
 The passwords are the documented demo ones (README.md, "Demo users"); local.yaml holds only
 their scrypt hashes.
@@ -7,16 +7,13 @@ their scrypt hashes.
 
 from __future__ import annotations
 
-import asyncio
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import httpx
-from pharma_manufacturing.readiness import CHECK_THREAD_NAME
+from ops_kit.readiness import CHECK_THREAD_NAME
 from sqlalchemy import Connection, Engine, create_engine
 
 PASSWORDS = {"olivia": "demo-olivia", "sam": "demo-sam", "quinn": "demo-quinn"}
@@ -68,30 +65,6 @@ def sql(data_dir: Path) -> Iterator[Connection]:
     """A connection in a transaction on the app's SQLite file, committed at the end."""
     with sqlite_engine(data_dir) as engine, engine.begin() as connection:
         yield connection
-
-
-async def readiness_until(
-    client: httpx.AsyncClient, accept: Callable[[httpx.Response], bool], timeout_s: float = 15.0
-) -> httpx.Response:
-    """Probe `/healthz/ready` until `accept(answer)` or `timeout_s` passes; the last answer.
-
-    The database verdict is refreshed in the background about every 0.5 s, so a change shows
-    within about a second; the long deadline is for a machine whose cores are all busy.
-    """
-    deadline = time.monotonic() + timeout_s
-    while True:
-        answer = await client.get("/healthz/ready")
-        if accept(answer) or time.monotonic() > deadline:
-            return answer
-        await asyncio.sleep(0.05)
-
-
-def is_ready(answer: httpx.Response) -> bool:
-    return answer.status_code == 200
-
-
-def is_not_ready(answer: httpx.Response) -> bool:
-    return answer.status_code == 503 and answer.json().get("status") == "not_ready"
 
 
 def in_readiness_check() -> bool:

@@ -14,7 +14,7 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 
 if TYPE_CHECKING:
-    from conftest import InProcess
+    from ops_kit.testing import InProcess
 
 STEP_ONE = "/api/batches/B-1001/steps/1"
 

@@ -12,7 +12,7 @@ from pharma_manufacturing.settings import Settings
 from sqlalchemy import event, text
 
 if TYPE_CHECKING:
-    from conftest import InProcess
+    from ops_kit.testing import InProcess
 
 STEPS = "/api/batches/B-1001/steps"
 

@@ -14,6 +14,7 @@ from typing import Any
 import kubernetes_validate
 import pytest
 import yaml
+from ops_kit.testing import check_dockerfile_installs_the_kit
 
 APP = Path(__file__).resolve().parents[1]
 DIGEST = re.compile(r"@sha256:[0-9a-f]{64}$")
@@ -53,6 +54,11 @@ def test_dockerfile_is_multi_stage_with_pinned_bases() -> None:
         instr == "COPY" and args.startswith("--from=builder")
         for instr, args in dockerfile_instructions()
     )
+
+
+def test_the_image_builds_and_installs_the_ops_kit() -> None:
+    dockerfile = (APP / "docker" / "Dockerfile").read_text()
+    check_dockerfile_installs_the_kit(dockerfile, "pharma-manufacturing")
 
 
 def test_dockerfile_runs_as_a_non_root_user_with_a_health_check() -> None:

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 from pharma_kit import as_user, signature, step_body, write_headers
 
 if TYPE_CHECKING:
-    from conftest import InProcess
+    from ops_kit.testing import InProcess
 
 DEVIATIONS = "/api/batches/B-1001/deviations"
 RELEASE = {"signature": signature("quinn", "approved")}

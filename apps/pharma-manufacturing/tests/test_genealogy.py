@@ -9,7 +9,7 @@ from pharma_kit import as_user, signature
 
 if TYPE_CHECKING:
     import httpx
-    from conftest import InProcess
+    from ops_kit.testing import InProcess
 
 
 async def _consume(client: httpx.AsyncClient, batch: str, lot: str, quantity: float) -> int:

@@ -12,10 +12,9 @@ from typing import TYPE_CHECKING
 import httpx
 from alembic.config import Config
 from alembic.script import ScriptDirectory
+from ops_kit.testing import is_ready, readiness_until
 from pharma_kit import (
     DB_FILE,
-    is_ready,
-    readiness_until,
     sql,
     sqlite_engine,
     step_body,
@@ -40,7 +39,7 @@ from sqlalchemy import (
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from conftest import AppProcess, InProcess
+    from ops_kit.testing import AppProcess, InProcess
     from sqlalchemy import Connection
 
 # The previous version's view of the schema: the columns of revision 0001 and nothing else,

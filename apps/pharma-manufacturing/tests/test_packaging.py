@@ -19,7 +19,7 @@ import pytest
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from conftest import AppProcess
+    from ops_kit.testing import AppProcess
 
 APP = Path(__file__).resolve().parents[1]
 PACKAGE = "pharma_manufacturing"
@@ -87,6 +87,7 @@ def test_wheel_carries_every_package_and_declares_the_dependencies(wheel: Path) 
         "alembic",
         "pyyaml",
         "psycopg",
+        "zdp-ops-kit",
     } <= declared
 
 

@@ -18,11 +18,10 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
+from ops_kit.testing import is_ready, readiness_until
 from pharma_kit import (
     as_user,
     in_readiness_check,
-    is_ready,
-    readiness_until,
     signature,
     step_body,
     write_headers,
@@ -52,7 +51,7 @@ from tests.pg_server import PostgresServer, serve_or_skip  # noqa: E402
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from conftest import AppProcess, InProcess
+    from ops_kit.testing import AppProcess, InProcess
 
 STEPS = "/api/batches/B-1001/steps"
 APPEND_ONLY_TRIGGERS = {

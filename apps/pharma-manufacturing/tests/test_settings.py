@@ -15,7 +15,7 @@ from pharma_manufacturing.settings import Settings, SettingsError, config_dir
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from conftest import AppProcess
+    from ops_kit.testing import AppProcess
 
 KEY = "a-signing-key-for-tests-that-is-long-enough"
 

@@ -14,7 +14,7 @@ from sqlalchemy import text
 
 if TYPE_CHECKING:
     import httpx
-    from conftest import InProcess
+    from ops_kit.testing import InProcess
 
 STEPS = "/api/batches/B-1001/steps"
 RELEASE = {"signature": signature("quinn", "approved")}

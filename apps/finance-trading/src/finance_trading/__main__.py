@@ -1,17 +1,9 @@
 """Command line entry point: `python -m finance_trading --host 127.0.0.1 --port 8000`."""
 
-import argparse
+from ops_kit.serve import parse_args
 
 from finance_trading.main import run
 
-
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m finance_trading", description=__doc__)
-    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=8000, help="port to bind (default 8000)")
-    return parser.parse_args(argv)
-
-
 if __name__ == "__main__":
-    args = parse_args()
+    args = parse_args("finance_trading", __doc__)
     run(host=args.host, port=args.port)

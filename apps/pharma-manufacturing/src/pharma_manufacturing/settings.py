@@ -19,6 +19,14 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from ops_kit.settings import (
+    TRUE,
+    DrillSettings,
+    check_error_rate,
+    drill_fields,
+    non_negative_number,
+    refuse_drills_in_production,
+)
 
 from pharma_manufacturing import APP_NAME, __version__
 from pharma_manufacturing.services.credentials import User, UsersConfigError, parse_users
@@ -26,7 +34,6 @@ from pharma_manufacturing.storage.database import sqlite_url
 
 ENVIRONMENTS = ("local", "staging", "production")
 MIN_SIGNING_KEY_CHARS = 32
-_TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 
 
@@ -35,7 +42,10 @@ class SettingsError(ValueError):
 
 
 @dataclass(frozen=True)
-class Settings:
+class Settings(DrillSettings):
+    """The drill faults, drain timings and drill endpoint are ops_kit's `DrillSettings`
+    (keyword-only)."""
+
     app_name: str = APP_NAME
     version: str = __version__
     slot: str | None = None
@@ -48,13 +58,6 @@ class Settings:
     busy_timeout_ms: int = 5000  # SQLite: how long a writer waits for the other process
     signing_key: bytes = field(default=b"", repr=False)  # HMAC key of signatures and sessions
     users: tuple[User, ...] = ()
-    fault_error_rate: float = 0.0  # APP_FAULT_ERROR_RATE: fraction of /api/* answered 503
-    fault_latency_ms: int = 0  # APP_FAULT_LATENCY_MS: added before every /api/* request
-    fault_crash_on_start: bool = False  # APP_FAULT_CRASH_ON_START: exit 3 during startup
-    fault_ready_delay_s: float = 0.0  # APP_FAULT_READY_DELAY_S: stay "starting" this long
-    drain_delay_s: float = 0.5  # APP_DRAIN_DELAY_S: report draining before closing listeners
-    drain_timeout_s: float = 30.0  # APP_DRAIN_TIMEOUT_S: longest wait for in-flight requests
-    drill_endpoint: bool = False  # APP_DRILL_ENDPOINT: enable POST /drill/faults (drills only)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -76,26 +79,16 @@ class Settings:
             busy_timeout_ms=int(source.get("busy_timeout_ms", _number, 5000)),
             signing_key=_signing_key(source),
             users=_users(source),
-            fault_error_rate=_number(env.get("APP_FAULT_ERROR_RATE", ""), 0.0),
-            fault_latency_ms=int(_number(env.get("APP_FAULT_LATENCY_MS", ""), 0)),
-            fault_crash_on_start=env.get("APP_FAULT_CRASH_ON_START", "").lower() in _TRUE,
-            fault_ready_delay_s=_number(env.get("APP_FAULT_READY_DELAY_S", ""), 0.0),
+            **drill_fields(env, lambda name, default: _number(env.get(name, ""), default)),
             drain_delay_s=source.get("drain_delay_s", _number, 0.5),
             drain_timeout_s=source.get("drain_timeout_s", _number, 30.0),
-            drill_endpoint=env.get("APP_DRILL_ENDPOINT", "").strip().lower() in _TRUE,
         )
-        if not 0.0 <= settings.fault_error_rate <= 1.0:
-            raise SettingsError(
-                f"APP_FAULT_ERROR_RATE must be between 0.0 and 1.0, got {settings.fault_error_rate}"
-            )
+        check_error_rate(settings, SettingsError)
         if settings.seed_demo_data and name != "local":
             raise SettingsError(f"seed_demo_data is for APP_ENV=local only, not {name}")
         if name != "local":
             _refuse_demo_credentials(settings, folder / "local.yaml", name)
-        if settings.drill_endpoint and name == "production":
-            raise SettingsError(
-                "APP_DRILL_ENDPOINT is refused in production: drills break the app on purpose"
-            )
+        refuse_drills_in_production(settings, name, SettingsError)
         return settings
 
 
@@ -191,23 +184,14 @@ class _Source:
 
 
 def _flag(raw: str, _: object) -> bool:
-    if raw.lower() in _TRUE:
+    if raw.lower() in TRUE:
         return True
     if raw.lower() in _FALSE:
         return False
     raise ValueError(f"must be true or false, got {raw!r}")
 
 
-def _number(raw: str, default: float) -> float:
-    if not raw.strip():
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ValueError(f"must be a number, got {raw!r}") from None
-    if value < 0:
-        raise ValueError(f"must not be negative, got {raw!r}")
-    return value
+_number = non_negative_number  # raw, default -> a number >= 0; ValueError names the problem
 
 
 def _database_url(source: _Source) -> str:

@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request, Response
+from ops_kit.faults import inject_faults
 
-from finance_trading.middleware.faults import inject_faults
 from finance_trading.models.trading import Order, OrderRequest, PositionView, Quote, TradeFill
 from finance_trading.services.orders import OrderService
 from finance_trading.services.quotes import quote_for

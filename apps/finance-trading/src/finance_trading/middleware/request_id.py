@@ -5,9 +5,8 @@ from __future__ import annotations
 import re
 import uuid
 
+from ops_kit.logs import current_request_id
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
-
-from finance_trading.logs import current_request_id
 
 HEADER = b"x-request-id"
 # Envoy sends a UUID; accept that and other plain tokens, never anything that could forge

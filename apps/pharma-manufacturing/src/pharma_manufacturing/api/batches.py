@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Response
+from ops_kit.faults import inject_faults
 
 from pharma_manufacturing.api.dependencies import Reader, ServicesDep, Writer
-from pharma_manufacturing.middleware.faults import inject_faults
 from pharma_manufacturing.models.audit import AuditEntry
 from pharma_manufacturing.models.batches import (
     Batch,

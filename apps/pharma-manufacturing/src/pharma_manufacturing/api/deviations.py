@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends
+from ops_kit.faults import inject_faults
 
 from pharma_manufacturing.api.dependencies import Reader, ServicesDep, Writer
-from pharma_manufacturing.middleware.faults import inject_faults
 from pharma_manufacturing.models.deviations import Deviation, DeviationClose, DeviationCreate
 
 router = APIRouter(

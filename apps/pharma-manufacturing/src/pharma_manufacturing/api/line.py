@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends
+from ops_kit.faults import inject_faults
 
 from pharma_manufacturing.api.dependencies import ServicesDep
-from pharma_manufacturing.middleware.faults import inject_faults
 from pharma_manufacturing.models.batches import LineStatus
 
 router = APIRouter(prefix="/api/line", tags=["line"], dependencies=[Depends(inject_faults)])

@@ -5,9 +5,9 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from fastapi import APIRouter, Depends
+from ops_kit.faults import inject_faults
 
 from pharma_manufacturing.api.dependencies import ServicesDep
-from pharma_manufacturing.middleware.faults import inject_faults
 from pharma_manufacturing.models.session import Session, SessionRequest
 
 router = APIRouter(prefix="/api", tags=["session"], dependencies=[Depends(inject_faults)])

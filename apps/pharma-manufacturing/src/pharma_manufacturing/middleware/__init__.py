@@ -1,1 +1,0 @@
-"""Cross-cutting request handling: metrics and request logs, and the drill faults."""
