@@ -17,11 +17,17 @@ PIP_LOCKED := $(PY) -m pip install -q --require-hashes --only-binary=:all:
 
 venv: $(STAMP)
 
-$(STAMP): pyproject.toml $(LOCKS)
+# The apps' ops kit (apps/ops-kit) goes in as a normal install, not editable: the local runtime
+# runs an app confined to the venv's site-packages and its own unpacked wheel, and an editable
+# install would point into the checkout. Its dependencies are the engine's (in dev.txt).
+OPS_KIT := apps/ops-kit/pyproject.toml $(wildcard apps/ops-kit/src/ops_kit/*)
+
+$(STAMP): pyproject.toml $(LOCKS) $(OPS_KIT)
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP_LOCKED) -r requirements/tools.txt
 	$(PIP_LOCKED) -r requirements/dev.txt
 	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
+	$(PY) -m pip install -q --no-deps --no-build-isolation ./apps/ops-kit
 	@touch $(STAMP)
 
 # Rewrites the locks from pyproject.toml (and requirements/*.in) with uv, as pinned in

@@ -252,6 +252,8 @@ def test_make_venv_installs_only_from_the_locks_with_hashes() -> None:
         "$(PY) -m pip install -q --require-hashes --only-binary=:all: -r requirements/tools.txt",
         "$(PY) -m pip install -q --require-hashes --only-binary=:all: -r requirements/dev.txt",
         "$(PY) -m pip install -q --no-deps --no-build-isolation -e .",
+        # the apps' ops kit: its dependencies are the engine's; not editable (see Makefile)
+        "$(PY) -m pip install -q --no-deps --no-build-isolation ./apps/ops-kit",
     ]
 
 
