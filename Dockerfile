@@ -68,9 +68,9 @@ RUN --mount=type=bind,from=builder,source=/wheels,target=/wheels \
  && pip check
 
 # The engine configuration (apps, approvers, risk policy) that the risk activity reads.
-# An installed zdp cannot find the repository's copy, so it is baked in and named by
+# The package carries the same file (zdp/data/apps.yaml); it is also put here and named by
 # ZDP_CONFIG; mount another file over it to change it without rebuilding.
-COPY infrastructure/canary-deployments/apps.yaml /etc/zdp/apps.yaml
+COPY zdp/data/apps.yaml /etc/zdp/apps.yaml
 
 WORKDIR /var/lib/zdp
 USER 10001:10001

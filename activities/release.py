@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -15,15 +14,13 @@ from zdp.config import EngineConfig, load_config
 from zdp.errors import ReleaseVerificationError, ZdpError
 from zdp.models import VerifiedRelease, VerifyReleaseInput
 from zdp.release import verify_envelope
+from zdp.settings import settings
 from zdp.signing import load_trusted_keys
 
 
 def default_trusted_keys_dir() -> Path:
     """ZDP_TRUSTED_KEYS, else $ZDP_HOME/trusted-keys."""
-    explicit = os.environ.get("ZDP_TRUSTED_KEYS")
-    if explicit:
-        return Path(explicit)
-    return Path(os.environ.get("ZDP_HOME", ".zdp")) / "trusted-keys"
+    return settings().trusted_keys
 
 
 class ReleaseActivities:

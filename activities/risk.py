@@ -29,9 +29,9 @@ from zdp.models import (
     RiskReport,
 )
 from zdp.platforms.base import Runtime, TrafficRouter
-from zdp.platforms.local_layout import zdp_home
 from zdp.policy import decide, part11_signers, with_approvals_floor
 from zdp.risk import assess_risk, config_changes, downgrade_check
+from zdp.settings import zdp_home
 
 
 class RiskActivities:

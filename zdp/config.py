@@ -7,9 +7,9 @@ keys so a typo in the file is an error at load time, not a silently ignored sett
 from __future__ import annotations
 
 import itertools
-import os
 import re
 from datetime import datetime, time
+from importlib import resources
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -29,9 +29,9 @@ from pydantic import (
 from zdp.compliance.profiles import APPROVAL_PROFILES, PROFILES
 from zdp.errors import ConfigError
 from zdp.models import Criticality, RiskLevel, Strategy
+from zdp.settings import settings
 
 CONFIG_RELATIVE_PATH = Path("infrastructure/canary-deployments/apps.yaml")
-CONFIG_ENV_VAR = "ZDP_CONFIG"
 
 _NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 _HHMM = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
@@ -467,28 +467,50 @@ def parse_config(data: Any, source: str = "<config>") -> EngineConfig:
         raise ConfigError(f"{source}: {_describe(err)}") from None
 
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+def packaged_data(name: str) -> Path:
+    """A data file shipped inside the zdp package (zdp/data/NAME)."""
+    return Path(str(resources.files("zdp").joinpath("data", name)))
 
 
-def find_data_file(path: Path | None, env_var: str, relative: Path | str, what: str) -> Path:
-    """Where a data file is: `path`, else $env_var, else `relative` up from cwd, else the repo.
+def find_data_file(
+    path: Path | None, setting: str, relative: Path | str, what: str, packaged: str | None = None
+) -> Path:
+    """Where a data file is: `path`, else the setting (`ZDP_<setting>`), else `relative` up from
+    the working directory, else the copy shipped in the package (zdp/data/`packaged`).
 
     `what` names the file in the one-line error ("configuration file", "gate policies file").
     """
     origin = ""
+    configured = getattr(settings(), setting)
     if path is not None:
         tried = [Path(path)]
-    elif os.environ.get(env_var):
-        tried, origin = [Path(os.environ[env_var])], f" (from ${env_var})"
+    elif configured is not None:
+        tried, origin = [Path(configured)], f" (from $ZDP_{setting})"
     else:
         cwd = Path.cwd().resolve()
         tried = [directory / relative for directory in (cwd, *cwd.parents)]
-        if REPO_ROOT / relative not in tried:
-            tried.append(REPO_ROOT / relative)
+        if packaged is not None:
+            tried.append(packaged_data(packaged))
     for candidate in tried:
         if candidate.is_file():
             return candidate
     raise ConfigError(f"{what} not found{origin}; tried: {', '.join(str(p) for p in tried)}")
+
+
+def apps_source_dir() -> Path:
+    """The apps' sources (`zdp build`, the Kubernetes templates): $ZDP_APPS_DIR, else `apps/` in
+    the working directory or a parent (a checkout); installed code never looks elsewhere."""
+    configured = settings().APPS_DIR
+    if configured is not None:
+        return configured
+    cwd = Path.cwd().resolve()
+    for directory in (cwd, *cwd.parents):
+        if (directory / "apps").is_dir():
+            return directory / "apps"
+    raise ConfigError(
+        f"no apps/ folder in {cwd} or above: run from a checkout, or set ZDP_APPS_DIR to the "
+        "folder that holds the apps' sources"
+    )
 
 
 def read_yaml(found: Path, what: str) -> Any:
@@ -511,8 +533,9 @@ def read_yaml(found: Path, what: str) -> Any:
 
 
 def find_config_path(path: Path | None = None) -> Path:
-    """Where the config is: `path`, else $ZDP_CONFIG, else apps.yaml up from cwd, else the repo."""
-    return find_data_file(path, CONFIG_ENV_VAR, CONFIG_RELATIVE_PATH, "configuration file")
+    """Where the config is: `path`, else $ZDP_CONFIG, else apps.yaml up from the working
+    directory, else the copy shipped in the package."""
+    return find_data_file(path, "CONFIG", CONFIG_RELATIVE_PATH, "configuration file", "apps.yaml")
 
 
 def load_config(path: Path | None = None) -> EngineConfig:

@@ -46,6 +46,7 @@ from zdp.compliance.registry import (
     register,
     registry_dir,
 )
+from zdp.config import packaged_data
 from zdp.errors import ConfigError
 from zdp.loadgen import LoadProcess
 from zdp.models import (
@@ -61,13 +62,14 @@ from zdp.models import (
 )
 from zdp.platforms.artifacts import build_app_wheel, store_artifact
 from zdp.platforms.envoy import EnvoyRouter
-from zdp.platforms.local_layout import LOCAL_APPS, REPO_ROOT, zdp_home
+from zdp.platforms.local_layout import LOCAL_APPS
 from zdp.release import sign_manifest
+from zdp.settings import settings
 from zdp.signing import generate_key_pair, load_private_key
 from zdp.stack import Stack, pid_alive
 from zdp.temporal import connect
 
-DEMO_CONFIG = REPO_ROOT / "infrastructure" / "canary-deployments" / "demo.yaml"
+DEMO_CONFIG = packaged_data("demo.yaml")
 ENV = "staging"
 LOAD_RATE = 200.0
 TARGETS = {
@@ -114,12 +116,8 @@ class DemoHome:
         }
 
 
-def _env_path(name: str, relative_to: Path | None = None) -> Path | None:
-    raw = os.environ.get(name, "").strip()
-    if not raw:
-        return None
-    path = Path(raw).expanduser()
-    return (relative_to / path if relative_to and not path.is_absolute() else path).resolve()
+def _resolved(path: Path | None) -> Path | None:
+    return None if path is None else path.expanduser().resolve()
 
 
 def _same(a: Path, b: Path | None) -> bool:
@@ -138,20 +136,20 @@ def demo_home(requested: Path) -> DemoHome:
     or the compose file's worker, would read trust from it, or when a `zdp up` stack already
     runs on the ports the demo needs."""
     path = requested.expanduser().resolve()
-    up = zdp_home()
-    compose_trust = _env_path("ZDP_TRUSTED_KEYS_DIR", REPO_ROOT) or (
-        REPO_ROOT / ".zdp" / "trusted-keys"
-    )
+    found = settings()
+    up = found.home
+    # docker compose runs from the checkout: its relative paths are the working directory's.
+    compose_trust = _resolved(found.TRUSTED_KEYS_DIR or Path(".zdp") / "trusted-keys")
     clashes = [
         (path, up, "is the home `zdp up` uses (ZDP_HOME, default ./.zdp)"),
         (
             path / "trusted-keys",
-            _env_path("ZDP_TRUSTED_KEYS"),
+            _resolved(found.TRUSTED_KEYS),
             "holds the trusted keys `zdp up`'s worker reads (ZDP_TRUSTED_KEYS)",
         ),
         (
             path / "approvers",
-            _env_path(REGISTRY_ENV),
+            _resolved(found.APPROVER_REGISTRY),
             f"holds the identity registry `zdp up` reads ({REGISTRY_ENV})",
         ),
         (

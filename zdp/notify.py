@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
-import os
 import re
 from collections.abc import Sequence
 from typing import Literal, Protocol
@@ -24,9 +23,9 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from zdp.errors import ZdpError
 from zdp.models import RiskLevel
+from zdp.settings import settings
 from zdp.slack.config import (
     DEFAULT_SLACK_API_URL,
-    SLACK_BOT_TOKEN_ENV_VAR,
     load_slack_config,
     slack_api_url,
 )
@@ -269,13 +268,14 @@ def notifier_from_env() -> Notifier | None:
     """Slack when ZDP_SLACK_BOT_TOKEN is set (channels from slack.yaml), a webhook when
     ZDP_NOTIFY_WEBHOOK_URL is set, both together if both; None when neither is."""
     notifiers: list[Notifier] = []
-    token = os.environ.get(SLACK_BOT_TOKEN_ENV_VAR)
+    found = settings()
+    token = found.SLACK_BOT_TOKEN
     if token:
         channels = load_slack_config().channels
         notifiers.append(SlackNotifier(token, channels, slack_api_url()))
-    url = os.environ.get(WEBHOOK_URL_ENV_VAR)
+    url = found.NOTIFY_WEBHOOK_URL
     if url:
-        secret = os.environ.get(WEBHOOK_SECRET_ENV_VAR)
+        secret = found.NOTIFY_WEBHOOK_SECRET
         notifiers.append(WebhookNotifier(url, secret.encode() if secret else None))
     if not notifiers:
         return None

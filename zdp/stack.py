@@ -22,14 +22,15 @@ from zdp.errors import PlatformError
 from zdp.fsutil import proc_cmdline, rotate_log, tail_log, write_file_atomic
 from zdp.platforms import local
 from zdp.platforms.envoy_process import EnvoyProcess
-from zdp.platforms.local_layout import local_instances, zdp_home
+from zdp.platforms.local_layout import local_instances
+from zdp.settings import settings, zdp_home
 from zdp.temporal import DEFAULT_NAMESPACE, SEARCH_ATTRIBUTES
 
 READY_TIMEOUT_S = 30.0
 
 
 def temporal_port() -> int:
-    return int(os.environ.get("ZDP_TEMPORAL_PORT", "7233"))
+    return settings().TEMPORAL_PORT or 7233
 
 
 def _binary(name: str) -> str:

@@ -23,6 +23,7 @@ from temporalio.envconfig import ClientConfig
 
 from zdp.errors import ZdpError
 from zdp.fsutil import proc_cmdline
+from zdp.settings import settings
 
 SA_APP = SearchAttributeKey.for_keyword("ZdpApp")
 SA_ENVIRONMENT = SearchAttributeKey.for_keyword("ZdpEnvironment")
@@ -120,7 +121,7 @@ def use_flags(address: str | None = None, namespace: str | None = None) -> None:
 
 def stack_home() -> Path:
     """$ZDP_HOME (default ./.zdp), absolute: where `zdp up` keeps stack.json."""
-    return Path(os.environ.get("ZDP_HOME") or ".zdp").resolve()
+    return settings().home
 
 
 def stack_server(home: Path | None = None) -> StackServer | None:
@@ -168,8 +169,8 @@ def resolve() -> Target:
     elif server is not None:
         address = server.address
         source = f"from the stack `zdp up` started, {server.record}"
-    elif os.environ.get("ZDP_TEMPORAL_PORT"):
-        address = f"127.0.0.1:{os.environ['ZDP_TEMPORAL_PORT']}"
+    elif (port := settings().TEMPORAL_PORT) is not None:
+        address = f"127.0.0.1:{port}"
         source = f"from ZDP_TEMPORAL_PORT; no stack recorded in {home}"
     else:
         address = DEFAULT_ADDRESS

@@ -34,7 +34,6 @@ from zdp.platforms.base import Runtime
 from zdp.platforms.local import LocalRuntime, running, stop_all
 from zdp.platforms.local_layout import (
     ENVIRONMENT_BLOCKS,
-    REPO_ROOT,
     LocalApp,
     data_dir,
     runtime_dir,
@@ -44,6 +43,7 @@ from zdp.platforms.local_layout import (
 APP = LocalApp("zdp-testapp", "zdp_testapp", 1)
 APPS = {APP.name: APP}
 BASE = port_base("local-runtime")
+REPO_ROOT = Path(__file__).resolve().parents[2]
 CANARY_PORT = APP.slot_port("canary", BASE)
 STABLE_PORT = APP.slot_port("stable", BASE)
 

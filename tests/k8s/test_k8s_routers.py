@@ -280,12 +280,14 @@ async def test_bad_weights_are_refused_before_any_call(
     assert cluster.calls() == []
 
 
-async def test_route_names_come_from_the_environment() -> None:
-    settings = K8sSettings.from_env({"ZDP_K8S_ROUTES": "webshop=shop-web, other=o"})
+async def test_route_names_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ZDP_K8S_ROUTES", "webshop=shop-web, other=o")
+    settings = K8sSettings.from_settings()
     assert settings.route_name("webshop") == "shop-web"
     assert settings.route_name("finance-trading") == "finance-trading"
+    monkeypatch.setenv("ZDP_K8S_ROUTES", "webshop")
     with pytest.raises(ConfigError, match="is not app=route"):
-        K8sSettings.from_env({"ZDP_K8S_ROUTES": "webshop"})
+        K8sSettings.from_settings()
 
 
 # --------------------------------------------------------------------------- istio

@@ -7,6 +7,7 @@ while `provision` waits, creates pods and EndpointSlices, and reports a scale-do
 from __future__ import annotations
 
 import asyncio
+import os
 from dataclasses import replace
 
 import pytest
@@ -431,17 +432,24 @@ def test_the_registry_builds_the_kubernetes_backends_by_name(
     assert isinstance(build_probe("kubernetes"), HttpProbe)
 
 
-def test_settings_from_the_environment_are_checked_in_one_line() -> None:
-    settings = K8sSettings.from_env(
-        {"ZDP_K8S_GATEWAY": "infra/public", "ZDP_K8S_READY_TIMEOUT": "45"}
-    )
+def test_settings_from_the_environment_are_checked_in_one_line(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for name in [k for k in os.environ if k.startswith("ZDP_K8S_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("ZDP_K8S_GATEWAY", "infra/public")
+    monkeypatch.setenv("ZDP_K8S_READY_TIMEOUT", "45")
+    settings = K8sSettings.from_settings()
     assert settings.gateway == ("infra", "public") and settings.ready_timeout == 45.0
     assert settings.namespace == "default" and settings.service_port == 80
-    assert K8sSettings.from_env({"ZDP_K8S_GATEWAY": "public"}).gateway == (None, "public")
-    for env, message in (
-        ({"ZDP_K8S_READY_TIMEOUT": "soon"}, "ZDP_K8S_READY_TIMEOUT must be a number of seconds"),
-        ({"ZDP_K8S_SERVICE_PORT": "80000"}, "ZDP_K8S_SERVICE_PORT must be a port number"),
-        ({"ZDP_K8S_NAMESPACE": "Prod"}, "ZDP_K8S_NAMESPACE 'Prod' is not a DNS label"),
+    monkeypatch.setenv("ZDP_K8S_GATEWAY", "public")
+    assert K8sSettings.from_settings().gateway == (None, "public")
+    for name, value, message in (
+        ("ZDP_K8S_READY_TIMEOUT", "soon", "ZDP_K8S_READY_TIMEOUT: Input should be a valid number"),
+        ("ZDP_K8S_SERVICE_PORT", "80000", "ZDP_K8S_SERVICE_PORT: Input should be less than"),
+        ("ZDP_K8S_NAMESPACE", "Prod", "ZDP_K8S_NAMESPACE 'Prod' is not a DNS label"),
     ):
-        with pytest.raises(ConfigError, match=message):
-            K8sSettings.from_env(env)
+        with monkeypatch.context() as bad:
+            bad.setenv(name, value)
+            with pytest.raises(ConfigError, match=message):
+                K8sSettings.from_settings()

@@ -316,7 +316,8 @@ def test_the_worker_mounts_the_repo_engine_config_and_its_trusted_keys(services)
         mounts[target] = source
     config_source = mounts.get(environment["ZDP_CONFIG"])
     assert config_source, "ZDP_CONFIG names a file that is not mounted"
-    assert (REPO / config_source).resolve() == REPO / "infrastructure/canary-deployments/apps.yaml"
+    shipped = REPO / "infrastructure/canary-deployments/apps.yaml"  # a link to zdp/data/apps.yaml
+    assert (REPO / config_source).resolve() == shipped.resolve()
     assert (REPO / config_source).is_file()
     assert environment["ZDP_TRUSTED_KEYS"] in mounts
 
@@ -368,7 +369,8 @@ def test_the_image_defaults_to_zdp_worker_with_zdp_home_set(worker_dockerfile):
 def test_the_image_carries_the_engine_config_it_names(worker_dockerfile):
     final = _final_stage(_instructions(worker_dockerfile))
     copies = [args.split() for kw, args in final if kw == "COPY" and "--from" not in args]
-    assert ["infrastructure/canary-deployments/apps.yaml", "/etc/zdp/apps.yaml"] in copies
+    # The file itself (infrastructure/canary-deployments/apps.yaml links to it).
+    assert ["zdp/data/apps.yaml", "/etc/zdp/apps.yaml"] in copies
     assert any(kw == "ENV" and "ZDP_CONFIG=/etc/zdp/apps.yaml" in args for kw, args in final)
 
 

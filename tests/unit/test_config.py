@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from zdp import config as config_module
-from zdp.config import EngineConfig, load_config, parse_config
+from zdp.config import EngineConfig, find_config_path, load_config, parse_config
 from zdp.errors import ConfigError
 from zdp.models import Criticality, RiskLevel
 from zdp.risk import SCORE_BANDS
@@ -248,13 +248,17 @@ def test_missing_file_error_lists_every_path_tried(
     workdir = tmp_path / "a" / "b"
     workdir.mkdir(parents=True)
     monkeypatch.chdir(workdir)
+    # Outside a checkout the copy shipped in the package is the config ...
+    assert find_config_path() == config_module.packaged_data("apps.yaml")
+    # ... and where even that is gone (a broken install), every path tried is named.
+    monkeypatch.setattr(config_module, "packaged_data", lambda name: tmp_path / "gone" / name)
     with pytest.raises(ConfigError) as info:
         load_config()
     message = str(info.value)
     assert message.startswith("configuration file not found; tried: ")
     assert str(workdir.resolve() / relative) in message
     assert str(tmp_path.resolve() / relative) in message
-    assert str(SHIPPED.parents[2] / relative) in message
+    assert str(tmp_path / "gone" / "apps.yaml") in message
 
 
 def test_zdp_config_env_var_is_honoured(

@@ -18,8 +18,9 @@ from zdp import demo as demo_module
 from zdp.cli.main import app
 from zdp.demo import DEFAULT_DEMO_HOME, OUTSIDE_HOME_ENV, DemoHome, demo_home, isolate
 from zdp.errors import ConfigError
-from zdp.platforms.local_layout import REPO_ROOT
 from zdp.stack import Stack
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 TRUST_VARIABLES = (
     "ZDP_HOME",
@@ -90,10 +91,10 @@ def test_the_demo_refuses_a_home_whose_trust_zdp_up_reads(
 def test_the_demo_refuses_the_folder_the_compose_file_trusts_by_default(
     workspace: Path,
 ) -> None:
-    """docker-compose.temporal.yml mounts ./.zdp/trusted-keys of the checkout by default,
-    whatever ZDP_HOME says."""
+    """docker-compose.temporal.yml mounts ./.zdp/trusted-keys of the checkout it runs in by
+    default (the working directory), whatever ZDP_HOME says."""
     env = {"ZDP_HOME": str(workspace / "elsewhere")}
-    result = zdp_demo("--home", str(REPO_ROOT / ".zdp"), env=env)
+    result = zdp_demo("--home", str(workspace / ".zdp"), env=env)
     assert_one_line_error(result, "docker-compose.temporal.yml mounts", code=2)
 
 

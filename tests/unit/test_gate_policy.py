@@ -72,8 +72,7 @@ def test_packaged_copy_is_found_when_nothing_else_is(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     monkeypatch.delenv(GATE_POLICIES_ENV_VAR, raising=False)
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr("zdp.config.REPO_ROOT", tmp_path)  # as an installed wheel: no checkout
+    monkeypatch.chdir(tmp_path)  # as an installed wheel run outside a checkout
     found = find_gate_policies_path()
     assert found.resolve() == PACKAGED.resolve()
 

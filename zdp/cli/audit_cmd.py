@@ -4,7 +4,6 @@ in PostgreSQL (`--database`, or ZDP_AUDIT_DATABASE_URL), and export the database
 from __future__ import annotations
 
 import asyncio
-import os
 from pathlib import Path
 from typing import Annotated
 
@@ -28,6 +27,7 @@ from zdp.compliance.audit_anchors import summary as anchor_summary
 from zdp.compliance.engine_key import engine_public_key_path
 from zdp.errors import ZdpError
 from zdp.models import AuditAnchor
+from zdp.settings import settings
 from zdp.signing import load_public_key
 
 app = typer.Typer(
@@ -89,7 +89,7 @@ def verify(
     log against every anchor outside it (Temporal histories, evidence bundles)."""
     if database and (log or checkpoints):
         fail("give --log (a file) or --database, not both", EXIT_USAGE)
-    url = database or (None if log else os.environ.get(AUDIT_DATABASE_URL_ENV, "").strip())
+    url = database or (None if log else settings().AUDIT_DATABASE_URL)
     log_path = log or default_log_path()
     if not url and not log_path.is_file():
         fail(f"audit log not found: {log_path}")
@@ -174,7 +174,7 @@ def export(
     database: DatabaseOption = None,
 ) -> None:
     """Write the database's log as the JSON-lines pair, for `zdp audit verify --log`."""
-    url = database or os.environ.get(AUDIT_DATABASE_URL_ENV, "").strip()
+    url = database or settings().AUDIT_DATABASE_URL
     if not url:
         fail(f"no audit database: give --database URL or set {AUDIT_DATABASE_URL_ENV}", EXIT_USAGE)
     from zdp.compliance.audit_pg_verify import export_database

@@ -13,6 +13,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from zdp.cli.output import EXIT_USAGE, fail
 from zdp.errors import ZdpError
+from zdp.settings import settings
 from zdp.signing import generate_key_pair, load_private_key
 
 if TYPE_CHECKING:
@@ -133,7 +134,7 @@ def signing_key(
 
 def me(user: str | None = None) -> str:
     """Who the CLI acts as: --as, else $ZDP_USER, else the login name."""
-    return user or os.environ.get("ZDP_USER") or getpass.getuser()
+    return user or settings().USER or getpass.getuser()
 
 
 AdminAs = Annotated[

@@ -37,6 +37,7 @@ from zdp.config import EngineConfig
 from zdp.errors import ZdpError
 from zdp.models import DeploymentRequest, DsseEnvelope, Outcome, Strategy, deployment_id
 from zdp.release import summarize_validation_error
+from zdp.settings import settings
 from zdp.temporal import connect
 
 T = TypeVar("T")
@@ -121,13 +122,20 @@ def run(work: Callable[[], Awaitable[T]]) -> T:
     except (RPCError, TemporalError) as err:
         fail(f"Temporal: {err}")
     except Exception as err:  # the last line of defence: a bug, said in one line
-        if os.environ.get("ZDP_DEBUG"):
+        if _debugging():
             raise
         fail(f"unexpected {type(err).__name__}: {err} (set ZDP_DEBUG=1 for the traceback)")
 
 
+def _debugging() -> bool:
+    try:
+        return settings().DEBUG
+    except ZdpError:
+        return False
+
+
 def _who(value: str | None) -> str:
-    return value or os.environ.get("ZDP_USER") or getpass.getuser()
+    return value or settings().USER or getpass.getuser()
 
 
 DeploymentArg = Annotated[
@@ -196,15 +204,16 @@ def _preflight(request: DeploymentRequest, config_path: Path | None) -> None:
     from activities.release import default_trusted_keys_dir
     from zdp.acceptance import Target, preflight
     from zdp.compliance.registry import registry_dir
-    from zdp.config import CONFIG_ENV_VAR, find_config_path, load_config
+    from zdp.config import find_config_path, load_config
     from zdp.errors import ConfigError
+    from zdp.settings import settings
 
     stack_config = None if config_path is not None else _stack_worker_config()
     path = config_path or stack_config
     try:
         path = find_config_path(path)
     except ConfigError as err:
-        if config_path is not None or os.environ.get(CONFIG_ENV_VAR):
+        if config_path is not None or settings().CONFIG is not None:
             fail(f"refused before starting: {err}", EXIT_USAGE)
         err_console.print(
             "note: no engine config here, so the request was not checked before starting; "
@@ -695,7 +704,7 @@ def status(
         run_id = await deployments.resolve_run(client, deployment, run_selector)
         current = await deployments.status(client, deployment, run_id)
         health: dict[str, Any] = {}
-        if os.environ.get("ZDP_REDIS_URL", "").strip():  # else nothing here can be cached
+        if settings().REDIS_URL:  # else nothing here can be cached
             health = await deployments.cached_health(client, deployment, run_id)
         return current, health
 
@@ -880,7 +889,8 @@ def build(
 ) -> None:
     """Build apps/APP into a wheel and put it in the artifact store the local runtime reads."""
     from zdp.platforms.artifacts import build_app_wheel, find_artifact, store_artifact
-    from zdp.platforms.local_layout import local_app, zdp_home
+    from zdp.platforms.local_layout import local_app
+    from zdp.settings import zdp_home
 
     try:
         home = zdp_home()

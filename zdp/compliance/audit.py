@@ -42,7 +42,7 @@ from zdp.compliance.audit_format import (
     read_checkpoint_line,
 )
 from zdp.compliance.audit_jsonl import AuditLog
-from zdp.platforms.local_layout import zdp_home
+from zdp.settings import settings, zdp_home
 from zdp.signing import fingerprint
 
 __all__ = [
@@ -97,7 +97,7 @@ def open_store(home: Path | None = None) -> AuditStore:
     JSON-lines file in $ZDP_HOME/audit; checkpoints signed with the engine key."""
     from zdp.compliance.engine_key import engine_key
 
-    url = os.environ.get(AUDIT_DATABASE_URL_ENV, "").strip()
+    url = settings().AUDIT_DATABASE_URL
     if url:
         from zdp.compliance.audit_pg import PostgresAuditLog
 

@@ -16,7 +16,6 @@ grant the engine's role only SELECT and INSERT: the engine then runs no DDL.
 from __future__ import annotations
 
 import contextlib
-import os
 import threading
 from collections.abc import Callable, Generator, Iterator, Sequence
 from datetime import UTC, datetime
@@ -38,6 +37,7 @@ from zdp.compliance.audit_format import (
     foreign_tail,
     read_checkpoint_line,
 )
+from zdp.settings import settings
 
 _LOCK_KEY = int.from_bytes(b"zdpaudit", "big")  # the advisory lock every writer takes
 _CONNECT_TIMEOUT_S = 10
@@ -345,9 +345,10 @@ def tls_options(url: str) -> dict[str, str]:
     """With a CA configured (ZDP_AUDIT_DATABASE_CA, a PEM file), the server's certificate and
     host name are verified (sslmode=verify-full) unless the URL names its own sslmode; without
     one, libpq's defaults (the URL's sslmode, else prefer) apply."""
-    ca = os.environ.get(AUDIT_DATABASE_CA_ENV, "").strip()
-    if not ca:
+    ca_file = settings().AUDIT_DATABASE_CA
+    if ca_file is None:
         return {}
+    ca = str(ca_file)
     options = {"sslrootcert": ca}
     if "sslmode" not in conninfo_to_dict(_libpq_url(url)):
         options["sslmode"] = "verify-full"

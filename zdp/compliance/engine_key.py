@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from zdp.errors import SigningKeyError
 from zdp.fsutil import write_file_atomic
-from zdp.platforms.local_layout import zdp_home
+from zdp.settings import zdp_home
 from zdp.signing import (
     PRIVATE_KEY_SUFFIX,
     PUBLIC_KEY_SUFFIX,

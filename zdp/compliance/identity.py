@@ -42,6 +42,7 @@ from zdp.models import (
     SignedRequest,
     deployment_id,
 )
+from zdp.settings import settings
 
 # Environments with these profiles, and every environment called "production", refuse
 # requests whose actor is not proven; others may opt in (require_proven_identities).
@@ -76,9 +77,9 @@ def requirement_text(environment: str, profiles: list[str]) -> str:
 def key_dir() -> Path:
     """Where the CLI finds its user's key: $ZDP_KEY_DIR, else $XDG_CONFIG_HOME/zdp/keys, else
     ~/.config/zdp/keys."""
-    explicit = os.environ.get(KEY_DIR_ENV, "").strip()
-    if explicit:
-        return Path(explicit).expanduser()
+    explicit = settings().KEY_DIR
+    if explicit is not None:
+        return explicit.expanduser()
     config = os.environ.get("XDG_CONFIG_HOME", "").strip()
     base = Path(config).expanduser() if config else Path.home() / ".config"
     return base / "zdp" / "keys"

@@ -22,7 +22,6 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -42,6 +41,7 @@ from zdp.models import (
     IdentityKind,
     SignedRegistration,
 )
+from zdp.settings import settings
 from zdp.signing import fingerprint
 
 REGISTRY_ENV = "ZDP_APPROVER_REGISTRY"
@@ -78,10 +78,10 @@ Recorder = Callable[[RegistryChange], None]
 
 def registry_dir(home: Path | None = None) -> Path:
     """ZDP_APPROVER_REGISTRY, else $ZDP_HOME/approvers."""
-    explicit = os.environ.get(REGISTRY_ENV)
-    if explicit:
-        return Path(explicit)
-    return (home or Path(os.environ.get("ZDP_HOME", ".zdp"))) / "approvers"
+    found = settings()
+    if found.APPROVER_REGISTRY is not None:
+        return found.APPROVER_REGISTRY
+    return (home or found.home) / "approvers"
 
 
 def _pem(public_key: Ed25519PublicKey) -> str:
@@ -140,7 +140,7 @@ def load_registry(directory: Path) -> dict[str, ApproverIdentity]:
         identities[identity.user] = identity
         paths[identity.user] = path
     roots = [u for u, i in identities.items() if _registrar(i) == u]
-    pinned = os.environ.get(ROOT_ENV, "").strip()
+    pinned = settings().REGISTRY_ROOT or ""
     if pinned and any(identities[u].fingerprint != pinned for u in roots):
         raise ConfigError(
             f"{directory}: the registry's first administrator is not the one pinned in "

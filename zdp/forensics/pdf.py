@@ -15,6 +15,7 @@ from pathlib import Path
 
 from zdp.errors import ZdpError
 from zdp.fsutil import write_file_atomic
+from zdp.settings import settings
 
 CHROMIUM_ENV = "ZDP_CHROMIUM"
 _CANDIDATES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
@@ -23,7 +24,8 @@ PRINT_TIMEOUT_S = 120.0
 
 def find_chromium() -> str:
     """The Chromium binary: $ZDP_CHROMIUM, else the first of the usual names on PATH."""
-    explicit = os.environ.get(CHROMIUM_ENV, "").strip()
+    configured = settings().CHROMIUM
+    explicit = str(configured) if configured is not None else ""
     if explicit:
         if shutil.which(explicit) is None:
             raise ZdpError(f"{CHROMIUM_ENV}={explicit} is not an executable")

@@ -11,7 +11,6 @@ PX expiry, MGET for many endpoints, JSON values). `health_cache_from_env()` pick
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
@@ -23,6 +22,7 @@ from pydantic import BaseModel, ConfigDict
 
 from zdp.errors import PlatformError
 from zdp.models import ProbeResult
+from zdp.settings import settings
 
 log = logging.getLogger("zdp.health.cache")
 
@@ -204,7 +204,7 @@ class RedisHealthCache:
 
 def health_cache_from_env(ttl_seconds: float = DEFAULT_TTL_SECONDS) -> HealthCache:
     """RedisHealthCache when `ZDP_REDIS_URL` is set (and not empty), else MemoryHealthCache."""
-    url = os.environ.get(REDIS_URL_ENV, "").strip()
+    url = settings().REDIS_URL or ""
     if url:
         return RedisHealthCache(url, ttl_seconds=ttl_seconds)
     return MemoryHealthCache(ttl_seconds=ttl_seconds)

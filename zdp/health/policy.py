@@ -12,9 +12,7 @@ with less than its policy says.
 from __future__ import annotations
 
 import itertools
-import os
 from collections.abc import Sequence
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -151,19 +149,13 @@ def parse_gate_policies(data: Any, source: str = "<gate policies>") -> GatePolic
 def find_gate_policies_path(path: Path | None = None) -> Path:
     """Where the policies are: `path`, else $ZDP_GATE_POLICIES, else up from cwd, else the copy
     shipped in the package."""
-    try:
-        return find_data_file(
-            path, GATE_POLICIES_ENV_VAR, GATE_POLICIES_RELATIVE_PATH, "gate policies file"
-        )
-    except ConfigError:
-        packaged = Path(str(resources.files("zdp").joinpath(PACKAGED_GATE_POLICIES)))
-        if path is None and not _from_env() and packaged.is_file():
-            return packaged
-        raise
-
-
-def _from_env() -> bool:
-    return bool(os.environ.get(GATE_POLICIES_ENV_VAR))
+    return find_data_file(
+        path,
+        "GATE_POLICIES",
+        GATE_POLICIES_RELATIVE_PATH,
+        "gate policies file",
+        Path(PACKAGED_GATE_POLICIES).name,
+    )
 
 
 def load_gate_policies(path: Path | None = None) -> GatePolicies:

@@ -39,8 +39,8 @@ from zdp.platforms.local_layout import (
     envoy_dir,
     local_app,
     port_base,
-    zdp_home,
 )
+from zdp.settings import zdp_home
 
 POLL_INTERVAL_S = 0.002
 NOT_RUNNING = "envoy is not running (start it with `zdp up`)"

@@ -16,14 +16,14 @@ ZDP_K8S_DRAIN_TIMEOUT  seconds retire waits for the pods to go after scaling to 
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from zdp.config import REPO_ROOT
+from zdp.config import apps_source_dir
 from zdp.errors import ConfigError
+from zdp.settings import Settings, settings
 
 FIELD_MANAGER = "zdp"
 _DNS_LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
@@ -44,21 +44,20 @@ class K8sSettings:
     drain_timeout: float = 90.0
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> K8sSettings:
-        env = os.environ if env is None else env
-        namespace = env.get("ZDP_K8S_NAMESPACE", "").strip() or "default"
-        _require_dns_label(namespace, "ZDP_K8S_NAMESPACE")
-        templates = env.get("ZDP_K8S_TEMPLATES", "").strip()
+    def from_settings(cls, found: Settings | None = None) -> K8sSettings:
+        """From the ZDP_K8S_* settings (zdp/settings.py); ConfigError names a bad one."""
+        found = found or settings()
+        _require_dns_label(found.K8S_NAMESPACE, "ZDP_K8S_NAMESPACE")
         return cls(
-            namespace=namespace,
-            api=env.get("ZDP_K8S_API", "").strip() or None,
-            context=env.get("ZDP_K8S_CONTEXT", "").strip() or None,
-            routes=_parse_routes(env.get("ZDP_K8S_ROUTES", "")),
-            gateway=_parse_gateway(env.get("ZDP_K8S_GATEWAY", "")),
-            service_port=_port(env, "ZDP_K8S_SERVICE_PORT", 80),
-            templates=Path(templates) if templates else None,
-            ready_timeout=_seconds(env, "ZDP_K8S_READY_TIMEOUT", 300.0),
-            drain_timeout=_seconds(env, "ZDP_K8S_DRAIN_TIMEOUT", 90.0),
+            namespace=found.K8S_NAMESPACE,
+            api=found.K8S_API,
+            context=found.K8S_CONTEXT,
+            routes=_parse_routes(found.K8S_ROUTES),
+            gateway=_parse_gateway(found.K8S_GATEWAY),
+            service_port=found.K8S_SERVICE_PORT,
+            templates=found.K8S_TEMPLATES,
+            ready_timeout=found.K8S_READY_TIMEOUT,
+            drain_timeout=found.K8S_DRAIN_TIMEOUT,
         )
 
     def route_name(self, app: str) -> str:
@@ -68,11 +67,7 @@ class K8sSettings:
         """ZDP_K8S_TEMPLATES, else apps/ up from the working directory, else the repository's."""
         if self.templates is not None:
             return self.templates
-        cwd = Path.cwd().resolve()
-        for directory in (cwd, *cwd.parents):
-            if (directory / "apps").is_dir():
-                return directory / "apps"
-        return REPO_ROOT / "apps"
+        return apps_source_dir()
 
 
 def _require_dns_label(value: str, what: str) -> None:
@@ -98,25 +93,3 @@ def _parse_gateway(text: str) -> tuple[str | None, str] | None:
     if not name:
         raise ConfigError(f"ZDP_K8S_GATEWAY '{text}' is not [namespace/]name")
     return (namespace or None, name)
-
-
-def _seconds(env: Mapping[str, str], key: str, default: float) -> float:
-    raw = env.get(key, "").strip()
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        value = -1.0
-    if not value > 0:
-        raise ConfigError(f"{key} must be a number of seconds above 0, not '{raw}'")
-    return value
-
-
-def _port(env: Mapping[str, str], key: str, default: int) -> int:
-    raw = env.get(key, "").strip()
-    if not raw:
-        return default
-    if not raw.isdigit() or not 0 < int(raw) < 65536:
-        raise ConfigError(f"{key} must be a port number between 1 and 65535, not '{raw}'")
-    return int(raw)

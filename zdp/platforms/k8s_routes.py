@@ -31,7 +31,7 @@ class RouteWeightsRouter:
     refs_key: ClassVar[str]  # the key of the weighted backends inside each item of that list
 
     def __init__(self, settings: K8sSettings | None = None, api: K8sApi | None = None) -> None:
-        self.settings = settings or K8sSettings.from_env()
+        self.settings = settings or K8sSettings.from_settings()
         self.api = api or K8sApi(self.settings)
         self._locks: dict[str, asyncio.Lock] = {}
 

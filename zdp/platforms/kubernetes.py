@@ -64,7 +64,7 @@ class KubernetesRuntime:
         pod_check_seconds: float = 2.0,
         endpoints_ttl: float = 1.0,
     ) -> None:
-        self.settings = settings or K8sSettings.from_env()
+        self.settings = settings or K8sSettings.from_settings()
         self.api = api or K8sApi(self.settings)
         self.pod_check_seconds = pod_check_seconds
         self.endpoints_ttl = endpoints_ttl

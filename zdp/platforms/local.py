@@ -53,6 +53,7 @@ from zdp.platforms.local_layout import (
     secrets_dir,
     versions_dir,
 )
+from zdp.settings import settings
 
 READY_PATH = "/healthz/ready"
 _POLL = 0.05
@@ -229,9 +230,7 @@ class LocalRuntime:
         """The command prefix that confines the app (zdp/platforms/confine.py), and what goes
         on the record about it. ZDP_APP_CONFINEMENT: `auto` (Landlock where the kernel has it,
         else unconfined, but never for production), `landlock` (required) or `none`."""
-        mode = os.environ.get(CONFINEMENT_VAR, "auto").strip().lower() or "auto"
-        if mode not in ("auto", "landlock", "none"):
-            raise ConfigError(f"{CONFINEMENT_VAR}={mode!r}: use auto, landlock or none")
+        mode = settings().APP_CONFINEMENT
         if mode == "none":
             return [], f"not confined: {CONFINEMENT_VAR}=none"
         abi = confine.landlock_abi()
@@ -453,7 +452,7 @@ class LocalRuntime:
 
 def _extra_passed_env() -> set[str]:
     """The names in ZDP_APP_PASS_ENV (what an operator chose to pass on, say SSL_CERT_FILE)."""
-    return {n.strip() for n in os.environ.get(PASS_ENV_VAR, "").split(",") if n.strip()}
+    return settings().app_pass_env
 
 
 def running(home: Path | None = None) -> list[dict[str, Any]]:

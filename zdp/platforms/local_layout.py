@@ -18,14 +18,14 @@ names, folders and ports are the ones every earlier version of the stack used.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from zdp.config import apps_source_dir
 from zdp.errors import ConfigError
+from zdp.settings import settings, zdp_home
 
 SLOTS = ("stable", "canary", "blue", "green")
-REPO_ROOT = Path(__file__).resolve().parents[2]
 # The environments the embedded stack runs side by side, and their port blocks.
 ENVIRONMENT_BLOCKS: dict[str, int] = {"staging": 0, "production": 1, "dev": 2, "qa": 3, "uat": 4}
 BLOCK_STRIDE = 10
@@ -84,7 +84,7 @@ class LocalApp:
     @property
     def source_dir(self) -> Path:
         """apps/<name>: the installable package (src layout) its wheel is built from."""
-        return REPO_ROOT / "apps" / self.name
+        return apps_source_dir() / self.name
 
     def listener_port(self, base: int | None = None) -> int:
         return port_base(base) + 100 * self.index + BLOCK_STRIDE * self.block
@@ -120,21 +120,17 @@ def local_app(name: str) -> LocalApp:
 
 
 def port_base(base: int | None = None) -> int:
-    return base if base is not None else int(os.environ.get("ZDP_PORT_BASE", "18000"))
+    return base if base is not None else settings().PORT_BASE
 
 
 def envoy_admin_port(base: int | None = None) -> int:
     return port_base(base) + 1
 
 
-def zdp_home() -> Path:
-    """ZDP_HOME (default ./.zdp), absolute."""
-    return Path(os.environ.get("ZDP_HOME", ".zdp")).resolve()
-
-
 def artifacts_dir(home: Path | None = None) -> Path:
     """Where release artifacts (wheels) are kept, by file name: $ZDP_HOME/artifacts."""
-    return Path(os.environ.get("ZDP_ARTIFACTS", (home or zdp_home()) / "artifacts"))
+    found = settings()
+    return found.ARTIFACTS or (home or found.home) / "artifacts"
 
 
 def versions_dir(home: Path | None = None) -> Path:

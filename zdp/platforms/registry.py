@@ -8,7 +8,6 @@ the runtime: memory endpoints are probed in memory, real ones over HTTP.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -16,6 +15,7 @@ from zdp.domain import AppQuery, HttpAppQuery
 from zdp.errors import ConfigError
 from zdp.platforms.base import HealthProbe, Runtime, TrafficRouter
 from zdp.platforms.memory import MemoryAppQuery, MemoryProbe, MemoryRouter, MemoryRuntime
+from zdp.settings import settings
 
 
 def _local_runtime() -> Runtime:
@@ -90,16 +90,16 @@ def _pick(kind: str, table: dict[str, Callable[[], T]], name: str) -> T:
 
 
 def build_runtime(name: str | None = None) -> Runtime:
-    return _pick("runtime", RUNTIMES, name or os.environ.get("ZDP_RUNTIME", "memory"))
+    return _pick("runtime", RUNTIMES, name or settings().RUNTIME)
 
 
 def build_router(name: str | None = None) -> TrafficRouter:
-    return _pick("router", ROUTERS, name or os.environ.get("ZDP_ROUTER", "memory"))
+    return _pick("router", ROUTERS, name or settings().ROUTER)
 
 
 def build_probe(runtime_name: str | None = None) -> HealthProbe:
-    return _pick("probe", PROBES, runtime_name or os.environ.get("ZDP_RUNTIME", "memory"))
+    return _pick("probe", PROBES, runtime_name or settings().RUNTIME)
 
 
 def build_app_query(runtime_name: str | None = None) -> AppQuery:
-    return _pick("app query", APP_QUERIES, runtime_name or os.environ.get("ZDP_RUNTIME", "memory"))
+    return _pick("app query", APP_QUERIES, runtime_name or settings().RUNTIME)

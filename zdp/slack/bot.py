@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Literal
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -26,6 +24,7 @@ from temporalio.service import RPCError
 from zdp import deployments
 from zdp.errors import ZdpError
 from zdp.models import ApprovalSignature, DeploymentStatus, RequestAction
+from zdp.settings import settings
 from zdp.signing import load_private_key
 from zdp.slack.config import (
     SLACK_BOT_TOKEN_ENV_VAR,
@@ -64,9 +63,10 @@ class BotSettings:
     @classmethod
     def from_env(cls) -> BotSettings:
         """From ZDP_SLACK_SIGNING_SECRET, ZDP_SLACK_BOT_TOKEN and ZDP_SLACK_API_URL."""
+        found = settings()
         values = {
-            name: os.environ.get(name, "").strip()
-            for name in (SLACK_SIGNING_SECRET_ENV_VAR, SLACK_BOT_TOKEN_ENV_VAR)
+            SLACK_SIGNING_SECRET_ENV_VAR: found.SLACK_SIGNING_SECRET or "",
+            SLACK_BOT_TOKEN_ENV_VAR: found.SLACK_BOT_TOKEN or "",
         }
         missing = [name for name, value in values.items() if not value]
         if missing:
@@ -100,11 +100,10 @@ class Attestor:
         """From ZDP_SLACK_BOT_KEY (an unencrypted private key file, from the bot's secret
         store) and ZDP_SLACK_BOT_IDENTITY (default slack-bot); None when no key is set, and
         requests then go unsigned (refused where identities must be proven)."""
-        path = os.environ.get(BOT_KEY_ENV, "").strip()
-        if not path:
+        found = settings()
+        if found.SLACK_BOT_KEY is None:
             return None
-        identity = os.environ.get(BOT_IDENTITY_ENV, "").strip() or "slack-bot"
-        return cls(identity, load_private_key(Path(path)))
+        return cls(found.SLACK_BOT_IDENTITY, load_private_key(found.SLACK_BOT_KEY))
 
     async def sign(
         self,

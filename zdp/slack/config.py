@@ -8,7 +8,6 @@ usernames can be changed by their owner, so they are never trusted.
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from zdp.config import find_data_file, read_yaml
 from zdp.errors import ConfigError
 from zdp.release import summarize_validation_error
+from zdp.settings import settings
 
 SLACK_CONFIG_RELATIVE_PATH = Path("infrastructure/canary-deployments/slack.yaml")
 SLACK_CONFIG_ENV_VAR = "ZDP_SLACK_CONFIG"
@@ -97,12 +97,12 @@ def parse_slack_config(data: Any, source: str = "<slack config>") -> SlackConfig
 def load_slack_config(path: Path | None = None) -> SlackConfig:
     """Find, read and validate slack.yaml; every failure is one line of ConfigError."""
     found = find_data_file(
-        path, SLACK_CONFIG_ENV_VAR, SLACK_CONFIG_RELATIVE_PATH, "Slack configuration file"
+        path, "SLACK_CONFIG", SLACK_CONFIG_RELATIVE_PATH, "Slack configuration file", "slack.yaml"
     )
     return parse_slack_config(read_yaml(found, "Slack configuration"), str(found))
 
 
 def slack_api_url() -> str:
     """$ZDP_SLACK_API_URL or Slack's own, always ending in '/' as the SDK expects."""
-    url = os.environ.get(SLACK_API_URL_ENV_VAR) or DEFAULT_SLACK_API_URL
+    url = settings().SLACK_API_URL or DEFAULT_SLACK_API_URL
     return url if url.endswith("/") else url + "/"
