@@ -18,7 +18,7 @@ from pathlib import Path
 from temporalio import activity
 
 from activities._support import to_application_error
-from zdp.compliance.audit import (
+from zdp.compliance.audit.log import (
     AuditEvent,
     AuditStore,
     evidence_dir,

@@ -38,9 +38,9 @@ sys.path.insert(0, str(REPO))
 from zdp.demo import DEMO_CONFIG, TARGETS, ContainmentClock, Demo  # noqa: E402
 from zdp.loadgen import LoadProcess  # noqa: E402
 from zdp.models import ReleaseManifest, Strategy  # noqa: E402
-from zdp.platforms.envoy import EnvoyRouter  # noqa: E402
-from zdp.platforms.local import LocalRuntime  # noqa: E402
-from zdp.platforms.local_layout import LOCAL_APPS  # noqa: E402
+from zdp.platforms.envoy.router import EnvoyRouter  # noqa: E402
+from zdp.platforms.local.layout import LOCAL_APPS  # noqa: E402
+from zdp.platforms.local.runtime import LocalRuntime  # noqa: E402
 from zdp.stack import Stack  # noqa: E402
 from zdp.temporal import connect  # noqa: E402
 

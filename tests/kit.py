@@ -40,7 +40,7 @@ from zdp.models import (
     ValidationReference,
 )
 from zdp.notify import Notifier
-from zdp.platforms.memory import (
+from zdp.platforms.memory.platform import (
     STATE,
     MemoryAppQuery,
     MemoryProbe,

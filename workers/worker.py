@@ -28,13 +28,13 @@ from activities.release import ReleaseActivities
 from activities.risk import RiskActivities
 from activities.runtime import RuntimeActivities
 from activities.traffic import TrafficActivities
+from workers.platforms import build_app_query, build_probe, build_router, build_runtime
 from workflows.deployment import DeploymentWorkflow
 from zdp.config import EngineConfig
 from zdp.domain import AppQuery
 from zdp.models import TASK_QUEUE
 from zdp.notify import Notifier
 from zdp.platforms.base import HealthProbe, Runtime, TrafficRouter
-from zdp.platforms.registry import build_app_query, build_probe, build_router, build_runtime
 
 log = logging.getLogger("zdp.worker")
 

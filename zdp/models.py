@@ -665,7 +665,7 @@ class AssessRiskInput(_Model):
     request_digest: str | None = None
     allow_downgrade: bool = False
     # The environment whose own slots to act on (the embedded stack gives each environment its
-    # own; zdp.platforms.local_layout). None in histories from before: the shared slots.
+    # own; zdp.platforms.local.layout). None in histories from before: the shared slots.
     scope: str | None = None
     run_id: str | None = None
 
@@ -676,7 +676,7 @@ class ProvisionInput(_Model):
     # The target environment as the app reads it (APP_ENV); None in older histories.
     app_env: str | None = None
     # The environment whose own slots to act on (the embedded stack gives each environment its
-    # own; zdp.platforms.local_layout). None in histories from before: the shared slots.
+    # own; zdp.platforms.local.layout). None in histories from before: the shared slots.
     scope: str | None = None
 
 
@@ -685,7 +685,7 @@ class RetireInput(_Model):
     slot: str
     version: str | None = None
     # The environment whose own slots to act on (the embedded stack gives each environment its
-    # own; zdp.platforms.local_layout). None in histories from before: the shared slots.
+    # own; zdp.platforms.local.layout). None in histories from before: the shared slots.
     scope: str | None = None
 
 
@@ -697,7 +697,7 @@ class WeightsInput(_Model):
     # runs, or, when none does, leaves traffic where a version runs (zdp.platforms.traffic_guard).
     restore: bool = False
     # The environment whose own slots to act on (the embedded stack gives each environment its
-    # own; zdp.platforms.local_layout). None in histories from before: the shared slots.
+    # own; zdp.platforms.local.layout). None in histories from before: the shared slots.
     scope: str | None = None
 
     @model_validator(mode="after")
@@ -729,7 +729,7 @@ class GateInput(_Model):
     weight: int | None = None
     baseline_weight: int | None = None
     # The environment whose own slots to act on (the embedded stack gives each environment its
-    # own; zdp.platforms.local_layout). None in histories from before: the shared slots.
+    # own; zdp.platforms.local.layout). None in histories from before: the shared slots.
     scope: str | None = None
 
 

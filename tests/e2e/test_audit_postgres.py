@@ -23,7 +23,7 @@ from activities.compliance import ComplianceActivities
 from tests.kit import Harness
 from tests.pg_server import PostgresServer, serve_or_skip
 from zdp.cli import audit_cmd
-from zdp.compliance.audit import (
+from zdp.compliance.audit.log import (
     GENESIS_HASH,
     AuditEvent,
     AuditLog,
@@ -33,8 +33,8 @@ from zdp.compliance.audit import (
     default_log_path,
     verify_log,
 )
-from zdp.compliance.audit_pg import PostgresAuditLog
-from zdp.compliance.audit_pg_verify import export_database, verify_database
+from zdp.compliance.audit.postgres import PostgresAuditLog
+from zdp.compliance.audit.postgres_verify import export_database, verify_database
 from zdp.compliance.engine_key import engine_key
 from zdp.compliance.evidence import verify_bundle
 from zdp.models import AuditRecordInput, Outcome, Phase, TimelineEvent

@@ -26,7 +26,7 @@ from tests.cli_checks import flip_first, one_clear_line, zdp
 from tests.kit import APP, HERE, Harness, part11_prod
 from tests.slack.slack_kit import ALICE, BOB, SlackWorld, sign
 from zdp import deployments
-from zdp.compliance.audit import default_log_path, evidence_dir
+from zdp.compliance.audit.log import default_log_path, evidence_dir
 from zdp.models import (
     DeploymentStatus,
     Outcome,

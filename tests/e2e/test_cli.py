@@ -18,7 +18,7 @@ import yaml
 from tests.cli_checks import ZDP, flip_first, one_clear_line, zdp
 from tests.kit import APP, Harness, enrol, part11_prod
 from zdp import deployments
-from zdp.compliance.audit import default_log_path, evidence_dir
+from zdp.compliance.audit.log import default_log_path, evidence_dir
 from zdp.compliance.engine_key import engine_public_key_path
 from zdp.config import EnvironmentConfig
 from zdp.models import Outcome, Phase

@@ -21,10 +21,10 @@ import pytest_asyncio
 
 from tests.ports import port_base
 from zdp.errors import ConfigError, PlatformError
-from zdp.platforms.envoy import EnvoyRouter
-from zdp.platforms.envoy_config import routes_path, write_atomically
-from zdp.platforms.envoy_process import EnvoyProcess, envoy_binary
-from zdp.platforms.local_layout import LOCAL_APPS
+from zdp.platforms.envoy.config import routes_path, write_atomically
+from zdp.platforms.envoy.process import EnvoyProcess, envoy_binary
+from zdp.platforms.envoy.router import EnvoyRouter
+from zdp.platforms.local.layout import LOCAL_APPS
 
 BASE = port_base("envoy-router")
 OTHER_BASE = BASE + 10  # disjoint ports: +11, +110..114, +210..214

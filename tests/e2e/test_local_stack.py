@@ -31,7 +31,7 @@ from zdp.compliance.registry import Admin, audit_recorder, load_registry, regist
 from zdp.demo import ADMIN, DEMO_CONFIG, Demo
 from zdp.errors import ZdpError
 from zdp.models import DeploymentRequest, Outcome, Phase, Strategy
-from zdp.platforms.local_layout import LOCAL_APPS
+from zdp.platforms.local.layout import LOCAL_APPS
 from zdp.signing import generate_key_pair, load_public_key
 from zdp.stack import Stack, pid_alive
 from zdp.temporal import connect

@@ -28,7 +28,7 @@ import attrs
 import kmock
 
 from zdp.models import Artifact, Deployed, ReleaseManifest
-from zdp.platforms.kubernetes import KubernetesRuntime
+from zdp.platforms.kubernetes.runtime import KubernetesRuntime
 
 DATA = Path(__file__).parent / "data"
 IMAGE = "registry.example.com/zdp/webshop"

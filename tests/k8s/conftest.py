@@ -9,10 +9,10 @@ import pytest
 import pytest_asyncio
 
 from tests.k8s.cluster import DATA, NAMESPACE, RESOURCES, ApplyingEmulator, Cluster
-from zdp.platforms.gateway_api import GatewayApiRouter
-from zdp.platforms.istio import IstioRouter
-from zdp.platforms.k8s_config import K8sSettings
-from zdp.platforms.kubernetes import KubernetesRuntime
+from zdp.platforms.kubernetes.config import K8sSettings
+from zdp.platforms.kubernetes.gateway_api import GatewayApiRouter
+from zdp.platforms.kubernetes.istio import IstioRouter
+from zdp.platforms.kubernetes.runtime import KubernetesRuntime
 
 
 @pytest_asyncio.fixture

@@ -28,8 +28,8 @@ from tests.kit import Harness
 from workers.worker import Platform, build_worker
 from zdp.health.http_probe import HttpProbe
 from zdp.models import TASK_QUEUE
-from zdp.platforms.gateway_api import GatewayApiRouter
-from zdp.platforms.kubernetes import KubernetesRuntime
+from zdp.platforms.kubernetes.gateway_api import GatewayApiRouter
+from zdp.platforms.kubernetes.runtime import KubernetesRuntime
 from zdp.release import sign_manifest
 
 ZDP = str(Path(sys.executable).parent / "zdp")

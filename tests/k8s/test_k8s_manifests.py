@@ -25,15 +25,15 @@ from tests.k8s import crd_models
 from tests.k8s.cluster import DATA, Cluster, oci_release, provision_ready
 from tests.k8s.kubectl import kubectl, render
 from zdp.errors import PlatformError
-from zdp.platforms.gateway_api import GatewayApiRouter
-from zdp.platforms.istio import IstioRouter
-from zdp.platforms.k8s_config import K8sSettings
-from zdp.platforms.k8s_render import (
+from zdp.platforms.kubernetes.config import K8sSettings
+from zdp.platforms.kubernetes.gateway_api import GatewayApiRouter
+from zdp.platforms.kubernetes.istio import IstioRouter
+from zdp.platforms.kubernetes.render import (
     load_deployment_template,
     render_deployment,
     render_service,
 )
-from zdp.platforms.kubernetes import KubernetesRuntime
+from zdp.platforms.kubernetes.runtime import KubernetesRuntime
 
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "k8s"

@@ -14,9 +14,9 @@ import pytest
 
 from tests.k8s.cluster import APPLY, NAMESPACE, RESOURCES, Cluster
 from zdp.errors import ConfigError, PlatformError
-from zdp.platforms.gateway_api import GatewayApiRouter
-from zdp.platforms.istio import IstioRouter
-from zdp.platforms.k8s_config import K8sSettings
+from zdp.platforms.kubernetes.config import K8sSettings
+from zdp.platforms.kubernetes.gateway_api import GatewayApiRouter
+from zdp.platforms.kubernetes.istio import IstioRouter
 
 ROUTES = f"/apis/gateway.networking.k8s.io/v1/namespaces/{NAMESPACE}/httproutes"
 VIRTUAL_SERVICES = f"/apis/networking.istio.io/v1/namespaces/{NAMESPACE}/virtualservices"

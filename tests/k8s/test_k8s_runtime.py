@@ -24,8 +24,8 @@ from tests.k8s.cluster import (
 )
 from zdp.errors import ConfigError, PlatformError, ReleaseError
 from zdp.models import Deployed
-from zdp.platforms.k8s_config import K8sSettings
-from zdp.platforms.kubernetes import KubernetesRuntime
+from zdp.platforms.kubernetes.config import K8sSettings
+from zdp.platforms.kubernetes.runtime import KubernetesRuntime
 
 DEPLOYMENTS = f"/apis/apps/v1/namespaces/{NAMESPACE}/deployments"
 SERVICES = f"/api/v1/namespaces/{NAMESPACE}/services"
@@ -417,10 +417,10 @@ async def test_unreachable_api_server_is_one_clear_line() -> None:
 def test_the_registry_builds_the_kubernetes_backends_by_name(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    from workers.platforms import build_probe, build_router, build_runtime
     from zdp.health.http_probe import HttpProbe
-    from zdp.platforms.gateway_api import GatewayApiRouter
-    from zdp.platforms.istio import IstioRouter
-    from zdp.platforms.registry import build_probe, build_router, build_runtime
+    from zdp.platforms.kubernetes.gateway_api import GatewayApiRouter
+    from zdp.platforms.kubernetes.istio import IstioRouter
 
     monkeypatch.setenv("ZDP_K8S_API", "http://127.0.0.1:9")
     monkeypatch.setenv("ZDP_K8S_NAMESPACE", "production")

@@ -32,7 +32,7 @@ from tests.slack.slack_kit import (
     unescape,
 )
 from zdp import deployments
-from zdp.compliance.audit import default_log_path, verify_log
+from zdp.compliance.audit.log import default_log_path, verify_log
 from zdp.compliance.engine_key import engine_key
 from zdp.compliance.registry import registry_dir, remove
 from zdp.config import EnvironmentConfig

@@ -10,7 +10,7 @@ import pytest
 
 from zdp.errors import PlatformError
 from zdp.models import Artifact
-from zdp.platforms.artifacts import (
+from zdp.platforms.local.artifacts import (
     UNPACK_MARKER,
     build_wheel,
     find_artifact,

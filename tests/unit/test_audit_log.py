@@ -20,7 +20,7 @@ from typer.testing import CliRunner, Result
 
 from tests.cli_checks import assert_one_line_error
 from zdp.cli import audit_cmd
-from zdp.compliance.audit import (
+from zdp.compliance.audit.log import (
     GENESIS_HASH,
     AuditEntry,
     AuditEvent,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from zdp.compliance.audit_pg import AUDIT_DATABASE_CA_ENV, tls_options
+from zdp.compliance.audit.postgres import AUDIT_DATABASE_CA_ENV, tls_options
 
 URL = "postgresql+psycopg://zdp:secret@db.internal:5432/audit"
 

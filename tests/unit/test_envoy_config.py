@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from zdp.errors import ConfigError
-from zdp.platforms.envoy_config import (
+from zdp.platforms.envoy.config import (
     bootstrap,
     cluster_name,
     route_configuration,
@@ -17,7 +17,7 @@ from zdp.platforms.envoy_config import (
     write_bootstrap,
     write_routes,
 )
-from zdp.platforms.local_layout import (
+from zdp.platforms.local.layout import (
     ENVIRONMENT_BLOCKS,
     LOCAL_APPS,
     SLOTS,

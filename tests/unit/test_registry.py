@@ -15,7 +15,7 @@ from typer.testing import CliRunner, Result
 from tests.cli_checks import assert_one_line_error
 from zdp.cli import keys_cmd
 from zdp.cli.main import whoami
-from zdp.compliance.audit import default_log_path, verify_log
+from zdp.compliance.audit.log import default_log_path, verify_log
 from zdp.compliance.engine_key import engine_key
 from zdp.compliance.registry import Admin, RegistryChange, load_registry, register, remove
 from zdp.errors import ConfigError, ZdpError

@@ -12,7 +12,7 @@ from temporalio.testing import ActivityEnvironment
 
 from activities.traffic import TrafficActivities
 from zdp.models import Deployed, ProbeResult, WeightsInput
-from zdp.platforms.memory import MemoryProbe, MemoryRouter, MemoryRuntime, MemoryState
+from zdp.platforms.memory.platform import MemoryProbe, MemoryRouter, MemoryRuntime, MemoryState
 from zdp.platforms.traffic_guard import SlotState, refusal, restore_split, scaled
 
 APP = "shop"

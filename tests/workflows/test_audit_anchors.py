@@ -17,18 +17,18 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from tests.kit import Harness
 from zdp import deployments
-from zdp.compliance.audit import (
+from zdp.compliance.audit.anchors import (
+    HISTORIES,
+    Anchor,
+    anchors_from_bundles,
+    check_anchors,
+)
+from zdp.compliance.audit.log import (
     AuditVerificationError,
     checkpoints_path_for,
     default_log_path,
     evidence_dir,
     verify_log,
-)
-from zdp.compliance.audit_anchors import (
-    HISTORIES,
-    Anchor,
-    anchors_from_bundles,
-    check_anchors,
 )
 from zdp.compliance.engine_key import engine_key
 from zdp.models import DeploymentResult, Outcome, Phase

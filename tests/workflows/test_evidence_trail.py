@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.kit import APP, Harness
-from zdp.compliance.audit import AuditVerificationError, default_log_path, verify_log
+from zdp.compliance.audit.log import AuditVerificationError, default_log_path, verify_log
 from zdp.compliance.engine_key import engine_key
 from zdp.compliance.evidence import EvidenceVerificationError, verify_bundle
 from zdp.models import Outcome

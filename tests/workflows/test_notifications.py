@@ -6,7 +6,7 @@ import asyncio
 
 from tests.kit import APP, Harness
 from zdp import deployments
-from zdp.compliance.audit import default_log_path
+from zdp.compliance.audit.log import default_log_path
 from zdp.errors import ZdpError
 from zdp.models import Outcome, Phase
 from zdp.notify import Notification, WebhookNotifier

@@ -10,20 +10,20 @@ from typing import Annotated
 import typer
 
 from zdp.cli.output import EXIT_USAGE, err_console, fail
-from zdp.compliance.audit import (
+from zdp.compliance.audit.anchors import (
+    HISTORIES,
+    Anchor,
+    anchors_from_bundles,
+    check_anchors,
+)
+from zdp.compliance.audit.anchors import summary as anchor_summary
+from zdp.compliance.audit.log import (
     AUDIT_DATABASE_URL_ENV,
     VerifyReport,
     default_log_path,
     evidence_dir,
     verify_log,
 )
-from zdp.compliance.audit_anchors import (
-    HISTORIES,
-    Anchor,
-    anchors_from_bundles,
-    check_anchors,
-)
-from zdp.compliance.audit_anchors import summary as anchor_summary
 from zdp.compliance.engine_key import engine_public_key_path
 from zdp.errors import ZdpError
 from zdp.models import AuditAnchor
@@ -98,7 +98,7 @@ def verify(
     try:
         public_keys = [load_public_key(path) for path in keys or [engine_public_key_path()]]
         if url:  # imported here: the PostgreSQL driver loads only for commands that use it
-            from zdp.compliance.audit_pg_verify import verify_database
+            from zdp.compliance.audit.postgres_verify import verify_database
 
             report = verify_database(url, public_keys=public_keys)
             typer.echo(_summary(report))
@@ -177,7 +177,7 @@ def export(
     url = database or settings().AUDIT_DATABASE_URL
     if not url:
         fail(f"no audit database: give --database URL or set {AUDIT_DATABASE_URL_ENV}", EXIT_USAGE)
-    from zdp.compliance.audit_pg_verify import export_database
+    from zdp.compliance.audit.postgres_verify import export_database
 
     try:
         exported = export_database(url, output / default_log_path().name)

@@ -888,8 +888,8 @@ def build(
     app_name: Annotated[str, typer.Argument(metavar="APP", help="An app under apps/.")],
 ) -> None:
     """Build apps/APP into a wheel and put it in the artifact store the local runtime reads."""
-    from zdp.platforms.artifacts import build_app_wheel, find_artifact, store_artifact
-    from zdp.platforms.local_layout import local_app
+    from zdp.platforms.local.artifacts import build_app_wheel, find_artifact, store_artifact
+    from zdp.platforms.local.layout import local_app
     from zdp.settings import zdp_home
 
     try:

@@ -34,7 +34,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 
-from zdp.compliance.audit import canonical_json
+from zdp.compliance.audit.log import canonical_json
 from zdp.errors import SigningKeyError, ZdpError
 from zdp.signing import decode_base64, fingerprint, load_public_key
 

@@ -353,7 +353,7 @@ def remove(
 def audit_recorder(home: Path | None = None) -> Recorder:
     """Record registry changes in the engine's audit log (workflow id `identity-registry`),
     each append with a signed checkpoint; a change that cannot be recorded is not made."""
-    from zdp.compliance.audit import AuditEvent, open_store
+    from zdp.compliance.audit.log import AuditEvent, open_store
 
     def record(change: RegistryChange) -> None:
         event = AuditEvent(

@@ -1,7 +1,7 @@
 """The platform seams: where versions run (`Runtime`), who routes traffic (`TrafficRouter`).
 
 As in Flagger's router interface, each seam is one small protocol and each backend is one module
-registered by name in `zdp.platforms.registry`. Both seams must be idempotent: activities are
+registered by name in `workers.platforms`. Both seams must be idempotent: activities are
 retried, so provisioning a running version, retiring a retired one or setting the weights that
 are already applied must succeed and change nothing.
 """
@@ -18,6 +18,8 @@ from zdp.models import Deployed, ProbeResult, ReleaseManifest
 
 CANARY_SLOTS = ("stable", "canary")
 BLUE_GREEN_SLOTS = ("blue", "green")
+# Every slot a version can run in, in the order weights are listed.
+SLOTS = (*CANARY_SLOTS, *BLUE_GREEN_SLOTS)
 
 
 _CONFIG_KEY = re.compile(r"^[A-Za-z0-9_]+$")
@@ -108,3 +110,21 @@ class TrafficStats(Protocol):
     """A router that counts what each slot served (Envoy does; the memory router does not)."""
 
     async def slot_stats(self, app: str) -> Mapping[str, SlotCounters]: ...
+
+
+def validate_weights(weights: Mapping[str, object]) -> dict[str, int]:
+    """The weights in slot order, or ConfigError: known slots, ints >= 0, summing to 100."""
+    if not weights:
+        raise ConfigError("no weights given: name at least one slot, e.g. stable=100")
+    unknown = sorted(set(weights) - set(SLOTS))
+    if unknown:
+        raise ConfigError(f"unknown slot(s) {', '.join(unknown)}: use {', '.join(SLOTS)}")
+    checked: dict[str, int] = {}
+    for slot, weight in weights.items():
+        if isinstance(weight, bool) or not isinstance(weight, int) or weight < 0:
+            raise ConfigError(f"weight of {slot} must be a whole number >= 0, got {weight!r}")
+        checked[slot] = weight
+    total = sum(checked.values())
+    if total != 100:
+        raise ConfigError(f"weights must sum to 100, got {total}: {checked}")
+    return {slot: checked[slot] for slot in SLOTS if slot in checked}

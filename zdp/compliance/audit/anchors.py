@@ -18,7 +18,7 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from zdp.compliance.audit_format import (
+from zdp.compliance.audit.format import (
     AuditEntry,
     AuditLogError,
     AuditVerificationError,

@@ -7,7 +7,7 @@ Envoy keeps the last good routes when it rejects a file, so nothing is assumed: 
 not confirmed within `confirm_timeout` is a PlatformError naming what is still applied.
 
 `slot_stats` gives the gates what each slot's cluster served, read from `/stats` in one request.
-Layout of clusters and routes: see `zdp.platforms.envoy_config`.
+Layout of clusters and routes: see `zdp.platforms.envoy.config`.
 """
 
 from __future__ import annotations
@@ -23,15 +23,15 @@ from typing import Any
 import httpx
 
 from zdp.errors import PlatformError
-from zdp.platforms.envoy_config import (
+from zdp.platforms.base import validate_weights
+from zdp.platforms.envoy.config import (
     cluster_name,
     route_config_name,
     route_text,
     routes_path,
-    validate_weights,
     write_atomically,
 )
-from zdp.platforms.local_layout import (
+from zdp.platforms.local.layout import (
     SLOTS,
     LocalApp,
     environment_block,

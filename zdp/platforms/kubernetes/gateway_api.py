@@ -17,9 +17,9 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 from zdp.errors import PlatformError
-from zdp.platforms.k8s_api import HTTP_ROUTE, Kind
-from zdp.platforms.k8s_render import MANAGED_BY, slot_name
-from zdp.platforms.k8s_routes import RouteWeightsRouter
+from zdp.platforms.kubernetes.api import HTTP_ROUTE, Kind
+from zdp.platforms.kubernetes.render import MANAGED_BY, slot_name
+from zdp.platforms.kubernetes.routes import RouteWeightsRouter
 
 GATEWAY_GROUP = "gateway.networking.k8s.io"
 

@@ -24,9 +24,8 @@ import yaml
 
 from zdp.errors import ConfigError, PlatformError, ReleaseError
 from zdp.models import ReleaseManifest
-from zdp.platforms.base import release_environment
+from zdp.platforms.base import SLOTS, release_environment
 
-SLOTS = ("stable", "canary", "blue", "green")
 LABEL_APP = "app"
 LABEL_VERSION = "zdp.io/version"
 LABEL_SLOT = "zdp.io/slot"

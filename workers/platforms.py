@@ -14,36 +14,36 @@ from typing import TypeVar
 from zdp.domain import AppQuery, HttpAppQuery
 from zdp.errors import ConfigError
 from zdp.platforms.base import HealthProbe, Runtime, TrafficRouter
-from zdp.platforms.memory import MemoryAppQuery, MemoryProbe, MemoryRouter, MemoryRuntime
+from zdp.platforms.memory.platform import MemoryAppQuery, MemoryProbe, MemoryRouter, MemoryRuntime
 from zdp.settings import settings
 
 
 def _local_runtime() -> Runtime:
-    from zdp.platforms.local import LocalRuntime
+    from zdp.platforms.local.runtime import LocalRuntime
 
     return LocalRuntime()
 
 
 def _envoy_router() -> TrafficRouter:
-    from zdp.platforms.envoy import EnvoyRouter
+    from zdp.platforms.envoy.router import EnvoyRouter
 
     return EnvoyRouter()
 
 
 def _kubernetes_runtime() -> Runtime:
-    from zdp.platforms.kubernetes import KubernetesRuntime
+    from zdp.platforms.kubernetes.runtime import KubernetesRuntime
 
     return KubernetesRuntime()
 
 
 def _gateway_api_router() -> TrafficRouter:
-    from zdp.platforms.gateway_api import GatewayApiRouter
+    from zdp.platforms.kubernetes.gateway_api import GatewayApiRouter
 
     return GatewayApiRouter()
 
 
 def _istio_router() -> TrafficRouter:
-    from zdp.platforms.istio import IstioRouter
+    from zdp.platforms.kubernetes.istio import IstioRouter
 
     return IstioRouter()
 

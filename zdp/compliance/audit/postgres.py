@@ -25,7 +25,7 @@ import psycopg
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from zdp.compliance.audit_format import (
+from zdp.compliance.audit.format import (
     AppendResult,
     AuditEntry,
     AuditEvent,

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from zdp.compliance.audit_format import (
+from zdp.compliance.audit.format import (
     AppendResult,
     AuditEntry,
     AuditEvent,

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from zdp.platforms.k8s_api import VIRTUAL_SERVICE, Kind
-from zdp.platforms.k8s_render import MANAGED_BY, slot_name
-from zdp.platforms.k8s_routes import RouteWeightsRouter
+from zdp.platforms.kubernetes.api import VIRTUAL_SERVICE, Kind
+from zdp.platforms.kubernetes.render import MANAGED_BY, slot_name
+from zdp.platforms.kubernetes.routes import RouteWeightsRouter
 
 
 class IstioRouter(RouteWeightsRouter):

@@ -25,7 +25,7 @@ from kubernetes.aio import client as k8s
 from kubernetes.aio import config as k8s_config
 
 from zdp.errors import ConfigError, PlatformError
-from zdp.platforms.k8s_config import FIELD_MANAGER, K8sSettings
+from zdp.platforms.kubernetes.config import FIELD_MANAGER, K8sSettings
 
 APPLY_PATCH = "application/apply-patch+yaml"
 MERGE_PATCH = "application/merge-patch+json"

@@ -19,9 +19,7 @@ import psycopg
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from pydantic import BaseModel
 
-# The file verifier's own coverage check, so both verifiers judge a checkpoint alike.
-from zdp.compliance.audit import report_or_first_problem
-from zdp.compliance.audit_format import (
+from zdp.compliance.audit.format import (
     AuditEntry,
     AuditLogError,
     AuditVerificationError,
@@ -31,7 +29,10 @@ from zdp.compliance.audit_format import (
     checkpoints_path_for,
     read_checkpoint_line,
 )
-from zdp.compliance.audit_pg import Connection, connect, database_label, one_line, stream_rows
+
+# The file verifier's own coverage check, so both verifiers judge a checkpoint alike.
+from zdp.compliance.audit.log import report_or_first_problem
+from zdp.compliance.audit.postgres import Connection, connect, database_label, one_line, stream_rows
 from zdp.signing import fingerprint
 
 _FILE_MODE = 0o640

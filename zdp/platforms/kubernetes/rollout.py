@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from zdp.errors import PlatformError
-from zdp.platforms.k8s_api import DEPLOYMENT, ENDPOINT_SLICE, POD, K8sApi
-from zdp.platforms.k8s_render import SERVICE_NAME_LABEL
+from zdp.platforms.kubernetes.api import DEPLOYMENT, ENDPOINT_SLICE, POD, K8sApi
+from zdp.platforms.kubernetes.render import SERVICE_NAME_LABEL
 
 # Waiting reasons a pod does not recover from by itself (ErrImagePull is retried by the
 # kubelet before it turns into ImagePullBackOff, so it is not one of them).

@@ -23,9 +23,9 @@ from pathlib import Path
 
 from zdp.config import apps_source_dir
 from zdp.errors import ConfigError
+from zdp.platforms.base import SLOTS
 from zdp.settings import settings, zdp_home
 
-SLOTS = ("stable", "canary", "blue", "green")
 # The environments the embedded stack runs side by side, and their port blocks.
 ENVIRONMENT_BLOCKS: dict[str, int] = {"staging": 0, "production": 1, "dev": 2, "qa": 3, "uat": 4}
 BLOCK_STRIDE = 10

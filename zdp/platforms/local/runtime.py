@@ -39,10 +39,10 @@ import httpx
 from zdp.errors import ConfigError, PlatformError
 from zdp.fsutil import inside, write_file_atomic
 from zdp.models import Deployed, ReleaseManifest
-from zdp.platforms import confine
-from zdp.platforms.artifacts import find_artifact, unpack_verified
 from zdp.platforms.base import release_environment
-from zdp.platforms.local_layout import (
+from zdp.platforms.local import confine
+from zdp.platforms.local.artifacts import find_artifact, unpack_verified
+from zdp.platforms.local.layout import (
     LOCAL_APPS,
     SLOTS,
     LocalApp,
@@ -227,7 +227,7 @@ class LocalRuntime:
     def _confinement(
         self, release: ReleaseManifest, folder: Path, env: dict[str, str]
     ) -> tuple[list[str], str]:
-        """The command prefix that confines the app (zdp/platforms/confine.py), and what goes
+        """The command prefix that confines the app (zdp/platforms/local/confine.py), and what goes
         on the record about it. ZDP_APP_CONFINEMENT: `auto` (Landlock where the kernel has it,
         else unconfined, but never for production), `landlock` (required) or `none`."""
         mode = settings().APP_CONFINEMENT

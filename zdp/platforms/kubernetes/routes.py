@@ -17,10 +17,10 @@ import asyncio
 from typing import Any, ClassVar
 
 from zdp.errors import PlatformError
-from zdp.platforms.envoy_config import validate_weights
-from zdp.platforms.k8s_api import K8sApi, Kind
-from zdp.platforms.k8s_config import FIELD_MANAGER, K8sSettings
-from zdp.platforms.k8s_render import SLOTS, slot_name
+from zdp.platforms.base import validate_weights
+from zdp.platforms.kubernetes.api import K8sApi, Kind
+from zdp.platforms.kubernetes.config import FIELD_MANAGER, K8sSettings
+from zdp.platforms.kubernetes.render import SLOTS, slot_name
 
 
 class RouteWeightsRouter:

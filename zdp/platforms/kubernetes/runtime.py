@@ -1,7 +1,7 @@
 """The `kubernetes` Runtime: one Deployment and one Service per app version, named by its slot.
 
 A version in slot S of app A is Deployment `A-S` (rendered from the app's own template, see
-`zdp.platforms.k8s_render`) and Service `A-S`, the router's backend for that slot. Both are
+`zdp.platforms.kubernetes.render`) and Service `A-S`, the router's backend for that slot. Both are
 written by server-side apply (field manager `zdp`, force=false), so provisioning again what
 already runs changes nothing. `provision` returns once the rollout is available and the Service
 lists the ready pods; a rollout that fails (progress deadline, ImagePullBackOff, CrashLoopBackOff,
@@ -29,9 +29,9 @@ from typing import Any
 
 from zdp.errors import PlatformError
 from zdp.models import Deployed, ReleaseManifest
-from zdp.platforms.k8s_api import DEPLOYMENT, ENDPOINT_SLICE, SERVICE, K8sApi
-from zdp.platforms.k8s_config import K8sSettings
-from zdp.platforms.k8s_render import (
+from zdp.platforms.kubernetes.api import DEPLOYMENT, ENDPOINT_SLICE, SERVICE, K8sApi
+from zdp.platforms.kubernetes.config import K8sSettings
+from zdp.platforms.kubernetes.render import (
     ANNOTATION_CONFIG,
     ANNOTATION_DIGEST,
     ANNOTATION_VERSION,
@@ -44,7 +44,7 @@ from zdp.platforms.k8s_render import (
     slot_labels,
     slot_name,
 )
-from zdp.platforms.k8s_rollout import (
+from zdp.platforms.kubernetes.rollout import (
     await_ready_endpoints,
     await_rollout,
     await_scaled_down,

@@ -30,9 +30,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from zdp.errors import ConfigError
 from zdp.fsutil import write_file_atomic
-from zdp.platforms.local_layout import (
+from zdp.platforms.base import validate_weights
+from zdp.platforms.local.layout import (
     SLOTS,
     LocalApp,
     envoy_admin_port,
@@ -100,24 +100,6 @@ def routes_path(home: Path, app: LocalApp) -> Path:
 
 def bootstrap_path(home: Path) -> Path:
     return envoy_dir(home) / "envoy.json"
-
-
-def validate_weights(weights: Mapping[str, object]) -> dict[str, int]:
-    """The weights in slot order, or ConfigError: known slots, ints >= 0, summing to 100."""
-    if not weights:
-        raise ConfigError("no weights given: name at least one slot, e.g. stable=100")
-    unknown = sorted(set(weights) - set(SLOTS))
-    if unknown:
-        raise ConfigError(f"unknown slot(s) {', '.join(unknown)}: use {', '.join(SLOTS)}")
-    checked: dict[str, int] = {}
-    for slot, weight in weights.items():
-        if isinstance(weight, bool) or not isinstance(weight, int) or weight < 0:
-            raise ConfigError(f"weight of {slot} must be a whole number >= 0, got {weight!r}")
-        checked[slot] = weight
-    total = sum(checked.values())
-    if total != 100:
-        raise ConfigError(f"weights must sum to 100, got {total}: {checked}")
-    return {slot: checked[slot] for slot in SLOTS if slot in checked}
 
 
 DRILL_PREFIX = "/drill/"

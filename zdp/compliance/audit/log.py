@@ -24,7 +24,7 @@ from typing import BinaryIO, Protocol
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from zdp.compliance.audit_format import (
+from zdp.compliance.audit.format import (
     GENESIS_HASH,
     AppendResult,
     AuditEntry,
@@ -41,7 +41,7 @@ from zdp.compliance.audit_format import (
     lock_path_for,
     read_checkpoint_line,
 )
-from zdp.compliance.audit_jsonl import AuditLog
+from zdp.compliance.audit.jsonl import AuditLog
 from zdp.settings import settings, zdp_home
 from zdp.signing import fingerprint
 
@@ -99,7 +99,7 @@ def open_store(home: Path | None = None) -> AuditStore:
 
     url = settings().AUDIT_DATABASE_URL
     if url:
-        from zdp.compliance.audit_pg import PostgresAuditLog
+        from zdp.compliance.audit.postgres import PostgresAuditLog
 
         return PostgresAuditLog(url, engine_key(home))
     return AuditLog(default_log_path(home), engine_key(home))

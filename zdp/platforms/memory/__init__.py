@@ -1,0 +1,3 @@
+"""The in-process platform for tests and the default worker: runtime, router, probe and app query
+in memory.
+"""
