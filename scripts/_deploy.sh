@@ -118,7 +118,7 @@ signing=(); [[ -n "$key" ]] && signing=(--key "$key")
 
 if [[ -z "$release" ]]; then
   # 2. Build the wheel from this checkout.
-  built="$("$zdp" build "$APP")" || exit 1
+  built="$(ZDP_APPS_DIR="${ZDP_APPS_DIR:-$root/apps}" "$zdp" build "$APP")" || exit 1  # from this checkout
   wheel="$(sed -n 's/^wheel: //p' <<<"$built")"
   [[ -f "$wheel" ]] || { echo "$me: zdp build printed no wheel path: $built" >&2; exit 1; }
   if [[ -z "$version" ]]; then
