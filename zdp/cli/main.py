@@ -887,7 +887,10 @@ def worker(
 def build(
     app_name: Annotated[str, typer.Argument(metavar="APP", help="An app under apps/.")],
 ) -> None:
-    """Build apps/APP into a wheel and put it in the artifact store the local runtime reads."""
+    """Build apps/APP into a wheel and put it in the artifact store the local runtime reads.
+
+    apps/ is found in the working directory or above (a checkout), or named by $ZDP_APPS_DIR.
+    """
     from zdp.platforms.local.artifacts import build_app_wheel, find_artifact, store_artifact
     from zdp.platforms.local.layout import local_app
     from zdp.settings import zdp_home
