@@ -32,11 +32,11 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from zdp import deployments  # noqa: E402
-from zdp.demo import TARGETS, ContainmentClock, Demo  # noqa: E402
+from zdp.cli.demo import TARGETS, ContainmentClock, Demo  # noqa: E402
 from zdp.loadgen import LoadProcess  # noqa: E402
 from zdp.models import DeploymentRequest, Phase, Strategy  # noqa: E402
 from zdp.platforms.envoy.router import EnvoyRouter  # noqa: E402
-from zdp.platforms.local.layout import LOCAL_APPS  # noqa: E402
+from zdp.platforms.layout import LOCAL_APPS  # noqa: E402
 from zdp.stack import Stack  # noqa: E402
 from zdp.temporal import connect  # noqa: E402
 

@@ -35,11 +35,11 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from zdp.demo import DEMO_CONFIG, TARGETS, ContainmentClock, Demo  # noqa: E402
+from zdp.cli.demo import DEMO_CONFIG, TARGETS, ContainmentClock, Demo  # noqa: E402
 from zdp.loadgen import LoadProcess  # noqa: E402
 from zdp.models import ReleaseManifest, Strategy  # noqa: E402
 from zdp.platforms.envoy.router import EnvoyRouter  # noqa: E402
-from zdp.platforms.local.layout import LOCAL_APPS  # noqa: E402
+from zdp.platforms.layout import LOCAL_APPS  # noqa: E402
 from zdp.platforms.local.runtime import LocalRuntime  # noqa: E402
 from zdp.stack import Stack  # noqa: E402
 from zdp.temporal import connect  # noqa: E402

@@ -11,7 +11,14 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
 
 from zdp.health.spec import GatePolicy
 
@@ -665,7 +672,7 @@ class AssessRiskInput(_Model):
     request_digest: str | None = None
     allow_downgrade: bool = False
     # The environment whose own slots to act on (the embedded stack gives each environment its
-    # own; zdp.platforms.local.layout). None in histories from before: the shared slots.
+    # own; zdp.platforms.layout). None in histories from before: the shared slots.
     scope: str | None = None
     run_id: str | None = None
 
@@ -676,7 +683,7 @@ class ProvisionInput(_Model):
     # The target environment as the app reads it (APP_ENV); None in older histories.
     app_env: str | None = None
     # The environment whose own slots to act on (the embedded stack gives each environment its
-    # own; zdp.platforms.local.layout). None in histories from before: the shared slots.
+    # own; zdp.platforms.layout). None in histories from before: the shared slots.
     scope: str | None = None
 
 
@@ -685,7 +692,7 @@ class RetireInput(_Model):
     slot: str
     version: str | None = None
     # The environment whose own slots to act on (the embedded stack gives each environment its
-    # own; zdp.platforms.local.layout). None in histories from before: the shared slots.
+    # own; zdp.platforms.layout). None in histories from before: the shared slots.
     scope: str | None = None
 
 
@@ -697,7 +704,7 @@ class WeightsInput(_Model):
     # runs, or, when none does, leaves traffic where a version runs (zdp.platforms.traffic_guard).
     restore: bool = False
     # The environment whose own slots to act on (the embedded stack gives each environment its
-    # own; zdp.platforms.local.layout). None in histories from before: the shared slots.
+    # own; zdp.platforms.layout). None in histories from before: the shared slots.
     scope: str | None = None
 
     @model_validator(mode="after")
@@ -729,7 +736,7 @@ class GateInput(_Model):
     weight: int | None = None
     baseline_weight: int | None = None
     # The environment whose own slots to act on (the embedded stack gives each environment its
-    # own; zdp.platforms.local.layout). None in histories from before: the shared slots.
+    # own; zdp.platforms.layout). None in histories from before: the shared slots.
     scope: str | None = None
 
 
@@ -780,3 +787,75 @@ class EvidenceReceipt(_Model):
     files: int
     manifest_sha256: str
     key_fingerprint: str
+
+
+# --------------------------------------------------------------------------- notifications
+# What zdp.notify sends and the Slack messages show (here, below both, so neither imports the
+# other for its types).
+
+NotificationKind = Literal[
+    "started",
+    "awaiting_approval",
+    "step_passed",
+    "rolled_back",
+    "promoted",
+    "blocked",
+    "rejected",
+    "failed",
+    "expired",
+    "aborted",
+]
+# The kinds that end a deployment: its approval messages lose their buttons.
+FINAL_KINDS = frozenset({"rolled_back", "promoted", "blocked", "rejected", "failed", "expired",
+                         "aborted"})  # fmt: skip
+
+
+class MessageRef(BaseModel):
+    """A message a notifier posted (Slack: channel and ts), so it can be updated later."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    channel: str
+    ts: str
+
+
+class NotifyReceipt(BaseModel):
+    """What the notify activity did: whether any notifier is configured, and the approval
+    messages it posted (the workflow keeps them, and closes them when the deployment ends)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    delivered: bool
+    messages: list[MessageRef] = Field(default_factory=list)
+
+
+class Notification(BaseModel):
+    """One thing that happened to a deployment, with what a person needs to act on it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: NotificationKind
+    deployment_id: str
+    app: str
+    environment: str
+    version: str | None = None
+    initiator: str | None = None
+    change_ref: str | None = None
+    risk_score: int | None = Field(default=None, ge=0, le=100)
+    risk_level: RiskLevel | None = None
+    top_factors: list[str] = Field(default_factory=list)
+    # How the release's config differs from the running version's (ConfigChange.describe).
+    running_version: str | None = None
+    config_changes: list[str] = Field(default_factory=list)
+    approvals_required: int = Field(default=0, ge=0)
+    allowed_approvers: list[str] = Field(default_factory=list)
+    signature_required: bool = False
+    step: str | None = None
+    cause: str | None = None
+    at: AwareDatetime
+    # The run and release the notification is about: approval buttons carry them, so a click
+    # acts on exactly this run of this release or is refused.
+    run_id: str | None = None
+    release_digest: str | None = None
+    # On a final notification: the approval messages to close (their buttons removed).
+    close: list[MessageRef] = Field(default_factory=list)

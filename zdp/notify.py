@@ -12,17 +12,22 @@ import hashlib
 import hmac
 import re
 from collections.abc import Sequence
-from typing import Literal, Protocol
+from typing import Protocol
 from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 import httpx
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from zdp.errors import ZdpError
-from zdp.models import RiskLevel
+from zdp.models import (
+    FINAL_KINDS,
+    MessageRef,
+    Notification,
+    NotificationKind,
+    NotifyReceipt,
+)
 from zdp.settings import settings
 from zdp.slack.config import (
     DEFAULT_SLACK_API_URL,
@@ -51,78 +56,10 @@ __all__ = [
     "webhook_signature",
 ]
 
-NotificationKind = Literal[
-    "started",
-    "awaiting_approval",
-    "step_passed",
-    "rolled_back",
-    "promoted",
-    "blocked",
-    "rejected",
-    "failed",
-    "expired",
-    "aborted",
-]
-# The kinds that end a deployment: its approval messages lose their buttons.
-FINAL_KINDS = frozenset({"rolled_back", "promoted", "blocked", "rejected", "failed", "expired",
-                         "aborted"})  # fmt: skip
-
-
-class MessageRef(BaseModel):
-    """A message a notifier posted (Slack: channel and ts), so it can be updated later."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    channel: str
-    ts: str
-
-
-class NotifyReceipt(BaseModel):
-    """What the notify activity did: whether any notifier is configured, and the approval
-    messages it posted (the workflow keeps them, and closes them when the deployment ends)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    delivered: bool
-    messages: list[MessageRef] = Field(default_factory=list)
-
-
 WEBHOOK_URL_ENV_VAR = "ZDP_NOTIFY_WEBHOOK_URL"
 WEBHOOK_SECRET_ENV_VAR = "ZDP_NOTIFY_WEBHOOK_SECRET"
 SIGNATURE_HEADER = "X-Zdp-Signature"
 WEBHOOK_TIMEOUT_SECONDS = 5.0
-
-
-class Notification(BaseModel):
-    """One thing that happened to a deployment, with what a person needs to act on it."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    kind: NotificationKind
-    deployment_id: str
-    app: str
-    environment: str
-    version: str | None = None
-    initiator: str | None = None
-    change_ref: str | None = None
-    risk_score: int | None = Field(default=None, ge=0, le=100)
-    risk_level: RiskLevel | None = None
-    top_factors: list[str] = Field(default_factory=list)
-    # How the release's config differs from the running version's (ConfigChange.describe).
-    running_version: str | None = None
-    config_changes: list[str] = Field(default_factory=list)
-    approvals_required: int = Field(default=0, ge=0)
-    allowed_approvers: list[str] = Field(default_factory=list)
-    signature_required: bool = False
-    step: str | None = None
-    cause: str | None = None
-    at: AwareDatetime
-    # The run and release the notification is about: approval buttons carry them, so a click
-    # acts on exactly this run of this release or is refused.
-    run_id: str | None = None
-    release_digest: str | None = None
-    # On a final notification: the approval messages to close (their buttons removed).
-    close: list[MessageRef] = Field(default_factory=list)
 
 
 class Notifier(Protocol):

@@ -21,8 +21,8 @@ from typing import Any
 from zdp.errors import PlatformError
 from zdp.fsutil import proc_cmdline, rotate_log, tail_log, write_file_atomic
 from zdp.platforms.envoy.process import EnvoyProcess
+from zdp.platforms.layout import local_instances
 from zdp.platforms.local import runtime as local
-from zdp.platforms.local.layout import local_instances
 from zdp.settings import settings, zdp_home
 from zdp.temporal import DEFAULT_NAMESPACE, SEARCH_ATTRIBUTES
 

@@ -24,7 +24,7 @@ from zdp.errors import ConfigError, PlatformError
 from zdp.platforms.envoy.config import routes_path, write_atomically
 from zdp.platforms.envoy.process import EnvoyProcess, envoy_binary
 from zdp.platforms.envoy.router import EnvoyRouter
-from zdp.platforms.local.layout import LOCAL_APPS
+from zdp.platforms.layout import LOCAL_APPS
 
 BASE = port_base("envoy-router")
 OTHER_BASE = BASE + 10  # disjoint ports: +11, +110..114, +210..214

@@ -29,15 +29,15 @@ from tests.ports import port_base
 from zdp.errors import ConfigError, PlatformError, ReleaseError
 from zdp.models import Artifact, ChangeMetadata, ReleaseManifest
 from zdp.platforms.base import Runtime
-from zdp.platforms.local import confine
-from zdp.platforms.local.artifacts import build_wheel, find_artifact, store_artifact
-from zdp.platforms.local.layout import (
+from zdp.platforms.layout import (
     ENVIRONMENT_BLOCKS,
     LocalApp,
     data_dir,
     runtime_dir,
     versions_dir,
 )
+from zdp.platforms.local import confine
+from zdp.platforms.local.artifacts import build_wheel, find_artifact, store_artifact
 from zdp.platforms.local.runtime import LocalRuntime, running, stop_all
 
 APP = LocalApp("zdp-testapp", "zdp_testapp", 1)
@@ -154,7 +154,7 @@ import asyncio, signal, sys
 from pathlib import Path
 from zdp.models import ReleaseManifest
 from zdp.platforms.local.runtime import LocalRuntime
-from zdp.platforms.local.layout import LocalApp
+from zdp.platforms.layout import LocalApp
 
 app = LocalApp("zdp-testapp", "zdp_testapp", 1)
 runtime = LocalRuntime(home=Path(sys.argv[1]), base=int(sys.argv[2]), apps={app.name: app})

@@ -27,11 +27,11 @@ import pytest
 from tests.e2e.github_actions import clean_env, run_job
 from tests.ports import free_port, port_base
 from zdp import deployments
+from zdp.cli.demo import ADMIN, DEMO_CONFIG, Demo
 from zdp.compliance.registry import Admin, audit_recorder, load_registry, register, registry_dir
-from zdp.demo import ADMIN, DEMO_CONFIG, Demo
 from zdp.errors import ZdpError
 from zdp.models import DeploymentRequest, Outcome, Phase, Strategy
-from zdp.platforms.local.layout import LOCAL_APPS
+from zdp.platforms.layout import LOCAL_APPS
 from zdp.signing import generate_key_pair, load_public_key
 from zdp.stack import Stack, pid_alive
 from zdp.temporal import connect

@@ -35,7 +35,7 @@ import pytest
 import yaml
 
 from tests.ports import free_port, port_base
-from zdp.platforms.local.layout import LOCAL_APPS
+from zdp.platforms.layout import LOCAL_APPS
 
 REPO = Path(__file__).resolve().parents[2]
 DOC = REPO / "docs" / "to-production.md"

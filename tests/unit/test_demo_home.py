@@ -14,9 +14,9 @@ import pytest
 from typer.testing import CliRunner, Result
 
 from tests.cli_checks import assert_one_line_error
-from zdp import demo as demo_module
+from zdp.cli import demo as demo_module
+from zdp.cli.demo import DEFAULT_DEMO_HOME, OUTSIDE_HOME_ENV, DemoHome, demo_home, isolate
 from zdp.cli.main import app
-from zdp.demo import DEFAULT_DEMO_HOME, OUTSIDE_HOME_ENV, DemoHome, demo_home, isolate
 from zdp.errors import ConfigError
 from zdp.stack import Stack
 

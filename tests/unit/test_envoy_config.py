@@ -17,7 +17,7 @@ from zdp.platforms.envoy.config import (
     write_bootstrap,
     write_routes,
 )
-from zdp.platforms.local.layout import (
+from zdp.platforms.layout import (
     ENVIRONMENT_BLOCKS,
     LOCAL_APPS,
     SLOTS,

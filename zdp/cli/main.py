@@ -891,8 +891,8 @@ def build(
 
     apps/ is found in the working directory or above (a checkout), or named by $ZDP_APPS_DIR.
     """
+    from zdp.platforms.layout import local_app
     from zdp.platforms.local.artifacts import build_app_wheel, find_artifact, store_artifact
-    from zdp.platforms.local.layout import local_app
     from zdp.settings import zdp_home
 
     try:
@@ -985,7 +985,7 @@ def demo(
 
     Runs its own stack in its own home (default .zdp-demo): the unencrypted demo release key
     and demo identities it trusts stay there, and `zdp up`'s home is not touched."""
-    from zdp.demo import demo_home, isolate, run_demo
+    from zdp.cli.demo import demo_home, isolate, run_demo
 
     try:
         checked = demo_home(home)

@@ -7,12 +7,9 @@ reads `&`, `<` and `>` as markup in mrkdwn, so every value from a model is escap
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from zdp.models import DeploymentStatus, RiskAssessment
-
-if TYPE_CHECKING:
-    from zdp.notify import Notification
+from zdp.models import DeploymentStatus, Notification, RiskAssessment
 
 APPROVE_ACTION = "zdp_approve"
 REJECT_ACTION = "zdp_reject"

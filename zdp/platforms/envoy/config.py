@@ -32,7 +32,7 @@ from typing import Any
 
 from zdp.fsutil import write_file_atomic
 from zdp.platforms.base import validate_weights
-from zdp.platforms.local.layout import (
+from zdp.platforms.layout import (
     SLOTS,
     LocalApp,
     envoy_admin_port,

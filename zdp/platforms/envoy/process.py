@@ -23,7 +23,7 @@ import httpx
 from zdp.errors import PlatformError
 from zdp.fsutil import proc_cmdline, tail_log
 from zdp.platforms.envoy.config import bootstrap_path, write_bootstrap
-from zdp.platforms.local.layout import envoy_admin_port, envoy_dir, port_base
+from zdp.platforms.layout import envoy_admin_port, envoy_dir, port_base
 
 READY_TIMEOUT_S = 10.0
 

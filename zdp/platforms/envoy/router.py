@@ -31,7 +31,7 @@ from zdp.platforms.envoy.config import (
     routes_path,
     write_atomically,
 )
-from zdp.platforms.local.layout import (
+from zdp.platforms.layout import (
     SLOTS,
     LocalApp,
     environment_block,

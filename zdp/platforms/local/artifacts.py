@@ -22,7 +22,7 @@ from pathlib import Path
 from zdp.errors import PlatformError
 from zdp.fsutil import inside
 from zdp.models import Artifact
-from zdp.platforms.local.layout import LocalApp, artifacts_dir
+from zdp.platforms.layout import LocalApp, artifacts_dir
 
 UNPACK_MARKER = ".zdp-unpacked"
 _CHUNK = 1 << 20

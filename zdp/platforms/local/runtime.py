@@ -40,9 +40,7 @@ from zdp.errors import ConfigError, PlatformError
 from zdp.fsutil import inside, write_file_atomic
 from zdp.models import Deployed, ReleaseManifest
 from zdp.platforms.base import release_environment
-from zdp.platforms.local import confine
-from zdp.platforms.local.artifacts import find_artifact, unpack_verified
-from zdp.platforms.local.layout import (
+from zdp.platforms.layout import (
     LOCAL_APPS,
     SLOTS,
     LocalApp,
@@ -53,6 +51,8 @@ from zdp.platforms.local.layout import (
     secrets_dir,
     versions_dir,
 )
+from zdp.platforms.local import confine
+from zdp.platforms.local.artifacts import find_artifact, unpack_verified
 from zdp.settings import settings
 
 READY_PATH = "/healthz/ready"

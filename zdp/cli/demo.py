@@ -61,8 +61,8 @@ from zdp.models import (
     Strategy,
 )
 from zdp.platforms.envoy.router import EnvoyRouter
+from zdp.platforms.layout import LOCAL_APPS
 from zdp.platforms.local.artifacts import build_app_wheel, store_artifact
-from zdp.platforms.local.layout import LOCAL_APPS
 from zdp.release import sign_manifest
 from zdp.settings import settings
 from zdp.signing import generate_key_pair, load_private_key
