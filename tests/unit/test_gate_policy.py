@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import copy
-import subprocess
-import sys
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -13,6 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.engine_wheel import build_engine_wheel
 from zdp.errors import ConfigError, PlatformError
 from zdp.health.policy import (
     GATE_POLICIES_ENV_VAR,
@@ -264,16 +263,7 @@ async def test_template_is_not_queried_more_often_than_its_interval() -> None:
 
 def test_the_engine_wheel_carries_the_gate_policies(tmp_path: Path) -> None:
     # What an installed worker or the container image (which installs this wheel) reads.
-    repo = Path(__file__).resolve().parents[2]
-    command = ["wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(tmp_path)]
-    built = subprocess.run(
-        [sys.executable, "-m", "pip", *command, str(repo)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert built.returncode == 0, built.stderr
-    (wheel,) = tmp_path.glob("zero_downtime_pipeline-*.whl")
+    wheel = build_engine_wheel(tmp_path)
     with zipfile.ZipFile(wheel) as archive:
         text = archive.read("zdp/data/gate-policies.yaml").decode("utf-8")
     assert text == PACKAGED.read_text(encoding="utf-8")

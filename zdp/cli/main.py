@@ -862,20 +862,31 @@ def worker(
         bool, typer.Option("--check", help="Only check that Temporal is reachable.")
     ] = False,
 ) -> None:
-    """Run the worker on task queue zdp-deployments until SIGTERM (then drain)."""
+    """Run the worker on task queue zdp-deployments until SIGTERM (then drain).
+
+    It starts only with an engine config and gate policies that load: the ones it names in
+    its ready line. It reads them again for every deployment, so a change applies to the next
+    one without a restart.
+    """
     from workers.worker import run_worker
+    from zdp.config import find_config_path, load_config
+    from zdp.health.policy import find_gate_policies_path, load_gate_policies
 
     async def work() -> None:
         client = await connect()
         if check:
             await client.service_client.check_health()
             return
+        config_path = find_config_path()
+        config = load_config(config_path)
+        policies = find_gate_policies_path(config.gate_policies_path())
+        load_gate_policies(policies)
 
         def ready() -> None:
             target = client.service_client.config.target_host
             err_console.print(
                 f"worker ready: task queue zdp-deployments on {target}, "
-                f"namespace {client.namespace}"
+                f"namespace {client.namespace}; config {config_path}, gate policies {policies}"
             )
 
         await run_worker(client, on_ready=ready)
