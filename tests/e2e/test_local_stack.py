@@ -454,7 +454,11 @@ def test_up_again_is_safe_and_status_shows_what_runs(
     assert "finance-trading/stable" in status.stdout
 
 
-def test_down_leaves_no_process_of_ours(stack_env: dict[str, str]) -> None:
+def test_down_leaves_no_process_of_ours(
+    demo_result: dict[str, Any], stack_env: dict[str, str]
+) -> None:
+    """After the demo (asked for here, so this test also runs alone), `zdp down` stops the
+    server, Envoy, the worker and every app version the demo left running."""
     home = Path(stack_env["ZDP_HOME"])
     record = Stack(home=home).record()
     pids = [record["temporal"]["pid"], record["worker"]["pid"], record["envoy"]["pid"]]
