@@ -201,8 +201,12 @@ def _progress(text: str) -> None:
     sys.stderr.flush()
 
 
-async def _approve(client: Any, workflow_id: str, who: tuple[str, ...], seconds: float) -> None:
-    """Approve as distinct approvers until the deployment leaves the approval phase."""
+async def _approve(
+    client: Any, workflow_id: str, who: tuple[str, ...], seconds: float, demo: Demo | None = None
+) -> None:
+    """Approve as distinct approvers until the deployment leaves the approval phase (each
+    signing with their registered key when `demo` holds them: the demo's staging requires
+    proven identities)."""
     end = time.monotonic() + seconds
     tries: Counter[str] = Counter()
     while time.monotonic() < end:
@@ -221,9 +225,12 @@ async def _approve(client: Any, workflow_id: str, who: tuple[str, ...], seconds:
                 if approver in given or tries[approver] >= 3:
                     continue
                 tries[approver] += 1
-                if await _safe(
-                    deployments.approve(client, workflow_id, approver, "reviewed"), False
-                ):
+                approval = (
+                    demo.approve(client, workflow_id, approver, "reviewed")
+                    if demo is not None
+                    else deployments.approve(client, workflow_id, approver, "reviewed")
+                )
+                if await _safe(approval, False):
                     given.add(approver)
         await asyncio.sleep(0.05)
 
@@ -300,8 +307,10 @@ async def _deploy(
         reason="gate accuracy bench",
         **extra,
     )
+    # The demo's staging requires proven identities: the start is signed with ci-bot's key.
+    request = deployments.sign_start(request, demo.identity_keys["ci-bot"])
     handle = await deployments.start_deployment(client, request)
-    await _approve(client, handle.id, APPROVERS[app], 90)
+    await _approve(client, handle.id, APPROVERS[app], 90, demo)
     return await _settle(client, handle.id, HEALTHY_DEADLINE_S)
 
 

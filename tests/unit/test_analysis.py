@@ -94,19 +94,147 @@ def test_requests_in_flight_younger_than_the_threshold_are_not_judged() -> None:
 
 
 def test_a_moments_hiccup_is_not_a_slow_release_but_a_lasting_one_is() -> None:
-    # The new slot's latest 6 answers are all slow: sent within 20 ms (a cold connection, a
-    # stall of the process) they are a hiccup; sent over 100 ms they are a slow release.
+    # The new slot's latest 6 answers are all slow (200 ms each): sent within 20 ms, the slot
+    # was slow for 220 ms (one stall of its process, which caught them all); sent over 100 ms,
+    # for 300 ms, longer than the 250 ms asked, while the baseline answered fast.
     fast = [Timing(3.0, at=i * 0.02) for i in range(14)]
     base = [Timing(3.0, at=i * 0.02) for i in range(20)]
 
     def judged(spacing: float) -> GateResult:
         slow = [Timing(200.0, at=0.3 + i * spacing) for i in range(6)]
         return compare_slowness(
-            fast + slow, base, what="sampled requests", min_slow=6, min_span_seconds=0.08
+            fast + slow, base, what="sampled requests", min_slow=6, min_span_seconds=0.25
         ).result
 
     assert judged(0.004) is GateResult.passed
     assert judged(0.02) is GateResult.failed
+
+
+# The demo's gate: samples every 20 ms to both slots, 0.5 s window, half of it asked.
+_DEMO = {"min_slow": 5, "alpha": 0.001, "max_slowdown_ms": 30.0, "max_slowdown_ratio": 1.3}
+_EVERY = 0.02
+
+
+def _stalled(now: float, start: float, end: float, ms: float = 3.0) -> list[Timing]:
+    """Samples of a slot whose process stopped answering from `start` to `end`, judged at
+    `now`: every request in flight then is answered at `end` (or is still in flight)."""
+    out = []
+    for i in range(round(now / _EVERY)):
+        at = i * _EVERY
+        done = max(at + ms / 1000, end) if at + ms / 1000 > start else at + ms / 1000
+        if done > now:
+            out.append(Timing((now - at) * 1000, censored=True, at=at))
+        else:
+            out.append(Timing((done - at) * 1000, at=at))
+    return out
+
+
+def test_a_stall_of_the_new_slots_process_alone_is_not_a_slow_release() -> None:
+    # The demo's false rollback on a busy machine: the canary process was descheduled for a
+    # moment, its latest 5 answers were all slow and sent over more than 80 ms while the
+    # baseline, sampled at the same moments, answered fast. Slow for 160 ms: not a release.
+    for now in (0.44, 0.46, 0.5):
+        new = _stalled(now, start=0.3, end=0.46)
+        base = _stalled(now, start=9.0, end=9.0)
+        result = compare_slowness(
+            new, base, what="sampled requests", min_span_seconds=0.25, **_DEMO
+        )
+        assert result.result is GateResult.passed, (now, result.reason)
+        if now < 0.46:  # mid-stall: what the old rule (5 slow sent over 80 ms) failed
+            assert result.evidence["new_latest_slow"] >= 5
+    # The same stall, lasting: a hang is caught once the slot has been slow for 250 ms.
+    new = _stalled(0.6, start=0.3, end=9.0)
+    result = compare_slowness(
+        new, _stalled(0.6, start=9.0, end=9.0), what="sampled requests",
+        min_span_seconds=0.25, **_DEMO,
+    )  # fmt: skip
+    assert result.result is GateResult.failed, result.reason
+    assert result.evidence["new_latest_span_s"] >= 0.25
+
+
+def test_sustained_added_latency_fails_once_the_slot_has_been_slow_for_the_span() -> None:
+    # A release that answers 200 ms later from 0.2 s on (the drills' latency fault), against a
+    # baseline answering in 3 ms at the same moments.
+    def judged(now: float) -> GateResult:
+        new = [
+            Timing(200.0 if i * _EVERY >= 0.2 else 3.0, at=i * _EVERY)
+            for i in range(round(now / _EVERY))
+        ]
+        new = [
+            Timing((now - t.at) * 1000, censored=True, at=t.at) if t.until > now else t for t in new
+        ]
+        base = _stalled(now, start=9.0, end=9.0)
+        return compare_slowness(
+            new, base, what="sampled requests", min_span_seconds=0.25, **_DEMO
+        ).result
+
+    assert judged(0.4) is GateResult.passed  # slow for 200 ms so far
+    assert judged(0.5) is GateResult.failed  # slow for 300 ms
+    assert judged(0.9) is GateResult.failed
+
+
+def _probes(now: float, start: float, end: float, every: float = 0.05) -> list[Timing]:
+    """Liveness probes of a slot (50 ms deadline) whose process stopped from start to end."""
+    out = []
+    for i in range(round(now / every)):
+        at = i * every
+        done = max(at + 0.001, end) if at + 0.001 > start else at + 0.001
+        if done - at > 0.05 and at + 0.05 <= now:
+            out.append(Timing(50.0, censored=True, at=at))  # timed out
+        elif done <= now:
+            out.append(Timing((done - at) * 1000, at=at))
+    return out
+
+
+def test_a_slow_api_on_a_responsive_process_is_caught_as_fast_as_before() -> None:
+    # The drills' latency fault: the API answers 200 ms late from 0.3 s on, while the slot's
+    # own probes answer at once. 140 ms after the fault its first slowed requests are still in
+    # flight: against the stall of the test above it differs only by the probes.
+    now = 0.44
+    new = [
+        Timing((now - at) * 1000, censored=True, at=at) if at >= 0.3 else Timing(3.0, at=at)
+        for at in (i * _EVERY for i in range(round(now / _EVERY)))
+    ]
+    base = _stalled(now, start=9.0, end=9.0)
+    args = {"what": "sampled requests", "min_span_seconds": 0.25, **_DEMO}
+    live = _probes(now, start=9.0, end=9.0)
+    result = compare_slowness(new, base, liveness=live, responsive_span_seconds=0.08, **args)
+    assert result.result is GateResult.failed, result.reason
+    assert result.evidence["required_latest_span_s"] == 0.08
+    # Without probes, or with probes the stall delayed too, the long stretch is asked.
+    assert compare_slowness(new, base, **args).result is GateResult.passed
+    stalled_live = _probes(now, start=0.3, end=0.46)
+    stall = _stalled(now, start=0.3, end=0.46)
+    result = compare_slowness(
+        stall, base, liveness=stalled_live, responsive_span_seconds=0.08, **args
+    )
+    assert result.result is GateResult.passed, result.reason
+    assert result.evidence["required_latest_span_s"] == 0.25
+    # A fast probe sent with the first slow request, before the stall began, is not enough.
+    # (The sample sent at 0.30 s is in flight when the process stops at 0.301 s.)
+    early = [Timing(0.4, at=0.3004)]
+    stall = _stalled(now, start=0.301, end=0.46)
+    result = compare_slowness(stall, base, liveness=early, responsive_span_seconds=0.08, **args)
+    assert result.result is GateResult.passed, result.reason
+    assert result.evidence["required_latest_span_s"] == 0.25
+    assert result.evidence["new_latest_slow"] >= 5
+
+
+def test_slowness_is_judged_against_the_baseline_at_the_same_moments() -> None:
+    # Both processes stalled together for 300 ms (the machine, or the gate's own process): the
+    # new slot's latest answers are all slow, and so are the baseline's sent then, though the
+    # baseline's window as a whole is mostly fast.
+    now = 0.7
+    new = _stalled(now, start=0.3, end=0.6)
+    base = _stalled(now, start=0.3, end=0.6, ms=2.0)
+    result = compare_slowness(new, base, what="sampled requests", min_span_seconds=0.25, **_DEMO)
+    assert result.result is GateResult.passed, result.reason
+    # A baseline not sampled while the new slot was slow cannot be called fine then.
+    hung = _stalled(now, start=0.3, end=9.0)
+    before = [t for t in _stalled(now, start=9.0, end=9.0) if t.at < 0.3]
+    result = compare_slowness(hung, before, what="sampled requests", min_span_seconds=0.25, **_DEMO)
+    assert result.result is GateResult.passed, result.reason
+    assert result.evidence["p_value_latest"] == 1.0
 
 
 def test_a_few_slow_answers_among_many_fast_ones_pass() -> None:

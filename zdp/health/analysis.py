@@ -36,6 +36,11 @@ class Timing:
     censored: bool = False
     at: float = 0.0  # when it was sent (seconds, any monotonic origin)
 
+    @property
+    def until(self) -> float:
+        """When it answered (or, censored, the last moment it was known not to have)."""
+        return self.at + self.ms / 1000
+
 
 def compare_slowness(
     new: Sequence[Timing],
@@ -47,21 +52,36 @@ def compare_slowness(
     max_slowdown_ms: float = 20.0,
     max_slowdown_ratio: float = 1.2,
     min_span_seconds: float = 0.0,
+    liveness: Sequence[Timing] = (),
+    responsive_span_seconds: float | None = None,
 ) -> Comparison:
-    """Is the new slot slow where its baseline, measured the same way at the same moment, is not?
+    """Is the new slot slow where its baseline, measured the same way at the same moments, is not?
 
     An answer is slow when it took longer than the baseline's p90 plus `max_slowdown_ms`, and
     longer than `max_slowdown_ratio` times the baseline's median: the new slot must be slower
     than even the baseline's own spikes, which a busy machine raises on both sides. A censored
     timing counts as slow once it is past that threshold and is left out while it is not (its
-    outcome is unknown). Fails when at least `min_slow` new answers are slow, at least half of
-    the known ones are, and a one-sided Fisher exact test says the new slot's share of slow
-    answers is above the baseline's (p < alpha);
-    or, for a slot that just turned slow (a hang), when its latest `min_slow` known answers are
-    all slow and the same test holds. Either way the slow answers must have been sent over at
-    least `min_span_seconds`: a moment's hiccup (a cold connection, a new process's first
-    requests) is not a slow release. A busy machine slows both sides alike, so it does not fail
-    the release.
+    outcome is unknown).
+
+    The new slot is *mostly slow* when at least `min_slow` of its answers are slow and at least
+    half of the known ones are; it *turned slow* (a hang, a new latency) when its latest known
+    answers, at least `min_slow` of them, are all slow. Either way the slow answers make a
+    *slow stretch*: from the first one's sending to the last one's answer (for one still in
+    flight, now). It fails the release only when
+    - the stretch lasts at least `min_span_seconds`: one stall of the process (descheduled on a
+      busy machine, a collection) delays every request in flight at once, and however many of
+      them it catches it is one event as long as the stall, not a slow release, which stays
+      slow. Unless the new slot's own process was seen answering meanwhile: when `liveness`
+      (its answers on a cheap path, its probes) sent while its slow answers were being sent
+      were all answered within the slow threshold, one of them sent at least the threshold
+      after the first slow answer (so during any stall that delayed that one), the slowness
+      is its API's, not a stall of the process, and a stretch of `responsive_span_seconds` is
+      enough; and
+    - at the same moments the baseline was fast: its answers sent during the stretch are the
+      comparison, and a one-sided Fisher exact test says the new slot's share of slow answers
+      in the stretch is above the baseline's there (p < alpha). A baseline not sampled during
+      the stretch cannot be called fine then, so there is no failure (yet); a stall of the
+      whole machine (or of the gate's own process) slows both sides at those moments alike.
     """
     evidence: dict[str, float] = {"new_n": float(len(new)), "baseline_n": float(len(baseline))}
     if len(baseline) < min_slow or len(new) < min_slow:
@@ -78,25 +98,59 @@ def compare_slowness(
     threshold = max(p90 + max_slowdown_ms, median * max_slowdown_ratio)
 
     def known(timings: Sequence[Timing]) -> list[Timing]:
-        return [t for t in timings if not t.censored or t.ms > threshold]
+        return sorted(
+            (t for t in timings if not t.censored or t.ms > threshold), key=lambda t: t.at
+        )
 
     known_n, known_b = known(new), known(baseline)
-    slow_at = [t.at for t in known_n if t.ms > threshold]
-    slow_new, known_new = len(slow_at), len(known_n)
+    slow_n = [t for t in known_n if t.ms > threshold]
+    slow_new, known_new = len(slow_n), len(known_n)
     slow_base, known_base = sum(1 for t in known_b if t.ms > threshold), len(known_b)
-    latest = known_n[-min_slow:]
-    turned_slow = len(latest) == min_slow and all(t.ms > threshold for t in latest)
+    # The latest run of slow answers: the known answers since the last fast one.
+    run = len(known_n)
+    while run > 0 and known_n[run - 1].ms > threshold:
+        run -= 1
+    latest = known_n[run:]
 
-    def fisher(slow: int, known: int) -> float:
-        if not known or not known_base:
-            return 1.0
-        table = [[slow, known - slow], [slow_base, known_base - slow_base]]
-        return float(fisher_exact(table, alternative="greater").pvalue)
+    def judge(slow: list[Timing]) -> tuple[float, float, int, int, int, int]:
+        """The stretch the slow answers make, and the Fisher p of the new slot's slow share in
+        it against the baseline's answers sent during it (with the four counts)."""
+        if not slow:
+            return 0.0, 1.0, 0, 0, 0, 0
+        start, end = slow[0].at, max(t.until for t in slow)
+        in_n = [t for t in known_n if start <= t.at <= end]
+        in_b = [t for t in known_b if start <= t.at <= end]
+        s_n = sum(1 for t in in_n if t.ms > threshold)
+        s_b = sum(1 for t in in_b if t.ms > threshold)
+        p = 1.0
+        if in_b:
+            table = [[s_n, len(in_n) - s_n], [s_b, len(in_b) - s_b]]
+            p = float(fisher_exact(table, alternative="greater").pvalue)
+        return end - start, p, s_n, len(in_n), s_b, len(in_b)
 
-    p_value = fisher(slow_new, known_new)
-    # A slot that just turned slow: its latest answers, all slow, against the baseline's window
-    # (the fast answers from before it turned would otherwise dilute the test for a while).
-    p_recent = fisher(len(latest), len(latest)) if turned_slow else 1.0
+    def required(slow: list[Timing]) -> float:
+        """The stretch asked of these slow answers: the short one when the process answered
+        its liveness in time while they were being sent, else the long one.
+
+        A stall from s to e delays every answer in flight: the first slow answer was sent
+        after s minus the threshold (it would have been answered by then), the last before e
+        minus the threshold (it waited longer than that). So a liveness answer sent a
+        threshold after the first slow one and before the last was sent during the stall,
+        and was slow too: a fast one there means the process was not stalled."""
+        if responsive_span_seconds is None or not slow:
+            return min_span_seconds
+        first, last = slow[0].at, slow[-1].at
+        sent = [t for t in liveness if first <= t.at <= last]
+        fast = [t for t in sent if not t.censored and t.ms <= threshold]
+        if len(fast) == len(sent) and any(t.at >= first + threshold / 1000 for t in fast):
+            return min(responsive_span_seconds, min_span_seconds)
+        return min_span_seconds
+
+    span, p_value, *counts = judge(slow_n)
+    span_latest, p_recent, *counts_latest = judge(latest)
+    need, need_latest = required(slow_n), required(latest)
+    mostly_slow = slow_new >= min_slow and 2 * slow_new >= known_new
+    turned_slow = len(latest) >= min_slow
     evidence |= {
         "threshold_ms": round(threshold, 3),
         "baseline_median_ms": round(median, 3),
@@ -105,21 +159,37 @@ def compare_slowness(
         "new_known": float(known_new),
         "baseline_slow": float(slow_base),
         "baseline_known": float(known_base),
+        "new_slow_span_s": round(span, 3),
+        "baseline_known_in_span": float(counts[3]),
+        "baseline_slow_in_span": float(counts[2]),
         "p_value": p_value,
+        "new_latest_slow": float(len(latest)),
+        "new_latest_span_s": round(span_latest, 3),
         "p_value_latest": p_recent,
+        "required_span_s": need,
+        "required_latest_span_s": need_latest,
     }
+
+    def stretch(seconds: float, c: list[int], p: float) -> str:
+        return (
+            f"slow for {seconds * 1000:.0f} ms ({c[0]} of {c[1]} new vs {c[2]} of {c[3]} "
+            f"baseline answers sent then slow, p={p:.2g})"
+        )
+
     numbers = (
         f"{slow_new} of {known_new} new vs {slow_base} of {known_base} baseline answers slower "
-        f"than {threshold:.1f} ms (baseline median {median:.1f} ms, p90 {p90:.1f} ms), "
-        f"p={p_value:.2g}"
+        f"than {threshold:.1f} ms (baseline median {median:.1f} ms, p90 {p90:.1f} ms)"
     )
+    if slow_n:
+        numbers += "; " + stretch(span, counts, p_value)
     if turned_slow:
-        numbers += f"; its latest {min_slow} all slow, p={p_recent:.2g}"
-    span = max(slow_at) - min(slow_at) if slow_at else 0.0
-    evidence["new_slow_span_s"] = round(span, 3)
-    mostly_slow = slow_new >= min_slow and 2 * slow_new >= known_new and span >= min_span_seconds
-    turned_slow = turned_slow and latest[-1].at - latest[0].at >= min_span_seconds
-    if (mostly_slow and p_value < alpha) or (turned_slow and p_recent < alpha):
+        numbers += f"; its latest {len(latest)} all slow, " + stretch(
+            span_latest, counts_latest, p_recent
+        )
+    failed = (mostly_slow and span >= need and p_value < alpha) or (
+        turned_slow and span_latest >= need_latest and p_recent < alpha
+    )
+    if failed:
         return Comparison(
             GateResult.failed,
             f"slowness.{what}",

@@ -479,11 +479,16 @@ class GateEngine:
         exposed: bool,
     ) -> list[Comparison]:
         lat, window = policy.latency, policy.latency.window_seconds
-        # Speed matters only where users are: a slot without traffic weight (a pre-switch or
-        # pre-traffic gate) must be slow for half the window, not a fresh process's moment.
-        span = lat.min_span_seconds if exposed else max(lat.min_span_seconds, window / 2)
+        # How long the slot must have been slow: half the window unless the policy says. Speed
+        # matters only where users are: a slot without traffic weight (a pre-switch or
+        # pre-traffic gate) must be slow for 0.6 of the window, not a fresh process's moment.
+        span = lat.min_span_seconds if lat.min_span_seconds is not None else window / 2
+        if not exposed:
+            span = max(span, 0.6 * window)
 
-        def slowness(what: str, new_t: list[Timing], base_t: list[Timing]) -> Comparison:
+        def slowness(
+            what: str, new_t: list[Timing], base_t: list[Timing], live: bool = False
+        ) -> Comparison:
             return compare_slowness(
                 new_t,
                 base_t,
@@ -493,6 +498,10 @@ class GateEngine:
                 max_slowdown_ms=lat.max_slowdown_ms,
                 max_slowdown_ratio=lat.max_slowdown_ratio,
                 min_span_seconds=span,
+                # The slot's own probes at the same moments tell its API's slowness from a
+                # stall of its whole process (not for a slot nobody is exposed to).
+                liveness=new.recent(new.probes, now, window, since) if live else (),
+                responsive_span_seconds=lat.responsive_span_seconds if exposed else None,
             )
 
         own = (
@@ -501,6 +510,7 @@ class GateEngine:
                 + ("no baseline slot)" if base is None else "the baseline serves less traffic)"),
                 new.recent(new.samples, now, window, since),
                 reference.recent(reference.samples, now, window, since),
+                live=True,
             )
             if reference is not None
             else None
@@ -527,6 +537,7 @@ class GateEngine:
                 "sampled requests",
                 new.recent(new.samples, now, window, since),
                 base.recent(base.samples, now, window, since),
+                live=True,
             )
             out.append(samples)
         probes = slowness(

@@ -76,14 +76,18 @@ class MetricTemplate(BaseModel, extra="forbid"):
 
 
 class LatencyAnalysis(BaseModel, extra="forbid"):
-    """Slowness of the new slot against its baseline, measured the same way at the same moment.
+    """Slowness of the new slot against its baseline, measured the same way at the same moments.
 
     A sampled request or a probe is *slow* when it took longer than the baseline's recent p90
     plus `max_slowdown_ms` and than `max_slowdown_ratio` times its median; one still in flight (or
-    timed out) past that threshold is slow already (a censored sample). The new slot fails when
-    at least `min_slow` of its recent samples are slow, at least half of them are, and a
-    one-sided Fisher exact test against the baseline's share gives p < `alpha`; and the slow
-    answers were sent over at least `min_span_seconds`.
+    timed out) past that threshold is slow already (a censored sample). Over the last
+    `window_seconds`, the new slot fails when at least `min_slow` of its answers are slow and
+    at least half of them are, or its latest `min_slow` or more are all slow; and those slow
+    answers were slow for at least `min_span_seconds` (from the first one's sending to the
+    last one's answer: a stall of the process, which delays every request in flight at once,
+    is one event as long as the stall); and a one-sided Fisher exact test against the
+    baseline's answers sent during that stretch gives p < `alpha` (see
+    `zdp.health.analysis.compare_slowness`).
     """
 
     min_samples: int = Field(default=20, ge=3)
@@ -92,9 +96,13 @@ class LatencyAnalysis(BaseModel, extra="forbid"):
     max_slowdown_ratio: float = Field(default=1.2, ge=1.0)
     min_slow: int = Field(default=5, ge=1)
     window_seconds: float = Field(default=0.5, gt=0.0)
-    # The slow answers must have been sent over at least this long: not a moment's hiccup.
-    # On a slot without traffic weight, half the window: nobody is exposed to a slowdown there.
-    min_span_seconds: float = Field(default=0.08, ge=0.0)
+    # How long the slot must have been slow (the first slow answer's sending to the last one's
+    # answer), not a stall of its process on a busy machine. None: half of window_seconds. On a
+    # slot without traffic weight, at least 0.6 of the window: nobody is exposed there.
+    min_span_seconds: float | None = Field(default=None, ge=0.0)
+    # Enough for sampled requests when the slot's own probes answered in time meanwhile (its
+    # API is slow, its process is not stalled): a latency fault is caught as fast as before.
+    responsive_span_seconds: float = Field(default=0.08, ge=0.0)
     # Answers sent in the gate's first seconds are not judged for slowness: a fresh process,
     # fresh connections.
     warmup_seconds: float = Field(default=0.3, ge=0.0)
