@@ -43,16 +43,20 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
         text=True,
         check=True,
     ).stdout.strip()
-    ours = sysconfig.get_paths()["purelib"]  # this run's venv: the dependencies
-    Path(purelib, "zdp-test-dependencies.pth").write_text(ours + "\n")
+    # The wheel first, into a venv that sees nothing else: with the dependencies' path in
+    # place, pip would find this checkout's editable install there and uninstall it.
     installed = subprocess.run(
         [sys.executable, "-m", "pip", "--python", str(python), "install", "-q", "--no-deps",
-         "--no-index", str(wheel)],
+         "--no-index", "--ignore-installed", str(wheel)],
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert installed.returncode == 0, installed.stderr
+    ours = sysconfig.get_paths()["purelib"]  # this run's venv: the dependencies
+    Path(purelib, "zdp-test-dependencies.pth").write_text(ours + "\n")
     for name in ("temporal", "envoy"):
         (bin_dir / name).symlink_to(Path(sys.executable).parent / name)
+    # This run's own installation is untouched (its console script is still there).
+    assert (Path(sys.executable).parent / "zdp").is_file()
     return bin_dir
 
 
