@@ -60,7 +60,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from zdp import deployments  # noqa: E402
-from zdp.demo import APPROVERS, DEMO_CONFIG, ENV, TARGETS, ContainmentClock, Demo  # noqa: E402
+from zdp.cli.demo import APPROVERS, DEMO_CONFIG, ENV, TARGETS, ContainmentClock, Demo  # noqa: E402
 from zdp.fsutil import proc_cmdline  # noqa: E402
 from zdp.loadgen import LoadProcess  # noqa: E402
 from zdp.models import (  # noqa: E402
@@ -71,8 +71,8 @@ from zdp.models import (  # noqa: E402
     Strategy,
     deployment_id,
 )
-from zdp.platforms.envoy import EnvoyRouter  # noqa: E402
-from zdp.platforms.local_layout import LOCAL_APPS, runtime_dir  # noqa: E402
+from zdp.platforms.envoy.router import EnvoyRouter  # noqa: E402
+from zdp.platforms.layout import LOCAL_APPS, runtime_dir  # noqa: E402
 from zdp.stack import Stack  # noqa: E402
 from zdp.temporal import connect  # noqa: E402
 
@@ -366,7 +366,7 @@ async def _healthy_trial(
 
 
 class FaultClock:
-    """ContainmentClock (zdp.demo), extended to every fault kind by composition.
+    """ContainmentClock (zdp.cli.demo), extended to every fault kind by composition.
 
     error_burst runs the demo's clock as it is: from the canary's first 5xx in its /metrics to
     its weight at 0. The other kinds start from a moment the trial sets (`start`), so only the

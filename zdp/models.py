@@ -20,7 +20,7 @@ from pydantic import (
     model_validator,
 )
 
-from zdp.health.spec import GatePolicy
+from zdp.gates import GatePolicy
 
 TASK_QUEUE = "zdp-deployments"
 DEFAULT_STEPS: tuple[int, ...] = (1, 5, 25, 100)

@@ -12,8 +12,8 @@ from __future__ import annotations
 from zdp.compliance.profiles import SIGNATURE_PROFILES
 from zdp.config import EngineConfig, EnvironmentConfig, PolicyTier
 from zdp.errors import ConfigError
+from zdp.gates import GatePolicy
 from zdp.health.policy import GatePolicies, check_tightening, thresholds_of
-from zdp.health.spec import GatePolicy
 from zdp.models import ApproverIdentity, PolicyDecision, RiskAssessment, RiskLevel
 
 # Tiers at these levels never let a request skip their smallest first traffic step.

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 import pytest
 
 from zdp.errors import ConfigError
+from zdp.gates import GatePolicy
 from zdp.health.engine import GateEngine
-from zdp.health.spec import GatePolicy
 from zdp.models import GateInput, GateResult, GateThresholds, ProbeResult
 
 POLICY = GatePolicy(

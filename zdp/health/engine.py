@@ -20,23 +20,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from zdp.errors import ConfigError, ZdpError
+from zdp.gates import GatePolicy
 from zdp.health.analysis import Comparison, Timing, compare_errors, compare_slowness, diagnose
 from zdp.health.breaker import BreakerBoard
 from zdp.health.cache import HealthCache
 from zdp.health.gate import SimpleGateEvaluator
 from zdp.health.policy import GatePolicies, load_gate_policies, thresholds_of
 from zdp.health.prometheus import PrometheusProvider, TemplateRun
-from zdp.health.spec import GatePolicy
 from zdp.models import GateInput, GateResult, GateVerdict, ProbeResult
 from zdp.platforms.base import HealthProbe, Runtime, TrafficRouter, TrafficStats
 from zdp.rawhttp import KeepAlivePool
+from zdp.settings import settings
 
 Progress = Callable[[dict[str, float]], None]
 # How long a sampled request may take before it is given up (it counts as slow all along).
@@ -205,7 +205,7 @@ class GateEngine:
         self.router = router
         self._policies = policies
         self.cache = cache
-        self.prometheus_url = prometheus_url or os.environ.get("ZDP_PROMETHEUS_URL")
+        self.prometheus_url = prometheus_url or settings().PROMETHEUS_URL
 
     def policy(self, request: GateInput) -> GatePolicy:
         """The gate policy: the one the deployment's policy decision resolved (newer histories),

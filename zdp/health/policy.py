@@ -20,7 +20,7 @@ from pydantic import BaseModel, Field, ValidationError
 
 from zdp.config import _describe, find_data_file, read_yaml
 from zdp.errors import ConfigError
-from zdp.health.spec import ErrorAnalysis, GatePolicy, LatencyAnalysis
+from zdp.gates import ErrorAnalysis, GatePolicy, LatencyAnalysis
 from zdp.models import GateThresholds
 
 __all__ = [

@@ -16,7 +16,7 @@ from typing import Protocol
 import httpx
 
 from zdp.errors import PlatformError
-from zdp.health.spec import MetricTemplate
+from zdp.gates import MetricTemplate
 from zdp.models import GateResult
 
 __all__ = ["MetricProvider", "MetricTemplate", "PrometheusProvider", "TemplateRun"]
