@@ -7,8 +7,8 @@ checkpoint, or rewriting what it covers, no longer matches a signature.
 
 This module is the entry point: the storage protocol, where the log lives, and `verify_log`.
 The format and models are in audit_format.py; the JSON-lines file backend, `AuditLog`, is in
-audit_jsonl.py. Both are re-exported here. The PostgreSQL backend, `PostgresAuditLog`, is in
-audit_pg.py (not imported here: it loads the driver); ZDP_AUDIT_DATABASE_URL selects it.
+jsonl.py. Both are re-exported here. The PostgreSQL backend, `PostgresAuditLog`, is in
+postgres.py (not imported here: it loads the driver); ZDP_AUDIT_DATABASE_URL selects it.
 """
 
 from __future__ import annotations
@@ -73,8 +73,8 @@ AUDIT_DATABASE_URL_ENV = "ZDP_AUDIT_DATABASE_URL"  # set: the engine logs to Pos
 
 
 class AuditStore(Protocol):
-    """Audit storage as the engine uses it; a backend is one class (audit_jsonl: JSON lines,
-    audit_pg: PostgreSQL)."""
+    """Audit storage as the engine uses it; a backend is one class (jsonl: JSON lines,
+    postgres: PostgreSQL)."""
 
     def append(
         self, workflow_id: str, events: Sequence[AuditEvent], *, checkpoint: bool = False
@@ -182,7 +182,7 @@ def coverage_problem(
     index: int, cp: Checkpoint, size: int, heads: Mapping[int, AuditEntry]
 ) -> AuditVerificationError | None:
     """How a log of `size` good entries disagrees with a well-signed checkpoint, if it does.
-    The database verifier (audit_pg_verify) uses it too, so both judge a checkpoint alike."""
+    The database verifier (postgres_verify.py) uses it too, so both judge a checkpoint alike."""
     if cp.size > size:
         reason = f"missing: the log ends here, but checkpoint {index} covers {cp.size} entries"
         return AuditVerificationError(size, f"{reason} (truncated?)", checkpoint=index)

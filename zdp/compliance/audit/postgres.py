@@ -3,7 +3,7 @@
 Each row holds an entry's canonical JSON line exactly as the file backend writes it (same seq,
 prev_hash and hash), and each checkpoint row the file's checkpoint line. So the rows export as a
 JSON-lines pair that `verify_log` checks offline, and `verify_database` runs the same checks on
-the rows (both in audit_pg_verify). Writers in any number of processes serialize on a
+the rows (both in audit/postgres_verify.py). Writers in any number of processes serialize on a
 transaction-level advisory lock: each one reads the head and inserts after it while holding it,
 so the chain stays contiguous.
 
@@ -329,7 +329,7 @@ class PostgresAuditLog:
 
 
 # --------------------------------------------------------------------------- helpers
-# connect, stream_rows, database_label and one_line serve audit_pg_verify too.
+# connect, stream_rows, database_label and one_line serve postgres_verify.py too.
 
 
 AUDIT_DATABASE_CA_ENV = "ZDP_AUDIT_DATABASE_CA"
