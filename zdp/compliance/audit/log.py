@@ -6,7 +6,7 @@ signs checkpoints (size and head hash) into a separate file: truncating the log 
 checkpoint, or rewriting what it covers, no longer matches a signature.
 
 This module is the entry point: the storage protocol, where the log lives, and `verify_log`.
-The format and models are in audit_format.py; the JSON-lines file backend, `AuditLog`, is in
+The format and models are in format.py; the JSON-lines file backend, `AuditLog`, is in
 jsonl.py. Both are re-exported here. The PostgreSQL backend, `PostgresAuditLog`, is in
 postgres.py (not imported here: it loads the driver); ZDP_AUDIT_DATABASE_URL selects it.
 """
