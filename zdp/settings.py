@@ -2,7 +2,7 @@
 
 `settings()` reads the environment each time it is called (a command, a worker, a test that
 sets a variable all see the current value); no other module reads a `ZDP_*` variable
-(tests/unit/test_settings.py checks the source). Each field is the variable's name without
+(tests/unit/test_engine_settings.py checks the source). Each field is the variable's name without
 `ZDP_`, lower case; a malformed value (a port that is not a number, an unknown confinement
 mode) is a one-line ConfigError naming the variable. The table of every variable, with its
 default and meaning, is docs/settings.md, checked against this class by the same test.
