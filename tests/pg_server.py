@@ -20,7 +20,6 @@ import os
 import pwd
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -32,6 +31,8 @@ from typing import Any
 
 import psycopg
 import pytest
+
+from tests.ports import free_port
 
 BIN_ENV = "ZDP_TEST_PG_BIN"  # a folder holding initdb, postgres and pg_ctl, if not the default
 DEBIAN_BIN = Path("/usr/lib/postgresql/15/bin")
@@ -108,12 +109,6 @@ def _owner() -> _Owner:
     return _Owner(entry.pw_uid, entry.pw_gid)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _tail(path: Path, lines: int = 6) -> str:
     try:
         text = path.read_text(errors="replace").strip().splitlines()
@@ -174,7 +169,7 @@ def _start(
     """The postmaster, answering on a free loopback port; retried if the port was taken."""
     folder = data.parent
     for attempt in range(_PORT_ATTEMPTS):
-        port = _free_port()
+        port = free_port()
         log_path = folder / f"server-{port}.log"
         with log_path.open("wb") as log:
             try:

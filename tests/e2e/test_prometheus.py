@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import threading
@@ -23,6 +22,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.ports import free_port
 from zdp.errors import PlatformError
 from zdp.health.prometheus import MetricTemplate, PrometheusProvider, TemplateRun
 from zdp.models import GateResult
@@ -34,12 +34,6 @@ INSTALL_HINT = "apt-get install -y prometheus (Debian/Ubuntu), or put prometheus
 ERROR_RATIO = (
     'sum(http_requests_total{job="{{app}}",status="500"}) / sum(http_requests_total{job="{{app}}"})'
 )
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass

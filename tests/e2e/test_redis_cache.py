@@ -13,17 +13,12 @@ import pytest
 import pytest_asyncio
 
 from tests.kit import Harness
+from tests.ports import free_port
 from zdp.errors import PlatformError
 from zdp.health.cache import HealthCache, RedisHealthCache
 from zdp.models import ProbeResult
 
 INSTALL_HINT = "apt-get install -y redis-server (Debian/Ubuntu), or put redis-server on PATH"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def answers_ping(port: int) -> bool:

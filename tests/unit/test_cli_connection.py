@@ -6,7 +6,6 @@ what the stack checks a pid by (`start-dev`, `zdp worker`): no server runs in th
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
 import time
@@ -19,18 +18,13 @@ import yaml
 from typer.testing import CliRunner
 
 from tests.kit import APP, Signer
+from tests.ports import free_port
 from zdp.cli import main
 from zdp.fsutil import proc_cmdline
 from zdp.models import DeploymentResult, DeploymentStatus, Outcome, Phase, Strategy
 from zdp.temporal import DEFAULT_ADDRESS, connect_config, resolve, use_flags
 
 ENGINE_YAML = Path(__file__).parent.parent / "workflows" / "engine.yaml"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _stand_in(marker: str) -> subprocess.Popen[bytes]:
@@ -81,7 +75,7 @@ def stack(clean_env: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> I
     worker_config = tmp_path / "demo-like.yaml"
     worker_config.write_text(yaml.safe_dump(config))
     server, worker = _stand_in("start-dev"), _stand_in("zdp worker")
-    address = f"127.0.0.1:{_free_port()}"
+    address = f"127.0.0.1:{free_port()}"
     record = {
         "temporal": {"pid": server.pid, "address": address, "namespace": "default", "ui": "-"},
         "worker": {"pid": worker.pid, "config": str(worker_config)},
@@ -156,7 +150,7 @@ def test_an_unreachable_server_is_named_with_where_it_came_from(
     home.mkdir()
     gone = subprocess.Popen([sys.executable, "-c", "pass", "start-dev"])
     gone.wait()
-    address = f"127.0.0.1:{_free_port()}"
+    address = f"127.0.0.1:{free_port()}"
     record = {"temporal": {"pid": gone.pid, "address": address, "ui": "-"}}
     (home / "stack.json").write_text(json.dumps(record))
     monkeypatch.setenv("ZDP_HOME", str(home))
