@@ -18,16 +18,11 @@ from zdp.settings import settings
 from zdp.signing import load_trusted_keys
 
 
-def default_trusted_keys_dir() -> Path:
-    """ZDP_TRUSTED_KEYS, else $ZDP_HOME/trusted-keys."""
-    return settings().trusted_keys
-
-
 class ReleaseActivities:
     def __init__(
         self, trusted_keys_dir: Path | None = None, config: EngineConfig | None = None
     ) -> None:
-        self.trusted_keys_dir = trusted_keys_dir or default_trusted_keys_dir()
+        self.trusted_keys_dir = trusted_keys_dir or settings().trusted_keys
         self._config = config
 
     @activity.defn

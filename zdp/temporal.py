@@ -119,14 +119,9 @@ def use_flags(address: str | None = None, namespace: str | None = None) -> None:
         _flags["namespace"] = namespace
 
 
-def stack_home() -> Path:
-    """$ZDP_HOME (default ./.zdp), absolute: where `zdp up` keeps stack.json."""
-    return settings().home
-
-
 def stack_server(home: Path | None = None) -> StackServer | None:
     """The Temporal server recorded in $ZDP_HOME/stack.json, running or not; None without one."""
-    home = home or stack_home()
+    home = home or settings().home
     try:
         record = json.loads((home / STACK_RECORD).read_text())
         temporal = record["temporal"]
@@ -155,8 +150,8 @@ def resolve() -> Target:
     options: dict[str, Any] = dict(ClientConfig.load_client_connect_config())
     loaded_address = options.pop("target_host", None)
     loaded_namespace = options.pop("namespace", None)
-    server = stack_server()
-    home = stack_home()
+    home = settings().home
+    server = stack_server(home)
     if "address" in _flags:
         address, source = _flags["address"], "from --address"
     elif loaded_address:

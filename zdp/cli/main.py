@@ -201,7 +201,6 @@ def _preflight(request: DeploymentRequest, config_path: Path | None) -> None:
     worker's config: --config, else the running stack's (when this CLI talks to its Temporal),
     else $ZDP_CONFIG, else apps.yaml. With none of them here (a CLI on a CI runner for a remote
     engine), nothing is checked before starting, said in one note: the worker checks it."""
-    from activities.release import default_trusted_keys_dir
     from zdp.acceptance import Target, preflight
     from zdp.compliance.registry import registry_dir
     from zdp.config import find_config_path, load_config
@@ -235,7 +234,7 @@ def _preflight(request: DeploymentRequest, config_path: Path | None) -> None:
             config,
             request.release,
             Target.of(request, request.environment),
-            default_trusted_keys_dir(),
+            settings().trusted_keys,
             registry_dir(),
         )
         _prove_start(request, config)

@@ -31,6 +31,7 @@ from zdp.release import (
     write_envelope,
     write_manifest,
 )
+from zdp.settings import settings
 from zdp.signing import fingerprint, load_private_key, load_public_key
 
 if TYPE_CHECKING:
@@ -88,8 +89,6 @@ def _release_key(key: Path | None) -> Path:
 
 
 def _no_key_text(user: str, path: Path) -> str:
-    from activities.release import default_trusted_keys_dir
-
     folder = path.parent
     public = folder / f"{user}.pub"
     return (
@@ -98,7 +97,7 @@ def _no_key_text(user: str, path: Path) -> str:
         f"`zdp keys generate {_q(user)} --dir {_q(folder)} --prompt`, then an administrator "
         "registers it (`zdp keys register "
         f'{_q(user)} --public-key {_q(public)} --printed-name "Your Name"`) and trusts it for '
-        f"releases (`cp {_q(public)} {_q(default_trusted_keys_dir())}/`)"
+        f"releases (`cp {_q(public)} {_q(settings().trusted_keys)}/`)"
     )
 
 
