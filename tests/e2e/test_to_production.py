@@ -87,10 +87,6 @@ def rehearsal_config(path: Path) -> None:
     wip = config["apps"]["pharma-manufacturing"]["work_in_progress"]
     wip["poll_seconds"] = 1
     path.write_text(yaml.safe_dump(config, sort_keys=False))
-    # The config names its gate policies relative to itself.
-    policies = config.get("gate_policies")
-    if policies and not Path(policies).is_absolute():
-        (path.parent / policies).symlink_to(REPO / "infrastructure/canary-deployments" / policies)
 
 
 @dataclass
@@ -108,6 +104,10 @@ class Newcomer:
             shown = shown.replace(actual, placeholder)
         assert shown in self.shown, f"docs/to-production.md does not show: {shown}"
 
+    def as_person(self, user: str) -> dict[str, str]:
+        """The environment `user` runs commands in: who they are, and their passphrase."""
+        return {**self.env, "ZDP_USER": user, "PASSPHRASE": PASSPHRASE.get(user, "")}
+
     def run(
         self,
         *lines: str,
@@ -122,11 +122,10 @@ class Newcomer:
         script = "\n".join(lines)
         for line in script.replace("\\\n", " ").splitlines() if documented else ():
             self.documented(line)
-        person = {"ZDP_USER": user, "PASSPHRASE": PASSPHRASE.get(user, "")}
         done = subprocess.run(
             ["bash", "-c", f"set -euo pipefail\n{script}"],
             cwd=self.root,
-            env={**self.env, **person, **(env or {})},
+            env={**self.as_person(user), **(env or {})},
             input=typed,
             capture_output=True,
             text=True,
@@ -142,11 +141,10 @@ class Newcomer:
     def start(self, line: str, *, user: str = "olivia") -> subprocess.Popen[str]:
         """A script that waits for its deployment's outcome, in the background."""
         self.documented(line)
-        env = {**self.env, "ZDP_USER": user, "PASSPHRASE": PASSPHRASE[user]}
         return subprocess.Popen(
             ["bash", "-c", line],
             cwd=self.root,
-            env=env,
+            env=self.as_person(user),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
