@@ -139,11 +139,6 @@ class Settings(BaseSettings):
         return self.TRUSTED_KEYS or self.home / "trusted-keys"
 
     @property
-    def artifacts(self) -> Path:
-        """ZDP_ARTIFACTS, else $ZDP_HOME/artifacts."""
-        return self.ARTIFACTS or self.home / "artifacts"
-
-    @property
     def app_pass_env(self) -> set[str]:
         return {n.strip() for n in self.APP_PASS_ENV.split(",") if n.strip()}
 
