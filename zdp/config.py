@@ -467,6 +467,12 @@ def parse_config(data: Any, source: str = "<config>") -> EngineConfig:
         raise ConfigError(f"{source}: {_describe(err)}") from None
 
 
+def _here_and_above() -> list[Path]:
+    """The working directory and each of its parents: where a checkout's files are looked for."""
+    cwd = Path.cwd().resolve()
+    return [cwd, *cwd.parents]
+
+
 def packaged_data(name: str) -> Path:
     """A data file shipped inside the zdp package (zdp/data/NAME)."""
     return Path(str(resources.files("zdp").joinpath("data", name)))
@@ -487,8 +493,7 @@ def find_data_file(
     elif configured is not None:
         tried, origin = [Path(configured)], f" (from $ZDP_{setting})"
     else:
-        cwd = Path.cwd().resolve()
-        tried = [directory / relative for directory in (cwd, *cwd.parents)]
+        tried = [directory / relative for directory in _here_and_above()]
         if packaged is not None:
             tried.append(packaged_data(packaged))
     for candidate in tried:
@@ -503,12 +508,12 @@ def apps_source_dir() -> Path:
     configured = settings().APPS_DIR
     if configured is not None:
         return configured
-    cwd = Path.cwd().resolve()
-    for directory in (cwd, *cwd.parents):
+    here = _here_and_above()
+    for directory in here:
         if (directory / "apps").is_dir():
             return directory / "apps"
     raise ConfigError(
-        f"no apps/ folder in {cwd} or above: run from a checkout, or set ZDP_APPS_DIR to the "
+        f"no apps/ folder in {here[0]} or above: run from a checkout, or set ZDP_APPS_DIR to the "
         "folder that holds the apps' sources"
     )
 
