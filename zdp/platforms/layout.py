@@ -6,6 +6,8 @@ change at run time. `ZDP_PORT_BASE` (default 18000) moves the whole map, so test
 `zdp up` do not collide.
 
     Envoy admin        BASE+1            (18001)
+    worker metrics     BASE+2 (engine, /metrics)  BASE+3 (Temporal SDK, /metrics)
+    Prometheus         BASE+4            Alertmanager BASE+5     alert receiver BASE+6
     finance-trading    listener BASE+100 (18100); stable +101, canary +102, blue +103, green +104
     pharma-manufacturing listener BASE+200 (18200); stable +201, canary +202, blue +203, green +204
 
@@ -125,6 +127,29 @@ def port_base(base: int | None = None) -> int:
 
 def envoy_admin_port(base: int | None = None) -> int:
     return port_base(base) + 1
+
+
+def worker_metrics_port(base: int | None = None) -> int:
+    """The stack's worker serves the engine's metrics (zdp.metrics) here."""
+    return port_base(base) + 2
+
+
+def temporal_metrics_port(base: int | None = None) -> int:
+    """The stack's worker serves the Temporal SDK's metrics here."""
+    return port_base(base) + 3
+
+
+def prometheus_port(base: int | None = None) -> int:
+    return port_base(base) + 4
+
+
+def alertmanager_port(base: int | None = None) -> int:
+    return port_base(base) + 5
+
+
+def alert_receiver_port(base: int | None = None) -> int:
+    """Where the stack's alert receiver (Alertmanager webhook to pause/abort) listens."""
+    return port_base(base) + 6
 
 
 def artifacts_dir(home: Path | None = None) -> Path:
