@@ -371,6 +371,9 @@ class GateVerdict(_Model):
     # Set when the baseline (stable) degrades as much as the new version: the release is not
     # the cause, so the workflow pauses and alerts instead of rolling back.
     diagnosis: str | None = None
+    # What decided a failure: errors, latency or template (None: nothing failed, or a verdict
+    # from before it was recorded). The engine's metrics count verdicts by it.
+    dimension: str | None = None
     details: list[str] = Field(default_factory=list)
     # Circuit-breaker transitions seen during this gate ("endpoint: closed -> open (reason)");
     # the workflow records each as a `breaker` event in the timeline.

@@ -446,6 +446,7 @@ class GateEngine:
                 evidence=evidence,
                 thresholds=thresholds,
                 diagnosis=diagnosis,
+                dimension=kind,
             )
         assert simple is not None  # a verdict without a failure is only written when final
         details = [c.reason for c in comparisons]
