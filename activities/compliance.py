@@ -12,6 +12,7 @@ import asyncio
 import functools
 import hashlib
 import json
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -28,6 +29,7 @@ from zdp.compliance.engine_key import engine_key
 from zdp.compliance.evidence import seal_bundle
 from zdp.errors import ZdpError
 from zdp.forensics.report import render_html, render_markdown
+from zdp.metrics import AUDIT_APPENDS, AUDIT_EVENTS, AUDIT_FAILURES, EVIDENCE_SEAL
 from zdp.models import (
     AuditAnchor,
     AuditReceipt,
@@ -35,6 +37,7 @@ from zdp.models import (
     EvidenceReceipt,
     SealEvidenceInput,
 )
+from zdp.settings import settings
 from zdp.signing import fingerprint
 
 
@@ -71,6 +74,7 @@ class ComplianceActivities:
             )
             for i, e in enumerate(request.events)
         ]
+        backend = "postgres" if self._postgres() else "file"
         try:
             log = await asyncio.to_thread(self.log)
             result = await asyncio.to_thread(
@@ -79,7 +83,13 @@ class ComplianceActivities:
                 )
             )
         except ZdpError as err:
+            AUDIT_FAILURES.labels(backend).inc()
             raise to_application_error(err) from None
+        except Exception:
+            AUDIT_FAILURES.labels(backend).inc()
+            raise
+        AUDIT_APPENDS.labels(backend).inc()
+        AUDIT_EVENTS.labels(backend).inc(result.appended)
         checkpoint = result.checkpoint
         return AuditReceipt(
             appended=result.appended,
@@ -94,6 +104,7 @@ class ComplianceActivities:
     @activity.defn
     async def seal_evidence(self, request: SealEvidenceInput) -> EvidenceReceipt:
         """Seal the history export, timeline, reports, audit entries and signatures, signed."""
+        started = time.perf_counter()
         handle = activity.client().get_workflow_handle(request.workflow_id, run_id=request.run_id)
         history = await handle.fetch_history()
         result = request.result
@@ -134,12 +145,18 @@ class ComplianceActivities:
         except ZdpError as err:
             raise to_application_error(err) from None
         manifest = (path / "MANIFEST.json").read_bytes()
+        EVIDENCE_SEAL.observe(time.perf_counter() - started)
         return EvidenceReceipt(
             path=str(path),
             files=len(files),
             manifest_sha256=hashlib.sha256(manifest).hexdigest(),
             key_fingerprint=fingerprint(key.public_key()),
         )
+
+    @staticmethod
+    def _postgres() -> bool:
+        """Which backend the log is on, for the metrics' `backend` label."""
+        return settings().AUDIT_DATABASE_URL is not None
 
     def _entries_of(self, workflow_id: str, run_id: str) -> bytes:
         """This run's lines of the audit log, exactly as stored (each verifiable alone)."""

@@ -27,6 +27,7 @@ with workflow.unsafe.imports_passed_through():
     from workflows.compensation import Compensation, CompensationStack
     from workflows.state import DeploymentState
     from zdp.compliance.identity import request_digest
+    from zdp.metrics import DeploymentObserver
     from zdp.models import (
         DEFAULT_STEPS,
         AbortInput,
@@ -136,6 +137,8 @@ class DeploymentWorkflow:
     def __init__(self, request: DeploymentRequest) -> None:
         self.request = request
         self.state = DeploymentState.start(request)
+        self.metrics = DeploymentObserver(request.app, request.environment, request.strategy.value)
+        self.state.observer = self._observe
         self.undo = CompensationStack()
         self.slots: dict[str, str] = {}
         self.audited = 0  # timeline events already in the audit log
@@ -1017,6 +1020,22 @@ class DeploymentWorkflow:
             ]
         )
         self._refresh_details()
+
+    def _observe(self, event: TimelineEvent) -> None:
+        """The engine's metrics (zdp.metrics) from each event: counters only when live, never
+        while the history replays. Records nothing and sends no command."""
+        deadline = None
+        if event.kind == "phase" and event.phase is Phase.await_approval:
+            deadline = event.at + timedelta(seconds=self.request.approval_timeout_seconds)
+        self.metrics.observe(
+            event.kind,
+            event.phase.value,
+            event.at,
+            event.data,
+            live=not workflow.unsafe.is_replaying(),
+            outcome=self.state.outcome.value if self.state.outcome else None,
+            approval_deadline=deadline,
+        )
 
     def _refresh_details(self) -> None:
         workflow.set_current_details(self.state.runbook_markdown())

@@ -6,6 +6,7 @@ the ZdpPhase search attribute update. Validators call the `*_refusal` methods, w
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -72,6 +73,10 @@ class DeploymentState:
     # Who may pause, resume and abort besides the approvers and the initiator; None: not
     # checked (histories from before it was).
     operators: list[str] | None = None
+    # Told of every event recorded (the engine's metrics); it never changes the state.
+    observer: Callable[[TimelineEvent], None] | None = field(
+        default=None, repr=False, compare=False
+    )
 
     @classmethod
     def start(cls, request: DeploymentRequest) -> DeploymentState:
@@ -87,11 +92,12 @@ class DeploymentState:
         actor: str | None = None,
         data: dict[str, Any] | None = None,
     ) -> None:
-        self.timeline.append(
-            TimelineEvent(
-                at=at, phase=self.phase, kind=kind, message=message, actor=actor, data=data or {}
-            )
+        event = TimelineEvent(
+            at=at, phase=self.phase, kind=kind, message=message, actor=actor, data=data or {}
         )
+        self.timeline.append(event)
+        if self.observer is not None:
+            self.observer(event)
 
     def enter(self, phase: Phase, at: datetime, message: str) -> None:
         self.phase = phase

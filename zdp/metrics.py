@@ -80,8 +80,7 @@ APPROVAL_DEADLINE = Gauge(
 )
 APPROVAL_WAIT = Histogram(
     "zdp_approval_wait_seconds",
-    "From asking for approval to the decision, by result (approved, rejected, expired, "
-    "aborted).",
+    "From asking for approval to the decision, by result (approved, rejected, expired, aborted).",
     [*DEPLOYMENT, "result"],
     buckets=(1, 10, 30, 60, 300, 900, 1800, 3600, 4 * 3600, 12 * 3600, 24 * 3600),
     registry=REGISTRY,
