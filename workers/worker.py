@@ -35,6 +35,7 @@ from zdp.domain import AppQuery
 from zdp.models import TASK_QUEUE
 from zdp.notify import Notifier
 from zdp.platforms.base import HealthProbe, Runtime, TrafficRouter
+from zdp.tracing import worker_interceptors
 
 log = logging.getLogger("zdp.worker")
 
@@ -104,6 +105,7 @@ def build_worker(
             platform or Platform.from_environment(), config, trusted_keys_dir, home, notifier
         ),
         graceful_shutdown_timeout=graceful_shutdown,
+        interceptors=worker_interceptors(client),  # workflow and activity spans (zdp.tracing)
     )
 
 

@@ -24,6 +24,7 @@ from temporalio.envconfig import ClientConfig
 from zdp.errors import ZdpError
 from zdp.fsutil import proc_cmdline
 from zdp.settings import settings
+from zdp.tracing import client_interceptors
 
 SA_APP = SearchAttributeKey.for_keyword("ZdpApp")
 SA_ENVIRONMENT = SearchAttributeKey.for_keyword("ZdpEnvironment")
@@ -197,6 +198,8 @@ async def connect(**overrides: Any) -> Client:
     target = resolve()
     config = {**target.options, "namespace": target.namespace, **overrides}
     address = config.pop("target_host", target.address)
+    # Traces: the client's calls carry the current span (`zdp deploy`'s) in their headers.
+    config["interceptors"] = client_interceptors(config.get("interceptors") or ())
     try:
         return await Client.connect(address, data_converter=pydantic_data_converter, **config)
     except RuntimeError as err:
