@@ -14,7 +14,14 @@ import os
 import socket
 
 SPAN = 300
-MODULES = ("envoy-router", "local-runtime", "local-stack", "to-production", "installed-wheel")
+MODULES = (
+    "envoy-router",
+    "local-runtime",
+    "local-stack",
+    "to-production",
+    "installed-wheel",
+    "monitoring",
+)
 _FIRST, _LAST = 10000, 32400  # bases from here, ports below 32768
 _DEFAULT_MAP = range(18000 - SPAN + 1, 18000 + SPAN)  # bases that would meet `zdp up`'s ports
 _BASES = [b for b in range(_FIRST, _LAST, SPAN) if b not in _DEFAULT_MAP]
