@@ -18,27 +18,39 @@ class KeepAlivePool:
     A general client (httpx) costs about 2 ms of CPU per request here, which made the load
     generator itself the bottleneck near 300 req/s on 2 cores; this does only what a steady GET
     needs: a pool of persistent connections, the status line, Content-Length or chunked bodies.
-    A connection that errs or times out is dropped, never reused.
+    A connection that errs or times out is dropped, never reused. Extra request headers
+    (`headers`) are bytes made once, never formatted per request.
     """
 
-    def __init__(self, url: str, max_connections: int, retry_stale: bool = True) -> None:
+    def __init__(
+        self, url: str, max_connections: int, retry_stale: bool = True, headers: bytes = b""
+    ) -> None:
         parts = urlsplit(url)
         self.host = parts.hostname or "127.0.0.1"
         self.port = parts.port or 80
         path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-        self.request = f"GET {path} HTTP/1.1\r\nHost: {parts.netloc}\r\n\r\n".encode()
+        self._head = f"GET {path} HTTP/1.1\r\nHost: {parts.netloc}\r\n".encode()
+        self._headers = headers
+        self.request = self._head + headers + b"\r\n"
         self.idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
         self.limit = asyncio.Semaphore(max_connections)
         # Resend once on a fresh connection when a reused one turns out closed. Right for a
         # probe; a load generator counting what users see turns it off to count every drop.
         self.retry_stale = retry_stale
 
-    async def get(self) -> int:
+    async def get(self, headers: bytes | None = None) -> int:
+        """GET once; `headers` (whole `Name: value\\r\\n` lines, such as a gate's `traceparent`)
+        replace the extra headers from now on. The request is rebuilt only when they change:
+        one comparison a call."""
+        if headers is not None and headers != self._headers:
+            self._headers = headers
+            self.request = self._head + headers + b"\r\n"
+        request = self.request  # this call's, whatever a concurrent call sets meanwhile
         async with self.limit:
             if self.idle:
                 reader, writer = self.idle.pop()
                 try:
-                    return await self._exchange(reader, writer)
+                    return await self._exchange(reader, writer, request)
                 except (asyncio.IncompleteReadError, ConnectionError):
                     if not self.retry_stale:
                         raise
@@ -47,11 +59,13 @@ class KeepAlivePool:
                     # on a fresh connection.
                     pass
             reader, writer = await asyncio.open_connection(self.host, self.port)
-            return await self._exchange(reader, writer)
+            return await self._exchange(reader, writer, request)
 
-    async def _exchange(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> int:
+    async def _exchange(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: bytes
+    ) -> int:
         try:
-            writer.write(self.request)
+            writer.write(request)
             status, keep = await self._response(reader)
         except BaseException:
             writer.close()

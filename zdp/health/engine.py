@@ -37,6 +37,7 @@ from zdp.models import GateInput, GateResult, GateVerdict, ProbeResult
 from zdp.platforms.base import HealthProbe, Runtime, TrafficRouter, TrafficStats
 from zdp.rawhttp import KeepAlivePool
 from zdp.settings import settings
+from zdp.tracing import outbound_header, outbound_span
 
 Progress = Callable[[dict[str, float]], None]
 # How long a sampled request may take before it is given up (it counts as slow all along).
@@ -154,7 +155,8 @@ class LatencySampler:
         if pool is None:
             # Enough connections for every request still in flight to a hung slot.
             limit = int(self.timeout / self.interval) + 8
-            pool = self._pools[url] = KeepAlivePool(url, limit)
+            # The gate span's traceparent (made once a gate): the app's request joins the trace.
+            pool = self._pools[url] = KeepAlivePool(url, limit, headers=outbound_header())
         try:
             async with asyncio.timeout(self.timeout):
                 status = await pool.get()
@@ -223,6 +225,15 @@ class GateEngine:
         return policies.for_deployment(request.app, request.environment, request.risk_level.value)
 
     async def run(self, request: GateInput, progress: Progress | None = None) -> GateVerdict:
+        """The verdict on the slot, in a span of its own: every probe and sampled request the
+        gate makes names that span in its `traceparent`, so the apps' requests join the trace."""
+        attributes = {"zdp.app": request.app, "zdp.slot": request.slot}
+        with outbound_span(f"gate {request.label or request.slot}", attributes) as span:
+            verdict = await self._run(request, progress)
+            span.set_attribute("zdp.gate.result", verdict.result.value)
+            return verdict
+
+    async def _run(self, request: GateInput, progress: Progress | None = None) -> GateVerdict:
         policy = self.policy(request)
         # Older inputs carried their thresholds; the stricter error budget of the two wins.
         thresholds = thresholds_of(policy)

@@ -5,7 +5,8 @@ endpoint keeps its own small pool of persistent connections (`zdp.rawhttp.KeepAl
 probe costs one request, not a TCP handshake, and a sweep of many endpoints does not pay for one
 big shared pool: with httpx's shared pool a 100-endpoint sweep had a p99 near 200 ms here
 (docs/benchmarks.md). An unhealthy endpoint is reported, never raised: a refused connection, a
-timeout or a 5xx is a `ProbeResult` with `ok=False` and the reason in `error`.
+timeout or a 5xx is a `ProbeResult` with `ok=False` and the reason in `error`. A probe made in a
+gate carries the gate span's W3C `traceparent` (`zdp.tracing.outbound_header`, built once a gate).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import time
 
 from zdp.models import ProbeResult
 from zdp.rawhttp import KeepAlivePool
+from zdp.tracing import outbound_header
 
 
 class HttpProbe:
@@ -39,7 +41,7 @@ class HttpProbe:
         timed_out = False
         try:
             async with asyncio.timeout(self.timeout):  # bounds the whole GET, connect included
-                status = await pool.get()
+                status = await pool.get(outbound_header())  # the gate's traceparent, if any
             if not 200 <= status < 300:
                 error = f"HTTP {status}"
         except TimeoutError:
