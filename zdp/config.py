@@ -467,6 +467,16 @@ def parse_config(data: Any, source: str = "<config>") -> EngineConfig:
         raise ConfigError(f"{source}: {_describe(err)}") from None
 
 
+def monitoring_rule_files() -> list[Path]:
+    """The alert and recording rules of a checkout (infrastructure/monitoring/rules/*.yml, up
+    from the working directory), for the embedded stack's Prometheus; [] when there are none."""
+    for folder in _here_and_above():
+        rules = folder / "infrastructure" / "monitoring" / "rules"
+        if rules.is_dir():
+            return sorted(rules.glob("*.yml"))
+    return []
+
+
 def _here_and_above() -> list[Path]:
     """The working directory and each of its parents: where a checkout's files are looked for."""
     cwd = Path.cwd().resolve()

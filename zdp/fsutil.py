@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import tempfile
+import time
 from pathlib import Path
 
 from zdp.errors import ReleaseError, ZdpError
@@ -87,3 +89,23 @@ def inside(base: Path, *parts: str) -> Path:
     ):
         raise ReleaseError(f"{'/'.join(parts)!r} would lead outside {root}: refused")
     return path
+
+
+def pid_alive(pid: int, needle: str) -> bool:
+    """True if `pid` runs and its command line contains `needle` (never trust a recycled pid)."""
+    return needle in " ".join(proc_cmdline(pid))
+
+
+def stop_pid(pid: int, needle: str, grace: float = 10.0) -> bool:
+    """SIGTERM the process, then SIGKILL after `grace` seconds; only if it is still ours."""
+    if not pid_alive(pid, needle):
+        return False
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline:
+        if not pid_alive(pid, needle):
+            return True
+        time.sleep(0.05)
+    if pid_alive(pid, needle):
+        os.kill(pid, signal.SIGKILL)
+    return True

@@ -82,6 +82,13 @@ class Settings(BaseSettings):
     )
     REDIS_URL: str | None = Field(default=None, repr=False, description="the health cache")
     PROMETHEUS_URL: str | None = Field(default=None, description="the PromQL gates' server")
+    # -- the worker's own metrics (host:port, or `off`)
+    METRICS_ADDRESS: str = Field(
+        default="127.0.0.1:9464", description="where the worker serves the engine's metrics"
+    )
+    TEMPORAL_METRICS_ADDRESS: str = Field(
+        default="127.0.0.1:9465", description="where the worker serves the Temporal SDK's metrics"
+    )
     NOTIFY_WEBHOOK_URL: str | None = Field(
         default=None, repr=False, description="a webhook for notifications"
     )

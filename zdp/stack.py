@@ -1,4 +1,5 @@
-"""The embedded stack behind `zdp up` / `zdp down`: Temporal dev server, Envoy and a worker.
+"""The embedded stack behind `zdp up` / `zdp down`: Temporal dev server, Envoy, Prometheus (when
+installed) and a worker.
 
 Each part is a child process in its own session, recorded by pid in $ZDP_HOME/stack.json, so
 `zdp down` stops exactly what `zdp up` started and nothing else. `zdp up` is idempotent: a part
@@ -10,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -18,10 +18,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from zdp.config import monitoring_rule_files
 from zdp.errors import PlatformError
-from zdp.fsutil import proc_cmdline, rotate_log, tail_log, write_file_atomic
+from zdp.fsutil import pid_alive, rotate_log, stop_pid, tail_log, write_file_atomic
+from zdp.monitoring import PrometheusProcess
 from zdp.platforms.envoy.process import EnvoyProcess
-from zdp.platforms.layout import local_instances
+from zdp.platforms.layout import local_instances, temporal_metrics_port, worker_metrics_port
 from zdp.platforms.local import runtime as local
 from zdp.settings import settings, zdp_home
 from zdp.temporal import DEFAULT_NAMESPACE, SEARCH_ATTRIBUTES
@@ -39,26 +41,6 @@ def _binary(name: str) -> str:
     if candidate.exists():
         return str(candidate)
     raise PlatformError(f"{name} is not installed in {candidate.parent}: run `make venv`")
-
-
-def pid_alive(pid: int, needle: str) -> bool:
-    """True if `pid` runs and its command line contains `needle` (never trust a recycled pid)."""
-    return needle in " ".join(proc_cmdline(pid))
-
-
-def stop_pid(pid: int, needle: str, grace: float = 10.0) -> bool:
-    """SIGTERM the process, then SIGKILL after `grace` seconds; only if it is still ours."""
-    if not pid_alive(pid, needle):
-        return False
-    os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + grace
-    while time.monotonic() < deadline:
-        if not pid_alive(pid, needle):
-            return True
-        time.sleep(0.05)
-    if pid_alive(pid, needle):
-        os.kill(pid, signal.SIGKILL)
-    return True
 
 
 @dataclass
@@ -104,7 +86,11 @@ class Stack:
         envoy = EnvoyProcess(self.home)
         record["envoy"] = {"pid": envoy.start(), "admin": envoy.admin_url}
         self._save(record)
-        record["worker"] = self._up_worker(record.get("worker"))
+        record["prometheus"] = self._up_prometheus()
+        self._save(record)
+        record["worker"] = self._up_worker(
+            record.get("worker"), (record["prometheus"] or {}).get("url")
+        )
         # Every environment's listener (staging's are the apps' own names).
         record["listeners"] = {
             app.key: f"http://127.0.0.1:{app.listener_port()}" for app in local_instances()
@@ -138,12 +124,26 @@ class Stack:
             "ui": self.ui_url,
         }
 
-    def _up_worker(self, previous: dict[str, Any] | None) -> dict[str, Any]:
+    def _up_prometheus(self) -> dict[str, Any]:
+        """Prometheus when it can run; else why not, in one line (the stack runs without it)."""
+        prometheus = PrometheusProcess(self.home)
+        try:
+            pid = prometheus.start(monitoring_rule_files())
+        except PlatformError as err:
+            return {"error": f"{err}; the stack runs without it (PromQL gate templates skipped)"}
+        return {"pid": pid, "url": prometheus.url}
+
+    def _up_worker(
+        self, previous: dict[str, Any] | None, prometheus_url: str | None = None
+    ) -> dict[str, Any]:
         wanted = str(self.config.resolve()) if self.config is not None else None
+        # The gates' PromQL templates query the stack's Prometheus unless told another.
+        prometheus_url = settings().PROMETHEUS_URL or prometheus_url
         if previous and pid_alive(previous["pid"], "zdp worker"):
-            if wanted is None or previous.get("config") == wanted:
+            same_config = wanted is None or previous.get("config") == wanted
+            if same_config and previous.get("prometheus") == prometheus_url:
                 return previous
-            stop_pid(previous["pid"], "zdp worker")  # same stack, another policy: restart it
+            stop_pid(previous["pid"], "zdp worker")  # another policy or Prometheus: restart
         recorded = (previous or {}).get("config")
         if wanted is None and recorded not in (None, "default"):
             # A worker that died is replaced by one with the config the stack was started with.
@@ -164,7 +164,11 @@ class Stack:
             "ZDP_HOME": str(self.home),
             "ZDP_RUNTIME": "local",
             "ZDP_ROUTER": "envoy",
+            "ZDP_METRICS_ADDRESS": f"127.0.0.1:{worker_metrics_port()}",
+            "ZDP_TEMPORAL_METRICS_ADDRESS": f"127.0.0.1:{temporal_metrics_port()}",
         }
+        if prometheus_url is not None:
+            env["ZDP_PROMETHEUS_URL"] = prometheus_url
         if wanted is not None:
             env["ZDP_CONFIG"] = wanted
         log = self.home / "worker.log"
@@ -176,7 +180,13 @@ class Stack:
                 proc.kill()
                 raise PlatformError(f"the worker did not start: {tail_log(log, 3)}")
             time.sleep(0.1)
-        return {"pid": proc.pid, "config": env.get("ZDP_CONFIG", "default")}
+        return {
+            "pid": proc.pid,
+            "config": env.get("ZDP_CONFIG", "default"),
+            "prometheus": prometheus_url,
+            "metrics": f"http://127.0.0.1:{worker_metrics_port()}/metrics",
+            "temporal_metrics": f"http://127.0.0.1:{temporal_metrics_port()}/metrics",
+        }
 
     @staticmethod
     def _spawn(
@@ -229,6 +239,9 @@ class Stack:
         envoy.stop()
         if pid:
             stopped.append(f"envoy (pid {pid})")
+        pid = PrometheusProcess(self.home).stop()
+        if pid:
+            stopped.append(f"prometheus (pid {pid})")
         temporal = record.get("temporal")
         if temporal and stop_pid(temporal["pid"], "start-dev", grace=10):
             stopped.append(f"temporal dev server (pid {temporal['pid']})")
@@ -237,45 +250,88 @@ class Stack:
 
     def status(self) -> list[tuple[str, str, str]]:
         """(part, state, detail) rows for `zdp up --status`."""
+        return [(c["name"], c["state"], c["detail"]) for c in self.components()]
+
+    def components(self) -> list[dict[str, Any]]:
+        """Every part of the stack: name, state (running, stopped, unavailable), its URLs and
+        pid where it has them, and a one-line detail (`zdp up --status [--json]`)."""
         record = self.record()
-        rows: list[tuple[str, str, str]] = []
+        parts: list[dict[str, Any]] = []
         temporal: dict[str, Any] = record.get("temporal") or {}
         alive = bool(temporal) and pid_alive(temporal["pid"], "start-dev")
         namespace = temporal.get("namespace") or DEFAULT_NAMESPACE
-        rows.append(
-            (
+        parts.append(
+            _part(
                 "temporal",
-                "running" if alive else "stopped",
+                alive,
                 f"{temporal['address']}  namespace {namespace}  UI {temporal['ui']}"
                 if temporal
                 else "",
+                pid=temporal.get("pid") if alive else None,
+                address=temporal.get("address"),
+                namespace=namespace,
+                ui=temporal.get("ui"),
             )
         )
         envoy = EnvoyProcess(self.home)
         pid = envoy.running()
-        rows.append(("envoy", "running" if pid else "stopped", envoy.admin_url if pid else ""))
+        parts.append(
+            _part("envoy", bool(pid), envoy.admin_url if pid else "", pid=pid,
+                  admin=envoy.admin_url, metrics=f"{envoy.admin_url}/stats/prometheus")
+        )  # fmt: skip
+        prometheus: dict[str, Any] = record.get("prometheus") or {}
+        running = PrometheusProcess(self.home).running()
+        if prometheus.get("error") and not running:
+            parts.append(
+                {"name": "prometheus", "state": "unavailable", "detail": prometheus["error"]}
+            )
+        else:
+            url = prometheus.get("url") or PrometheusProcess(self.home).url
+            parts.append(
+                _part("prometheus", bool(running), url if running else "", pid=running, url=url)
+            )
         worker: dict[str, Any] = record.get("worker") or {}
         alive = bool(worker) and pid_alive(worker["pid"], "zdp worker")
         config = f"config {describe_config(worker.get('config'))}" if worker else ""
-        rows.append(
-            (
+        metrics = f"  metrics {worker['metrics']}" if alive and worker.get("metrics") else ""
+        parts.append(
+            _part(
                 "worker",
-                "running" if alive else "stopped",
-                f"pid {worker['pid']}  {config}" if alive else config,
+                alive,
+                f"pid {worker['pid']}  {config}{metrics}" if alive else config,
+                pid=worker.get("pid") if alive else None,
+                config=worker.get("config"),
+                metrics=worker.get("metrics"),
+                temporal_metrics=worker.get("temporal_metrics"),
+                prometheus=worker.get("prometheus"),
             )
         )
         for name, url in record.get("listeners", {}).items():
-            rows.append((f"listener {name}", "running" if pid else "stopped", url))
+            parts.append(_part(f"listener {name}", bool(pid), url, url=url))
         for entry in local.running(self.home):
-            rows.append(
-                (
-                    f"{entry['app']}/{entry['slot']}"
+            parts.append(
+                {
+                    "name": f"{entry['app']}/{entry['slot']}"
                     + (f" ({entry['environment']})" if entry.get("environment") else ""),
-                    "running",
-                    f"{entry['version']} pid {entry['pid']} port {entry['port']}",
-                )
+                    "state": "running",
+                    "detail": f"{entry['version']} pid {entry['pid']} port {entry['port']}",
+                    "pid": entry["pid"],
+                    "url": f"http://127.0.0.1:{entry['port']}",
+                    "metrics": f"http://127.0.0.1:{entry['port']}/metrics",
+                    "version": entry["version"],
+                }
             )
-        return rows
+        return parts
+
+
+def _part(name: str, running: bool, detail: str, **fields: Any) -> dict[str, Any]:
+    """One component of `Stack.components`, without the fields it does not have."""
+    return {
+        "name": name,
+        "state": "running" if running else "stopped",
+        "detail": detail,
+        **{k: v for k, v in fields.items() if v is not None},
+    }
 
 
 def worker_config(home: Path | None = None) -> Path | None:

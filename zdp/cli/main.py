@@ -20,7 +20,7 @@ from temporalio.service import RPCError
 
 from zdp import deployments
 from zdp.acceptance import claimed_manifest
-from zdp.cli import audit_cmd, evidence_cmd, keys_cmd, release_cmd, slack_cmd
+from zdp.cli import alert_cmd, audit_cmd, evidence_cmd, keys_cmd, release_cmd, slack_cmd
 from zdp.cli.keys_cmd import PassphraseEnv, PassphraseFile, Prompt
 from zdp.cli.output import (
     EXIT_ERROR,
@@ -63,6 +63,7 @@ app.add_typer(
 app.add_typer(
     slack_cmd.app, name="slack", help="Approve and steer deployments from Slack.", cls=ZdpGroup
 )
+app.command(name="alert-receiver")(alert_cmd.alert_receiver)
 
 
 @app.callback()
@@ -867,25 +868,33 @@ def worker(
     its ready line. It reads them again for every deployment, so a change applies to the next
     one without a restart.
     """
+    from workers.telemetry import start_telemetry
     from workers.worker import run_worker
     from zdp.config import find_config_path, load_config
     from zdp.health.policy import find_gate_policies_path, load_gate_policies
 
     async def work() -> None:
-        client = await connect()
         if check:
+            client = await connect()
             await client.service_client.check_health()
             return
         config_path = find_config_path()
         config = load_config(config_path)
         policies = find_gate_policies_path(config.gate_policies_path())
         load_gate_policies(policies)
+        telemetry = start_telemetry()
+        for problem in telemetry.problems:
+            err_console.print(f"warning: {problem}", markup=False, highlight=False)
+        client = await (connect(runtime=telemetry.runtime) if telemetry.runtime else connect())
 
         def ready() -> None:
             target = client.service_client.config.target_host
             err_console.print(
                 f"worker ready: task queue zdp-deployments on {target}, "
-                f"namespace {client.namespace}; config {config_path}, gate policies {policies}"
+                f"namespace {client.namespace}; config {config_path}, gate policies {policies}; "
+                f"{telemetry.describe()}",
+                markup=False,
+                highlight=False,
             )
 
         await run_worker(client, on_ready=ready)
@@ -919,6 +928,10 @@ def build(
 @app.command()
 def up(
     show_status: Annotated[bool, typer.Option("--status", help="Only show what runs.")] = False,
+    as_json: Annotated[
+        bool,
+        typer.Option("--json", help="Every component with its state, URLs and pid, as JSON."),
+    ] = False,
     config: Annotated[
         Path | None,
         typer.Option(
@@ -929,7 +942,8 @@ def up(
         ),
     ] = None,
 ) -> None:
-    """Start the embedded stack: Temporal dev server, Envoy and a worker (safe to re-run).
+    """Start the embedded stack: Temporal dev server, Envoy, Prometheus and a worker (safe to
+    re-run). Without Debian's `prometheus` installed the stack runs without it and says so.
 
     Everything is recorded in $ZDP_HOME/stack.json (default ./.zdp): the server's address and
     namespace, and the worker's engine config, which --status shows. Other zdp commands run
@@ -940,6 +954,7 @@ def up(
     Examples:
       zdp up
       zdp up --status
+      zdp up --status --json
       ZDP_TEMPORAL_PORT=7833 zdp up      # when 7233 is taken
       zdp up --config infrastructure/canary-deployments/demo.yaml
     """
@@ -952,8 +967,6 @@ def up(
             stack.up()
         except ZdpError as err:
             fail(str(err))
-    for part, state, detail in stack.status():
-        console.print(f"{part:<32} {state:<8} {detail}", markup=False, highlight=False)
     target = resolve()
     if target.stack is not None:
         where = f"this stack, {target.describe()}"
@@ -961,7 +974,17 @@ def up(
         where = f"{target.describe()}, NOT this stack"
     else:
         where = target.describe()
-    console.print(f"{'zdp commands here talk to':<41} {where}", markup=False, highlight=False)
+    if as_json:
+        typer.echo(
+            json.dumps(
+                {"home": str(stack.home), "components": stack.components(), "talks_to": where},
+                indent=2,
+            )
+        )
+        return
+    for part, state, detail in stack.status():
+        console.print(f"{part:<32} {state:<11} {detail}", markup=False, highlight=False)
+    console.print(f"{'zdp commands here talk to':<44} {where}", markup=False, highlight=False)
     ui = (stack.record().get("temporal") or {}).get("ui")
     if not show_status and ui:
         console.print(f"Temporal UI: {ui}", markup=False)
