@@ -66,6 +66,7 @@ with workflow.unsafe.imports_passed_through():
         SA_STRATEGY,
         SA_VERSION,
     )
+    from zdp.tracing import trace_id_from_headers
 
 # Forward activities give up after a few tries; the deployment then rolls back.
 FORWARD_RETRY = RetryPolicy(
@@ -168,6 +169,7 @@ class DeploymentWorkflow:
                 "initiator": request.initiator,
                 "change_ref": request.change_ref,
                 "reason": request.reason,
+                **_trace_of_start(),
             },
         )
         try:
@@ -1284,6 +1286,15 @@ def _plan_slots(
             return {"new": "blue", "old": serving[0]}
         return {"new": "blue"}
     return {"new": _other_colour(live), "old": live}
+
+
+def _trace_of_start() -> dict[str, str]:
+    """The trace the client started this run in (`trace_id`, from the start's headers), if any.
+
+    The headers are in the history, so a replay records the same id; it changes no command,
+    and a run started without one (every recorded history) records nothing."""
+    trace_id = trace_id_from_headers(workflow.info().headers)
+    return {"trace_id": trace_id} if trace_id else {}
 
 
 def _other_colour(colour: str) -> str:
