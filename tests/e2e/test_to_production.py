@@ -66,7 +66,17 @@ def doc_lines() -> str:
 
 
 def checkout(tmp: Path) -> Path:
-    """A checkout as a newcomer has one: the repository's files, and no `.zdp/` yet."""
+    """A checkout as a newcomer has one: the repository's files, and no `.zdp/` yet.
+
+    Its `.venv` is this checkout's own, linked: the page's `make venv` must find it up to
+    date, or it would reinstall the project into it from the temporary checkout (and every
+    later `zdp` of this checkout would run code from a folder that is gone)."""
+    stale = subprocess.run(["make", "-q", "venv"], cwd=REPO, capture_output=True)
+    if stale.returncode != 0:
+        pytest.fail(
+            f"{REPO / '.venv'} is older than pyproject.toml or the locks: run `make venv` "
+            "first (`make test` does); the walk would otherwise reinstall the project into it"
+        )
     root = tmp / "checkout"
     root.mkdir()
     for entry in REPO.iterdir():
