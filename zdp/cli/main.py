@@ -18,7 +18,7 @@ from pydantic import ValidationError
 from temporalio.exceptions import TemporalError
 from temporalio.service import RPCError
 
-from zdp import deployments
+from zdp import deployments, tracing
 from zdp.acceptance import claimed_manifest
 from zdp.cli import alert_cmd, audit_cmd, evidence_cmd, keys_cmd, release_cmd, slack_cmd
 from zdp.cli.keys_cmd import PassphraseEnv, PassphraseFile, Prompt
@@ -427,7 +427,15 @@ def deploy(
 
     async def work() -> int:
         client = await connect()
-        handle = await deployments.start_deployment(client, request)
+        # The deployment's trace starts here: the start carries it to the workflow (zdp.tracing).
+        tracing.setup(tracing.SERVICE_CLI)
+        attributes = {
+            "zdp.app": request.app,
+            "zdp.environment": request.environment,
+            "zdp.strategy": request.strategy.value,
+        }
+        with tracing.root_span("zdp deploy", attributes):
+            handle = await deployments.start_deployment(client, request)
         err_console.print(f"started {handle.id}")
         if not wait:
             if as_json:
