@@ -15,7 +15,7 @@ from typing import Literal
 from pydantic import BaseModel, Field, field_validator
 
 _PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_]+)\s*\}\}")
-_KNOWN_PLACEHOLDERS = frozenset({"app", "slot", "version", "interval"})
+_KNOWN_PLACEHOLDERS = frozenset({"app", "environment", "slot", "version", "interval"})
 _COMPARATORS: dict[str, Callable[[float, float], bool]] = {
     "<": operator.lt,
     "<=": operator.le,
@@ -35,7 +35,7 @@ class MetricTemplate(BaseModel, extra="forbid"):
     """One PromQL check: the query, the SUCCESS condition, and how many misses it tolerates."""
 
     name: str = Field(min_length=1)
-    # PromQL with {{app}}, {{slot}}, {{version}} and {{interval}} placeholders.
+    # PromQL with {{app}}, {{environment}}, {{slot}}, {{version}} and {{interval}} placeholders.
     query: str = Field(min_length=1)
     threshold: float
     # The success condition: `value <comparator> threshold`, e.g. error ratio "<" 0.01.
@@ -56,14 +56,16 @@ class MetricTemplate(BaseModel, extra="forbid"):
         if unknown:
             raise ValueError(
                 f"unknown placeholder {{{{{unknown[0]}}}}} in the query: use {{{{app}}}}, "
-                "{{slot}}, {{version}} or {{interval}}"
+                "{{environment}}, {{slot}}, {{version}} or {{interval}}"
             )
         return value
 
-    def render(self, app: str, slot: str, version: str) -> str:
-        """The query with its placeholders filled in for one app, slot and version."""
+    def render(self, app: str, slot: str, version: str, environment: str = "") -> str:
+        """The query with its placeholders filled in for one app, slot, version and
+        environment (the deployment's; empty where it has none)."""
         values = {
             "app": app,
+            "environment": environment,
             "slot": slot,
             "version": version,
             "interval": _duration(self.interval_seconds),

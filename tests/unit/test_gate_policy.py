@@ -182,6 +182,24 @@ def test_template_renders_placeholders_and_checks_its_condition() -> None:
     )
     assert template.render("a", "canary", "1.2") == 'x{app="a",slot="canary",v="1.2"}[1500ms]'
     assert template.succeeds(0.01) and not template.succeeds(0.05)
+    # Staging and production of one app run side by side: {{environment}} tells them apart.
+    by_env = template.model_copy(update={"query": 'x{app="{{app}}",env="{{environment}}"}'})
+    assert by_env.render("a", "canary", "1.2", "production") == 'x{app="a",env="production"}'
+
+
+def test_every_shipped_app_environment_runs_the_error_ratio_template_on_its_own_slots() -> None:
+    """The stack's Prometheus labels every slot with app, environment and slot; each shipped
+    template selects all three, and none fails a release on a fixed latency number."""
+    data = yaml.safe_load(SHIPPED.read_text(encoding="utf-8"))
+    for app, environments in data["apps"].items():
+        for environment, override in environments.items():
+            templates = [MetricTemplate(**t) for t in override.get("templates", [])]
+            assert templates, f"{app} {environment} runs no template"
+            for t in templates:
+                query = t.render(app, "canary", "1", environment)
+                for label in (f'app="{app}"', f'environment="{environment}"', 'slot="canary"'):
+                    assert label in query, (app, environment, query)
+                assert "duration" not in query, "a fixed latency threshold fails busy machines"
 
 
 def test_shipped_file_round_trips_through_yaml() -> None:

@@ -339,7 +339,13 @@ class GateEngine:
                 if sweeper.done():
                     sweeper.result()  # a sweep that failed fails the gate's activity (retried)
                 template_results = [
-                    await run.step(provider, request.app, request.slot, request.version)
+                    await run.step(
+                        provider,
+                        request.app,
+                        request.slot,
+                        request.version,
+                        request.environment or "",
+                    )
                     for run in templates
                     if provider is not None
                 ]
@@ -363,6 +369,10 @@ class GateEngine:
                     evidence = new.evaluator.evidence(latency=False)
                     progress({**evidence, "elapsed_s": round(elapsed, 3)})
                 if verdict is not None:
+                    # What each PromQL template measured, in the verdict for the record.
+                    for run in templates:
+                        verdict.evidence.update(run.evidence())
+                        verdict.details.append(run.reason())
                     verdict.breaker_transitions.extend(
                         f"{t.endpoint}: {t.old.value} -> {t.new.value} ({t.reason})"
                         for t in board.take_transitions()

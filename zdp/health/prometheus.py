@@ -103,7 +103,7 @@ class TemplateRun:
     _last_at: float | None = field(default=None, init=False, repr=False)
 
     async def step(
-        self, provider: MetricProvider, app: str, slot: str, version: str
+        self, provider: MetricProvider, app: str, slot: str, version: str, environment: str = ""
     ) -> GateResult | None:
         """Measure once if the interval has passed; the result once decided, else None."""
         now = time.monotonic()
@@ -113,7 +113,7 @@ class TemplateRun:
             return self.result
         self._last_at = now
         try:
-            value = await provider.query(self.template.render(app, slot, version))
+            value = await provider.query(self.template.render(app, slot, version, environment))
         except PlatformError as err:
             self.last_error, value = str(err), None
         if value is None:
