@@ -655,3 +655,54 @@ async def audit_anchors(client: Client, concurrency: int = 8) -> list[tuple[str,
 
     scanned = await asyncio.gather(*(scan(w, r) for w, r in runs))
     return [anchor for group in scanned for anchor in group]
+
+
+async def live_gate(
+    client: Client, workflow_id: str, run_id: str | None = None
+) -> dict[str, float] | None:
+    """The running health gate's latest figures (what it heartbeats: probes, errors, real
+    requests and failures, seconds into the bake), or None when no gate runs now."""
+    handle = _run_handle(client, workflow_id, run_id)
+    try:
+        described = await handle.describe()
+    except RPCError as err:
+        raise _rpc_error(err, workflow_id, run_id) from None
+    for pending in described.raw_description.pending_activities:
+        if pending.activity_type.name != "run_health_gate":
+            continue
+        payloads = pending.heartbeat_details.payloads
+        if not payloads:
+            return {}
+        decoded = await client.data_converter.decode(payloads)
+        figures = decoded[-1] if decoded else {}
+        return {str(k): float(v) for k, v in dict(figures).items()}
+    return None
+
+
+def containment_seconds(events: list[TimelineEvent]) -> float | None:
+    """From the failing gate verdict to the traffic back on what served before (the first
+    `compensated` traffic event after it), as the timeline recorded them; None without both."""
+    failed: datetime | None = None
+    for event in events:
+        if event.kind == "gate_verdict" and event.data.get("result") == "fail" and not failed:
+            failed = event.at
+        elif failed and event.kind == "compensated" and event.data.get("kind") == "traffic":
+            return max(0.0, (event.at - failed).total_seconds())
+    return None
+
+
+def gate_line(figures: dict[str, float]) -> str:
+    """One line of a running gate's figures, for people."""
+    parts = [f"{figures.get('elapsed_s', 0.0):.1f} s into the bake"]
+    if "samples" in figures:
+        parts.append(
+            f"{figures['samples']:.0f} probes, {figures.get('errors', 0):.0f} failed "
+            f"({figures.get('error_ratio', 0.0):.1%})"
+        )
+    if figures.get("traffic_requests"):
+        parts.append(
+            f"{figures['traffic_requests']:.0f} real requests, "
+            f"{figures.get('traffic_failures', 0):.0f} failed "
+            f"({figures.get('traffic_error_ratio', 0.0):.1%})"
+        )
+    return ", ".join(parts)

@@ -141,3 +141,35 @@ def test_an_observer_error_never_reaches_the_workflow() -> None:
     observer = DeploymentObserver("app", "env", "canary")
     # A malformed event (weights that are not numbers) is logged, not raised.
     observer.observe("weights", "shift", datetime.now(UTC), {"weights": {"canary": "x"}}, live=True)
+
+
+async def test_the_running_gates_figures_are_live_and_a_rollback_shows_its_containment(
+    harness: Harness,
+) -> None:
+    """What `zdp status` and `zdp deploy --wait` show people: the running gate's figures, and
+    after a rollback the time from the failing verdict to the traffic back."""
+    handle = await harness.start(harness.request("2.0.0", bake_seconds=30))
+    await harness.wait_for(handle, lambda s: s.weights.get("canary") == 1)
+    deadline = asyncio.get_running_loop().time() + 30
+    figures = await deployments.live_gate(harness.client, handle.id)
+    while not (figures and figures.get("samples")):
+        assert asyncio.get_running_loop().time() < deadline, figures
+        await asyncio.sleep(0.2)
+        figures = await deployments.live_gate(harness.client, handle.id)
+    line = deployments.gate_line(figures)
+    assert "s into the bake" in line and "probes" in line, line
+    await deployments.abort(harness.client, handle.id, "bob", "enough")
+    result = await asyncio.wait_for(handle.result(), 60)
+    assert result.outcome is Outcome.rolled_back
+    assert await deployments.live_gate(harness.client, handle.id) is None
+    # An abort is no failing verdict: there was nothing to contain.
+    assert deployments.containment_seconds(result.timeline) is None
+
+    harness.state.fail_at_weight[(APP, "2.0.1")] = 5
+    failed = await harness.deploy(harness.request("2.0.1"))
+    contained = deployments.containment_seconds(failed.timeline)
+    verdict = next(e for e in failed.timeline if e.data.get("result") == "fail")
+    back = next(
+        e for e in failed.timeline if e.kind == "compensated" and e.data["kind"] == "traffic"
+    )
+    assert contained == (back.at - verdict.at).total_seconds()

@@ -707,27 +707,39 @@ def status(
       zdp status deploy-finance-trading-production --run 8e6c0d2f --json
     """
 
-    async def work() -> tuple[deployments.DeploymentStatus, dict[str, Any]]:
+    async def work() -> tuple[deployments.DeploymentStatus, dict[str, Any], dict[str, Any]]:
         client = await connect()
         run_id = await deployments.resolve_run(client, deployment, run_selector)
         current = await deployments.status(client, deployment, run_id)
         health: dict[str, Any] = {}
         if settings().REDIS_URL:  # else nothing here can be cached
             health = await deployments.cached_health(client, deployment, run_id)
-        return current, health
+        live: dict[str, Any] = {}
+        if current.outcome is None:
+            live["gate"] = await deployments.live_gate(client, deployment, run_id)
+        elif current.outcome is Outcome.rolled_back:
+            events = await deployments.timeline(client, deployment, run_id)
+            live["containment_seconds"] = deployments.containment_seconds(events)
+        return current, health, live
 
-    current, health = run(work)
+    current, health, live = run(work)
     if as_json:
         print_json(
             {
                 **current.model_dump(mode="json"),
                 "health": {e: h.model_dump(mode="json") for e, h in health.items()},
+                "live_gate": live.get("gate"),
+                "containment_seconds": live.get("containment_seconds"),
             }
         )
         return
-    from zdp.cli.progress import render_health, render_status
+    from zdp.cli.progress import containment_text, render_health, render_status
 
     console.print(render_status(current), markup=False, highlight=False)
+    if live.get("gate"):
+        console.print(f"gate (live)  {deployments.gate_line(live['gate'])}", markup=False)
+    if live.get("containment_seconds") is not None:
+        console.print(f"contained    {containment_text(live['containment_seconds'])}", markup=False)
     if health:
         console.print(render_health(health), markup=False, highlight=False)
 

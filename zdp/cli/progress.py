@@ -11,6 +11,7 @@ from temporalio.client import Client
 from zdp import deployments
 from zdp.cli.output import err_console
 from zdp.deployments import RunSummary
+from zdp.errors import ZdpError
 from zdp.models import ApprovalRecord, DeploymentResult, DeploymentStatus, Outcome, TimelineEvent
 
 # `zdp deploy --wait` exits with the outcome's code, so CI can gate on it.
@@ -45,6 +46,7 @@ async def follow(client: Client, workflow_id: str, quiet: bool = False) -> Deplo
                 err_console.print(event_line(event), markup=False, highlight=False, soft_wrap=True)
         seen = max(seen, len(events))
 
+    gate_shown, gate_at = "", 0.0
     while await deployments.is_running(client, workflow_id):
         try:
             events = await asyncio.wait_for(
@@ -56,6 +58,18 @@ async def follow(client: Client, workflow_id: str, quiet: bool = False) -> Deplo
             waiting_noted = True
             continue
         show(events)
+        now = asyncio.get_running_loop().time()
+        if not quiet and now - gate_at >= GATE_LINE_SECONDS:
+            # The running gate's figures, live, at most every few seconds.
+            gate_at = now
+            try:
+                figures = await deployments.live_gate(client, workflow_id)
+            except ZdpError:  # the run closed meanwhile: its result comes next
+                figures = None
+            line = deployments.gate_line(figures) if figures else ""
+            if line and line != gate_shown:
+                err_console.print(f"          gate     {line}", markup=False, soft_wrap=True)
+                gate_shown = line
         await asyncio.sleep(POLL_SECONDS)
     result = await deployments.closed_result(client, workflow_id)
     show(result.timeline)
@@ -65,7 +79,17 @@ async def follow(client: Client, workflow_id: str, quiet: bool = False) -> Deplo
             markup=False,
             soft_wrap=True,
         )
+        contained = deployments.containment_seconds(result.timeline)
+        if contained is not None:
+            err_console.print(f"contained: {containment_text(contained)}", markup=False)
     return result
+
+
+def containment_text(seconds: float) -> str:
+    return f"traffic back on what served before {seconds * 1000:.0f} ms after the failing verdict"
+
+
+GATE_LINE_SECONDS = 3.0  # how often `zdp deploy --wait` shows the running gate's figures
 
 
 def render_status(status: DeploymentStatus) -> str:
