@@ -107,6 +107,20 @@ class Settings(BaseSettings):
     SLACK_BOT_IDENTITY: str = Field(
         default="slack-bot", description="the bot's registered identity"
     )
+    # -- the alert receiver (`zdp alert-receiver`: Alertmanager's webhook to pause/abort)
+    ALERT_POLICY: Path | None = Field(default=None, description="the alert policy file")
+    ALERT_RECEIVER_PORT: int | None = Field(
+        default=None, ge=1, le=65535, description="the receiver's port [the stack's BASE+6]"
+    )
+    ALERT_RECEIVER_TOKEN_FILE: Path | None = Field(
+        default=None, description="Alertmanager's bearer token [$ZDP_HOME/alert-receiver.token]"
+    )
+    ALERT_RECEIVER_KEY: Path | None = Field(
+        default=None, description="the receiver's signing key [$ZDP_HOME/keys/IDENTITY.key]"
+    )
+    ALERT_RECEIVER_IDENTITY: str = Field(
+        default="alert-receiver", description="the receiver's registered identity"
+    )
     # -- Kubernetes
     K8S_API: str | None = Field(default=None, description="the API server URL")
     K8S_CONTEXT: str | None = Field(default=None, description="the kubeconfig context")
