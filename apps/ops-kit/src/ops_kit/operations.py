@@ -17,12 +17,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
+from ops_kit import tracing
 from ops_kit.faults import READY_FAIL_REASON, FaultInjector
 from ops_kit.lifecycle import Lifecycle
 from ops_kit.readiness import ReadinessMonitor
@@ -139,8 +140,8 @@ def install(
     log_state_fields: tuple[str, ...] = (),
 ) -> None:
     """Give `app` the state the endpoints read (`settings`, `lifecycle`, `readiness`, `faults`,
-    `registry`), the metrics and request-log middleware, the
-    operational routes and `drills` (from `drill_router`).
+    `registry`), the metrics and request-log middleware, the tracing middleware (tracing.py,
+    when OpenTelemetry is installed), the operational routes and `drills` (from `drill_router`).
 
     The telemetry middleware is added here: a middleware the app adds before this call runs
     inside it (its refusals are counted), one added after runs outside it.
@@ -157,5 +158,8 @@ def install(
         state_fields=log_state_fields,
         logger=telemetry_logger,
     )
+    # After telemetry, so outside it: the request's span is current while its line is logged.
+    named = cast(AppSettings, settings)  # an app's settings name the app (AppSettings)
+    tracing.instrument(app, named.app_name, named.version, named.slot)
     app.include_router(router)
     app.include_router(drills)

@@ -1,0 +1,157 @@
+"""Traces: each request that carries a W3C `traceparent` is served in the caller's trace.
+
+The engine's gates send `traceparent` with every probe and sampled request, naming the gate's
+span. The request's SERVER span (named by method and route template, `GET /api/items/{item_id}`)
+continues that trace:
+- FastAPI makes it itself (its native OpenTelemetry support, FastAPI >= 0.13x) whenever a tracer
+  provider is configured; `instrument` keeps it from tracing health probes that are in no trace
+  (the proxy's and the orchestrator's checks would bury the requests that matter);
+- otherwise `TracingMiddleware` does: a SERVER span, recorded when a provider is configured,
+  else a non-recording one that only carries the caller's ids.
+Either way the span is current while the request is served, so its JSON log lines carry the
+`trace_id` (logs.py).
+
+Where spans go (`configure_tracing`, called by `instrument`, which `operations.install` calls):
+- OTEL_EXPORTER_OTLP_ENDPOINT (or OTEL_EXPORTER_OTLP_TRACES_ENDPOINT) set and the kit's
+  `tracing` extra installed: exported over OTLP/HTTP, service.name = the app's name;
+- otherwise nothing is kept: the trace id in the request's log line is all there is (and the
+  logs are as bounded as they were: health probes are not logged).
+
+Without OpenTelemetry installed (the images install the kit without extras), `install` adds no
+middleware and nothing changes.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import MutableMapping
+from typing import Any
+
+from fastapi import FastAPI
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+try:
+    from opentelemetry import trace
+    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+except ImportError:  # the kit without its `tracing` extra
+    trace = None  # type: ignore[assignment]
+
+logger = logging.getLogger(__name__)
+
+TRACER = "ops_kit"
+ENDPOINT_VARIABLES = ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT")
+# Health probes (every 50 ms from each gate and the proxy) get a span only when a gate's trace
+# asks for one: spans of their own would bury the requests that matter.
+UNTRACED_PATHS = frozenset({"/healthz/live", "/healthz/ready"})
+_PROPAGATED = (b"traceparent", b"tracestate")
+
+
+def available() -> bool:
+    """Whether OpenTelemetry's API is installed (the kit's `tracing` extra)."""
+    return trace is not None
+
+
+def configure_tracing(service_name: str, version: str, slot: str | None) -> bool:
+    """Export spans over OTLP when OpenTelemetry's endpoint variable is set: True when spans
+    are exported (a provider set before, by the process's host, counts as exporting)."""
+    if trace is None or not any(os.environ.get(v, "").strip() for v in ENDPOINT_VARIABLES):
+        return False
+    try:
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+        from opentelemetry.sdk.resources import Resource
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import BatchSpanProcessor
+    except ImportError:
+        logger.warning(
+            "OTEL_EXPORTER_OTLP_ENDPOINT is set but the OpenTelemetry SDK or its OTLP exporter "
+            "is not installed (zdp-ops-kit[tracing]): spans are not exported"
+        )
+        return False
+    if isinstance(trace.get_tracer_provider(), TracerProvider):
+        return True
+    attributes = {"service.name": service_name, "service.version": version}
+    if slot:
+        attributes["zdp.slot"] = slot
+    provider = TracerProvider(resource=Resource.create(attributes))
+    provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+    trace.set_tracer_provider(provider)
+    return True
+
+
+def current_trace_id() -> str | None:
+    """The trace id (32 hex digits) of the request being served, when it is in a trace."""
+    if trace is None:
+        return None
+    ctx = trace.get_current_span().get_span_context()
+    return f"{ctx.trace_id:032x}" if ctx.is_valid else None
+
+
+def instrument(app: FastAPI, app_name: str, version: str, slot: str | None) -> None:
+    """Trace `app`'s requests as the module's docstring says (nothing without OpenTelemetry)."""
+    if trace is None:
+        return
+    exported = configure_tracing(app_name, version, slot)
+    native = getattr(app, "_telemetry", None)  # FastAPI's own OpenTelemetry config, if it has it
+    if isinstance(native, dict) and native.get("exclude") is None:
+        native["exclude"] = untraced_probe
+    app.add_middleware(TracingMiddleware, every_request=exported)
+
+
+def untraced_probe(scope: MutableMapping[str, Any]) -> bool:
+    """A health probe that is in no trace: not worth a span."""
+    if scope.get("path") not in UNTRACED_PATHS:
+        return False
+    return not any(name == b"traceparent" for name, _ in scope.get("headers", ()))
+
+
+class TracingMiddleware:
+    """Pure ASGI middleware: the request's SERVER span in the caller's trace, unless FastAPI
+    made one already; for a request without `traceparent` only when `every_request` (spans are
+    exported), and never for a health probe."""
+
+    def __init__(self, app: ASGIApp, every_request: bool = False) -> None:
+        self.app = app
+        self.every_request = every_request
+        self.propagator = TraceContextTextMapPropagator() if trace is not None else None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            scope["type"] != "http"
+            or trace is None
+            or self.propagator is None
+            or getattr(scope.get("fastapi.telemetry"), "span", None) is not None
+        ):
+            await self.app(scope, receive, send)
+            return
+        carrier: dict[str, str] = {}
+        for name, value in scope["headers"]:
+            if name in _PROPAGATED:
+                carrier[name.decode()] = value.decode("latin-1")
+        if not carrier and (not self.every_request or scope["path"] in UNTRACED_PATHS):
+            await self.app(scope, receive, send)
+            return
+        parent = self.propagator.extract(carrier) if carrier else None
+        method = scope["method"]
+        status = 500  # what the client gets if the app raises before answering
+
+        async def send_and_record_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        attributes: dict[str, Any] = {"http.request.method": method, "url.path": scope["path"]}
+        with trace.get_tracer(TRACER).start_as_current_span(
+            method, context=parent, kind=trace.SpanKind.SERVER, attributes=attributes
+        ) as span:
+            try:
+                await self.app(scope, receive, send_and_record_status)
+            finally:
+                route = getattr(scope.get("route"), "path", None)
+                if route:
+                    span.update_name(f"{method} {route}")
+                    span.set_attribute("http.route", route)
+                span.set_attribute("http.response.status_code", status)
+                if status >= 500:
+                    span.set_status(trace.Status(trace.StatusCode.ERROR, f"HTTP {status}"))

@@ -1,0 +1,125 @@
+"""TracingMiddleware: a request that carries a W3C traceparent is served in the caller's trace."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from opentelemetry import trace
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from ops_kit import tracing
+from ops_kit.testing import InProcess, json_log_lines
+
+TRACE_ID = "0af7651916cd43dd8448eb211c80319c"
+PARENT_ID = "b7ad6b7169203331"
+TRACEPARENT = f"00-{TRACE_ID}-{PARENT_ID}-01"
+
+
+_EXPORTER = InMemorySpanExporter()
+
+
+@pytest.fixture
+def spans(monkeypatch: pytest.MonkeyPatch) -> InMemorySpanExporter:
+    """The spans finished in the test, from the process's SDK provider (set here if none is;
+    the exporter is added to it once)."""
+    for name in tracing.ENDPOINT_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    provider = trace.get_tracer_provider()
+    if not isinstance(provider, TracerProvider):
+        provider = TracerProvider()
+        trace.set_tracer_provider(provider)
+    if not getattr(provider, "_ops_kit_test_exporter", False):
+        provider.add_span_processor(SimpleSpanProcessor(_EXPORTER))
+        provider._ops_kit_test_exporter = True  # type: ignore[attr-defined]
+    _EXPORTER.clear()
+    return _EXPORTER
+
+
+def server_spans(exporter: InMemorySpanExporter) -> list[ReadableSpan]:
+    """The SERVER spans: FastAPI's own (its native OpenTelemetry support) or the kit's."""
+    return [s for s in exporter.get_finished_spans() if s.kind == trace.SpanKind.SERVER]
+
+
+async def test_a_request_with_traceparent_is_a_server_span_of_the_callers_trace(
+    in_process: InProcess, spans: InMemorySpanExporter
+) -> None:
+    with json_log_lines("ops_kit_example") as lines:
+        async with in_process() as client:
+            answer = await client.get("/api/items/a-1", headers={"traceparent": TRACEPARENT})
+    assert answer.status_code == 200
+    [span] = server_spans(spans)
+    assert span.name == "GET /api/items/{item_id}"
+    assert f"{span.context.trace_id:032x}" == TRACE_ID
+    assert span.parent is not None and f"{span.parent.span_id:016x}" == PARENT_ID
+    assert span.attributes is not None
+    assert span.attributes["http.route"] == "/api/items/{item_id}"
+    assert span.attributes["http.response.status_code"] == 200
+    [line] = [line for line in lines if line.get("path") == "/api/items/a-1"]
+    assert line["trace_id"] == TRACE_ID
+
+
+async def test_health_probes_get_a_span_only_when_a_trace_asks_for_one(
+    in_process: InProcess, spans: InMemorySpanExporter
+) -> None:
+    async with in_process() as client:
+        await client.get("/healthz/ready")
+        await client.get("/healthz/live")
+        assert server_spans(spans) == []
+        await client.get("/healthz/ready", headers={"traceparent": TRACEPARENT})
+    [span] = server_spans(spans)
+    assert span.name == "GET /healthz/ready"
+    assert f"{span.context.trace_id:032x}" == TRACE_ID
+
+
+# The app as it runs without OTEL_EXPORTER_OTLP_ENDPOINT: no tracer provider in the process.
+WITHOUT_PROVIDER = """
+import asyncio, json, sys
+import httpx
+from opentelemetry import trace
+from ops_kit.testing import json_log_lines
+from ops_kit_example import Settings, create_app
+
+async def main():
+    app = create_app(Settings())
+    transport = httpx.ASGITransport(app=app)
+    with json_log_lines("ops_kit_example") as lines:
+        async with httpx.AsyncClient(transport=transport, base_url="http://app") as client:
+            async with app.router.lifespan_context(app):
+                await client.get("/api/items/a-1", headers={"traceparent": sys.argv[1]})
+                await client.get("/api/items/a-2")
+    provider = type(trace.get_tracer_provider()).__name__
+    print(json.dumps({"provider": provider, "lines": [
+        {"path": l["path"], "trace_id": l.get("trace_id")} for l in lines if l["msg"] == "request"
+    ]}))
+
+asyncio.run(main())
+"""
+
+
+def test_without_an_endpoint_nothing_is_kept_but_the_trace_id_in_the_log_line() -> None:
+    env = {k: v for k, v in os.environ.items() if k not in tracing.ENDPOINT_VARIABLES}
+    env["PYTHONPATH"] = str(Path(__file__).parent)
+    done = subprocess.run(
+        [sys.executable, "-c", WITHOUT_PROVIDER, TRACEPARENT],
+        env=env, capture_output=True, text=True, timeout=120, check=True,
+    )  # fmt: skip
+    seen = json.loads(done.stdout.splitlines()[-1])
+    assert seen["provider"] == "ProxyTracerProvider"  # none set: no span is recorded
+    assert seen["lines"] == [
+        {"path": "/api/items/a-1", "trace_id": TRACE_ID},
+        {"path": "/api/items/a-2", "trace_id": None},
+    ]
+
+
+def test_spans_are_exported_only_when_an_otlp_endpoint_is_set(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for name in tracing.ENDPOINT_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    assert tracing.configure_tracing("ops-kit-example", "1.0.0", "canary") is False
