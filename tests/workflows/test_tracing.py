@@ -33,6 +33,8 @@ from tests.kit import APP, Harness
 from tests.ports import free_port
 from workers.worker import Platform, build_worker
 from zdp import deployments, tracing
+from zdp.cli.progress import render_timeline
+from zdp.forensics.report import render_html, render_markdown
 from zdp.health.http_probe import HttpProbe
 from zdp.models import Outcome
 from zdp.platforms.memory.platform import MemoryAppQuery, MemoryRouter, MemoryRuntime, MemoryState
@@ -215,9 +217,15 @@ async def test_one_trace_runs_from_the_clients_start_to_the_apps_requests_made_b
     # The timeline names the trace, so `zdp timeline` and the report lead to it.
     [started] = [e for e in result.timeline if e.kind == "started"]
     assert started.data["trace_id"] == f"{trace_id:032x}"
+    assert f"started            deployment of {APP}" in render_timeline(result.timeline)
+    assert f"  trace {trace_id:032x}" in render_timeline(result.timeline).splitlines()[0]
+    assert f"| Trace id | {trace_id:032x} |" in render_markdown(result)
+    assert f"{trace_id:032x}" in render_html(result)
 
 
 async def test_a_start_outside_any_trace_records_no_trace_id(harness: Harness) -> None:
     result = await harness.deploy(harness.request("2.0.0"))
     [started] = [e for e in result.timeline if e.kind == "started"]
     assert "trace_id" not in started.data
+    assert " trace " not in render_timeline(result.timeline).splitlines()[0]
+    assert "Trace id" not in render_markdown(result)

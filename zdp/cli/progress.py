@@ -141,11 +141,17 @@ def _approval_line(record: ApprovalRecord) -> str:
 
 
 def render_timeline(events: list[TimelineEvent]) -> str:
-    """One line per event, full UTC timestamps: readable in a terminal, greppable in a log."""
+    """One line per event, full UTC timestamps: readable in a terminal, greppable in a log.
+    The start names the deployment's trace (`trace <id>`) when the client started one."""
     return "\n".join(
         f"{e.at:%Y-%m-%dT%H:%M:%S.%f}"[:-3]
         + f"Z  {e.phase.value:<14} {e.kind:<18} {e.message}"
         + (f"  [{e.actor}]" if e.actor else "")
+        + (
+            f"  trace {e.data['trace_id']}"
+            if e.kind == "started" and e.data.get("trace_id")
+            else ""
+        )
         for e in events
     )
 

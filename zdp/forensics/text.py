@@ -100,6 +100,11 @@ def summary_rows(facts: Facts) -> list[tuple[str, str]]:
     for key, label in (("signer", "Release signer"), ("digest", "Artifact digest")):
         if facts.release.get(key):
             rows.append((label, as_text(facts.release[key])))
+    # The trace the deployment ran in (W3C trace id, when the client started one): where its
+    # spans are, in the tracing backend or $ZDP_HOME/traces.
+    trace_id = next((e.data.get("trace_id") for e in r.timeline if e.kind == "started"), None)
+    if trace_id:
+        rows.append(("Trace id", as_text(trace_id)))
     return rows
 
 
