@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +20,7 @@ import pytest
 import uvicorn
 from fastapi import FastAPI, HTTPException
 from opentelemetry.sdk.trace import ReadableSpan
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 from ops_kit import operations as ops
@@ -60,19 +60,34 @@ policies:
   test-critical: {{<<: *test}}
 """
 
-_EXPORTER = InMemorySpanExporter()
+
+class Recorder(InMemorySpanExporter):
+    """Keeps finished spans while `recording`: the process's provider keeps its processors for
+    good, and the tests after this one must not fill it."""
+
+    recording = False
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        return super().export(spans) if self.recording else SpanExportResult.SUCCESS
+
+
+_RECORDER = Recorder()
 
 
 @pytest.fixture
 def spans() -> Iterator[InMemorySpanExporter]:
     """The spans finished during the test (the process's provider, set up as a worker's)."""
     provider = tracing.setup(tracing.SERVICE_WORKER)
-    if not getattr(provider, "_zdp_test_exporter", False):
-        provider.add_span_processor(SimpleSpanProcessor(_EXPORTER))
-        provider._zdp_test_exporter = True  # type: ignore[attr-defined]
-    _EXPORTER.clear()
-    yield _EXPORTER
-    _EXPORTER.clear()
+    if not getattr(provider, "_zdp_test_recorder", False):
+        provider.add_span_processor(SimpleSpanProcessor(_RECORDER))
+        provider._zdp_test_recorder = True  # type: ignore[attr-defined]
+    _RECORDER.clear()
+    _RECORDER.recording = True
+    try:
+        yield _RECORDER
+    finally:
+        _RECORDER.recording = False
+        _RECORDER.clear()
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -6,12 +6,13 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
 from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from ops_kit import tracing
 from ops_kit.testing import InProcess, json_log_lines
@@ -21,24 +22,39 @@ PARENT_ID = "b7ad6b7169203331"
 TRACEPARENT = f"00-{TRACE_ID}-{PARENT_ID}-01"
 
 
-_EXPORTER = InMemorySpanExporter()
+class Recorder(InMemorySpanExporter):
+    """Keeps finished spans while `recording`: the process's provider keeps its processors for
+    good, and the tests after these must not fill it."""
+
+    recording = False
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        return super().export(spans) if self.recording else SpanExportResult.SUCCESS
+
+
+_RECORDER = Recorder()
 
 
 @pytest.fixture
-def spans(monkeypatch: pytest.MonkeyPatch) -> InMemorySpanExporter:
+def spans(monkeypatch: pytest.MonkeyPatch) -> Iterator[InMemorySpanExporter]:
     """The spans finished in the test, from the process's SDK provider (set here if none is;
-    the exporter is added to it once)."""
+    the recorder is added to it once)."""
     for name in tracing.ENDPOINT_VARIABLES:
         monkeypatch.delenv(name, raising=False)
     provider = trace.get_tracer_provider()
     if not isinstance(provider, TracerProvider):
         provider = TracerProvider()
         trace.set_tracer_provider(provider)
-    if not getattr(provider, "_ops_kit_test_exporter", False):
-        provider.add_span_processor(SimpleSpanProcessor(_EXPORTER))
-        provider._ops_kit_test_exporter = True  # type: ignore[attr-defined]
-    _EXPORTER.clear()
-    return _EXPORTER
+    if not getattr(provider, "_ops_kit_test_recorder", False):
+        provider.add_span_processor(SimpleSpanProcessor(_RECORDER))
+        provider._ops_kit_test_recorder = True  # type: ignore[attr-defined]
+    _RECORDER.clear()
+    _RECORDER.recording = True
+    try:
+        yield _RECORDER
+    finally:
+        _RECORDER.recording = False
+        _RECORDER.clear()
 
 
 def server_spans(exporter: InMemorySpanExporter) -> list[ReadableSpan]:
