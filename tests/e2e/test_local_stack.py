@@ -17,6 +17,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ import httpx
 import pytest
 
 from tests.e2e.github_actions import clean_env, run_job
+from tests.monitoring.promql import check_dashboards
 from tests.ports import free_port, port_base
 from zdp import deployments
 from zdp.cli.demo import ADMIN, DEMO_CONFIG, Demo
@@ -128,6 +130,76 @@ def test_demo_on_a_busy_machine_promotes_every_healthy_release_and_rolls_back_th
     first = rows[("pharma-manufacturing", "1.0.0")]
     assert pharma["risk_score"] == first["risk_score"] + 15
     assert demo_result["ok"] is True
+
+
+def test_the_stacks_prometheus_has_the_demos_outcomes_and_its_gates_ran_the_templates(
+    demo_result: dict[str, Any], stack_env: dict[str, str]
+) -> None:
+    """After the demo, `zdp up --status --json` names Prometheus; it has scraped the worker's
+    zdp_deployments_total, one series per outcome the demo produced, and the gates ran the
+    PromQL templates against it (what they measured is in the verdicts)."""
+    status = subprocess.run(
+        [ZDP, "up", "--status", "--json"], env=stack_env, capture_output=True, text=True,
+        timeout=60,
+    )  # fmt: skip
+    assert status.returncode == 0, status.stderr
+    parts = {c["name"]: c for c in json.loads(status.stdout)["components"]}
+    assert parts["prometheus"]["state"] == "running", parts["prometheus"]
+    url = parts["prometheus"]["url"]
+    assert parts["worker"]["prometheus"] == url
+    assert parts["worker"]["metrics"].endswith("/metrics")
+
+    produced: dict[str, int] = {}
+    for row in demo_result["deployments"]:
+        produced[row["outcome"]] = produced.get(row["outcome"], 0) + 1
+    deadline = time.monotonic() + 60  # one scrape a second; a busy machine may lag
+    while True:
+        answer = httpx.get(f"{url}/api/v1/query", params={"query": "zdp_deployments_total"})
+        series: dict[str, float] = {}
+        for item in answer.json()["data"]["result"]:
+            outcome = item["metric"]["outcome"]
+            series[outcome] = series.get(outcome, 0.0) + float(item["value"][1])
+        if series == produced or time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    assert series == produced, (series, produced)
+
+    verdicts = [
+        event
+        for result in Path(stack_env["ZDP_HOME"], "evidence").rglob("result.json")
+        for event in json.loads(result.read_text())["timeline"]
+        if event["kind"] == "gate_verdict"
+    ]
+    measured = [
+        v for v in verdicts if v["data"]["evidence"].get("template.slot-5xx-ratio.measurements")
+    ]
+    assert measured, [v["data"]["details"] for v in verdicts]
+    assert any("template 'slot-5xx-ratio'" in d for v in measured for d in v["data"]["details"])
+
+    # The dashboards' queries against the stack's own Prometheus: each parses, and each metric
+    # they name has series, except those the demo cannot produce (no approval is asked in
+    # staging; no audit append, activity or workflow task fails; no sticky cache is evicted).
+    problems = check_dashboards(
+        url,
+        variables={
+            "datasource": "prometheus",
+            "app": "finance-trading",
+            "environment": "staging",
+            "namespace": "default",
+            "task_queue": "zdp-deployments",
+        },
+    )
+    not_produced = (
+        "zdp_approval_deadline_timestamp_seconds",
+        "zdp_approval_wait_seconds",
+        "zdp_audit_append_failures_total",
+        "temporal_activity_execution_failed_total",
+        "temporal_workflow_task_execution_failed_total",
+        "temporal_workflow_failed_total",
+        "temporal_sticky_cache_total_forced_eviction_total",
+    )
+    unexpected = [p for p in problems if not any(f"metric {m}" in p for m in not_produced)]
+    assert unexpected == [], unexpected
 
 
 def test_demo_trust_stays_in_the_demo_home_and_the_zdp_up_home_trusts_no_demo_key(
