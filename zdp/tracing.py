@@ -67,12 +67,9 @@ _outbound: ContextVar[bytes] = ContextVar("zdp_traceparent", default=b"")
 
 
 def otlp_endpoint() -> str | None:
-    """The OTLP endpoint OpenTelemetry's standard variables name, if any."""
-    for name in ENDPOINT_VARIABLES:
-        value = os.environ.get(name, "").strip()
-        if value:
-            return value
-    return None
+    """The OTLP endpoint OpenTelemetry's standard variables (ENDPOINT_VARIABLES) name, if any."""
+    traces = os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "").strip()
+    return traces or os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT", "").strip() or None
 
 
 def local_store(home: Path) -> Path | None:
