@@ -88,7 +88,7 @@ APPROVAL_WAIT = Histogram(
 GATE_VERDICTS = Counter(
     "zdp_gate_verdicts_total",
     "Health-gate verdicts, by result (pass, fail, inconclusive) and source: what decided a "
-    "failure (errors, latency, template) or `all` for a verdict no check failed.",
+    "failure (errors, latency, template), `evidence` for too little of it, `all` for a pass.",
     [*DEPLOYMENT, "result", "source"],
     registry=REGISTRY,
 )
@@ -141,6 +141,22 @@ ENGINE_METRICS: tuple[str, ...] = tuple(
 )
 
 
+OUTCOMES = ("promoted", "rolled_back", "rejected", "expired", "aborted", "failed", "blocked")
+VERDICT_KINDS = (
+    ("pass", "all"),
+    ("fail", "errors"),
+    ("fail", "latency"),
+    ("fail", "template"),
+    ("inconclusive", "errors"),
+    ("inconclusive", "latency"),
+    ("inconclusive", "template"),
+    ("inconclusive", "evidence"),
+)
+for _backend in ("file", "postgres"):
+    for _counter in (AUDIT_APPENDS, AUDIT_EVENTS, AUDIT_FAILURES):
+        _counter.labels(_backend)
+
+
 def _ts(at: datetime) -> float:
     return at.timestamp()
 
@@ -157,6 +173,17 @@ class DeploymentObserver:
     approval_asked: datetime | None = None
     failed_at: datetime | None = None  # the failing gate verdict, for the containment clock
     slots: set[str] = field(default_factory=set)
+    before_pause: str | None = None  # the phase an operator's pause interrupted
+
+    def __post_init__(self) -> None:
+        """Every outcome and verdict this deployment can count starts at 0, so a rule's
+        increase() sees the first one (a counter series that appears with 1 has no increase)."""
+        labels = (self.app, self.environment)
+        for outcome in OUTCOMES:
+            DEPLOYMENTS.labels(*labels, self.strategy, outcome)
+        DEPLOYMENTS_STARTED.labels(*labels, self.strategy)
+        for result, source in VERDICT_KINDS:
+            GATE_VERDICTS.labels(*labels, result, source)
 
     def observe(
         self,
@@ -191,14 +218,28 @@ class DeploymentObserver:
             if live:
                 DEPLOYMENTS_STARTED.labels(*labels, self.strategy).inc()
         elif kind == "phase":
+            self.before_pause = None
             self._enter(phase, at, live, outcome, approval_deadline)
+        elif kind == "paused" and self.phase not in (None, "paused", "done"):
+            # An operator's pause keeps the workflow's phase; the metrics show it paused.
+            self.before_pause = self.phase
+            self._enter("paused", at, live, outcome, None)
+        elif kind == "resumed" and self.phase == "paused" and self.before_pause:
+            previous, self.before_pause = self.before_pause, None
+            self._enter(previous, at, live, outcome, None)
         elif kind in ("weights", "compensated") and isinstance(data.get("weights"), dict):
             self._weights(data["weights"], at, live, restored=kind == "compensated")
         if kind == "compensated" and live:
             COMPENSATIONS.labels(*labels, str(data.get("kind", "unknown"))).inc()
         elif kind == "gate_verdict":
             result = str(data.get("result", "unknown"))
-            source = "all" if result == "pass" else str(data.get("dimension") or "unknown")
+            dimension = data.get("dimension")
+            if result == "pass":
+                source = "all"
+            elif dimension:
+                source = str(dimension)
+            else:  # inconclusive for want of evidence; a failure from before `dimension`
+                source = "evidence" if result == "inconclusive" else "unknown"
             if live:
                 GATE_VERDICTS.labels(*labels, result, source).inc()
             if result == "fail" and self.failed_at is None:

@@ -173,3 +173,25 @@ async def test_the_running_gates_figures_are_live_and_a_rollback_shows_its_conta
         e for e in failed.timeline if e.kind == "compensated" and e.data["kind"] == "traffic"
     )
     assert contained == (back.at - verdict.at).total_seconds()
+
+
+async def test_an_operators_pause_shows_as_the_paused_phase_until_resumed(
+    harness: Harness,
+) -> None:
+    handle = await harness.start(harness.request("2.0.2", bake_seconds=30))
+    await harness.wait_for(handle, lambda s: s.weights.get("canary") == 1)
+    assert running_phases(APP, "dev") == ["shift"]
+    await deployments.pause(harness.client, handle.id, "dave", "investigating INC-9")
+    await harness.wait_for(handle, lambda s: s.paused)
+    assert running_phases(APP, "dev") == ["paused"]
+    await deployments.resume(harness.client, handle.id, "erin")
+    await harness.wait_for(handle, lambda s: not s.paused)
+    assert running_phases(APP, "dev") == ["shift"]
+    await deployments.promote(harness.client, handle.id, "bob", "done watching")
+    assert (await asyncio.wait_for(handle.result(), 60)).outcome is Outcome.promoted
+    assert running_phases(APP, "dev") == []
+    # Every outcome of the app's deployments is a series from the start, at 0 until it happens
+    # (no deployment of this module is ever blocked).
+    labels = {"app": APP, "environment": "dev", "strategy": "canary"}
+    blocked = {**labels, "outcome": "blocked"}
+    assert REGISTRY.get_sample_value("zdp_deployments_total", blocked) == 0.0
