@@ -1,8 +1,10 @@
-"""RedisHealthCache against a real redis-server (Debian package), started once per session."""
+"""RedisHealthCache against a real redis-server (Debian package): one started once per session,
+and one per test that the test stops mid-gate and starts again."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import shutil
 import socket
 import subprocess
@@ -14,7 +16,6 @@ import pytest_asyncio
 
 from tests.kit import Harness
 from tests.ports import free_port
-from zdp.errors import PlatformError
 from zdp.health.cache import HealthCache, RedisHealthCache
 from zdp.models import ProbeResult
 
@@ -30,34 +31,72 @@ def answers_ping(port: int) -> bool:
         return False
 
 
-@pytest.fixture(scope="session")
-def redis_url() -> Iterator[str]:
-    binary = shutil.which("redis-server")
-    if binary is None:
-        pytest.skip(f"redis-server not installed: {INSTALL_HINT}")
-    port = free_port()
-    server = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    try:
+class RedisProcess:
+    """A redis-server of this test's own on a fixed loopback port: stopped and started again
+    by pid, on the same port, so a client's URL stays valid across the outage."""
+
+    def __init__(self, binary: str, port: int) -> None:
+        self.binary, self.port = binary, port
+        self.server: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        self.server = subprocess.Popen(
+            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )  # fmt: skip
         deadline = time.monotonic() + 10
-        while not answers_ping(port):
-            if server.poll() is not None:
-                pytest.fail(f"redis-server exited with {server.returncode} before answering PING")
+        while not answers_ping(self.port):
+            if self.server.poll() is not None:
+                pytest.fail(f"redis-server exited with {self.server.returncode} before PING")
             if time.monotonic() > deadline:
                 pytest.fail("redis-server did not answer PING within 10 s")
             time.sleep(0.05)
-        yield f"redis://127.0.0.1:{port}/0"
-    finally:
+
+    def stop(self) -> None:
+        server, self.server = self.server, None
+        if server is None:
+            return
         server.terminate()
         try:
             server.wait(timeout=5)
         except subprocess.TimeoutExpired:
             server.kill()
             server.wait(timeout=5)
+
+
+def _redis_binary() -> str:
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.skip(f"redis-server not installed: {INSTALL_HINT}")
+    return binary
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    server = RedisProcess(_redis_binary(), free_port())
+    try:
+        server.start()
+        yield server.url
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def own_redis() -> Iterator[RedisProcess]:
+    """A server for one test, which the test may stop and start again."""
+    server = RedisProcess(_redis_binary(), free_port())
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
 
 
 @pytest_asyncio.fixture
@@ -131,23 +170,6 @@ async def test_unreadable_entry_reads_as_unknown(cache: RedisHealthCache) -> Non
     assert await cache.get("garbled") is None
 
 
-async def test_unavailable_server_is_a_one_line_platform_error() -> None:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]  # bound, never listening: connections are refused
-        down = RedisHealthCache(f"redis://127.0.0.1:{port}/0", ttl_seconds=1.0)
-        try:
-            with pytest.raises(PlatformError) as caught:
-                await down.get("a")
-            with pytest.raises(PlatformError):
-                await down.put(result("a"))
-        finally:
-            await down.aclose()
-    message = str(caught.value)
-    assert message.startswith(f"health cache at redis://127.0.0.1:{port}/0 unavailable: ")
-    assert "\n" not in message
-
-
 async def test_status_reads_the_gates_health_from_the_shared_cache(
     redis_url: str, kit: Harness, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -162,3 +184,51 @@ async def test_status_reads_the_gates_health_from_the_shared_cache(
     canary = [e for e in health if "/canary/2.0.0/" in e]
     assert canary, health
     assert all(health[e].result.endpoint == e for e in canary)
+
+
+def cache_warnings(caplog: pytest.LogCaptureFixture, words: str) -> list[str]:
+    return [
+        r.getMessage()
+        for r in caplog.records
+        if r.name == "zdp.health.cache" and words in r.getMessage()
+    ]
+
+
+async def test_redis_stopped_mid_gate_degrades_to_memory_and_the_deployment_goes_on(
+    own_redis: RedisProcess,
+    kit: Harness,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Redis stops while a gate bakes: one warning, the gates go on from memory and pass; Redis
+    is started again: one warning more, and the worker writes to it again."""
+    caplog.set_level(logging.WARNING, logger="zdp.health.cache")
+    monkeypatch.setenv("ZDP_REDIS_URL", own_redis.url)
+
+    async def logged(words: str) -> None:
+        deadline = time.monotonic() + 60
+        while not cache_warnings(caplog, words):
+            assert time.monotonic() < deadline, f"no warning with {words!r} within 60 s"
+            await asyncio.sleep(0.05)
+
+    async with kit.worker():
+        # Four steps of 3 s: gates still run after each change below.
+        handle = await kit.start(kit.request("2.0.0", bake_seconds=3.0))
+        await kit.wait_for(handle, lambda s: s.weights.get("canary", 0) > 0, timeout=60)
+        own_redis.stop()  # mid-gate
+        await logged("unavailable")
+        own_redis.start()  # empty: nothing the worker wrote before survived
+        await logged("answers again")
+        result = await asyncio.wait_for(handle.result(), timeout=120)
+
+    assert result.outcome.value == "promoted"
+    verdicts = [e.data["result"] for e in result.timeline if e.kind == "gate_verdict"]
+    assert verdicts and set(verdicts) == {"pass"}
+    assert len(cache_warnings(caplog, "unavailable")) == 1
+    assert len(cache_warnings(caplog, "answers again")) == 1
+    reader = RedisHealthCache(own_redis.url)
+    try:
+        keys = await reader._redis.keys("zdp:health:*")
+    finally:
+        await reader.aclose()
+    assert keys, "the worker did not write to Redis once it was back"

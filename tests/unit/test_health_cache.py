@@ -1,7 +1,13 @@
-"""The in-memory health cache: TTL on a fake clock, many endpoints at once, choice by env."""
+"""The health cache without a Redis server: TTL on a fake clock, many endpoints at once, choice
+by env, and a Redis that refuses or never answers (the cache degrades to memory)."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import socket
+import time
+from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import pytest
@@ -110,3 +116,78 @@ def test_invalid_redis_url_is_a_platform_error() -> None:
 def test_passwords_are_redacted_from_urls() -> None:
     assert redact_url("redis://user:s3cret@cache:6379/0") == "redis://user:***@cache:6379/0"
     assert redact_url("redis://127.0.0.1:6379") == "redis://127.0.0.1:6379"
+
+
+# --------------------------------------------------------------------------- Redis unreachable
+
+
+@pytest.fixture
+def refused_url() -> Iterator[str]:
+    """A Redis URL whose port is bound and never listens: connections are refused."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        yield f"redis://127.0.0.1:{sock.getsockname()[1]}/0"
+
+
+@pytest.fixture
+def silent_url() -> Iterator[str]:
+    """A Redis URL whose server accepts connections and never answers (a hung Redis)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(64)
+        yield f"redis://127.0.0.1:{sock.getsockname()[1]}/0"
+
+
+def warnings_of(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name == "zdp.health.cache"]
+
+
+async def test_unreachable_redis_degrades_to_memory_with_one_warning(
+    refused_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="zdp.health.cache")
+    cache = RedisHealthCache(refused_url, ttl_seconds=5.0, recheck_seconds=3600)
+    try:
+        for i in range(20):
+            await cache.put(healthy(f"e{i}"))
+        entry = await cache.get("e3")
+        found = await cache.get_many(["e1", "e2", "nowhere"])
+    finally:
+        await cache.aclose()
+    assert entry is not None and entry.result == healthy("e3")
+    assert sorted(found) == ["e1", "e2"]
+    (warning,) = warnings_of(caplog)
+    assert warning.startswith(f"health cache at {refused_url} unavailable (")
+    assert "using this process's memory" in warning and "\n" not in warning
+    assert cache.unavailable is not None
+
+
+async def test_a_hung_redis_holds_no_call_past_the_call_timeout(
+    silent_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """One call waits out the timeout; every call after it goes to memory at once. (The bound
+    is loose on purpose: 100 calls that each waited would take 25 s.)"""
+    caplog.set_level(logging.WARNING, logger="zdp.health.cache")
+    cache = RedisHealthCache(silent_url, call_timeout=0.25, recheck_seconds=0.05)
+    started = time.monotonic()
+    try:
+        for i in range(100):
+            await cache.put(healthy(f"e{i}"))
+            await asyncio.sleep(0)  # rechecks run in the background meanwhile
+        assert await cache.get("e99") is not None
+    finally:
+        await cache.aclose()
+    assert time.monotonic() - started < 10.0
+    assert len(warnings_of(caplog)) == 1
+
+
+async def test_an_unreachable_redis_never_fails_a_call(refused_url: str) -> None:
+    cache = RedisHealthCache(refused_url, recheck_seconds=0.0)
+    try:
+        await cache.put(healthy("a"))
+        assert await cache.get("b") is None
+        assert await cache.get_many([]) == {}
+        await asyncio.sleep(0.2)  # a background recheck fails quietly
+        await cache.put(healthy("b"))
+    finally:
+        await cache.aclose()

@@ -4,15 +4,17 @@ Gates, `zdp status` and the CLI read an endpoint's last known health from here i
 probing it again. Entries expire `ttl_seconds` after they are written; an expired or missing
 entry reads as None, never as healthy. Two backends behind one protocol: `MemoryHealthCache`
 (one process) and `RedisHealthCache` (several workers share what each one probed: SET with a
-PX expiry, MGET for many endpoints, JSON values). `health_cache_from_env()` picks Redis when
-`ZDP_REDIS_URL` is set.
+PX expiry, MGET for many endpoints, JSON values; while Redis is unreachable it degrades to
+memory, with one warning). `health_cache_from_env()` picks Redis when `ZDP_REDIS_URL` is set.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any, Protocol, runtime_checkable
 from urllib.parse import urlsplit, urlunsplit
@@ -28,6 +30,9 @@ log = logging.getLogger("zdp.health.cache")
 
 REDIS_URL_ENV = "ZDP_REDIS_URL"
 DEFAULT_TTL_SECONDS = 5.0
+# Redis is local or near: a call that takes longer counts as Redis being unavailable.
+DEFAULT_CALL_TIMEOUT_SECONDS = 0.25
+DEFAULT_RECHECK_SECONDS = 2.0
 
 
 class CachedHealth(BaseModel):
@@ -118,14 +123,26 @@ def redact_url(url: str) -> str:
 
 
 class RedisHealthCache:
-    """HealthCache in Redis, shared by every worker and CLI that uses the same URL and prefix."""
+    """HealthCache in Redis, shared by every worker and CLI that uses the same URL and prefix;
+    while Redis does not answer, this process's memory.
+
+    A gate's sweep awaits `put`, so no call here may hold it up: every Redis call is bounded
+    by `call_timeout`, and the first one that fails (refused, timed out, refused by Redis) logs
+    one warning and switches this process to memory. From then on calls go to memory at once;
+    every `recheck_seconds` one PING, in the background and never awaited by a caller, looks
+    for Redis again, and when it answers one more warning says so and calls go back to Redis.
+    Every put is also kept in memory, so the switch loses nothing this process probed.
+    """
 
     def __init__(
         self,
         url: str,
         ttl_seconds: float = DEFAULT_TTL_SECONDS,
         prefix: str = "zdp:health:",
-        socket_timeout: float = 1.0,
+        *,
+        call_timeout: float = DEFAULT_CALL_TIMEOUT_SECONDS,
+        recheck_seconds: float = DEFAULT_RECHECK_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         from redis.asyncio import Redis
         from redis.asyncio.retry import Retry
@@ -134,12 +151,19 @@ class RedisHealthCache:
         self.url = url
         self.ttl_seconds = _check_ttl(ttl_seconds)
         self.prefix = prefix
+        self.call_timeout = call_timeout
+        self.recheck_seconds = recheck_seconds
+        self._clock = clock
+        self._memory = MemoryHealthCache(ttl_seconds, clock)
+        self.unavailable: str | None = None  # why Redis is not used now; None: it is
+        self._next_check = 0.0
+        self._recheck: asyncio.Task[None] | None = None
         try:
-            # One quick retry, no backoff: a cache that is down must not stall a gate for seconds.
+            # One quick retry (a pooled connection Redis closed), no backoff.
             self._redis: Any = Redis.from_url(
                 url,
-                socket_connect_timeout=socket_timeout,
-                socket_timeout=socket_timeout,
+                socket_connect_timeout=call_timeout,
+                socket_timeout=call_timeout,
                 retry=Retry(NoBackoff(), 1),
             )
         except ValueError as exc:
@@ -149,47 +173,85 @@ class RedisHealthCache:
         return f"{self.prefix}{endpoint}"
 
     async def put(self, result: ProbeResult, at: datetime | None = None) -> None:
-        value = _entry(result, at).model_dump_json()
+        entry = _entry(result, at)
+        await self._memory.put(result, entry.at)
+        if not self._use_redis():
+            return
         ttl_ms = max(1, round(self.ttl_seconds * 1000))
-        await self._call("SET", self._redis.set(self.key(result.endpoint), value, px=ttl_ms))
+        value = entry.model_dump_json()
+        await self._call(self._redis.set(self.key(result.endpoint), value, px=ttl_ms))
 
     async def get(self, endpoint: str) -> CachedHealth | None:
-        raw = await self._call("GET", self._redis.get(self.key(endpoint)))
-        return self._decode(endpoint, raw)
+        if self._use_redis():
+            raw = await self._call(self._redis.get(self.key(endpoint)))
+            if raw is not _FAILED:
+                return self._decode(endpoint, raw)
+        return await self._memory.get(endpoint)
 
     async def get_many(self, endpoints: Iterable[str]) -> dict[str, CachedHealth]:
         wanted: Sequence[str] = list(dict.fromkeys(endpoints))
         if not wanted:
             return {}
-        raws = await self._call("MGET", self._redis.mget([self.key(e) for e in wanted]))
-        found: dict[str, CachedHealth] = {}
-        for endpoint, raw in zip(wanted, raws, strict=True):
-            entry = self._decode(endpoint, raw)
-            if entry is not None:
-                found[endpoint] = entry
-        return found
+        if self._use_redis():
+            raws = await self._call(self._redis.mget([self.key(e) for e in wanted]))
+            if raws is not _FAILED:
+                found: dict[str, CachedHealth] = {}
+                for endpoint, raw in zip(wanted, raws, strict=True):
+                    entry = self._decode(endpoint, raw)
+                    if entry is not None:
+                        found[endpoint] = entry
+                return found
+        return await self._memory.get_many(wanted)
 
     async def aclose(self) -> None:
+        if self._recheck is not None:
+            self._recheck.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._recheck
+        await self._memory.aclose()
         await self._redis.aclose()
 
-    async def _call(self, command: str, pending: Any) -> Any:
-        from redis.exceptions import ConnectionError as RedisConnectionError
+    def _use_redis(self) -> bool:
+        """Whether calls go to Redis now; while they do not, start a recheck when one is due."""
+        if self.unavailable is None:
+            return True
+        running = self._recheck is not None and not self._recheck.done()
+        if not running and self._clock() >= self._next_check:
+            self._next_check = self._clock() + self.recheck_seconds
+            self._recheck = asyncio.get_running_loop().create_task(self._ping())
+        return False
+
+    async def _call(self, pending: Awaitable[Any]) -> Any:
+        """The Redis call's answer, or _FAILED (and memory from now on) within call_timeout."""
         from redis.exceptions import RedisError
-        from redis.exceptions import TimeoutError as RedisTimeoutError
 
         try:
-            return await pending
-        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
-            reason = " ".join(str(exc).split()).rstrip(".") or type(exc).__name__
-            raise PlatformError(
-                f"health cache at {redact_url(self.url)} unavailable: {reason}; start Redis "
-                f"or unset {REDIS_URL_ENV} to use the in-memory cache"
-            ) from exc
-        except RedisError as exc:
-            reason = " ".join(str(exc).split()) or type(exc).__name__
-            raise PlatformError(
-                f"health cache at {redact_url(self.url)} refused {command}: {reason}"
-            ) from exc
+            return await asyncio.wait_for(pending, self.call_timeout)
+        except (RedisError, OSError, TimeoutError) as exc:
+            self._switch_to_memory(_reason(exc))
+            return _FAILED
+
+    def _switch_to_memory(self, reason: str) -> None:
+        if self.unavailable is not None:
+            return  # one warning per outage
+        self.unavailable = reason
+        self._next_check = self._clock() + self.recheck_seconds
+        log.warning(
+            "health cache at %s unavailable (%s): using this process's memory until Redis is "
+            "reachable again (gates go on; other processes do not see this one's probes meanwhile)",
+            redact_url(self.url),
+            reason,
+        )
+
+    async def _ping(self) -> None:
+        from redis.exceptions import RedisError
+
+        try:
+            await asyncio.wait_for(self._redis.ping(), self.call_timeout)
+        except (RedisError, OSError, TimeoutError):
+            return
+        self.unavailable = None
+        log.warning("health cache at %s answers again: back to Redis", redact_url(self.url))
 
     def _decode(self, endpoint: str, raw: bytes | str | None) -> CachedHealth | None:
         if raw is None:
@@ -200,6 +262,15 @@ class RedisHealthCache:
             # Written by another version or by hand: treat it as unknown health, not healthy.
             log.warning("health cache entry for %s is not readable; ignoring it", endpoint)
             return None
+
+
+_FAILED = object()  # a Redis call that did not answer in time or failed
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, TimeoutError) and not str(exc):
+        return "no answer in time"
+    return " ".join(str(exc).split()).rstrip(".") or type(exc).__name__
 
 
 def health_cache_from_env(ttl_seconds: float = DEFAULT_TTL_SECONDS) -> HealthCache:
