@@ -3,7 +3,8 @@
 Both are idempotent: the audit log skips (workflow id, event id) pairs it already holds, and
 sealing the same bundle again returns the sealed one. The workflow retries them until they
 succeed: a deployment does not close without its evidence. The log is the JSON-lines file in
-$ZDP_HOME/audit, or PostgreSQL when ZDP_AUDIT_DATABASE_URL is set.
+$ZDP_HOME/audit, or PostgreSQL when ZDP_AUDIT_DATABASE_URL is set. One failure is not retried
+here: storage that is full (AUDIT_STORAGE_FULL) waits for an operator, so the workflow pauses.
 """
 
 from __future__ import annotations
@@ -17,8 +18,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from temporalio import activity
+from temporalio.exceptions import ApplicationError
 
 from activities._support import to_application_error
+from zdp.compliance.audit.jsonl import AuditStorageFull
 from zdp.compliance.audit.log import (
     AuditEvent,
     AuditStore,
@@ -39,6 +42,10 @@ from zdp.models import (
 )
 from zdp.settings import settings
 from zdp.signing import fingerprint
+
+# The error type record_audit fails with, not retried, when the audit storage is full: retrying
+# cannot free space, and a retry loop would stall the deployment where nobody sees it.
+AUDIT_STORAGE_FULL = "AuditStorageFull"
 
 
 def _event_id(run_id: str, index: int) -> str:
@@ -82,6 +89,9 @@ class ComplianceActivities:
                     log.append, request.workflow_id, events, checkpoint=request.checkpoint
                 )
             )
+        except AuditStorageFull as err:
+            AUDIT_FAILURES.labels(backend).inc()
+            raise ApplicationError(str(err), type=AUDIT_STORAGE_FULL, non_retryable=True) from None
         except ZdpError as err:
             AUDIT_FAILURES.labels(backend).inc()
             raise to_application_error(err) from None

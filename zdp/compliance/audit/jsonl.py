@@ -2,11 +2,14 @@
 
 Writers in several threads and processes share one log: each append holds an exclusive flock,
 first reads what others appended since, then writes its lines with one write and one fsync.
+A disk that is full (ENOSPC) or a quota that is used up (EDQUOT) is `AuditStorageFull`, its own
+error: the deployment pauses for an operator to free space instead of retrying unseen.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
 import os
@@ -34,6 +37,19 @@ from zdp.compliance.audit.format import (
 
 _FILE_MODE = 0o640
 _REPAIR_HINT = "run `zdp audit verify` and repair the log before appending"
+_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+class AuditStorageFull(AuditLogError):
+    """The audit storage has no room for the append (disk full, quota used up). Nothing partial
+    stays behind; the same append goes through once there is room. The message names where."""
+
+
+def _storage_error(what: str, path: Path, err: OSError) -> AuditLogError:
+    """`cannot <what> <path>: <reason>`, or AuditStorageFull when the disk or quota is full."""
+    if err.errno in _FULL:
+        return AuditStorageFull(f"disk full at {path} ({err.strerror})")
+    return AuditLogError(f"cannot {what} {path}: {err.strerror}")
 
 
 class AuditLog:
@@ -149,7 +165,7 @@ class AuditLog:
                     folder.mkdir(parents=True, exist_ok=True)
                 fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, _FILE_MODE)
             except OSError as err:
-                raise AuditLogError(f"cannot lock {self.lock_path}: {err.strerror}") from None
+                raise _storage_error("lock", self.lock_path, err) from None
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX)
                 yield
@@ -219,7 +235,7 @@ def _append_bytes(path: Path, data: bytes, expected_size: int) -> None:
     try:
         fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, _FILE_MODE)
     except OSError as err:
-        raise AuditLogError(f"cannot open {path}: {err.strerror}") from None
+        raise _storage_error("open", path, err) from None
     try:
         if os.fstat(fd).st_size != expected_size:
             raise AuditLogError(f"{path} changed without holding its lock; {_REPAIR_HINT}")
@@ -232,7 +248,7 @@ def _append_bytes(path: Path, data: bytes, expected_size: int) -> None:
             with contextlib.suppress(OSError):
                 os.ftruncate(fd, expected_size)
                 os.fsync(fd)
-            raise AuditLogError(f"cannot append to {path}: {err.strerror}") from None
+            raise _storage_error("append to", path, err) from None
     finally:
         os.close(fd)
     if expected_size == 0:  # a new file: make its directory entry durable too

@@ -37,6 +37,7 @@ from zdp.compliance.audit.format import (
     foreign_tail,
     read_checkpoint_line,
 )
+from zdp.compliance.audit.jsonl import AuditStorageFull
 from zdp.settings import settings
 
 _LOCK_KEY = int.from_bytes(b"zdpaudit", "big")  # the advisory lock every writer takes
@@ -297,6 +298,9 @@ class PostgresAuditLog:
                         if locked:
                             conn.execute("SELECT pg_advisory_xact_lock(%s)", [_LOCK_KEY])
                         result = work(conn)
+                except psycopg.errors.DiskFull as err:  # the server could not extend a file
+                    where = database_label(self.url)
+                    raise AuditStorageFull(f"disk full at {where} ({one_line(err)})") from None
                 except psycopg.Error as err:
                     broken = self._connection is None or self._connection.broken
                     if broken:
