@@ -22,6 +22,7 @@ MODULES = (
     "installed-wheel",
     "monitoring",
     "alert-rollback",
+    "faults",
 )
 _FIRST, _LAST = 10000, 32400  # bases from here, ports below 32768
 _DEFAULT_MAP = range(18000 - SPAN + 1, 18000 + SPAN)  # bases that would meet `zdp up`'s ports
