@@ -293,6 +293,22 @@ def _events(result: DeploymentResult, *kinds: str, limit: int = 200) -> list[str
     return [e.message[:limit] for e in result.timeline if e.kind in kinds]
 
 
+def _gate_cpu(result: DeploymentResult) -> list[dict[str, float]]:
+    """Per gate, what the scheduler's readings of both slots' processes showed (the gate's
+    `cpu_*` evidence: CPU used and requests handled per slot since the warm-up, whether the
+    new slot's waiting was its own demand, the most taken out of one answer, and each slot's
+    waiting for a CPU over the last window); empty where the gate had none (an older engine)."""
+    return [
+        {
+            k.removeprefix("slowness.sampled requests."): v
+            for k, v in e.data.get("evidence", {}).items()
+            if k.startswith(("slowness.sampled requests.cpu_", "cpu_wait."))
+        }
+        for e in result.timeline
+        if e.kind == "gate_verdict"
+    ]
+
+
 async def _deploy(
     demo: Demo, client: Any, app: str, version: str, strategy: Strategy, **extra: Any
 ) -> tuple[DeploymentResult, dict[str, Any]]:
@@ -349,6 +365,7 @@ async def _healthy_trial(
         cause=result.cause,
         seconds=round(time.monotonic() - started, 1),
         gates=_events(result, "gate_verdict"),
+        gate_cpu=_gate_cpu(result),
         requests_sent={name: int(r.get("requests_sent", 0)) for name, r in reports.items()},
         requests_failed={name: int(r.get("requests_failed", 0)) for name, r in reports.items()},
         failure_kinds={name: r.get("failure_kinds", []) for name, r in reports.items()},
@@ -549,6 +566,7 @@ async def _fault_trial(
         requests_sent=int(report.get("requests_sent", 0)),
         requests_failed=int(report.get("requests_failed", 0)),
         failure_kinds=report.get("failure_kinds", []),
+        gate_cpu=_gate_cpu(result),
     )
     for key in ("drill_answer", "ready_answer", "drill_echo"):
         if key in fault:

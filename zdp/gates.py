@@ -108,6 +108,12 @@ class LatencyAnalysis(BaseModel, extra="forbid"):
     # Answers sent in the gate's first seconds are not judged for slowness: a fresh process,
     # fresh connections.
     warmup_seconds: float = Field(default=0.3, ge=0.0)
+    # Where the runtime can read the slots' processes (local), the time the new slot's process
+    # waited for a CPU beyond the baseline's is taken out of its timings (the machine's, not
+    # the release's), unless it used more than cpu_demand_ratio x the baseline's CPU per
+    # request plus cpu_demand_slack_ms: then its waiting is its own demand.
+    cpu_demand_ratio: float = Field(default=2.0, ge=1.0)
+    cpu_demand_slack_ms: float = Field(default=1.0, ge=0.0)
 
 
 class ErrorAnalysis(BaseModel, extra="forbid"):

@@ -10,10 +10,11 @@ from __future__ import annotations
 import math
 import statistics
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from scipy.stats import fisher_exact
 
+from zdp.health.cpu_wait import CpuEvidence, CpuSample, CpuTrack, frozen
 from zdp.models import GateResult
 
 
@@ -42,6 +43,25 @@ class Timing:
         return self.at + self.ms / 1000
 
 
+def net_of_cpu_wait(
+    timings: Sequence[Timing], own: CpuTrack, other: CpuTrack
+) -> tuple[list[Timing], float]:
+    """Each timing less the time `own`'s process waited for a CPU beyond `other`'s while it was
+    in flight (zdp/health/cpu_wait.py), with the most taken from one timing (ms). Without
+    readings of both slots, unchanged. Only ever shorter: it never turns a pass into a fail."""
+    if not own or not other:
+        return list(timings), 0.0
+    start, end = max(own.start, other.start), min(own.end, other.end)
+    out: list[Timing] = []
+    most = 0.0
+    for t in timings:
+        a, b = max(t.at, start), min(t.until, end)
+        extra = min(t.ms, max(0.0, own.waited(a, b) - other.waited(a, b)))
+        most = max(most, extra)
+        out.append(Timing(t.ms - extra, t.censored, t.at) if extra > 0 else t)
+    return out, most
+
+
 def compare_slowness(
     new: Sequence[Timing],
     baseline: Sequence[Timing],
@@ -54,6 +74,7 @@ def compare_slowness(
     min_span_seconds: float = 0.0,
     liveness: Sequence[Timing] = (),
     responsive_span_seconds: float | None = None,
+    cpu: CpuEvidence | None = None,
 ) -> Comparison:
     """Is the new slot slow where its baseline, measured the same way at the same moments, is not?
 
@@ -82,7 +103,74 @@ def compare_slowness(
       in the stretch is above the baseline's there (p < alpha). A baseline not sampled during
       the stretch cannot be called fine then, so there is no failure (yet); a stall of the
       whole machine (or of the gate's own process) slows both sides at those moments alike.
+
+    With `cpu` (the scheduler's readings of both slots' processes, where the runtime has them),
+    a failure is judged again on the new slot's timings net of the time its process waited for
+    a CPU beyond the baseline's process while each was in flight (`net_of_cpu_wait`): a canary
+    kept off the CPU by a busy machine is judged as if it had been given one like its baseline,
+    while its own time on a CPU (a release that burns CPU) is never taken out. The new slot
+    keeps its waiting when `cpu.own_demand` says it asked for clearly more CPU per request than
+    the baseline. And a process that neither ran nor waited for a CPU (stopped, or asleep with
+    requests pending: a hang) from a threshold after the first slow answer was sent to the last
+    reading is not stalled by the machine: `responsive_span_seconds` is enough, as with
+    responsive liveness.
     """
+
+    def judge(timings: Sequence[Timing]) -> Comparison:
+        return _judge_slowness(
+            timings,
+            baseline,
+            what=what,
+            min_slow=min_slow,
+            alpha=alpha,
+            max_slowdown_ms=max_slowdown_ms,
+            max_slowdown_ratio=max_slowdown_ratio,
+            min_span_seconds=min_span_seconds,
+            liveness=liveness,
+            responsive_span_seconds=responsive_span_seconds,
+            readings=cpu.new if cpu is not None else (),
+        )
+
+    judged = judge(new)
+    if cpu is None:
+        return judged
+    judged.evidence.update(cpu.evidence, cpu_own_demand=float(cpu.own_demand is not None))
+    if cpu.own_demand is not None:
+        why = f"; the new slot's waiting for a CPU is not taken out: {cpu.own_demand}"
+        return replace(judged, reason=judged.reason + why)
+    if judged.result is not GateResult.failed:
+        return judged  # net of waiting it could only be faster
+    netted, taken = net_of_cpu_wait(new, cpu.new_track, cpu.baseline_track)
+    if taken < 1.0:  # less than a millisecond changes nothing
+        return judged
+    again = judge(netted)
+    again.evidence.update(cpu.evidence, cpu_own_demand=0.0, cpu_wait_taken_new_ms=round(taken, 1))
+    head, _, rest = again.reason.partition(": ")
+    return replace(
+        again,
+        reason=(
+            f"{head} (net of waiting for a CPU beyond the baseline's process: up to "
+            f"{taken:.0f} ms taken from one answer; {judged.result.value} without): {rest}"
+        ),
+    )
+
+
+def _judge_slowness(
+    new: Sequence[Timing],
+    baseline: Sequence[Timing],
+    *,
+    what: str,
+    min_slow: int,
+    alpha: float,
+    max_slowdown_ms: float,
+    max_slowdown_ratio: float,
+    min_span_seconds: float,
+    liveness: Sequence[Timing],
+    responsive_span_seconds: float | None,
+    readings: Sequence[CpuSample],
+) -> Comparison:
+    """`compare_slowness` on the timings given (`readings`: the new slot's process's, to tell a
+    hang from a stall)."""
     evidence: dict[str, float] = {"new_n": float(len(new)), "baseline_n": float(len(baseline))}
     if len(baseline) < min_slow or len(new) < min_slow:
         return Comparison(
@@ -128,9 +216,19 @@ def compare_slowness(
             p = float(fisher_exact(table, alternative="greater").pvalue)
         return end - start, p, s_n, len(in_n), s_b, len(in_b)
 
-    def required(slow: list[Timing]) -> float:
+    def hung(slow: list[Timing]) -> bool:
+        """Whether the new slot's process neither ran nor waited for a CPU from a threshold
+        after the first slow answer was sent (it was overdue by then) to the last reading."""
+        if not slow or len(readings) < 2:
+            return False
+        return frozen(readings, slow[0].at + threshold / 1000, readings[-1].at)
+
+    hung_n, hung_latest = hung(slow_n), hung(latest)
+
+    def required(slow: list[Timing], hang: bool) -> float:
         """The stretch asked of these slow answers: the short one when the process answered
-        its liveness in time while they were being sent, else the long one.
+        its liveness in time while they were being sent, or did not run at all (a hang), else
+        the long one.
 
         A stall from s to e delays every answer in flight: the first slow answer was sent
         after s minus the threshold (it would have been answered by then), the last before e
@@ -139,6 +237,8 @@ def compare_slowness(
         and was slow too: a fast one there means the process was not stalled."""
         if responsive_span_seconds is None or not slow:
             return min_span_seconds
+        if hang:
+            return min(responsive_span_seconds, min_span_seconds)
         first, last = slow[0].at, slow[-1].at
         sent = [t for t in liveness if first <= t.at <= last]
         fast = [t for t in sent if not t.censored and t.ms <= threshold]
@@ -148,7 +248,7 @@ def compare_slowness(
 
     span, p_value, *counts = judge(slow_n)
     span_latest, p_recent, *counts_latest = judge(latest)
-    need, need_latest = required(slow_n), required(latest)
+    need, need_latest = required(slow_n, hung_n), required(latest, hung_latest)
     mostly_slow = slow_new >= min_slow and 2 * slow_new >= known_new
     turned_slow = len(latest) >= min_slow
     evidence |= {
@@ -186,6 +286,8 @@ def compare_slowness(
         numbers += f"; its latest {len(latest)} all slow, " + stretch(
             span_latest, counts_latest, p_recent
         )
+    if hung_latest or hung_n:
+        numbers += "; its process neither ran nor waited for a CPU meanwhile (stopped or blocked)"
     failed = (mostly_slow and span >= need and p_value < alpha) or (
         turned_slow and span_latest >= need_latest and p_recent < alpha
     )

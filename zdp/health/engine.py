@@ -30,11 +30,12 @@ from zdp.gates import GatePolicy
 from zdp.health.analysis import Comparison, Timing, compare_errors, compare_slowness, diagnose
 from zdp.health.breaker import BreakerBoard
 from zdp.health.cache import HealthCache
+from zdp.health.cpu_wait import CpuEvidence, CpuSample, CpuTrack, heavier_on_cpu
 from zdp.health.gate import SimpleGateEvaluator
 from zdp.health.policy import GatePolicies, load_gate_policies, thresholds_of
 from zdp.health.prometheus import PrometheusProvider, TemplateRun
 from zdp.models import GateInput, GateResult, GateVerdict, ProbeResult
-from zdp.platforms.base import HealthProbe, Runtime, TrafficRouter, TrafficStats
+from zdp.platforms.base import HealthProbe, ProcessStats, Runtime, TrafficRouter, TrafficStats
 from zdp.rawhttp import KeepAlivePool
 from zdp.settings import settings
 from zdp.tracing import outbound_header, outbound_span
@@ -81,6 +82,15 @@ class _Side:
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     # Every endpoint the runtime listed for the slot during this gate.
     seen: set[str] = field(default_factory=set)
+    probes_answered: int = 0
+    # The scheduler's readings of the slot's process, where the runtime has them, and (its CPU
+    # time, requests it had handled) at the first reading after the warm-up.
+    cpu: deque[CpuSample] = field(default_factory=deque)
+    cpu_mark: tuple[float, int] | None = None
+
+    def handled(self) -> int:
+        """Requests its process handled during the gate: real, sampled and probes."""
+        return self.evaluator.traffic_requests + self.samples_answered + self.probes_answered
 
     def vanished(self, current: list[str]) -> list[ProbeResult]:
         """An endpoint the runtime listed before and lists no more (its process died) is an
@@ -107,6 +117,8 @@ class _Side:
                 queue.popleft()
         while len(self.traffic) > 1 and self.traffic[1][0] <= now - window:
             self.traffic.popleft()
+        while len(self.cpu) > 2 and self.cpu[1].at <= now - window:
+            self.cpu.popleft()
 
     def served_in_window(self) -> tuple[int, int]:
         """Real requests served and failed over the traffic window the side keeps."""
@@ -302,6 +314,7 @@ class GateEngine:
         window = policy.latency.window_seconds
         probe_timeout = policy.probe_timeout_ms / 1000
         hard_stop = started + 2 * request.bake_seconds + 5.0
+        stats = self.runtime if isinstance(self.runtime, ProcessStats) else None
 
         async def sweep_forever() -> None:
             """Probes and the router's counters, every probe interval, in their own task: a
@@ -315,6 +328,7 @@ class GateEngine:
                     results += side.vanished(current)
                     side.evaluator.add(results)
                     side.probes.extend(_probe_timing(tick, r) for r in results)
+                    side.probes_answered += len(results)
                     if any(not r.ok and not r.timed_out for r in results):
                         side.wake.set()
                     if self.cache is not None:
@@ -351,13 +365,16 @@ class GateEngine:
                 ]
                 now = time.monotonic()
                 elapsed = now - started
+                since = started + policy.latency.warmup_seconds
+                if stats is not None:
+                    _read_cpu(stats, request.app, new, base, reference, warm=now >= since)
                 comparisons = self._comparisons(
                     new,
                     base,
                     reference,
                     policy,
                     now,
-                    since=started + policy.latency.warmup_seconds,
+                    since=since,
                     exposed=(request.weight or 0) > 0,
                 )
                 enough, short = self._enough(new, reference or base, policy, request)
@@ -369,6 +386,7 @@ class GateEngine:
                     evidence = new.evaluator.evidence(latency=False)
                     progress({**evidence, "elapsed_s": round(elapsed, 3)})
                 if verdict is not None:
+                    verdict.evidence.update(_cpu_waits(new, base))
                     # What each PromQL template measured, in the verdict for the record.
                     for run in templates:
                         verdict.evidence.update(run.evidence())
@@ -501,6 +519,9 @@ class GateEngine:
         exposed: bool,
     ) -> list[Comparison]:
         lat, window = policy.latency, policy.latency.window_seconds
+        # Both slots' processes as the scheduler saw them (the own-reference comparison is one
+        # process against itself: nothing to take out there).
+        both = _cpu_evidence(new, base, reference, policy)
         # How long the slot must have been slow: half the window unless the policy says. Speed
         # matters only where users are: a slot without traffic weight (a pre-switch or
         # pre-traffic gate) must be slow for 0.6 of the window, not a fresh process's moment.
@@ -509,7 +530,11 @@ class GateEngine:
             span = max(span, 0.6 * window)
 
         def slowness(
-            what: str, new_t: list[Timing], base_t: list[Timing], live: bool = False
+            what: str,
+            new_t: list[Timing],
+            base_t: list[Timing],
+            live: bool = False,
+            cpu: CpuEvidence | None = None,
         ) -> Comparison:
             return compare_slowness(
                 new_t,
@@ -524,6 +549,9 @@ class GateEngine:
                 # stall of its whole process (not for a slot nobody is exposed to).
                 liveness=new.recent(new.probes, now, window, since) if live else (),
                 responsive_span_seconds=lat.responsive_span_seconds if exposed else None,
+                # Each slot's waiting for a CPU beyond the other's is the machine's, not the
+                # release's (zdp/health/cpu_wait.py); only where both processes can be read.
+                cpu=cpu,
             )
 
         own = (
@@ -560,12 +588,14 @@ class GateEngine:
                 new.recent(new.samples, now, window, since),
                 base.recent(base.samples, now, window, since),
                 live=True,
+                cpu=both,
             )
             out.append(samples)
         probes = slowness(
             "probes",
             new.recent(new.probes, now, window, since),
             base.recent(base.probes, now, window, since),
+            cpu=both,
         )
         if probes.result is GateResult.failed:
             excuse = _probe_slowness_excuse(new, policy, samples)
@@ -608,6 +638,70 @@ async def _until_tick_or_error(wake: asyncio.Event, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(wake.wait(), seconds)
     wake.clear()
+
+
+def _read_cpu(
+    stats: ProcessStats,
+    app: str,
+    new: _Side,
+    base: _Side | None,
+    reference: _Side | None,
+    warm: bool,
+) -> None:
+    """One reading of each slot's process (a few /proc reads each on the local runtime); after
+    the warm-up, the first one marks where the CPU used per request is counted from."""
+    for side in filter(None, (new, base)):
+        at = time.monotonic()
+        with contextlib.suppress(ZdpError):
+            times = stats.cpu_times(app, side.slot)
+            if times is None:
+                continue
+            side.cpu.append(
+                CpuSample(at, times.waiting_ms, times.running_ms, times.process_cpu_ms, times.state)
+            )
+            if warm and side.cpu_mark is None:
+                handled = side.handled()
+                if side is new and reference is not None:
+                    handled += reference.samples_answered  # the same process answers those
+                side.cpu_mark = (times.process_cpu_ms, handled)
+
+
+def _cpu_evidence(
+    new: _Side, base: _Side | None, reference: _Side | None, policy: GatePolicy
+) -> CpuEvidence | None:
+    """Both slots' readings for the slowness judge, and whether the new slot's waiting for a
+    CPU is its own demand: more CPU per request handled than the baseline's since the warm-up
+    (another thread of its own burning CPU holds its serving thread on the run queue)."""
+    if base is None or len(new.cpu) < 2 or len(base.cpu) < 2:
+        return None
+    lat = policy.latency
+    demand = None
+    evidence: dict[str, float] = {}
+    if new.cpu_mark is not None and base.cpu_mark is not None:
+        new_handled = new.handled() + (reference.samples_answered if reference else 0)
+        used_new = (new.cpu[-1].process_cpu_ms - new.cpu_mark[0], new_handled - new.cpu_mark[1])
+        used_base = (
+            base.cpu[-1].process_cpu_ms - base.cpu_mark[0],
+            base.handled() - base.cpu_mark[1],
+        )
+        demand = heavier_on_cpu(
+            used_new, used_base, ratio=lat.cpu_demand_ratio, slack_ms=lat.cpu_demand_slack_ms
+        )
+        for name, (ms, n) in (("new", used_new), ("baseline", used_base)):
+            evidence[f"cpu_{name}_ms"] = round(ms, 1)
+            evidence[f"cpu_{name}_requests"] = float(n)
+    return CpuEvidence(tuple(new.cpu), tuple(base.cpu), demand, evidence)
+
+
+def _cpu_waits(new: _Side, base: _Side | None) -> dict[str, float]:
+    """How long each slot's process waited for a CPU over the last window, for the record."""
+    out: dict[str, float] = {}
+    for name, side in (("new", new), ("baseline", base)):
+        if side is not None and len(side.cpu) >= 2:
+            track = CpuTrack(side.cpu)
+            out[f"cpu_wait.{name}_ms"] = round(track.waited(track.start, track.end), 1)
+            out[f"cpu_wait.{name}_over_s"] = round(track.end - track.start, 3)
+    return out
 
 
 def _probe_timing(sent_at: float, result: ProbeResult) -> _Timed:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 from zdp.config import ENGINE_KEYS
@@ -110,6 +111,32 @@ class TrafficStats(Protocol):
     """A router that counts what each slot served (Envoy does; the memory router does not)."""
 
     async def slot_stats(self, app: str) -> Mapping[str, SlotCounters]: ...
+
+
+@dataclass(frozen=True)
+class CpuTimes:
+    """What the scheduler says about a slot's process at one moment (counters since it started).
+
+    The serving thread is the process's main thread: it runs the event loop of the apps here.
+    """
+
+    waiting_ms: float  # the serving thread's time runnable but waiting for a CPU (run queue)
+    running_ms: float  # the serving thread's time on a CPU
+    process_cpu_ms: float  # every thread's CPU time, user and system
+    state: str  # the serving thread's state letter: R runnable, S sleeping, D disk, T stopped
+
+
+@runtime_checkable
+class ProcessStats(Protocol):
+    """A runtime that can read how long a slot's process waited for a CPU.
+
+    Optional: the local runtime reads /proc for the processes it started; on Kubernetes the gate
+    has no pid of the app to read, and the gate judges without it.
+    """
+
+    def cpu_times(self, app: str, slot: str) -> CpuTimes | None:
+        """Read now, cheaply (the gate reads it every few ms); None when there is no process."""
+        ...
 
 
 def validate_weights(weights: Mapping[str, object]) -> dict[str, int]:

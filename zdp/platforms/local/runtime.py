@@ -39,7 +39,7 @@ import httpx
 from zdp.errors import ConfigError, PlatformError
 from zdp.fsutil import inside, write_file_atomic
 from zdp.models import Deployed, ReleaseManifest
-from zdp.platforms.base import release_environment
+from zdp.platforms.base import CpuTimes, release_environment
 from zdp.platforms.layout import (
     LOCAL_APPS,
     SLOTS,
@@ -75,6 +75,7 @@ _SYSTEM_READ = (
     "/proc/self",  # resolved when the rules are made: this process, not the worker or others
 )  # fmt: skip
 _DEVICES = ("/dev/null", "/dev/zero", "/dev/random", "/dev/urandom", "/dev/shm")
+_TICK_MS = 1000 / os.sysconf("SC_CLK_TCK")  # /proc/<pid>/stat counts CPU time in clock ticks
 
 
 class LocalRuntime:
@@ -101,6 +102,8 @@ class LocalRuntime:
         }
         self._children: dict[int, subprocess.Popen[bytes]] = {}
         self._scoped: dict[str, LocalRuntime] = {}
+        # (app, slot) -> (record mtime, pid, start time): whose counters cpu_times reads.
+        self._measured: dict[tuple[str, str], tuple[int, int, int | None]] = {}
 
     def for_environment(self, environment: str) -> LocalRuntime:
         """The runtime of `environment`'s own slots: its ports, records and data folders, so
@@ -174,6 +177,25 @@ class LocalRuntime:
         if record is None or not self._is_ours(record):
             return None
         return _deployed(record)
+
+    # ------------------------------------------------------------------ ProcessStats
+
+    def cpu_times(self, app: str, slot: str) -> CpuTimes | None:
+        """The scheduler's counters of the slot's process (/proc/<pid>/schedstat and stat), for
+        the health gate: a process kept from a CPU by a busy machine is not a slow release. The
+        record is read again only when it changes; None when the slot runs nothing of ours."""
+        path = self._record_path(app, slot)
+        try:
+            mtime = path.stat().st_mtime_ns
+        except OSError:
+            return None
+        known = self._measured.get((app, slot))
+        if known is None or known[0] != mtime:
+            record = _read_record(path)
+            if record is None or not self._is_ours(record):
+                return None
+            known = self._measured[(app, slot)] = (mtime, record["pid"], record.get("proc_start"))
+        return _cpu_times(known[1], known[2])
 
     # ------------------------------------------------------------------ steps of provision
 
@@ -510,6 +532,28 @@ def _proc_stat(pid: int) -> list[str] | None:
     except OSError:
         return None
     return text[text.rindex(")") + 2 :].split()
+
+
+def _cpu_times(pid: int, proc_start: int | None) -> CpuTimes | None:
+    """schedstat: the main thread's ns on a CPU and waiting on a run queue; stat: its state, and
+    user + system time of all threads. None when the pid is gone or is someone else's now."""
+    try:
+        with open(f"/proc/{pid}/schedstat", "rb") as sched_file:
+            sched = sched_file.read().split()
+        with open(f"/proc/{pid}/stat", "rb") as stat_file:
+            stat = stat_file.read()
+    except OSError:
+        return None
+    fields = stat[stat.rindex(b")") + 2 :].split()
+    state = fields[0].decode()
+    if state in ("Z", "X") or (proc_start is not None and int(fields[19]) != proc_start):
+        return None
+    return CpuTimes(
+        waiting_ms=int(sched[1]) / 1e6,
+        running_ms=int(sched[0]) / 1e6,
+        process_cpu_ms=(int(fields[11]) + int(fields[12])) * _TICK_MS,
+        state=state,
+    )
 
 
 def _proc_start(pid: int) -> int | None:

@@ -1,0 +1,163 @@
+"""Waiting for a CPU: what the scheduler says a slot's process did while its answers were slow.
+
+On a busy machine the process that serves a slot can be ready to run and still wait on a run
+queue; every request it holds is late by that much, and that is the machine's doing, not the
+release's. A runtime that can read the scheduler's counters of its processes
+(`zdp.platforms.base.ProcessStats`: the local runtime, from /proc) lets the gate read both
+slots' processes every tick; here the readings answer three questions:
+
+- `CpuTrack.waited(start, end)`: how long the slot's serving thread waited for a CPU in an
+  interval. The kernel adds a wait to the counter only when it ends, so a wait still in progress
+  is counted from the readings: runnable at two readings, and neither run nor a finished wait
+  since the first, it waited all along.
+- with it, `zdp.health.analysis.net_of_cpu_wait` takes from each of the new slot's answers the
+  time its process waited for a CPU *beyond* the baseline's process over the same interval, as
+  if both had been given a CPU alike. Only waiting is taken out, never time on a CPU: a release
+  that burns CPU itself (a busy loop per request) keeps every millisecond of its own work and
+  of the queue behind it.
+- `frozen(readings, start, end)`: the serving thread neither ran nor waited for a CPU (stopped,
+  or asleep with requests pending: a hang of its own), and was not in a disk wait.
+
+`heavier_on_cpu` is the guard on the discount: a slot that asked for clearly more CPU per request
+than its baseline waits on the run queue because of its own demand (another thread of its own
+burning CPU competes with the serving one), so its waiting is not taken out.
+
+Nothing here does I/O.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
+
+# Counters that grew less than this over an interval did not move (a ms of CPU or of waiting).
+STILL_MS = 1.0
+# States in which a thread is on a CPU or waiting for one (R), or in a disk wait (D): neither is
+# a hang of the release's own making.
+_NOT_FROZEN = frozenset({"R", "D"})
+
+
+@dataclass(frozen=True)
+class CpuSample:
+    """One reading of a slot's process: when (the gate's monotonic clock, as `Timing.at`), and
+    its counters since it started."""
+
+    at: float
+    waiting_ms: float  # the serving thread's time runnable but waiting for a CPU
+    running_ms: float  # the serving thread's time on a CPU
+    process_cpu_ms: float  # every thread's CPU time
+    state: str  # the serving thread's state letter when read (R, S, D, T, ...)
+
+
+class CpuTrack:
+    """A slot's readings (in time order) as a curve of how long its serving thread has waited
+    for a CPU."""
+
+    def __init__(self, readings: Sequence[CpuSample]) -> None:
+        self._times: list[float] = []
+        self._waits: list[float] = []
+        pending, most, previous = 0.0, 0.0, None
+        for s in readings:
+            if (
+                previous is not None
+                and previous.state == "R"
+                and s.state == "R"
+                and s.running_ms - previous.running_ms < 1e-6
+                and s.waiting_ms - previous.waiting_ms < 1e-6
+            ):
+                pending += (s.at - previous.at) * 1000
+            else:
+                pending = 0.0
+            # The counter catches up with the estimate when the wait ends: never count twice.
+            most = max(most, s.waiting_ms + pending)
+            self._times.append(s.at)
+            self._waits.append(most)
+            previous = s
+
+    def __bool__(self) -> bool:
+        return len(self._times) >= 2
+
+    @property
+    def start(self) -> float:
+        return self._times[0]
+
+    @property
+    def end(self) -> float:
+        return self._times[-1]
+
+    def _at(self, moment: float) -> float:
+        """How long it had waited by `moment`, linear between readings."""
+        i = bisect.bisect_right(self._times, moment)
+        if i == 0:
+            return self._waits[0]
+        if i == len(self._times):
+            return self._waits[-1]
+        t0, t1 = self._times[i - 1], self._times[i]
+        w0, w1 = self._waits[i - 1], self._waits[i]
+        return w0 + (w1 - w0) * (moment - t0) / (t1 - t0) if t1 > t0 else w1
+
+    def waited(self, start: float, end: float) -> float:
+        """How long the serving thread waited for a CPU from `start` to `end` (ms), counting
+        only what the readings cover."""
+        if not self or end <= start:
+            return 0.0
+        return max(0.0, self._at(end) - self._at(start))
+
+
+def frozen(readings: Sequence[CpuSample], start: float, end: float) -> bool:
+    """Whether the serving thread neither ran nor waited for a CPU from `start` to `end`: at
+    least two readings covering at least half of it, none runnable or in a disk wait, and its
+    counters still."""
+    inside = [s for s in readings if start <= s.at <= end]
+    if len(inside) < 2 or inside[-1].at - inside[0].at < 0.5 * (end - start):
+        return False
+    if any(s.state in _NOT_FROZEN for s in inside):
+        return False
+    first, last = inside[0], inside[-1]
+    moved = (last.running_ms - first.running_ms) + (last.waiting_ms - first.waiting_ms)
+    return moved < STILL_MS
+
+
+@dataclass(frozen=True)
+class CpuEvidence:
+    """Both slots' readings over the window (in time order), for `compare_slowness`. The wait
+    curves are built only when a comparison needs them: the judge runs every 10 ms."""
+
+    new: Sequence[CpuSample]
+    baseline: Sequence[CpuSample]
+    # Why the new slot's waiting is its own and is not taken out (see `heavier_on_cpu`).
+    own_demand: str | None = None
+    # The numbers behind it, for the verdict (CPU ms and requests handled per slot).
+    evidence: dict[str, float] = field(default_factory=dict)
+
+    @cached_property
+    def new_track(self) -> CpuTrack:
+        return CpuTrack(self.new)
+
+    @cached_property
+    def baseline_track(self) -> CpuTrack:
+        return CpuTrack(self.baseline)
+
+
+def heavier_on_cpu(
+    new: tuple[float, int],
+    baseline: tuple[float, int],
+    *,
+    ratio: float,
+    slack_ms: float,
+) -> str | None:
+    """A sentence when the new slot's process used more than `ratio` times the baseline's CPU
+    per request it handled, plus `slack_ms` (both as (CPU ms, requests) over the same time);
+    None when it did not, or when either handled no request."""
+    (new_ms, new_n), (base_ms, base_n) = new, baseline
+    if new_n <= 0 or base_n <= 0:
+        return None
+    per_new, per_base = new_ms / new_n, base_ms / base_n
+    if per_new <= ratio * per_base + slack_ms:
+        return None
+    return (
+        f"it used {per_new:.2f} ms of CPU per request against the baseline's {per_base:.2f} ms "
+        f"(more than {ratio:g}x + {slack_ms:g} ms): its waiting for a CPU is its own demand"
+    )
