@@ -17,7 +17,7 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError, FailureError
 
 with workflow.unsafe.imports_passed_through():
-    from activities.compliance import ComplianceActivities
+    from activities.compliance import AUDIT_STORAGE_FULL, ComplianceActivities
     from activities.health import HealthActivities
     from activities.notify import NotifyActivities
     from activities.release import ReleaseActivities
@@ -106,6 +106,9 @@ WAIT_WHILE_WORK_IN_PROGRESS = "wait-while-work-in-progress"
 # Each environment acts on its own slots and listener where the platform has them (the
 # embedded stack); histories from before used the slots every environment shared.
 ENVIRONMENTS_OWN_SLOTS = "environments-own-slots"
+# Audit storage that is full fails record_audit at once (not retried): the deployment pauses
+# with an alert until an operator frees space and resumes, then appends again (_audit).
+AUDIT_STORAGE_FULL_PAUSES = "audit-storage-full-pauses"
 NOTIFY_RETRY = RetryPolicy(initial_interval=timedelta(milliseconds=500), maximum_attempts=3)
 # Evidence must not be lost: the audit and sealing activities retry until they succeed, as
 # compensations do; a failing one shows in the Temporal UI with its cause.
@@ -154,6 +157,10 @@ class DeploymentWorkflow:
         self.pending_controls: list[tuple[str, AbortInput, str, datetime]] = []
         # Approval messages posted (Slack), closed when the deployment ends.
         self.approval_messages: list[MessageRef] = []
+        # Paused because the audit log cannot be written (see _hold_for_audit_storage), and
+        # whether the metrics have seen the deployment end (held at its end, it ends twice).
+        self.audit_held = False
+        self.done_observed = False
 
     # ------------------------------------------------------------------ the runbook
 
@@ -956,34 +963,81 @@ class DeploymentWorkflow:
                 f"{kind} notification not delivered: {_activity_cause(err)}",
             )
 
-    async def _audit(self, checkpoint: bool = False) -> None:
+    async def _audit(self, checkpoint: bool = False, hold: bool = True) -> None:
         """Append the timeline events not yet in the audit log (idempotent per event). Every
         append is signed at once: the log's checkpoint comes back as this deployment's anchor
         and stays in its history, so no append can be cut from the log unnoticed. `checkpoint`
-        signs even when there is nothing new (the end of a deployment)."""
+        signs even when there is nothing new (the end of a deployment).
+
+        When the audit storage is full, the runbook (`hold`) pauses with an alert until an
+        operator frees space and resumes, then appends again: it neither goes on nor ends with
+        events missing from the log. An update handler (not `hold`) leaves its events to the
+        runbook's next append instead of pausing."""
         if not workflow.patched(AUDIT_AND_EVIDENCE):
             return
         start = self.audited
         events = self.state.timeline[start:]
         if not events and not checkpoint:
             return
-        receipt = await workflow.execute_activity_method(
-            ComplianceActivities.record_audit,
-            AuditRecordInput(
-                workflow_id=workflow.info().workflow_id,
-                run_id=workflow.info().run_id,
-                start_index=start,
-                events=events,
-                checkpoint=True,
-            ),
-            start_to_close_timeout=timedelta(seconds=60),
-            retry_policy=EVIDENCE_RETRY,
-            summary=f"audit log: {len(events)} events" + (" + checkpoint" if checkpoint else ""),
-        )
+        while True:
+            try:
+                receipt = await workflow.execute_activity_method(
+                    ComplianceActivities.record_audit,
+                    AuditRecordInput(
+                        workflow_id=workflow.info().workflow_id,
+                        run_id=workflow.info().run_id,
+                        start_index=start,
+                        events=events,
+                        checkpoint=True,
+                    ),
+                    start_to_close_timeout=timedelta(seconds=60),
+                    retry_policy=EVIDENCE_RETRY,
+                    summary=f"audit log: {len(events)} events"
+                    + (" + checkpoint" if checkpoint else ""),
+                )
+                break
+            except ActivityError as err:
+                full = _error_type(err) == AUDIT_STORAGE_FULL
+                if not full or not workflow.patched(AUDIT_STORAGE_FULL_PAUSES):
+                    raise
+                if not hold:
+                    return
+                await self._hold_for_audit_storage(_activity_cause(err))
+                events = self.state.timeline[start:]  # the alert and the resume as well
         # max: an update handler may log refusals while the runbook logs too (both idempotent)
         self.audited = max(self.audited, start + len(events))
         if receipt.anchor is not None:
             self.state.audit_anchor = receipt.anchor
+
+    async def _hold_for_audit_storage(self, cause: str) -> None:
+        """Paused with an alert while the audit log cannot be written; nothing moves traffic.
+
+        `resume` (once space is free) returns to the phase it was in, and the append is tried
+        again. `abort` rolls back a deployment that has not ended (its rollback restores
+        traffic first, and its final append holds again if the storage is still full). Once
+        the outcome is decided only `resume` moves it on: the evidence must still be written.
+        """
+        self.state.record(
+            workflow.now(),
+            "alert",
+            f"audit log cannot be written: {cause}; paused: free space, then resume",
+            data={"audit": "storage_full", "cause": cause},
+        )
+        where = self.state.phase
+        self.state.paused = True
+        self.audit_held = True
+        self._enter(Phase.paused, "waiting for an operator: the audit log cannot be written")
+        await workflow.wait_condition(
+            lambda: (
+                not self.state.paused
+                or (self.state.abort is not None and self.state.outcome is None)
+            )
+        )
+        self.audit_held = False
+        if self.state.paused:  # aborted: the rollback goes ahead
+            self.state.paused = False
+            self._check_abort()
+        self._enter(where, "resumed by operator: writing the audit log again")
 
     async def _seal_evidence(self, outcome: Outcome, cause: str | None) -> None:
         receipt = await workflow.execute_activity_method(
@@ -1029,12 +1083,17 @@ class DeploymentWorkflow:
         deadline = None
         if event.kind == "phase" and event.phase is Phase.await_approval:
             deadline = event.at + timedelta(seconds=self.request.approval_timeout_seconds)
+        # Held at its end (audit storage full), a deployment enters `done` again when resumed:
+        # counted once.
+        ends = event.kind == "phase" and event.phase is Phase.done
+        again = ends and self.done_observed
+        self.done_observed = self.done_observed or ends
         self.metrics.observe(
             event.kind,
             event.phase.value,
             event.at,
             event.data,
-            live=not workflow.unsafe.is_replaying(),
+            live=not workflow.unsafe.is_replaying() and not again,
             outcome=self.state.outcome.value if self.state.outcome else None,
             approval_deadline=deadline,
         )
@@ -1169,7 +1228,8 @@ class DeploymentWorkflow:
         }[name]
         if not live and self.state.identities is None:
             return  # histories from before proven identities ignored it unchecked
-        if self.state.identities is not None and self._ended() is not None:
+        held = name == "resume" and self.audit_held  # a deployment that ended may wait so
+        if self.state.identities is not None and self._ended() is not None and not held:
             return  # ended, or a flood of refusals already on the record: nothing recorded
         proven, refusal = self.state.prove(
             who.proof, action, who.actor, who.channel, workflow.info().run_id, at, digest
@@ -1234,7 +1294,7 @@ class DeploymentWorkflow:
         """Record the refusal, log it to the audit log, then fail the update with the reason."""
         self.state.refused(workflow.now(), kind, actor, channel, reason)
         self._refresh_details()
-        await self._audit()
+        await self._audit(hold=False)
         raise ApplicationError(reason, type="Refused", non_retryable=True)
 
     def _ended(self) -> str | None:
@@ -1311,6 +1371,12 @@ def _why(who: AbortInput) -> dict[str, Any]:
 
 def _weights_text(weights: dict[str, int]) -> str:
     return " ".join(f"{slot}={w}%" for slot, w in sorted(weights.items()))
+
+
+def _error_type(err: ActivityError) -> str | None:
+    """The type of the application error the activity raised, if it raised one."""
+    cause = err.cause
+    return cause.type if isinstance(cause, ApplicationError) else None
 
 
 def _activity_cause(err: ActivityError) -> str:
