@@ -181,6 +181,33 @@ async def test_a_crashed_slot_whose_endpoints_vanish_fails_instead_of_going_quie
     assert "(first: c: no longer running)" in verdict.reason
 
 
+class _DyingBaseline(_Runtime):
+    """Lists the stable endpoint for its first `lives` reads, then none (stable died)."""
+
+    def __init__(self, endpoints: dict[str, list[str]], lives: int) -> None:
+        super().__init__(endpoints)
+        self.lives = lives
+
+    async def endpoints(self, app: str, slot: str) -> list[str]:
+        if slot == "stable":
+            self.lives -= 1
+            if self.lives < 0:
+                return []
+        return await super().endpoints(app, slot)
+
+
+async def test_a_baseline_that_stops_running_is_not_blamed_on_the_release() -> None:
+    """Stable dies under a healthy canary (bench/faults.py: stable_dies_mid_canary): the
+    verdict is inconclusive with a diagnosis, so the workflow pauses with an alert instead of
+    rolling back to nothing."""
+    runtime = _DyingBaseline({"canary": ["c"], "stable": ["s"]}, lives=20)
+    engine = GateEngine(runtime, _Probe({"c": ["ok"], "s": ["ok"]}))  # type: ignore[arg-type]
+    verdict = await asyncio.wait_for(engine.run(_input(bake=30)), timeout=30)
+    assert verdict.result is GateResult.inconclusive
+    assert verdict.diagnosis is not None
+    assert verdict.diagnosis.startswith("the baseline stable stopped running")
+
+
 # --------------------------------------------------------------------------- real traffic
 
 

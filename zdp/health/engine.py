@@ -87,6 +87,8 @@ class _Side:
     # time, requests it had handled) at the first reading after the warm-up.
     cpu: deque[CpuSample] = field(default_factory=deque)
     cpu_mark: tuple[float, int] | None = None
+    # Every endpoint it had during this gate is gone: its version stopped running.
+    down: bool = False
 
     def handled(self) -> int:
         """Requests its process handled during the gate: real, sampled and probes."""
@@ -94,7 +96,9 @@ class _Side:
 
     def vanished(self, current: list[str]) -> list[ProbeResult]:
         """An endpoint the runtime listed before and lists no more (its process died) is an
-        error at every tick until the gate ends: a crash must not look like silence."""
+        error at every tick until the gate ends: a crash must not look like silence. When none
+        is left, the slot stopped running (`down`)."""
+        self.down = self.down or (bool(self.seen) and not current)
         gone = sorted(self.seen.difference(current))
         self.seen.update(current)
         return [
@@ -456,6 +460,23 @@ class GateEngine:
         final: bool,
         short: str | None,
     ) -> GateVerdict | None:
+        if base is not None and base.down:
+            # The version users are served from died under the canary: whatever the new slot
+            # shows, the release did not cause it, and rolling back would return users to
+            # nothing. The workflow pauses with this diagnosis (an alert) for an operator.
+            return GateVerdict(
+                result=GateResult.inconclusive,
+                reason=f"the baseline {base.slot} stopped running during the gate",
+                slot=new.slot,
+                samples=int(new.evaluator.evidence()["samples"]),
+                evidence=new.evaluator.evidence(),
+                thresholds=new.evaluator.thresholds_dict(),
+                diagnosis=(
+                    f"the baseline {base.slot} stopped running (every endpoint it had is gone), "
+                    f"not because of this release; promote to move all traffic to {new.slot}"
+                ),
+                dimension="errors",
+            )
         failed = [c for c in comparisons if c.result is GateResult.failed]
         simple = new.evaluator.verdict(final=final)
         reason: str | None = None
