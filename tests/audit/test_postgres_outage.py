@@ -1,14 +1,16 @@
 """The PostgreSQL audit log when the database goes away: a real PostgreSQL 15 (tests/pg_outage.py)
-whose backend dies in the middle of an append, an append whose commit was not acknowledged, and
-the server stopped for 10 s in the middle of a deployment. Nothing is lost, nothing is logged
-twice, and the log verifies."""
+whose backend dies in the middle of an append, an append whose commit was not acknowledged, the
+server stopped for 10 s in the middle of a deployment, and the server's disk full. Nothing is
+lost, nothing is logged twice, and the log verifies."""
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
 import json
+import os
 import time
+import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -21,7 +23,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from tests.kit import APP, Harness
 from tests.pg_outage import OutagePostgres, outage_postgres
 from tests.pg_server import PostgresUnavailableError
+from tests.small_disk import small_disk
 from zdp import deployments
+from zdp.compliance.audit.jsonl import AuditStorageFull
 from zdp.compliance.audit.log import AuditEvent, AuditLogError
 from zdp.compliance.audit.postgres import PostgresAuditLog
 from zdp.compliance.audit.postgres_verify import verify_database
@@ -170,3 +174,39 @@ async def test_the_database_down_for_10_s_mid_deployment_loses_and_doubles_nothi
     sealed = Path(result.timeline[-1].data["path"]) / "audit-entries.jsonl"
     in_bundle = [json.loads(line)["event_id"] for line in sealed.read_text().splitlines()]
     assert in_bundle == event_ids(url, workflow_id)
+
+
+def test_the_database_servers_disk_full_is_storage_full_and_the_retry_logs_once(
+    pg: OutagePostgres,
+) -> None:
+    """The database lives in a tablespace on a small real disk; filled up, the server cannot
+    extend the table: AuditStorageFull (the deployment pauses for it), nothing partial."""
+    name = f"full_{uuid.uuid4().hex[:8]}"
+    # In the cluster's own folder: the server's user must reach it.
+    with small_disk(pg.folder / name, size="32m") as disk:
+        if pg.owner.uid is not None:
+            os.chown(disk.path, pg.owner.uid, pg.owner.gid or 0)
+        with psycopg.connect(pg.url(), autocommit=True) as admin:
+            admin.execute(f"CREATE TABLESPACE {name} LOCATION '{disk.path}'")
+            admin.execute(f'CREATE DATABASE "{name}" TABLESPACE {name}')
+        url = pg.url(name)
+        try:
+            log = PostgresAuditLog(url, KEY)
+            log.append(WF, events(2), checkpoint=True)
+            disk.fill()
+            with pytest.raises(AuditStorageFull) as caught:
+                log.append(WF, events(400, start=2), checkpoint=True)
+            message = str(caught.value)
+            assert message.startswith(f"disk full at audit database postgres@127.0.0.1:{pg.port}/")
+            assert "\n" not in message
+            assert event_ids(url) == ["run-1/0", "run-1/1"]
+
+            disk.free()
+            retried = log.append(WF, events(402), checkpoint=True)
+            assert (retried.appended, retried.skipped) == (400, 2)
+            assert verify_database(url, public_keys=[KEY.public_key()]).entries == 402
+            log.close()
+        finally:
+            with psycopg.connect(pg.url(), autocommit=True) as admin:
+                admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+                admin.execute(f"DROP TABLESPACE IF EXISTS {name}")
