@@ -171,6 +171,14 @@ def test_the_stacks_prometheus_has_the_demos_outcomes_and_its_gates_ran_the_temp
         for event in json.loads(result.read_text())["timeline"]
         if event["kind"] == "gate_verdict"
     ]
+    # Each deployment the demo started carries the trace its start opened (zdp.tracing).
+    started = [
+        event
+        for result in Path(stack_env["ZDP_HOME"], "evidence").rglob("result.json")
+        for event in json.loads(result.read_text())["timeline"]
+        if event["kind"] == "started"
+    ]
+    assert started and all(len(e["data"].get("trace_id") or "") == 32 for e in started), started
     measured = [
         v for v in verdicts if v["data"]["evidence"].get("template.slot-5xx-ratio.measurements")
     ]

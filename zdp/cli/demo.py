@@ -34,7 +34,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from rich.markup import escape
 from temporalio.client import Client
 
-from zdp import deployments
+from zdp import deployments, tracing
 from zdp.cli.output import console, err_console
 from zdp.cli.progress import follow
 from zdp.compliance.registry import (
@@ -360,7 +360,11 @@ class Demo:
         if clock is not None:
             clock.start()
         try:
-            handle = await deployments.start_deployment(client, request)
+            # Each deployment's trace starts here, as with `zdp deploy` (zdp.tracing).
+            tracing.setup(tracing.SERVICE_CLI)
+            attributes = {"zdp.app": app, "zdp.environment": request.environment}
+            with tracing.root_span("zdp demo deploy", attributes):
+                handle = await deployments.start_deployment(client, request)
             await self.approve_when_asked(client, handle.id, APPROVERS[app])
             result = await follow(client, handle.id, quiet=self.quiet)
         finally:
