@@ -605,6 +605,135 @@ def worker_case(fault: Fault, expected: str = "promoted", **kwargs: Any) -> Case
     return case
 
 
+# ---------------------------------------------------------------------------- cases: the stack
+
+
+async def _worker_running_the_gate(run: Run) -> int:
+    """The pid of the worker running the deployment's gate (its pending activity's worker)."""
+    handle = run.h.client.get_workflow_handle(run.workflow_id, run_id=run.run_id)
+    desc = await handle.describe()
+    for pending in desc.raw_description.pending_activities:
+        if pending.activity_type.name == "run_health_gate" and pending.last_worker_identity:
+            return int(pending.last_worker_identity.split("@", 1)[0])
+    raise RuntimeError("no worker runs the gate")
+
+
+async def three_workers_one_killed(h: Harness) -> dict[str, Any]:
+    """Three workers on the task queue; the one running the gate at 25 % is SIGKILLed and
+    nothing is restarted: another picks the gate up."""
+
+    async def fault(run: Run) -> str:
+        await run.activity_scheduled("run_health_gate", 3)
+        await asyncio.sleep(1.0)
+        pid = await _worker_running_the_gate(run)
+        h.kill_worker(pid)
+        await run.injected()
+        await _wait_closed(run)
+        return f"the worker running the 25 % gate (pid {pid}) SIGKILLed; no worker restarted"
+
+    async with h.extra_workers(2):
+        return await h.deploy(fault, note="3 workers on zdp-deployments")
+
+
+async def temporal_restart_mid_bake(h: Harness) -> dict[str, Any]:
+    """The dev server SIGKILLed during the 25 % bake and started again by `zdp up` on the same
+    database file a second later."""
+
+    async def fault(run: Run) -> str:
+        await run.activity_scheduled("run_health_gate", 3)
+        await asyncio.sleep(0.5)
+        pid = int(h.stack.record()["temporal"]["pid"])
+        os.kill(pid, signal.SIGKILL)
+        await run.injected()
+        while pid_alive(pid, "start-dev"):
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(1.0)
+        begun = time.monotonic()
+        await asyncio.to_thread(Stack(home=h.home).up)
+        back = time.monotonic() - begun
+        run.extra["temporal_back_s"] = round(back, 2)
+        return f"dev server pid {pid} SIGKILLed, down 1 s, up again {back:.1f} s after `zdp up`"
+
+    return await h.deploy(fault)
+
+
+def kill_envoy(whole_session: bool) -> Fault:
+    """SIGKILL Envoy during the 25 % bake. Its supervisor starts it again; with
+    `whole_session`, the supervisor dies too and `zdp up` starts Envoy again."""
+
+    async def fault(run: Run) -> str:
+        from zdp.platforms.envoy.process import EnvoyProcess
+
+        await run.until(in_bake(25))
+        await asyncio.sleep(0.5)
+        envoy = EnvoyProcess(run.h.home)
+        pid = envoy.running()
+        assert pid is not None
+        before = await run.h.router.get_weights(APP)
+        parents = envoy._supervisors() if whole_session else []
+        for victim in [*parents, pid]:
+            os.kill(victim, signal.SIGKILL)
+        await run.injected()
+        begun = time.monotonic()
+        if whole_session:
+            await asyncio.to_thread(Stack(home=run.h.home).up)
+        while True:
+            now_pid = envoy.running()
+            if now_pid not in (None, pid) and envoy._admin_config(state="LIVE"):
+                break
+            if time.monotonic() - begun > 60:
+                raise RuntimeError("envoy did not come back within 60 s")
+            await asyncio.sleep(0.01)
+        back = time.monotonic() - begun
+        after = await run.h.router.get_weights(APP)
+        run.extra.update(envoy_back_s=round(back, 2), weights_kept=after == before)
+        who = "`zdp up`" if whole_session else "its supervisor"
+        return (
+            f"envoy pid {pid}{' and its supervisor' if whole_session else ''} SIGKILLed at "
+            f"{_weights(before)}; {who} brought it back in {back:.2f} s serving {_weights(after)}"
+        )
+
+    return fault
+
+
+def slot_signal(slot: str, sig: signal.Signals, weight: int = 5) -> Fault:
+    """`sig` to the app's process in `slot` while the canary holds `weight` %."""
+
+    async def fault(run: Run) -> str:
+        await run.until(in_bake(weight))
+        await asyncio.sleep(0.5)
+        pid = run.h.slot_pid(slot)
+        os.kill(pid, sig)
+        await run.injected()
+        return f"{slot} (pid {pid}) got {sig.name} at canary {weight} %"
+
+    return fault
+
+
+async def stable_dies_mid_canary(h: Harness) -> dict[str, Any]:
+    """Stable (the version users are served from) is SIGKILLed while the canary holds 5 %.
+    The gate does not blame the release: the deployment pauses with an alert; the operator
+    (here at once) resumes and promotes, which moves every user to the healthy canary."""
+
+    async def operator(run: Run) -> None:
+        await run.until(lambda s: s.phase is Phase.paused, timeout=120)
+        if run.fault_at is not None:
+            run.extra["alert_after_s"] = round(time.monotonic() - run.fault_at, 2)
+        who = APPROVERS[APP][0]
+        await h.demo.control(h.client, run.workflow_id, "resume", who, "stable is down")
+        await run.until(lambda s: s.phase is Phase.shift, timeout=60)
+        proof = await deployments.sign_request(
+            h.client, run.workflow_id, "promote", who, "cli", h.demo.identity_keys[who]
+        )
+        await deployments.promote(h.client, run.workflow_id, who, "stable is down", "cli", proof)
+
+    return await h.deploy(
+        slot_signal("stable", signal.SIGKILL),
+        operator=operator,
+        note="operator resumes and promotes on the alert",
+    )
+
+
 BAD = {"FAULT_ERROR_RATE": "1.0"}  # every API call answers 503: the gate rolls it back
 
 CASES: dict[str, Case] = {
@@ -624,6 +753,13 @@ CASES: dict[str, Case] = {
         expected="rolled_back",
         overrides=BAD,
     ),
+    "three_workers_one_killed": three_workers_one_killed,
+    "temporal_restart_mid_bake": temporal_restart_mid_bake,
+    "envoy_kill_mid_canary": worker_case(kill_envoy(whole_session=False)),
+    "envoy_and_supervisor_kill_mid_canary": worker_case(kill_envoy(whole_session=True)),
+    "canary_crash": worker_case(slot_signal("canary", signal.SIGKILL), expected="rolled_back"),
+    "canary_hang": worker_case(slot_signal("canary", signal.SIGSTOP), expected="rolled_back"),
+    "stable_dies_mid_canary": stable_dies_mid_canary,
 }
 
 
