@@ -18,6 +18,7 @@ while the fault is injected, and the row says:
 - note           what happened, and where a case misses the goal, why.
 
     .venv/bin/python bench/faults.py [--json] [--only NAME ...] [--rate 200]
+    .venv/bin/python bench/faults.py --table bench/results/faults-<date>.json   # the docs' table
 
 Case interface (bench/faults_infra.py, and any other module of cases, plugs in here)
 ------------------------------------------------------------------------------------
@@ -817,6 +818,26 @@ async def bench(rate: float, only: list[str] | None) -> dict[str, Any]:
     }
 
 
+def markdown_table(result: dict[str, Any]) -> str:
+    """The rows of a run as the Markdown table in docs/benchmarks.md."""
+    lines = [
+        "| case | outcome (expected) | requests failed / sent | audit | recovery s (by) | note |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, row in result["cases"].items():
+        recovery = "—" if row["recovery_s"] is None else f"{row['recovery_s']:.2f}"
+        if row.get("recovery_by"):
+            recovery += f" ({row['recovery_by']})"
+        kinds = ", ".join(row.get("failure_kinds") or [])
+        failed = f"{row['requests_failed']} / {row.get('requests_sent', '?')}"
+        failed += f" ({kinds})" if kinds else ""
+        audit = "ok" if row["audit_ok"] else f"NOT OK: {row.get('audit', '')}"
+        outcome = f"{row['outcome']} ({row['expected']})"
+        note = str(row.get("note", "")).replace("|", "/")
+        lines.append(f"| `{name}` | {outcome} | {failed} | {audit} | {recovery} | {note} |")
+    return "\n".join(lines)
+
+
 def _loadavg() -> str:
     return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
 
@@ -826,7 +847,13 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=200.0, help="requests per second")
     parser.add_argument("--only", nargs="*", help="run only these cases")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument(
+        "--table", type=Path, metavar="RESULT.json", help="print a saved run as Markdown, only"
+    )
     args = parser.parse_args()
+    if args.table is not None:
+        print(markdown_table(json.loads(args.table.read_text())))
+        return
     started = time.monotonic()
     result = asyncio.run(bench(args.rate, args.only))
     result["wall_s"] = round(time.monotonic() - started, 1)
