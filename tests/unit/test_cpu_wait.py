@@ -11,7 +11,7 @@ while the stable's answered in time. Everything is computed: no test here measur
 from __future__ import annotations
 
 from zdp.health.analysis import Timing, compare_slowness
-from zdp.health.cpu_wait import CpuEvidence, CpuSample, CpuTrack, frozen, heavier_on_cpu
+from zdp.health.cpu_wait import CpuEvidence, CpuSample, CpuTrack, heavier_on_cpu, stopped
 from zdp.models import GateResult
 
 # The demo's gate (gate-policies.yaml `demo`): half the 0.5 s window asked of a slow stretch.
@@ -99,15 +99,16 @@ def test_a_wait_still_in_progress_counts_from_the_readings_and_never_twice() -> 
     assert track.waited(0.75, 1.0) == 0.0
 
 
-def test_a_stopped_process_is_frozen_a_waiting_or_disk_bound_one_is_not() -> None:
-    stopped = _readings(0.6, held=(0.3, 9.0), held_state="T")
-    assert frozen(stopped, 0.33, 0.6)
-    assert not frozen(stopped, 0.2, 0.6)  # it ran before 0.3 s
-    assert not frozen(_readings(0.6, held=(0.3, 9.0), held_state="R"), 0.33, 0.6)
-    assert not frozen(_readings(0.6, held=(0.3, 9.0), held_state="D"), 0.33, 0.6)
-    # One reading is not enough to call it frozen (a gate that was itself kept off the CPU).
-    sparse = [s for s in stopped if s.at < 0.45]
-    assert not frozen(sparse, 0.44, 0.6)
+def test_only_a_stopped_process_is_told_apart_as_hung() -> None:
+    held = _readings(0.6, held=(0.3, 9.0), held_state="T")
+    assert stopped(held, 0.33, 0.6)
+    assert not stopped(held, 0.2, 0.6)  # it ran before 0.3 s
+    # Waiting for a CPU (R), a disk (D), or asleep (S: its worker threads may be waiting).
+    for state in ("R", "D", "S"):
+        assert not stopped(_readings(0.6, held=(0.3, 9.0), held_state=state), 0.33, 0.6)
+    # One reading is not enough (a gate that was itself kept off the CPU read it once).
+    sparse = [s for s in held if s.at < 0.45]
+    assert not stopped(sparse, 0.44, 0.6)
 
 
 def test_more_cpu_per_request_than_the_baseline_is_the_slots_own_demand() -> None:
@@ -214,13 +215,14 @@ def test_a_stopped_process_is_caught_sooner_than_a_stall_a_disk_wait_is_not() ->
     result = compare_slowness(new, base, cpu=stopped, **args)  # type: ignore[arg-type]
     assert result.result is GateResult.failed, result.reason
     assert result.evidence["required_latest_span_s"] == 0.08
-    assert "neither ran nor waited for a CPU" in result.reason
-    # Held in a disk wait (D) or runnable (R), it may be the machine's: the long span stands.
-    for state in ("D", "R"):
+    assert "its process was stopped meanwhile" in result.reason
+    # Held in a disk wait (D), runnable (R) or asleep (S), it may be the machine's: the long
+    # span stands.
+    for state in ("D", "R", "S"):
         held = _cpu(_readings(now, held=(0.3, 9.0), held_state=state), _readings(now))
         result = compare_slowness(new, base, cpu=held, **args)  # type: ignore[arg-type]
         assert result.result is GateResult.passed, (state, result.reason)
         assert result.evidence["required_latest_span_s"] == 0.25
-    # A slot nobody is exposed to (no responsive span) keeps the long span, frozen or not.
+    # A slot nobody is exposed to (no responsive span) keeps the long span, stopped or not.
     result = compare_slowness(new, base, cpu=stopped, **_DEMO)  # type: ignore[arg-type]
     assert result.result is GateResult.passed, result.reason

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 
 from scipy.stats import fisher_exact
 
-from zdp.health.cpu_wait import CpuEvidence, CpuSample, CpuTrack, frozen
+from zdp.health.cpu_wait import CpuEvidence, CpuSample, CpuTrack, stopped
 from zdp.models import GateResult
 
 
@@ -110,10 +110,9 @@ def compare_slowness(
     kept off the CPU by a busy machine is judged as if it had been given one like its baseline,
     while its own time on a CPU (a release that burns CPU) is never taken out. The new slot
     keeps its waiting when `cpu.own_demand` says it asked for clearly more CPU per request than
-    the baseline. And a process that neither ran nor waited for a CPU (stopped, or asleep with
-    requests pending: a hang) from a threshold after the first slow answer was sent to the last
-    reading is not stalled by the machine: `responsive_span_seconds` is enough, as with
-    responsive liveness.
+    the baseline. And a process stopped (state T: it neither ran nor waited for a CPU) from a
+    threshold after the first slow answer was sent to the last reading is hung, not stalled by
+    the machine: `responsive_span_seconds` is enough, as with responsive liveness.
     """
 
     def judge(timings: Sequence[Timing]) -> Comparison:
@@ -217,11 +216,11 @@ def _judge_slowness(
         return end - start, p, s_n, len(in_n), s_b, len(in_b)
 
     def hung(slow: list[Timing]) -> bool:
-        """Whether the new slot's process neither ran nor waited for a CPU from a threshold
-        after the first slow answer was sent (it was overdue by then) to the last reading."""
+        """Whether the new slot's process was stopped from a threshold after the first slow
+        answer was sent (it was overdue by then) to the last reading."""
         if not slow or len(readings) < 2:
             return False
-        return frozen(readings, slow[0].at + threshold / 1000, readings[-1].at)
+        return stopped(readings, slow[0].at + threshold / 1000, readings[-1].at)
 
     hung_n, hung_latest = hung(slow_n), hung(latest)
 
@@ -287,7 +286,7 @@ def _judge_slowness(
             span_latest, counts_latest, p_recent
         )
     if hung_latest or hung_n:
-        numbers += "; its process neither ran nor waited for a CPU meanwhile (stopped or blocked)"
+        numbers += "; its process was stopped meanwhile (it neither ran nor waited for a CPU)"
     failed = (mostly_slow and span >= need and p_value < alpha) or (
         turned_slow and span_latest >= need_latest and p_recent < alpha
     )

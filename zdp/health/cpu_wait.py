@@ -15,8 +15,11 @@ slots' processes every tick; here the readings answer three questions:
   if both had been given a CPU alike. Only waiting is taken out, never time on a CPU: a release
   that burns CPU itself (a busy loop per request) keeps every millisecond of its own work and
   of the queue behind it.
-- `frozen(readings, start, end)`: the serving thread neither ran nor waited for a CPU (stopped,
-  or asleep with requests pending: a hang of its own), and was not in a disk wait.
+- `stopped(readings, start, end)`: the process was stopped (SIGSTOP, a debugger: state T) and
+  neither ran nor waited for a CPU: hung, not kept waiting by the machine. Only a stopped
+  process is told apart so: one asleep with its requests pending may be a deadlock of its own,
+  or an app whose handlers run in worker threads that are themselves waiting for a CPU or for a
+  disk, and only the main thread is read (reading every thread every tick costs the judge).
 
 `heavier_on_cpu` is the guard on the discount: a slot that asked for clearly more CPU per request
 than its baseline waits on the run queue because of its own demand (another thread of its own
@@ -34,9 +37,8 @@ from functools import cached_property
 
 # Counters that grew less than this over an interval did not move (a ms of CPU or of waiting).
 STILL_MS = 1.0
-# States in which a thread is on a CPU or waiting for one (R), or in a disk wait (D): neither is
-# a hang of the release's own making.
-_NOT_FROZEN = frozenset({"R", "D"})
+# A stopped process (SIGSTOP, job control: T; a debugger: t) runs no thread at all.
+_STOPPED = frozenset({"T", "t"})
 
 
 @dataclass(frozen=True)
@@ -106,14 +108,13 @@ class CpuTrack:
         return max(0.0, self._at(end) - self._at(start))
 
 
-def frozen(readings: Sequence[CpuSample], start: float, end: float) -> bool:
-    """Whether the serving thread neither ran nor waited for a CPU from `start` to `end`: at
-    least two readings covering at least half of it, none runnable or in a disk wait, and its
-    counters still."""
+def stopped(readings: Sequence[CpuSample], start: float, end: float) -> bool:
+    """Whether the process was stopped from `start` to `end`: at least two readings covering at
+    least half of it, every one stopped, and its serving thread's counters still."""
     inside = [s for s in readings if start <= s.at <= end]
     if len(inside) < 2 or inside[-1].at - inside[0].at < 0.5 * (end - start):
         return False
-    if any(s.state in _NOT_FROZEN for s in inside):
+    if any(s.state not in _STOPPED for s in inside):
         return False
     first, last = inside[0], inside[-1]
     moved = (last.running_ms - first.running_ms) + (last.waiting_ms - first.waiting_ms)
