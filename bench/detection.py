@@ -86,6 +86,17 @@ async def _trial(demo: Demo, client: Any, version: str, fault: dict[str, float])
     return {
         "outcome": result.outcome.value,
         "cause": result.cause,
+        # What the scheduler's readings of both slots' processes showed at the failing gate (the
+        # gate's cpu_* evidence, where the runtime can read them; see zdp/health/cpu_wait.py).
+        "gate_cpu": [
+            {
+                k.removeprefix("slowness.sampled requests."): v
+                for k, v in e.data.get("evidence", {}).items()
+                if k.startswith(("slowness.sampled requests.cpu_", "cpu_wait."))
+            }
+            for e in result.timeline
+            if e.kind == "gate_verdict" and e.data.get("result") != "passed"
+        ],
         "detection_to_containment_ms": round((contained - start) * 1000, 1)
         if contained is not None and start is not None
         else None,
@@ -138,6 +149,7 @@ def _summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
         "rolled_back": sum(1 for r in runs if r["outcome"] == "rolled_back"),
         "trials": len(runs),
         "causes": sorted({(r["cause"] or "")[:80] for r in runs}),
+        "runs": runs,
     }
     if times:
         out.update(
