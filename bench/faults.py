@@ -727,6 +727,10 @@ async def stable_dies_mid_canary(h: Harness) -> dict[str, Any]:
             h.client, run.workflow_id, "promote", who, "cli", h.demo.identity_keys[who]
         )
         await deployments.promote(h.client, run.workflow_id, who, "stable is down", "cli", proof)
+        while (await h.router.get_weights(APP)).get("canary") != 100:
+            await asyncio.sleep(0.02)
+        if run.fault_at is not None:  # every user on a running version again
+            run.extra["users_back_s"] = round(time.monotonic() - run.fault_at, 2)
 
     return await h.deploy(
         slot_signal("stable", signal.SIGKILL),
@@ -770,8 +774,8 @@ CASES: dict[str, Case] = {
 async def bench(rate: float, only: list[str] | None) -> dict[str, Any]:
     home = Path(tempfile.mkdtemp(prefix="zdp-faults-"))
     os.environ["ZDP_HOME"] = str(home)
-    os.environ.setdefault("ZDP_PORT_BASE", "21000")  # below the ephemeral ports
-    os.environ.setdefault("ZDP_TEMPORAL_PORT", "21400")
+    os.environ.setdefault("ZDP_PORT_BASE", "23000")  # below the ephemeral ports
+    os.environ.setdefault("ZDP_TEMPORAL_PORT", "23800")
     for key in [k for k in os.environ if k.startswith("TEMPORAL_")]:
         os.environ.pop(key)
     demo = Demo(home, quiet=True)
