@@ -109,7 +109,7 @@ def compare_slowness(
     a CPU beyond the baseline's process while each was in flight (`net_of_cpu_wait`): a canary
     kept off the CPU by a busy machine is judged as if it had been given one like its baseline,
     while its own time on a CPU (a release that burns CPU) is never taken out. The new slot
-    keeps its waiting when `cpu.own_demand` says it asked for clearly more CPU per request than
+    keeps its waiting when `cpu.own_demand` says it used clearly more CPU for its requests than
     the baseline. And a process stopped (state T: it neither ran nor waited for a CPU) from a
     threshold after the first slow answer was sent to the last reading is hung, not stalled by
     the machine: `responsive_span_seconds` is enough, as with responsive liveness.

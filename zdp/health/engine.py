@@ -691,7 +691,8 @@ def _cpu_evidence(
     new: _Side, base: _Side | None, reference: _Side | None, policy: GatePolicy
 ) -> CpuEvidence | None:
     """Both slots' readings for the slowness judge, and whether the new slot's waiting for a
-    CPU is its own demand: more CPU per request handled than the baseline's since the warm-up
+    CPU is its own demand: clearly more CPU since the warm-up than the baseline's used for as
+    many requests
     (another thread of its own burning CPU holds its serving thread on the run queue)."""
     if base is None or len(new.cpu) < 2 or len(base.cpu) < 2:
         return None
