@@ -1,7 +1,8 @@
 """A small disk for tests: a tmpfs of a few MB mounted on a folder, filled up and freed at will.
 
 Mounting needs root (or CAP_SYS_ADMIN); where it is refused, the test is skipped and the skip
-says why. The mount is removed when the test ends, whatever happened.
+says why (`small_disk`), or SmallDiskUnavailable says it (`mounted_small_disk`, for benches).
+The mount is removed when the block ends, whatever happened.
 
     with small_disk(tmp_path / "audit") as disk:
         disk.fill()  # every write that needs a new page now fails with ENOSPC
@@ -20,10 +21,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import pytest
-
 FILLER = ".filler"
 _CHUNK = b"\0" * 65536
+
+
+class SmallDiskUnavailable(Exception):
+    """No small disk can be mounted here; the message says why."""
 
 
 @dataclass(frozen=True)
@@ -45,7 +48,7 @@ class SmallDisk:
         finally:
             os.close(fd)
         if os.statvfs(self.path).f_bavail != 0:
-            pytest.fail(f"{self.path} still has free blocks after filling it")
+            raise AssertionError(f"{self.path} still has free blocks after filling it")
 
     def free(self) -> None:
         with contextlib.suppress(FileNotFoundError):
@@ -53,11 +56,12 @@ class SmallDisk:
 
 
 @contextlib.contextmanager
-def small_disk(path: Path, size: str = "1m") -> Iterator[SmallDisk]:
-    """A tmpfs of `size` mounted on `path` (created if missing), unmounted on exit."""
+def mounted_small_disk(path: Path, size: str = "1m") -> Iterator[SmallDisk]:
+    """A tmpfs of `size` mounted on `path` (created if missing), unmounted on exit;
+    SmallDiskUnavailable, before yielding, when it cannot be mounted."""
     mount, umount = shutil.which("mount"), shutil.which("umount")
     if mount is None or umount is None:
-        pytest.skip("mount/umount not installed: cannot make a small disk (util-linux)")
+        raise SmallDiskUnavailable("mount/umount not installed (util-linux)")
     path.mkdir(parents=True, exist_ok=True)
     done = subprocess.run(
         [mount, "-t", "tmpfs", "-o", f"size={size},mode=0755", "tmpfs", str(path)],
@@ -68,10 +72,27 @@ def small_disk(path: Path, size: str = "1m") -> Iterator[SmallDisk]:
     )
     if done.returncode != 0:
         reason = " ".join((done.stderr or done.stdout).split()) or f"exit {done.returncode}"
-        pytest.skip(f"cannot mount a tmpfs on {path} (needs root or CAP_SYS_ADMIN): {reason}")
+        raise SmallDiskUnavailable(
+            f"cannot mount a tmpfs on {path} (needs root or CAP_SYS_ADMIN): {reason}"
+        )
     try:
         yield SmallDisk(path)
     finally:
         subprocess.run([umount, str(path)], capture_output=True, timeout=30, check=False)
         if os.path.ismount(path):  # something still holds it open: detach it now
             subprocess.run([umount, "-l", str(path)], capture_output=True, timeout=30, check=False)
+
+
+@contextlib.contextmanager
+def small_disk(path: Path, size: str = "1m") -> Iterator[SmallDisk]:
+    """`mounted_small_disk` for a test: skipped, with the reason, where it cannot mount."""
+    import pytest
+
+    try:
+        mounted = mounted_small_disk(path, size)
+        disk = mounted.__enter__()
+    except SmallDiskUnavailable as err:
+        pytest.skip(str(err))
+    with contextlib.ExitStack() as stack:
+        stack.push(mounted)
+        yield disk
