@@ -46,6 +46,21 @@ class ScriptedProbe:
         )
 
 
+class SweepingProbe(ScriptedProbe):
+    """The same, answering a whole sweep at once, as HttpProbe.probe_many does."""
+
+    async def probe_many(
+        self, endpoints: list[str], timeout: float | None, concurrency: int
+    ) -> list[ProbeResult]:
+        return [await self.probe(e) for e in endpoints]
+
+
+@pytest.fixture(params=[ScriptedProbe, SweepingProbe], ids=["probe", "probe_many"])
+def scripted(request: pytest.FixtureRequest) -> type[ScriptedProbe]:
+    """Sweeps give the same outcomes whether the board probes one by one or the probe sweeps."""
+    return request.param  # type: ignore[no-any-return]
+
+
 def moves(transitions: list[BreakerTransition]) -> list[tuple[str, str, str]]:
     return [(t.endpoint, t.old.value, t.new.value) for t in transitions]
 
@@ -121,10 +136,10 @@ def test_invalid_settings_are_refused() -> None:
         CircuitBreaker("a", open_seconds=-1)
 
 
-async def test_open_endpoint_is_skipped_without_probing() -> None:
+async def test_open_endpoint_is_skipped_without_probing(scripted: type[ScriptedProbe]) -> None:
     clock = FakeClock()
     board = BreakerBoard(failure_threshold=2, open_seconds=1.0, clock=clock)
-    probe = ScriptedProbe(down={"bad"})
+    probe = scripted(down={"bad"})
     for _ in range(2):
         await board.sweep(probe, ["good", "bad"])
     assert board.states() == {"good": BreakerState.closed, "bad": BreakerState.open}
@@ -138,10 +153,12 @@ async def test_open_endpoint_is_skipped_without_probing() -> None:
     assert results[0].ok
 
 
-async def test_half_open_sweep_probes_once_then_recovers_or_reopens() -> None:
+async def test_half_open_sweep_probes_once_then_recovers_or_reopens(
+    scripted: type[ScriptedProbe],
+) -> None:
     clock = FakeClock()
     board = BreakerBoard(failure_threshold=1, open_seconds=1.0, clock=clock)
-    probe = ScriptedProbe(down={"x"})
+    probe = scripted(down={"x"})
     await board.sweep(probe, ["x"])
     clock.advance(1.0)
 
@@ -159,11 +176,11 @@ async def test_half_open_sweep_probes_once_then_recovers_or_reopens() -> None:
 
 
 async def test_transitions_are_recorded_in_order_drained_and_logged(
-    caplog: pytest.LogCaptureFixture,
+    caplog: pytest.LogCaptureFixture, scripted: type[ScriptedProbe]
 ) -> None:
     clock = FakeClock()
     board = BreakerBoard(failure_threshold=1, open_seconds=1.0, clock=clock)
-    probe = ScriptedProbe(down={"x"})
+    probe = scripted(down={"x"})
     with caplog.at_level(logging.INFO, logger="zdp.health.breaker"):
         await board.sweep(probe, ["x"])  # closed -> open
         clock.advance(1.0)
@@ -213,3 +230,38 @@ async def test_a_probe_that_raises_counts_as_a_failure() -> None:
     results = await board.sweep(BrokenProbe(), ["a"])
     assert results[0].error == "RuntimeError: boom"
     assert board.states()["a"] is BreakerState.open
+
+
+async def test_a_timed_out_probe_neither_opens_nor_closes_the_breaker_in_a_probes_sweep() -> None:
+    class Hung:
+        async def probe(self, endpoint: str) -> ProbeResult:
+            raise AssertionError("a sweeping probe is asked for the whole sweep")
+
+        async def probe_many(
+            self, endpoints: list[str], timeout: float | None, concurrency: int
+        ) -> list[ProbeResult]:
+            return [
+                ProbeResult(endpoint=e, ok=False, latency_ms=50.0, error="timeout", timed_out=True)
+                for e in endpoints
+            ]
+
+    board = BreakerBoard(failure_threshold=1)
+    results = await board.sweep(Hung(), ["a", "b"], timeout=0.05)
+    assert [r.timed_out for r in results] == [True, True]
+    assert board.states() == {"a": BreakerState.closed, "b": BreakerState.closed}
+
+
+async def test_a_probes_sweep_that_raises_counts_as_a_failure_of_each_endpoint() -> None:
+    class Broken:
+        async def probe(self, endpoint: str) -> ProbeResult:
+            raise AssertionError("unused")
+
+        async def probe_many(
+            self, endpoints: list[str], timeout: float | None, concurrency: int
+        ) -> list[ProbeResult]:
+            raise RuntimeError("boom")
+
+    board = BreakerBoard(failure_threshold=1)
+    results = await board.sweep(Broken(), ["a", "b"])
+    assert [r.error for r in results] == ["RuntimeError: boom"] * 2
+    assert board.states() == {"a": BreakerState.open, "b": BreakerState.open}

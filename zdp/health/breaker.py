@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -25,6 +25,8 @@ log = logging.getLogger("zdp.health.breaker")
 
 Clock = Callable[[], float]
 CIRCUIT_OPEN = "circuit open"
+# A probe's own sweep (`HttpProbe.probe_many`): endpoints, deadline, concurrency -> results.
+ProbeMany = Callable[[Sequence[str], float | None, int], Awaitable[list[ProbeResult]]]
 
 
 class BreakerState(StrEnum):
@@ -185,6 +187,9 @@ class BreakerBoard:
         """
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
+        many = getattr(probe, "probe_many", None)
+        if many is not None:
+            return await self._sweep_many(many, endpoints, concurrency, timeout)
         limit = asyncio.Semaphore(concurrency)
 
         async def one(endpoint: str) -> ProbeResult:
@@ -219,3 +224,45 @@ class BreakerBoard:
             return result
 
         return list(await asyncio.gather(*(one(e) for e in endpoints)))
+
+    async def _sweep_many(
+        self,
+        probe_many: ProbeMany,
+        endpoints: Sequence[str],
+        concurrency: int,
+        timeout: float | None,
+    ) -> list[ProbeResult]:
+        """`sweep` through a probe that sweeps by itself (`HttpProbe.probe_many`): the same
+        breakers, skips and outcomes, without a task per endpoint."""
+        results: list[ProbeResult | None] = []
+        allowed: list[tuple[int, CircuitBreaker]] = []
+        for endpoint in endpoints:
+            breaker = self.breaker(endpoint)
+            if breaker.allow():
+                allowed.append((len(results), breaker))
+                results.append(None)
+            else:
+                results.append(
+                    ProbeResult(endpoint=endpoint, ok=False, latency_ms=0.0, error=CIRCUIT_OPEN)
+                )
+        if not allowed:
+            return [result for result in results if result is not None]
+        try:
+            probed = await probe_many([endpoints[i] for i, _ in allowed], timeout, concurrency)
+        except asyncio.CancelledError:
+            for _, breaker in allowed:
+                breaker.abandon_trial()
+            raise
+        except Exception as exc:  # a probe must not raise; count it as a failure if it does
+            text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            probed = [
+                ProbeResult(endpoint=endpoints[i], ok=False, latency_ms=0.0, error=text)
+                for i, _ in allowed
+            ]
+        for (index, breaker), result in zip(allowed, probed, strict=True):
+            results[index] = result
+            if result.timed_out:
+                breaker.abandon_trial()  # slow is not dead, as in `sweep`
+            else:
+                breaker.record(result.ok)
+        return [result for result in results if result is not None]
