@@ -143,6 +143,16 @@ async def test_a_fresh_process_slow_at_first_is_not_a_slow_release() -> None:
     assert result is GateResult.passed, reason
 
 
+async def test_a_zero_bake_waits_for_min_samples_probes_and_passes() -> None:
+    # The bake ends at once; the first judgement comes before the first sweep has answered.
+    request = _input(bake=0.0, weight=0)
+    runtime = _Runtime({"canary": ["c"], "stable": ["s"]})
+    engine = GateEngine(runtime, _Probe({"c": ["ok"], "s": ["ok"]}))  # type: ignore[arg-type]
+    verdict = await asyncio.wait_for(engine.run(request), timeout=30)
+    assert verdict.result is GateResult.passed, verdict.reason
+    assert verdict.samples >= POLICY.min_samples
+
+
 async def test_refused_probes_are_errors_and_fail_fast() -> None:
     result, reason, _ = await _judge({"c": ["error"], "s": ["ok"]}, request=_input(bake=10))
     assert result is GateResult.failed

@@ -429,10 +429,13 @@ class GateEngine:
     ) -> tuple[bool, str | None]:
         """Whether there is enough evidence to end the bake; if not, what is missing.
 
-        A gate does not pass on nothing: sampled timings on both sides up to
-        latency.min_samples, and a slot that takes real traffic needs errors.min_requests
-        requests judged, real ones plus sampled ones (the probes' own minimum, min_samples,
-        is the evaluator's)."""
+        A gate does not pass on nothing: min_samples probes of the slot (a bake shorter than
+        the sweeps that bring them, a zero bake too, is extended until they are in), sampled
+        timings on both sides up to latency.min_samples, and a slot that takes real traffic
+        needs errors.min_requests requests judged, real ones plus sampled ones."""
+        probes, needed = len(new.evaluator.results), new.evaluator.thresholds.min_samples
+        if probes < needed:
+            return False, f"only {probes} probes, {needed} needed"
         if policy.sample_path and base is not None:
             fewest = min(new.samples_answered, base.samples_answered)
             if fewest < policy.latency.min_samples:
