@@ -786,13 +786,17 @@ CASES: dict[str, Case] = {
 async def bench(rate: float, only: list[str] | None) -> dict[str, Any]:
     home = Path(tempfile.mkdtemp(prefix="zdp-faults-"))
     os.environ["ZDP_HOME"] = str(home)
-    os.environ.setdefault("ZDP_PORT_BASE", "23000")  # below the ephemeral ports
-    os.environ.setdefault("ZDP_TEMPORAL_PORT", "23800")
+    os.environ.setdefault("ZDP_PORT_BASE", "31200")  # below the ephemeral ports
+    os.environ.setdefault("ZDP_TEMPORAL_PORT", "30800")  # its UI on 31800
     for key in [k for k in os.environ if k.startswith("TEMPORAL_")]:
         os.environ.pop(key)
     demo = Demo(home, quiet=True)
     stack = Stack(home=home, config=DEMO_CONFIG)
-    await asyncio.to_thread(demo.prepare)
+    try:
+        await asyncio.to_thread(demo.prepare)
+    except BaseException:
+        await asyncio.to_thread(stack.down)  # whatever part of it started
+        raise
     # The SDK core's warnings (a server restarting) go to stderr, not into the JSON on stdout.
     runtime = Runtime(
         telemetry=TelemetryConfig(
