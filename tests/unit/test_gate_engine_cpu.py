@@ -150,6 +150,9 @@ async def test_a_canary_the_machine_keeps_off_the_cpu_passes(slots: dict[str, _S
     # (The next test is the same hold judged without the counters: it fails.)
     assert verdict.result is GateResult.passed, verdict.reason
     assert verdict.evidence["slowness.sampled requests.cpu_own_demand"] == 0.0
+    # The record says the gate found it slow, and that it was only waiting for a CPU.
+    assert verdict.evidence["cpu_wait.excused_judgements"] > 0
+    assert verdict.evidence["cpu_wait.excused_most_ms"] > 100
 
 
 async def test_the_same_hold_fails_where_the_processes_cannot_be_read(

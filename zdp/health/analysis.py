@@ -143,7 +143,12 @@ def compare_slowness(
     if taken < 1.0:  # less than a millisecond changes nothing
         return judged
     again = judge(netted)
-    again.evidence.update(cpu.evidence, cpu_own_demand=0.0, cpu_wait_taken_new_ms=round(taken, 1))
+    again.evidence.update(
+        cpu.evidence,
+        cpu_own_demand=0.0,
+        cpu_wait_taken_new_ms=round(taken, 1),
+        cpu_wait_excused=float(again.result is GateResult.passed),
+    )
     head, _, rest = again.reason.partition(": ")
     return replace(
         again,

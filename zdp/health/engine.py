@@ -87,6 +87,10 @@ class _Side:
     # time, requests it had handled) at the first reading after the warm-up.
     cpu: deque[CpuSample] = field(default_factory=deque)
     cpu_mark: tuple[float, int] | None = None
+    # Judgements whose slowness failure was the machine's (waiting for a CPU), and the most
+    # taken from one answer: the record of what the rule excused.
+    cpu_excused: int = 0
+    cpu_excused_ms: float = 0.0
     # Every endpoint it had during this gate is gone: its version stopped running.
     down: bool = False
 
@@ -573,8 +577,8 @@ class GateEngine:
                 # stall of its whole process (not for a slot nobody is exposed to).
                 liveness=new.recent(new.probes, now, window, since) if live else (),
                 responsive_span_seconds=lat.responsive_span_seconds if exposed else None,
-                # Each slot's waiting for a CPU beyond the other's is the machine's, not the
-                # release's (zdp/health/cpu_wait.py); only where both processes can be read.
+                # The new slot's waiting for a CPU beyond the baseline's is the machine's, not
+                # the release's (zdp/health/cpu_wait.py); only where both processes are read.
                 cpu=cpu,
             )
 
@@ -631,6 +635,10 @@ class GateEngine:
                     probes.evidence,
                 )
         out.append(probes)
+        for c in out:  # a failure that net of waiting for a CPU passed: the machine's
+            if c.evidence.get("cpu_wait_excused") == 1.0:
+                new.cpu_excused += 1
+                new.cpu_excused_ms = max(new.cpu_excused_ms, c.evidence["cpu_wait_taken_new_ms"])
         return out
 
     @staticmethod
@@ -672,8 +680,8 @@ def _read_cpu(
     reference: _Side | None,
     warm: bool,
 ) -> None:
-    """One reading of each slot's process (a few /proc reads each on the local runtime); after
-    the warm-up, the first one marks where the CPU used per request is counted from."""
+    """One reading of each slot's process (two /proc reads each on the local runtime); after
+    the warm-up, the first one marks where CPU used and requests handled are counted from."""
     for side in filter(None, (new, base)):
         at = time.monotonic()
         with contextlib.suppress(ZdpError):
@@ -719,8 +727,12 @@ def _cpu_evidence(
 
 
 def _cpu_waits(new: _Side, base: _Side | None) -> dict[str, float]:
-    """How long each slot's process waited for a CPU over the last window, for the record."""
+    """How long each slot's process waited for a CPU over the last window, and how often the
+    gate found the new slot slow only for waiting, for the record."""
     out: dict[str, float] = {}
+    if new.cpu:
+        out["cpu_wait.excused_judgements"] = float(new.cpu_excused)
+        out["cpu_wait.excused_most_ms"] = round(new.cpu_excused_ms, 1)
     for name, side in (("new", new), ("baseline", base)):
         if side is not None and len(side.cpu) >= 2:
             track = CpuTrack(side.cpu)
