@@ -235,9 +235,12 @@ def _database_check(
 
 
 async def postgres_down_10s(h: Harness) -> dict[str, Any]:
-    """The audit log is PostgreSQL (ZDP_AUDIT_DATABASE_URL). The server is stopped 0.5 s into
-    the 25 % bake and started again 10 s later; the deployment's final append fails meanwhile
-    and record_audit retries (EVIDENCE_RETRY, doubling from 0.2 s) until it goes through."""
+    """The audit log is PostgreSQL (ZDP_AUDIT_DATABASE_URL). The server is stopped as the risk
+    is assessed and started again 10 s later: the append before provisioning (the approval's
+    record) fails meanwhile, and record_audit retries (EVIDENCE_RETRY, doubling from 0.2 s)
+    until it goes through; nothing changes before it has. (Stopped at a later moment, the
+    outage can miss every append on a busy machine: the final one comes after the promotion.)
+    """
     try:
         server = outage_postgres()
         pg: OutagePostgres = server.__enter__()
@@ -250,16 +253,18 @@ async def postgres_down_10s(h: Harness) -> dict[str, Any]:
 
             async def fault(run: Run) -> str:
                 runs.append(run)
-                await run.activity_scheduled("run_health_gate", 3)
-                await asyncio.sleep(0.5)
+                await run.activity_scheduled("assess_risk")
                 pg.stop()
                 stopped = time.monotonic()
                 await asyncio.sleep(OUTAGE_S)
+                status = await run.status()
+                run.extra["phase_after_outage"] = status.phase.value if status else None
+                run.extra["weights_after_outage"] = await h.router.get_weights(APP)
                 pg.start()
                 run.extra["outage_s"] = round(time.monotonic() - stopped, 2)
                 await run.injected()  # the recovery clock: from the database being back
                 return (
-                    f"PostgreSQL stopped (pg_ctl stop -m fast) 0.5 s into the 25 % bake, started "
+                    f"PostgreSQL stopped (pg_ctl stop -m fast) as the risk was assessed, started "
                     f"again {run.extra['outage_s']:.1f} s later; recovery_s: from it being back "
                     "to the deployment moving again (the retried append)"
                 )
@@ -272,10 +277,16 @@ async def postgres_down_10s(h: Harness) -> dict[str, Any]:
             ok, said = await asyncio.to_thread(
                 _database_check, h, url, run.workflow_id, run.run_id, timeline
             )
+            covered = bool(attempts) and attempts[0] > 1
             row.update(
                 audit_ok=ok, audit=said, record_audit_attempts=attempts,
-                goal_met=row["outcome"] == row["expected"] and row["requests_failed"] == 0 and ok,
+                goal_met=(
+                    row["outcome"] == row["expected"] and row["requests_failed"] == 0 and ok
+                    and covered
+                ),
             )  # fmt: skip
+            if not covered:
+                row["note"] += "; no append fell in the outage (nothing was retried)"
     finally:
         server.__exit__(None, None, None)
     return row
@@ -395,7 +406,14 @@ async def _deploy_onto_full_disk(h: Harness, disk: SmallDisk, fill_when: str) ->
     return row
 
 
+async def no_fault_control(h: Harness) -> dict[str, Any]:
+    """The same deployment under the same load with no fault: what the machine alone costs
+    (a busy 2-core machine times requests out), to read the rows below against."""
+    return await h.deploy(None, note="control: no fault injected")
+
+
 CASES: dict[str, Case] = {
+    "no_fault_control": no_fault_control,
     "redis_unreachable": redis_unreachable,
     "postgres_down_10s": postgres_down_10s,
     "audit_disk_full_before_provision": _disk_case("before"),
