@@ -17,7 +17,7 @@ import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
-from zdp.slack.server import listen
+from zdp.httpserve import listen
 
 BOT_USER = "UZDPBOT01"
 BOT_TEAM = "T0001"

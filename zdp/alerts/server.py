@@ -12,13 +12,12 @@ Answers, as Alertmanager reads them (it sends again after a 5xx, never after a 4
 from __future__ import annotations
 
 import logging
-import socket
 from collections.abc import Callable
 
-import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
+from zdp import httpserve
 from zdp.alerts.auth import bearer_matches
 from zdp.alerts.policy import parse_payload
 from zdp.alerts.receiver import AlertReceiver, TemporalUnreachable
@@ -69,29 +68,8 @@ def http_app(receiver: AlertReceiver, token: str) -> FastAPI:
     return api
 
 
-def listen(host: str, port: int) -> socket.socket:
-    """A listening TCP socket; ZdpError in one line if it cannot bind."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((host, port))
-        sock.listen(128)
-    except OSError as err:
-        sock.close()
-        raise ZdpError(f"cannot listen on {host}:{port}: {err.strerror}") from None
-    return sock
-
-
 async def serve(
     app: FastAPI, host: str, port: int, on_ready: Callable[[str], None] | None = None
 ) -> None:
-    """Serve until SIGINT or SIGTERM; `on_ready` gets the webhook URL once the socket is bound."""
-    sock = listen(host, port)
-    bound_host, bound_port = sock.getsockname()[:2]
-    shown = f"[{bound_host}]" if ":" in bound_host else bound_host
-    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
-    server = uvicorn.Server(config)
-    if on_ready is not None:
-        on_ready(f"http://{shown}:{bound_port}{WEBHOOK_PATH}")
-    await server.serve(sockets=[sock])
+    """Serve until SIGINT or SIGTERM; `on_ready` gets the URL once the socket is bound."""
+    await httpserve.serve(app, host, port, WEBHOOK_PATH, on_ready, log_level="warning")
