@@ -25,7 +25,6 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +34,7 @@ import pytest
 from tests.cli_checks import ZDP
 from tests.kit import APP, Harness, enrol
 from tests.ports import port_base
+from tests.scrape_target import scrape_target
 from zdp import deployments
 from zdp.compliance.audit.log import default_log_path, verify_log
 from zdp.compliance.engine_key import engine_key
@@ -110,27 +110,8 @@ class Gauges:
 @pytest.fixture
 def gauges() -> Iterator[Gauges]:
     state = Gauges()
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            body = state.exposition()
-            self.send_response(200 if self.path == "/metrics" else 404)
-            self.send_header("Content-Type", "text/plain; version=0.0.4")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, format: str, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", TARGET_PORT), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with scrape_target(state.exposition, TARGET_PORT):
         yield state
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 class Process:

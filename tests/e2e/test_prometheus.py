@@ -16,13 +16,13 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
 import pytest
 
 from tests.ports import free_port
+from tests.scrape_target import scrape_target
 from zdp.errors import PlatformError
 from zdp.health.prometheus import MetricTemplate, PrometheusProvider, TemplateRun
 from zdp.models import GateResult
@@ -55,27 +55,8 @@ class Target:
 @pytest.fixture(scope="session")
 def target() -> Iterator[tuple[Target, int]]:
     state = Target()
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            body = state.exposition()
-            self.send_response(200 if self.path == "/metrics" else 404)
-            self.send_header("Content-Type", "text/plain; version=0.0.4")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, format: str, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield state, int(server.server_address[1])
-    finally:
-        server.shutdown()
-        server.server_close()
+    with scrape_target(state.exposition) as port:
+        yield state, port
 
 
 def _scraped(port: int) -> bool:

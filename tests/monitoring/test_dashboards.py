@@ -27,7 +27,6 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +65,7 @@ from tests.monitoring.workload import (
     break_down,
 )
 from tests.ports import free_port, port_base
+from tests.scrape_target import scrape_target
 from workers.telemetry import start_telemetry
 from zdp import metrics
 from zdp.errors import PlatformError
@@ -154,24 +154,6 @@ def test_dashboards_name_only_known_metrics() -> None:
 # --- scrape targets -------------------------------------------------------------------------
 
 
-def _serve(exposition: Callable[[], bytes]) -> tuple[ThreadingHTTPServer, int]:
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            body = exposition()
-            self.send_response(200 if self.path == "/metrics" else 404)
-            self.send_header("Content-Type", "text/plain; version=0.0.4")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, format: str, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return server, int(server.server_address[1])
-
-
 def _drive_engine_metrics() -> None:
     """Three deployments through DeploymentObserver, as the workflow reports its timeline."""
     now = datetime.now(UTC)
@@ -229,12 +211,8 @@ def _drive_engine_metrics() -> None:
 @pytest.fixture(scope="module")
 def engine_target() -> Iterator[int]:
     _drive_engine_metrics()
-    server, port = _serve(lambda: generate_latest(metrics.REGISTRY))
-    try:
+    with scrape_target(lambda: generate_latest(metrics.REGISTRY)) as port:
         yield port
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def _slot_app(registry: CollectorRegistry, failing_every: int | None) -> Starlette:
@@ -280,15 +258,15 @@ def app_targets() -> Iterator[dict[str, int]]:
     stop = threading.Event()
     thread = threading.Thread(target=asyncio.run, args=(_traffic(apps, stop),), daemon=True)
     thread.start()
-    servers = {slot: _serve(lambda r=r: generate_latest(r)) for slot, r in registries.items()}
-    try:
-        yield {slot: port for slot, (_, port) in servers.items()}
-    finally:
-        stop.set()
-        thread.join(timeout=10)
-        for server, _ in servers.values():
-            server.shutdown()
-            server.server_close()
+    with (
+        scrape_target(lambda: generate_latest(registries["stable"])) as stable,
+        scrape_target(lambda: generate_latest(registries["canary"])) as canary,
+    ):
+        try:
+            yield {"stable": stable, "canary": canary}
+        finally:
+            stop.set()
+            thread.join(timeout=10)
 
 
 def _temporal_binary() -> str:
