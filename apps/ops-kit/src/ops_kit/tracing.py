@@ -5,7 +5,9 @@ span. The request's SERVER span (named by method and route template, `GET /api/i
 continues that trace:
 - FastAPI makes it itself (its native OpenTelemetry support, FastAPI >= 0.13x) whenever a tracer
   provider is configured; `instrument` keeps it from tracing health probes that are in no trace
-  (the proxy's and the orchestrator's checks would bury the requests that matter);
+  (the proxy's and the orchestrator's checks would bury the requests that matter) and turns
+  its operation spans off (one span per dependency, endpoint and serialization: they cost more
+  than the request's own work), so a request is one span;
 - otherwise `TracingMiddleware` does: a SERVER span, recorded when a provider is configured,
   else a non-recording one that only carries the caller's ids.
 Either way the span is current while the request is served, so its JSON log lines carry the
@@ -93,8 +95,13 @@ def instrument(app: FastAPI, app_name: str, version: str, slot: str | None) -> N
         return
     exported = configure_tracing(app_name, version, slot)
     native = getattr(app, "_telemetry", None)  # FastAPI's own OpenTelemetry config, if it has it
-    if isinstance(native, dict) and native.get("exclude") is None:
-        native["exclude"] = untraced_probe
+    if isinstance(native, dict):
+        if native.get("exclude") is None:
+            native["exclude"] = untraced_probe
+        # The SERVER span only: FastAPI's operation spans (each dependency, the endpoint, the
+        # serialization: three more per order submit) doubled the CPU a traced request costs
+        # (bench/instrumentation.py, docs/benchmarks.md).
+        native["operation_spans"] = False
     app.add_middleware(TracingMiddleware, every_request=exported)
 
 
