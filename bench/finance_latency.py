@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import math
 import os
@@ -39,7 +40,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -101,11 +102,22 @@ def free_port() -> int:
 def running_app(log_path: Path, data_dir: Path | None) -> Iterator[str]:
     """The app on a free loopback port until the block ends; stopped by its pid. With
     `data_dir` as its APP_DATA_DIR, where it keeps the idempotency ledger."""
+    with app_process(log_path, data_dir) as (base_url, _):
+        yield base_url
+
+
+@contextmanager
+def app_process(
+    log_path: Path, data_dir: Path | None, extra_env: Mapping[str, str] | None = None
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """`running_app`, with `extra_env` added to the app's environment, yielding its URL and
+    its process (bench/instrumentation.py gives one an OTLP endpoint and reads its CPU time)."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("APP_")}
     env.update(PYTHONPATH=str(APP_SRC), APP_ENV="local", PYTHONUNBUFFERED="1")
     if data_dir is not None:
         env["APP_DATA_DIR"] = str(data_dir)
+    env.update(extra_env or {})
     with log_path.open("wb") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "finance_trading", "--host", "127.0.0.1", "--port", str(port)],
@@ -118,7 +130,7 @@ def running_app(log_path: Path, data_dir: Path | None) -> Iterator[str]:
     base_url = f"http://127.0.0.1:{port}"
     try:
         _await_ready(process, base_url, log_path)
-        yield base_url
+        yield base_url, process
     finally:
         if process.poll() is None:
             process.send_signal(signal.SIGTERM)  # the app drains, then exits 0
@@ -143,8 +155,10 @@ def _await_ready(process: subprocess.Popen[bytes], base_url: str, log_path: Path
     raise RuntimeError("the app was not ready within 30 s")
 
 
-def order_submit(run: str) -> Request:
-    """POST /api/orders, a fresh client order id each; buys and sells alternate at 190.00."""
+def order_submit(run: str, headers: Mapping[str, str] | None = None) -> Request:
+    """POST /api/orders, a fresh client order id each; buys and sells alternate at 190.00.
+    `headers` go with every submit (bench/instrumentation.py sends a gate's `traceparent`)."""
+    extra = dict(headers or {})
 
     def send(client: httpx.AsyncClient, i: int) -> Any:
         client_order_id = f"{run}-{i}"
@@ -155,7 +169,7 @@ def order_submit(run: str) -> Request:
             "qty": 1,
             "limit_price": "190.00",
         }
-        headers = {"X-API-Key": DEMO_KEY, "Idempotency-Key": client_order_id}
+        headers = {"X-API-Key": DEMO_KEY, "Idempotency-Key": client_order_id, **extra}
         return client.post("/api/orders", json=body, headers=headers)
 
     return send
@@ -167,15 +181,21 @@ def quote_read(client: httpx.AsyncClient, i: int) -> Any:
 
 async def open_loop(
     client: httpx.AsyncClient, send: Request, series: Series, rate: float, requests: int,
-    seconds: float, first: int = 0,
+    seconds: float, first: int = 0, in_flight: asyncio.Semaphore | None = None,
 ) -> None:  # fmt: skip
-    """Start request i at t0 + i/rate until `requests` or `seconds`; wait for every answer."""
+    """Start request i at t0 + i/rate until `requests` or `seconds`; wait for every answer.
+
+    With `in_flight`, a request waits for one of its slots before it is handed to httpx, and
+    that wait counts in its latency: httpx's pool scans every queued request per request, so
+    a backlog of thousands (an app that fell behind on a busy machine) would make the client,
+    not the app, the bottleneck (bench/instrumentation.py passes the pool's size)."""
 
     async def one(i: int, due: float) -> None:
         started = time.perf_counter()
         series.max_send_lag_ms = max(series.max_send_lag_ms, (started - due) * 1000)
         try:
-            answer = await send(client, first + i)
+            async with in_flight or contextlib.nullcontext():
+                answer = await send(client, first + i)
             ok = answer.status_code in (200, 201)
         except httpx.HTTPError:
             ok = False

