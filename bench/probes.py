@@ -1,20 +1,27 @@
-"""How long one health sweep of 100 endpoints takes: the engine's parallel pooled sweep vs naive.
+"""How long one health sweep of 100 endpoints takes: the engine's parallel sweep vs naive.
 
 Starts 100 loopback HTTP endpoints (100 ports, one asyncio listener each, all in one child
 process so that serving them does not share the measuring process's event loop), each answering
-`GET /healthz/ready` with 200, a 2-byte body, Content-Length and keep-alive. Then, interleaved
-sweep by sweep in the same run:
+`GET /healthz/ready` with 200, a 2-byte body, Content-Length and keep-alive. Then, side by side
+in the same run:
 
 - engine:                   `BreakerBoard.sweep` with one `HttpProbe` (50 ms hard deadline per
-                            probe, kept-alive connections per endpoint, bounded concurrency), as
-                            gates run;
-- raw_keepalive:            reference floor: the same sweep over one bare asyncio stream each;
+                            probe, kept-alive connections per endpoint, at most 32 in flight;
+                            the probe's own sweep, `probe_many`: callbacks, no task per probe),
+                            as gates run;
+- raw_keepalive:            reference floor: `BreakerBoard.sweep` over one bare asyncio stream
+                            per endpoint (a coroutine per probe);
 - naive:                    the endpoints one after another, each a new TCP connection
                             (blocking socket, `Connection: close`), one GET, read, close.
 
-Reports p50/p99/max sweep latency in ms for each, failed probes and breaker skips, the first
-(cold) sweep, the machine and the command. Warm-up sweeps are excluded. Bounded in sweeps and in
-time (`--max-seconds`); loopback only; the child process is stopped by its pid.
+The engine and the floor run on asyncio's event loop (as the worker runs) and on uvloop's: the
+sweeps alternate in blocks of `--block` rounds between two event loops of this process (each
+keeps its own connections), one sweep of each contender per round. Reports p50/p99/max sweep
+latency in ms for each, this process's CPU per sweep, the endpoints' process's CPU per sweep
+(from /proc/<pid>/schedstat: it answers each sweep's 100 requests one after another, a floor of
+its own), failed probes and breaker skips, the first (cold) sweep, the load average before and
+after, the machine and the command. Warm-up sweeps are excluded. Bounded in sweeps and in time
+(`--max-seconds`); loopback only; the child process is stopped by its pid.
 
     .venv/bin/python bench/probes.py [--endpoints 100] [--sweeps 200] [--warmup 5] [--json]
 """
@@ -191,9 +198,34 @@ class Contender:
     method: str
     sweep: Callable[[], Awaitable[list[ProbeResult]]] | None  # None: the naive blocking sweep
     samples: list[float] = field(default_factory=list)
+    cpu: list[float] = field(default_factory=list)  # this process's CPU ms per sweep
+    server_cpu_ms: float = 0.0  # the endpoints' process, over the measured sweeps
+    server_pid: int = 0
     failed: int = 0
     circuit_open: int = 0
     cold_ms: float | None = None
+
+    def run_once(self, urls: list[str], measured: bool) -> Awaitable[None]:
+        async def once() -> None:
+            server = _run_ns(self.server_pid)
+            started, cpu = time.perf_counter(), time.process_time()
+            if self.sweep is None:
+                failed, skipped = naive_sweep(urls, timeout=1.0), 0
+            else:
+                results = await self.sweep()
+                failed = sum(1 for r in results if not r.ok)
+                skipped = sum(1 for r in results if r.error == CIRCUIT_OPEN)
+            took = (time.perf_counter() - started) * 1000
+            if self.cold_ms is None:
+                self.cold_ms = took
+            if measured:
+                self.samples.append(took)
+                self.cpu.append((time.process_time() - cpu) * 1000)
+                self.server_cpu_ms += (_run_ns(self.server_pid) - server) / 1e6
+                self.failed += failed
+                self.circuit_open += skipped
+
+        return once()
 
     def report(self) -> dict[str, Any]:
         ordered = self.samples
@@ -203,6 +235,8 @@ class Contender:
             "p99_ms": round(percentile(ordered, 99), 3),
             "max_ms": round(max(ordered), 3),
             "min_ms": round(min(ordered), 3),
+            "cpu_p50_ms": round(percentile(self.cpu, 50), 3),
+            "endpoint_server_cpu_ms_per_sweep": round(self.server_cpu_ms / len(ordered), 3),
             "failed_probes": self.failed,
         }
         if self.sweep is not None:
@@ -211,59 +245,111 @@ class Contender:
         return row
 
 
-async def measure(args: argparse.Namespace, urls: list[str]) -> dict[str, Any]:
+def contenders_on(loop: str, urls: list[str], args: argparse.Namespace) -> dict[str, Contender]:
+    """The engine's sweep and the bare floor, each with its own state, for one event loop."""
     c = args.concurrency
     shared = HttpProbe(timeout=args.timeout)
     raw = RawKeepAlive(args.timeout)
     boards = [BreakerBoard() for _ in range(2)]
-    contenders = {
-        "engine": Contender(
-            "BreakerBoard.sweep + HttpProbe (kept-alive connections per endpoint), parallel",
+    suffix = "" if loop == "asyncio" else f"_{loop}"
+    on = f" on {loop}"
+    return {
+        f"engine{suffix}": Contender(
+            "BreakerBoard.sweep + HttpProbe.probe_many (kept-alive connections per endpoint, "
+            "callbacks, no task per probe), parallel" + on,
             lambda: boards[0].sweep(shared, urls, concurrency=c),
         ),
-        "raw_keepalive": Contender(
-            "reference: BreakerBoard.sweep + one bare asyncio keep-alive stream per endpoint",
+        f"raw_keepalive{suffix}": Contender(
+            "reference: BreakerBoard.sweep + one bare asyncio keep-alive stream per endpoint" + on,
             lambda: boards[1].sweep(raw, urls, concurrency=c),
         ),
-        "naive": Contender(
-            "sequential, new TCP connection per endpoint (blocking socket, Connection: close)",
-            None,
-        ),
     }
+
+
+async def sweep_block(
+    contenders: list[Contender], urls: list[str], count: int, measured: bool
+) -> None:
+    """`count` rounds, one sweep of each contender per round (interleaved)."""
+    for _ in range(count):
+        for contender in contenders:
+            await contender.run_once(urls, measured)
+
+
+async def close_all(contenders: dict[str, Contender]) -> None:
+    for contender in contenders.values():
+        sweep = contender.sweep
+        if sweep is None:
+            continue
+        # Each contender's probe is the one its lambda closes over.
+        for cell in sweep.__closure__ or ():
+            probe = cell.cell_contents
+            if isinstance(probe, HttpProbe | RawKeepAlive):
+                await probe.aclose()
+
+
+def measure(args: argparse.Namespace, urls: list[str], server_pid: int) -> dict[str, Any]:
+    """Every contender on asyncio's loop and on uvloop, in blocks of `--block` rounds that
+    alternate between the two loops (each loop keeps its own connections), plus the naive
+    sweep once a round on the asyncio side: side by side, under the same load."""
+    import uvloop
+
+    runners = {
+        "asyncio": asyncio.Runner(),
+        "uvloop": asyncio.Runner(loop_factory=uvloop.new_event_loop),
+    }
+    naive = Contender(
+        "sequential, new TCP connection per endpoint (blocking socket, Connection: close)", None
+    )
+    per_loop = {loop: contenders_on(loop, urls, args) for loop in runners}
+    order = {
+        "asyncio": [*per_loop["asyncio"].values(), naive],
+        "uvloop": list(per_loop["uvloop"].values()),
+    }
+    for contender in [naive, *(c for loop in per_loop.values() for c in loop.values())]:
+        contender.server_pid = server_pid
     stopped_early = False
     deadline = time.monotonic() + args.max_seconds
     try:
-        for i in range(args.warmup + args.sweeps):
+        for loop, runner in runners.items():
+            runner.run(sweep_block(order[loop], urls, args.warmup, measured=False))
+        done = 0
+        while done < args.sweeps:
             if time.monotonic() > deadline:
                 stopped_early = True
                 break
-            for contender in contenders.values():
-                started = time.perf_counter()
-                if contender.sweep is None:
-                    failed, skipped = naive_sweep(urls, timeout=1.0), 0
-                else:
-                    results = await contender.sweep()
-                    failed = sum(1 for r in results if not r.ok)
-                    skipped = sum(1 for r in results if r.error == CIRCUIT_OPEN)
-                took = (time.perf_counter() - started) * 1000
-                if contender.cold_ms is None:
-                    contender.cold_ms = took
-                if i >= args.warmup:
-                    contender.samples.append(took)
-                    contender.failed += failed
-                    contender.circuit_open += skipped
+            count = min(args.block, args.sweeps - done)
+            for loop, runner in runners.items():
+                runner.run(sweep_block(order[loop], urls, count, measured=True))
+            done += count
     finally:
-        await shared.aclose()
-        await raw.aclose()
-    if not contenders["engine"].samples:
+        for loop, runner in runners.items():
+            runner.run(close_all(per_loop[loop]))
+            runner.close()
+    engine = per_loop["asyncio"]["engine"]
+    if not engine.samples:
         raise SystemExit("no sweep finished within --max-seconds")
+    rows = {name: c.report() for loop in runners for name, c in per_loop[loop].items()}
     return {
-        "concurrency": c,
+        "concurrency": args.concurrency,
         "probe_timeout_ms": args.timeout * 1000,
-        "sweeps": len(contenders["engine"].samples),
+        "sweeps": len(engine.samples),
+        "block": args.block,
         "stopped_early": stopped_early,
-        **{name: contender.report() for name, contender in contenders.items()},
+        **rows,
+        "naive": naive.report(),
     }
+
+
+def _run_ns(pid: int) -> int:
+    """Nanoseconds `pid`'s main thread has run on a CPU (/proc/<pid>/schedstat; 0 if unknown):
+    the endpoints' process answers each sweep's requests one after another on that thread."""
+    if not pid:
+        return 0
+    try:
+        with open(f"/proc/{pid}/schedstat") as f:
+            return int(f.read().split()[0])
+    except (OSError, IndexError, ValueError):
+        return 0
 
 
 def main() -> None:
@@ -273,6 +359,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--timeout", type=float, default=0.05, help="probe deadline, seconds")
+    parser.add_argument("--block", type=int, default=10, help="rounds per loop, alternating")
     parser.add_argument("--max-seconds", type=float, default=300.0)
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--serve", type=int, help=argparse.SUPPRESS)
@@ -283,13 +370,17 @@ def main() -> None:
     if not 1 <= args.endpoints <= 1000 or not 1 <= args.sweeps <= 100_000:
         parser.error("--endpoints must be 1..1000 and --sweeps 1..100000")
 
+    load_before = [round(x, 2) for x in os.getloadavg()]
     with Endpoints(args.endpoints) as endpoints:
-        measured = asyncio.run(measure(args, endpoints.urls))
+        assert endpoints.process is not None
+        measured = measure(args, endpoints.urls, endpoints.process.pid)
     report = {
         "bench": "probes",
         "endpoints": args.endpoints,
         "warmup_sweeps_excluded": args.warmup,
         **measured,
+        "load_average_before": load_before,
+        "load_average_after": [round(x, 2) for x in os.getloadavg()],
         "machine": {
             "cpu_count": os.cpu_count(),
             "platform": platform.platform(),
@@ -305,13 +396,19 @@ def main() -> None:
         f"(+{args.warmup} warm-up), {os.cpu_count()} CPUs, Python {platform.python_version()}"
     )
     print(f"concurrency {args.concurrency}, probe deadline {args.timeout * 1000:g} ms")
-    print(f"{'sweep':<26}{'p50 ms':>10}{'p99 ms':>10}{'max ms':>10}{'failed':>8}{'skipped':>8}")
-    for name in ("engine", "raw_keepalive", "naive"):
+    print(
+        f"{'sweep':<26}{'p50 ms':>10}{'p99 ms':>10}{'max ms':>10}{'cpu ms':>8}{'srv ms':>8}"
+        f"{'failed':>8}{'skipped':>8}"
+    )
+    names = ("engine", "raw_keepalive", "engine_uvloop", "raw_keepalive_uvloop", "naive")
+    for name in names:
         row = report[name]
         print(
-            f"{name:<26}{row['p50_ms']:>10.2f}{row['p99_ms']:>10.2f}"
-            f"{row['max_ms']:>10.2f}{row['failed_probes']:>8}{row.get('circuit_open_skips', 0):>8}"
+            f"{name:<26}{row['p50_ms']:>10.2f}{row['p99_ms']:>10.2f}{row['max_ms']:>10.2f}"
+            f"{row['cpu_p50_ms']:>8.2f}{row['endpoint_server_cpu_ms_per_sweep']:>8.2f}"
+            f"{row['failed_probes']:>8}{row.get('circuit_open_skips', 0):>8}"
         )
+    print(f"load average {report['load_average_before']} -> {report['load_average_after']}")
     print(f"command: {report['command']}")
 
 

@@ -8,12 +8,16 @@ each repetition measures, side by side under the same load:
 - rollback:   finance-trading to a version whose API answers 503, caught and rolled back;
 - blue-green: pharma-manufacturing switched to a new colour;
 - naive:      finance-trading's stable process stopped and the new version started on the
-              same port, the way a plain redeploy does it.
+              same port, the way a plain redeploy does it;
+- steady:     the same load with no deployment, on each app's listener, as long as that
+              repetition's canary (finance-trading) and blue-green (pharma-manufacturing) runs:
+              what users see when nothing happens, the baseline of every other scenario.
 
-For each: requests sent, requests failed, client p50/p99 latency, and for the rollback the
-time from the canary's first failed response to its weight back at 0. Prints medians and
-min-max over the repetitions; `--json` prints one JSON object. Every load loop is bounded
-in time and count and targets loopback only.
+For each: requests sent, requests failed, client p50/p99 latency, each scenario's p99 over its
+app's steady p99 of the same repetition (`p99_vs_steady`), and for the rollback the time from
+the canary's first failed response to its weight back at 0. Prints medians and min-max over the
+repetitions; `--json` prints one JSON object. Every load loop is bounded in time and count and
+targets loopback only.
 
     .venv/bin/python bench/zero_downtime.py --rate 500 --repeat 3 [--json]
 """
@@ -25,6 +29,7 @@ import asyncio
 import json
 import os
 import platform
+import socket
 import statistics
 import sys
 import tempfile
@@ -36,6 +41,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from zdp.cli.demo import DEMO_CONFIG, TARGETS, ContainmentClock, Demo  # noqa: E402
+from zdp.errors import PlatformError  # noqa: E402
 from zdp.loadgen import LoadProcess  # noqa: E402
 from zdp.models import ReleaseManifest, Strategy  # noqa: E402
 from zdp.platforms.envoy.router import EnvoyRouter  # noqa: E402
@@ -43,6 +49,26 @@ from zdp.platforms.layout import LOCAL_APPS  # noqa: E402
 from zdp.platforms.local.runtime import LocalRuntime  # noqa: E402
 from zdp.stack import Stack  # noqa: E402
 from zdp.temporal import connect  # noqa: E402
+
+
+def free_port_base(first: int, last: int = 31200) -> tuple[int, int]:
+    """(port base, Temporal port): the first base from `first` (steps of 300) whose stack ports
+    (base to base + 299), Temporal's port (base + 290) and its UI's (+ 1000) nobody listens on
+    now: other benchmarks and test stacks share this machine. Below Linux's ephemeral ports."""
+    for base in range(first, last + 1, 300):
+        ports = [*range(base, base + 300), base + 1290]
+        if ports[-1] < 32768 and all(_bindable(p) for p in ports):
+            return base, base + 290
+    raise SystemExit(f"no free port range between {first} and {last + 300}: set ZDP_PORT_BASE")
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 def _url(app: str) -> str:
@@ -62,28 +88,37 @@ async def _under_load(rate: float, app: str, work: Any) -> tuple[dict[str, float
     return report, outcome
 
 
-async def _naive_redeploy(demo: Demo, version: str) -> str:
-    """Stop stable, start the new version in its place: what a plain redeploy does."""
-    runtime = LocalRuntime(demo.home)
-    envelope_manifest = ReleaseManifest(
+def _naive_manifest(demo: Demo, version: str) -> ReleaseManifest:
+    return ReleaseManifest(
         app="finance-trading", version=version, artifact=demo.artifacts["finance-trading"]
     )
+
+
+async def _naive_redeploy(demo: Demo, version: str) -> bool:
+    """Stop stable, start the new version in its place: what a plain redeploy does. Whether it
+    was ready within the runtime's deadline (20 s): under load, and on a busy machine, the new
+    process's readiness check can wait behind the burst of connections Envoy opens to it."""
+    runtime = LocalRuntime(demo.home)
     await runtime.retire("finance-trading", "stable")
-    await runtime.provision(envelope_manifest, "stable")
-    return "redeployed"
+    try:
+        await runtime.provision(_naive_manifest(demo, version), "stable")
+    except PlatformError:
+        return False
+    return True
 
 
 async def bench(rate: float, repeat: int) -> dict[str, Any]:
     home = Path(tempfile.mkdtemp(prefix="zdp-bench-"))
     os.environ["ZDP_HOME"] = str(home)
-    os.environ.setdefault("ZDP_PORT_BASE", "29000")  # below the ephemeral ports
-    os.environ.setdefault("ZDP_TEMPORAL_PORT", "29400")
+    if "ZDP_PORT_BASE" not in os.environ:  # a free range, from 29000 on
+        base, temporal = free_port_base(29000)
+        os.environ["ZDP_PORT_BASE"], os.environ["ZDP_TEMPORAL_PORT"] = str(base), str(temporal)
     demo = Demo(home, quiet=True)
     stack = Stack(home=home, config=DEMO_CONFIG)
     await asyncio.to_thread(demo.prepare)
     client = await connect(target_host=stack.temporal_address)
     results: dict[str, list[dict[str, float]]] = {
-        k: [] for k in ("canary", "rollback", "blue_green", "naive")
+        k: [] for k in ("canary", "rollback", "blue_green", "naive", "steady", "steady_pharma")
     }
     try:
         await demo.deploy(client, "finance-trading", "1.0.0", Strategy.canary, load=False)
@@ -95,6 +130,11 @@ async def bench(rate: float, repeat: int) -> dict[str, Any]:
                 demo.deploy(client, "finance-trading", good, Strategy.canary, load=False),
             )  # fmt: skip
             results["canary"].append({**load, "promoted": float(s.outcome == "promoted")})
+            # Steady state: the same load for as long, nothing deployed.
+            load, _ = await _under_load(
+                rate, "finance-trading", asyncio.sleep(_deployment_seconds(load, rate))
+            )
+            results["steady"].append(load)
 
             router = EnvoyRouter(home)
             clock = ContainmentClock(router, "finance-trading", "canary")
@@ -123,15 +163,25 @@ async def bench(rate: float, repeat: int) -> dict[str, Any]:
                 ),
             )  # fmt: skip
             results["blue_green"].append({**load, "promoted": float(s.outcome == "promoted")})
-
             load, _ = await _under_load(
+                rate, "pharma-manufacturing", asyncio.sleep(_deployment_seconds(load, rate))
+            )
+            results["steady_pharma"].append(load)
+
+            load, ready = await _under_load(
                 rate, "finance-trading", _naive_redeploy(demo, f"3.{i}.0")
             )  # fmt: skip
-            results["naive"].append(load)
+            results["naive"].append({**load, "ready_in_time": float(ready)})
+            if not ready:  # start it again without load, for the next round
+                await LocalRuntime(demo.home).provision(_naive_manifest(demo, f"3.{i}.0"), "stable")
             # Put the engine back in charge of a healthy stable for the next round.
             await demo.deploy(client, "finance-trading", f"4.{i}.0", Strategy.canary, load=False)
     finally:
         await asyncio.to_thread(stack.down)
+    # Each scenario's p99 over the steady p99 of its own app in the same repetition.
+    for name, steady in STEADY_OF.items():
+        for run, base in zip(results[name], results[steady], strict=True):
+            run["p99_vs_steady"] = run["p99_ms"] / base["p99_ms"] if base["p99_ms"] else -1.0
     return {
         "benchmark": "zero_downtime",
         "rate_per_s": rate,
@@ -139,6 +189,21 @@ async def bench(rate: float, repeat: int) -> dict[str, Any]:
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
         "scenarios": {name: _stats(runs) for name, runs in results.items()},
     }
+
+
+# The steady run each scenario is compared with: the same app's listener, the same repetition.
+STEADY_OF = {
+    "canary": "steady",
+    "rollback": "steady",
+    "naive": "steady",
+    "blue_green": "steady_pharma",
+}
+
+
+def _deployment_seconds(load: dict[str, float], rate: float) -> float:
+    """How long a scenario's deployment ran: its load's span (sent / rate) less the 1 s before
+    and 0.5 s after it that `_under_load` adds."""
+    return max(1.0, load["requests_sent"] / rate - 1.5)
 
 
 def _stats(runs: list[dict[str, float]]) -> dict[str, dict[str, float]]:
@@ -160,7 +225,10 @@ def main() -> None:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     started = time.monotonic()
+    load_before = [round(x, 2) for x in os.getloadavg()]
     result = asyncio.run(bench(args.rate, args.repeat))
+    result["load_average_before"] = load_before
+    result["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
     result["wall_s"] = round(time.monotonic() - started, 1)
     if args.json:
         print(json.dumps(result, indent=2))
