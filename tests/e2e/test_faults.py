@@ -61,6 +61,7 @@ def faults_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
             stack.down()
 
 
+RATE = 100.0
 # Versions only go up (an older one is blocked as a downgrade): one counter for the module.
 VERSIONS = {"next": 0}
 
@@ -71,7 +72,9 @@ async def h(faults_home: Path) -> AsyncIterator[Harness]:
     stack = await asyncio.to_thread(demo.prepare)  # idempotent: the stack is already up
     client = await connect(target_host=stack.temporal_address)
     router = EnvoyRouter(faults_home)
-    harness = Harness(faults_home, stack, demo, client, router, rate=200.0)
+    # 100 requests a second: enough to see any failure, light enough that the load itself does
+    # not starve the app processes on two cores while other test modules run beside this one.
+    harness = Harness(faults_home, stack, demo, client, router, rate=RATE)
     harness.version_counter = VERSIONS["next"]
     if harness.version_counter == 0:
         await demo.deploy(client, APP, "1.0.0", Strategy.canary, load=False)
@@ -86,7 +89,7 @@ def _held(row: dict[str, Any]) -> None:
     """What every case must keep: no failed request, and the evidence intact."""
     assert row["requests_failed"] == 0, json.dumps(row)
     assert row["audit_ok"], row["audit"]
-    assert row["requests_sent"] > 500, json.dumps(row)  # load flowed for the whole deployment
+    assert row["requests_sent"] > 1000, json.dumps(row)  # load flowed for the whole deployment
 
 
 async def test_worker_killed_mid_bake_a_new_worker_finishes_the_deployment(h: Harness) -> None:
@@ -123,7 +126,7 @@ async def test_envoy_killed_mid_canary_comes_back_with_the_current_weights(h: Ha
     # One Envoy serves the listener: requests sent while it is down fail (connection refused
     # or reset), and only those: at most the outage's worth at the load's rate, with slack.
     outage = row["envoy_back_s"] + 2.0
-    assert row["requests_failed"] <= 200.0 * outage, json.dumps(row)
+    assert row["requests_failed"] <= RATE * outage, json.dumps(row)
     assert set(row["failure_kinds"]) <= {
         "ConnectionRefusedError", "ConnectionResetError", "IncompleteReadError",
         "BrokenPipeError", "OSError",
