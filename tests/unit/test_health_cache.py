@@ -162,23 +162,44 @@ async def test_unreachable_redis_degrades_to_memory_with_one_warning(
     assert cache.unavailable is not None
 
 
-async def test_a_hung_redis_holds_no_call_past_the_call_timeout(
+async def test_a_hung_redis_never_holds_up_a_put(
     silent_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """One call waits out the timeout; every call after it goes to memory at once. (The bound
-    is loose on purpose: 100 calls that each waited would take 25 s.)"""
+    """Puts keep to memory and leave Redis to the background writer: 100 of them are not held
+    up by a Redis that never answers (the bound is loose on purpose: one wait each would take
+    25 s), gets are bounded by the call timeout, and the outage is one warning."""
     caplog.set_level(logging.WARNING, logger="zdp.health.cache")
     cache = RedisHealthCache(silent_url, call_timeout=0.25, recheck_seconds=0.05)
     started = time.monotonic()
     try:
         for i in range(100):
             await cache.put(healthy(f"e{i}"))
-            await asyncio.sleep(0)  # rechecks run in the background meanwhile
+            await asyncio.sleep(0)  # the writer and its rechecks run meanwhile
         assert await cache.get("e99") is not None
     finally:
         await cache.aclose()
     assert time.monotonic() - started < 10.0
     assert len(warnings_of(caplog)) == 1
+
+
+async def test_a_sweep_cancelled_while_redis_hangs_ends_at_once(silent_url: str) -> None:
+    """A gate cancels its sweep when it ends; a sweep putting into a hung Redis must end too
+    (redis-py can hang a task cancelled in the middle of a command: puts never make one)."""
+    cache = RedisHealthCache(silent_url, call_timeout=0.25)
+
+    async def sweep() -> None:
+        while True:
+            await cache.put(healthy("e"))
+            await asyncio.sleep(0.01)
+
+    try:
+        task = asyncio.create_task(sweep())
+        await asyncio.sleep(0.1)  # the writer is waiting on the silent server now
+        task.cancel()
+        done, _ = await asyncio.wait({task}, timeout=10)
+        assert done == {task}
+    finally:
+        await cache.aclose()
 
 
 async def test_an_unreachable_redis_never_fails_a_call(refused_url: str) -> None:

@@ -30,8 +30,9 @@ log = logging.getLogger("zdp.health.cache")
 
 REDIS_URL_ENV = "ZDP_REDIS_URL"
 DEFAULT_TTL_SECONDS = 5.0
-# Redis is local or near: a call that takes longer counts as Redis being unavailable.
-DEFAULT_CALL_TIMEOUT_SECONDS = 0.25
+# Redis is local or near: a call that takes longer counts as Redis being unavailable. No gate
+# waits on it (writes go in the background), so it may allow for a busy machine.
+DEFAULT_CALL_TIMEOUT_SECONDS = 1.0
 DEFAULT_RECHECK_SECONDS = 2.0
 
 
@@ -126,12 +127,15 @@ class RedisHealthCache:
     """HealthCache in Redis, shared by every worker and CLI that uses the same URL and prefix;
     while Redis does not answer, this process's memory.
 
-    A gate's sweep awaits `put`, so no call here may hold it up: every Redis call is bounded
-    by `call_timeout`, and the first one that fails (refused, timed out, refused by Redis) logs
-    one warning and switches this process to memory. From then on calls go to memory at once;
-    every `recheck_seconds` one PING, in the background and never awaited by a caller, looks
-    for Redis again, and when it answers one more warning says so and calls go back to Redis.
-    Every put is also kept in memory, so the switch loses nothing this process probed.
+    A gate's sweep awaits `put`, so `put` never waits on Redis: it keeps the result in this
+    process's memory and leaves the write to one background writer, which sends what is
+    pending (the latest result per endpoint) in one pipeline. No gate's task ever awaits or
+    cancels a Redis call (redis-py's asyncio client can hang a task cancelled in the middle of
+    a command). Every Redis call is bounded by redis-py's own socket timeouts, `call_timeout`
+    (connect and read). The first call that fails (refused, timed out, refused by Redis) logs
+    one warning and switches this process to memory; every `recheck_seconds` the writer PINGs,
+    and when Redis answers one more warning says so and Redis is used again. `get` returns the
+    newer of Redis's entry and this process's own, so a process reads what it just put.
     """
 
     def __init__(
@@ -156,8 +160,13 @@ class RedisHealthCache:
         self._clock = clock
         self._memory = MemoryHealthCache(ttl_seconds, clock)
         self.unavailable: str | None = None  # why Redis is not used now; None: it is
-        self._next_check = 0.0
-        self._recheck: asyncio.Task[None] | None = None
+        # Results waiting for the writer: endpoint -> (JSON value, when it was put).
+        self._pending: dict[str, tuple[str, float]] = {}
+        self._wake = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._writer: asyncio.Task[None] | None = None
+        self._closing = False
         try:
             # One quick retry (a pooled connection Redis closed), no backoff.
             self._redis: Any = Redis.from_url(
@@ -175,59 +184,106 @@ class RedisHealthCache:
     async def put(self, result: ProbeResult, at: datetime | None = None) -> None:
         entry = _entry(result, at)
         await self._memory.put(result, entry.at)
-        if not self._use_redis():
+        if self.unavailable is not None or self._closing:
             return
-        ttl_ms = max(1, round(self.ttl_seconds * 1000))
-        value = entry.model_dump_json()
-        await self._call(self._redis.set(self.key(result.endpoint), value, px=ttl_ms))
+        self._pending[result.endpoint] = (entry.model_dump_json(), self._clock())
+        self._idle.clear()
+        self._wake.set()
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.get_running_loop().create_task(self._write_loop())
 
     async def get(self, endpoint: str) -> CachedHealth | None:
-        if self._use_redis():
-            raw = await self._call(self._redis.get(self.key(endpoint)))
-            if raw is not _FAILED:
-                return self._decode(endpoint, raw)
-        return await self._memory.get(endpoint)
+        own = await self._memory.get(endpoint)
+        if self.unavailable is not None:
+            return own
+        raw = await self._call(self._redis.get(self.key(endpoint)))
+        if raw is _FAILED:
+            return own
+        return _newer(self._decode(endpoint, raw), own)
 
     async def get_many(self, endpoints: Iterable[str]) -> dict[str, CachedHealth]:
         wanted: Sequence[str] = list(dict.fromkeys(endpoints))
         if not wanted:
             return {}
-        if self._use_redis():
-            raws = await self._call(self._redis.mget([self.key(e) for e in wanted]))
-            if raws is not _FAILED:
-                found: dict[str, CachedHealth] = {}
-                for endpoint, raw in zip(wanted, raws, strict=True):
-                    entry = self._decode(endpoint, raw)
-                    if entry is not None:
-                        found[endpoint] = entry
-                return found
-        return await self._memory.get_many(wanted)
+        own = await self._memory.get_many(wanted)
+        if self.unavailable is not None:
+            return own
+        raws = await self._call(self._redis.mget([self.key(e) for e in wanted]))
+        if raws is _FAILED:
+            return own
+        found: dict[str, CachedHealth] = {}
+        for endpoint, raw in zip(wanted, raws, strict=True):
+            entry = _newer(self._decode(endpoint, raw), own.get(endpoint))
+            if entry is not None:
+                found[endpoint] = entry
+        return found
+
+    async def flush(self, timeout: float = 5.0) -> None:
+        """Wait (up to `timeout` s) until what was put is written, or Redis is given up."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._idle.wait(), timeout)
 
     async def aclose(self) -> None:
-        if self._recheck is not None:
-            self._recheck.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._recheck
+        """Stop the writer (after its write in flight, bounded) and close the connections."""
+        self._closing = True
+        self._wake.set()
+        pending = [t for t in (self._writer,) if t is not None and not t.done()]
+        if pending:
+            await asyncio.wait(pending, timeout=4 * self.call_timeout + 1)
+            for task in pending:
+                task.cancel()  # not awaited: a cancelled redis call may never finish
         await self._memory.aclose()
-        await self._redis.aclose()
+        closing = asyncio.get_running_loop().create_task(self._redis.aclose())
+        await asyncio.wait({closing}, timeout=4 * self.call_timeout + 1)
 
-    def _use_redis(self) -> bool:
-        """Whether calls go to Redis now; while they do not, start a recheck when one is due."""
-        if self.unavailable is None:
-            return True
-        running = self._recheck is not None and not self._recheck.done()
-        if not running and self._clock() >= self._next_check:
-            self._next_check = self._clock() + self.recheck_seconds
-            self._recheck = asyncio.get_running_loop().create_task(self._ping())
-        return False
+    async def _write_loop(self) -> None:
+        """The writer: pending results to Redis in one pipeline; while Redis is unavailable,
+        a PING every recheck_seconds until it answers."""
+        while not self._closing:
+            if self.unavailable is not None:
+                self._idle.set()
+                await self._sleep(self.recheck_seconds)
+                if not self._closing and await self._call(self._redis.ping()) is not _FAILED:
+                    self.unavailable = None
+                    log.warning(
+                        "health cache at %s answers again: back to Redis", redact_url(self.url)
+                    )
+                continue
+            if not self._pending:
+                self._idle.set()
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            batch, self._pending = self._pending, {}
+            try:
+                await self._write(batch)
+            except Exception as exc:  # never let the writer die: memory, and one warning
+                self._switch_to_memory(f"{type(exc).__name__}: {_reason(exc)}")
+
+    async def _write(self, batch: dict[str, tuple[str, float]]) -> None:
+        """One pipeline: SET each value with what is left of its TTL (expired ones not sent)."""
+        now = self._clock()
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for endpoint, (value, put_at) in batch.items():
+                left_ms = round((self.ttl_seconds - (now - put_at)) * 1000)
+                if left_ms > 0:
+                    pipe.set(self.key(endpoint), value, px=left_ms)
+            await self._call(pipe.execute())
+
+    async def _sleep(self, seconds: float) -> None:
+        """Sleep, or less when the cache is being closed."""
+        self._wake.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), seconds)
 
     async def _call(self, pending: Awaitable[Any]) -> Any:
-        """The Redis call's answer, or _FAILED (and memory from now on) within call_timeout."""
+        """The Redis call's answer, or _FAILED (and memory from now on); bounded by the
+        client's socket timeouts, never cancelled from here."""
         from redis.exceptions import RedisError
 
         try:
-            return await asyncio.wait_for(pending, self.call_timeout)
-        except (RedisError, OSError, TimeoutError) as exc:
+            return await pending
+        except (RedisError, OSError) as exc:
             self._switch_to_memory(_reason(exc))
             return _FAILED
 
@@ -235,23 +291,14 @@ class RedisHealthCache:
         if self.unavailable is not None:
             return  # one warning per outage
         self.unavailable = reason
-        self._next_check = self._clock() + self.recheck_seconds
+        self._pending.clear()
+        self._wake.set()  # the writer moves on to rechecking
         log.warning(
             "health cache at %s unavailable (%s): using this process's memory until Redis is "
             "reachable again (gates go on; other processes do not see this one's probes meanwhile)",
             redact_url(self.url),
             reason,
         )
-
-    async def _ping(self) -> None:
-        from redis.exceptions import RedisError
-
-        try:
-            await asyncio.wait_for(self._redis.ping(), self.call_timeout)
-        except (RedisError, OSError, TimeoutError):
-            return
-        self.unavailable = None
-        log.warning("health cache at %s answers again: back to Redis", redact_url(self.url))
 
     def _decode(self, endpoint: str, raw: bytes | str | None) -> CachedHealth | None:
         if raw is None:
@@ -264,12 +311,16 @@ class RedisHealthCache:
             return None
 
 
-_FAILED = object()  # a Redis call that did not answer in time or failed
+_FAILED = object()  # a Redis call that failed or did not answer in time
+
+
+def _newer(a: CachedHealth | None, b: CachedHealth | None) -> CachedHealth | None:
+    if a is None or b is None:
+        return a or b
+    return a if a.at >= b.at else b
 
 
 def _reason(exc: BaseException) -> str:
-    if isinstance(exc, TimeoutError) and not str(exc):
-        return "no answer in time"
     return " ".join(str(exc).split()).rstrip(".") or type(exc).__name__
 
 
