@@ -83,7 +83,7 @@ async def test_a_request_with_traceparent_is_a_server_span_of_the_callers_trace(
 async def test_a_traced_request_is_one_span_not_one_per_dependency(
     in_process: InProcess, spans: InMemorySpanExporter
 ) -> None:
-    """FastAPI's operation spans (dependencies, endpoint, serialization) stay off: with them a
+    """No span per dependency, endpoint or serialization (FastAPI's operation spans): with them a
     traced order submit cost about twice the CPU of an untraced one (bench/instrumentation.py)."""
     async with in_process() as client:
         answer = await client.get("/api/items/a-1", headers={"traceparent": TRACEPARENT})

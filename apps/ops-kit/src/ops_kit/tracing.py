@@ -1,17 +1,17 @@
 """Traces: each request that carries a W3C `traceparent` is served in the caller's trace.
 
 The engine's gates send `traceparent` with every probe and sampled request, naming the gate's
-span. The request's SERVER span (named by method and route template, `GET /api/items/{item_id}`)
-continues that trace:
-- FastAPI makes it itself (its native OpenTelemetry support, FastAPI >= 0.13x) whenever a tracer
-  provider is configured; `instrument` keeps it from tracing health probes that are in no trace
-  (the proxy's and the orchestrator's checks would bury the requests that matter) and turns
-  its operation spans off (one span per dependency, endpoint and serialization: they cost more
-  than the request's own work), so a request is one span;
-- otherwise `TracingMiddleware` does: a SERVER span, recorded when a provider is configured,
-  else a non-recording one that only carries the caller's ids.
-Either way the span is current while the request is served, so its JSON log lines carry the
-`trace_id` (logs.py).
+span. The request's SERVER span (named by method and route template, `GET /api/items/{item_id}`,
+with its method, path, route and status) continues that trace: `TracingMiddleware` makes it,
+recorded when a tracer provider is configured, else a non-recording one that only carries the
+caller's ids. Health probes that are in no trace get none (the proxy's and the orchestrator's
+checks would bury the requests that matter). The span is current while the request is served,
+so its JSON log lines carry the `trace_id` (logs.py).
+
+FastAPI's own tracing (its native OpenTelemetry support, FastAPI >= 0.13x) is turned off by
+`instrument`: it made a span per dependency, endpoint and serialization besides the SERVER span,
+and even without those its SERVER span cost about half again the CPU of the kit's, which
+matters on every request of a traced app (bench/instrumentation.py, docs/benchmarks.md).
 
 Where spans go (`configure_tracing`, called by `instrument`, which `operations.install` calls):
 - OTEL_EXPORTER_OTLP_ENDPOINT (or OTEL_EXPORTER_OTLP_TRACES_ENDPOINT) set and the kit's
@@ -96,12 +96,9 @@ def instrument(app: FastAPI, app_name: str, version: str, slot: str | None) -> N
     exported = configure_tracing(app_name, version, slot)
     native = getattr(app, "_telemetry", None)  # FastAPI's own OpenTelemetry config, if it has it
     if isinstance(native, dict):
-        if native.get("exclude") is None:
+        native["tracing"] = False  # the kit's SERVER span instead (the module's docstring)
+        if native.get("exclude") is None:  # its metrics and logs, should a host configure them
             native["exclude"] = untraced_probe
-        # The SERVER span only: FastAPI's operation spans (each dependency, the endpoint, the
-        # serialization: three more per order submit) doubled the CPU a traced request costs
-        # (bench/instrumentation.py, docs/benchmarks.md).
-        native["operation_spans"] = False
     app.add_middleware(TracingMiddleware, every_request=exported)
 
 
@@ -114,13 +111,24 @@ def untraced_probe(scope: MutableMapping[str, Any]) -> bool:
 
 class TracingMiddleware:
     """Pure ASGI middleware: the request's SERVER span in the caller's trace, unless FastAPI
-    made one already; for a request without `traceparent` only when `every_request` (spans are
-    exported), and never for a health probe."""
+    made one already (an app that turned its own tracing back on); for a request without
+    `traceparent` only when `every_request` (spans are exported), and never for a health
+    probe."""
 
     def __init__(self, app: ASGIApp, every_request: bool = False) -> None:
         self.app = app
         self.every_request = every_request
         self.propagator = TraceContextTextMapPropagator() if trace is not None else None
+        self._provider: object = None
+        self._tracer: Any = None
+
+    def tracer(self) -> Any:
+        """The kit's tracer from the process's provider, looked up again only when the provider
+        changes: the SDK's `get_tracer` costs about as much as the span itself."""
+        provider = trace.get_tracer_provider()
+        if provider is not self._provider:
+            self._provider, self._tracer = provider, provider.get_tracer(TRACER)
+        return self._tracer
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if (
@@ -149,16 +157,17 @@ class TracingMiddleware:
             await send(message)
 
         attributes: dict[str, Any] = {"http.request.method": method, "url.path": scope["path"]}
-        with trace.get_tracer(TRACER).start_as_current_span(
+        with self.tracer().start_as_current_span(
             method, context=parent, kind=trace.SpanKind.SERVER, attributes=attributes
         ) as span:
             try:
                 await self.app(scope, receive, send_and_record_status)
             finally:
                 route = getattr(scope.get("route"), "path", None)
+                ended: dict[str, Any] = {"http.response.status_code": status}
                 if route:
                     span.update_name(f"{method} {route}")
-                    span.set_attribute("http.route", route)
-                span.set_attribute("http.response.status_code", status)
+                    ended["http.route"] = route
+                span.set_attributes(ended)
                 if status >= 500:
                     span.set_status(trace.Status(trace.StatusCode.ERROR, f"HTTP {status}"))
