@@ -63,6 +63,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # finance_latency, beside this file
 from finance_latency import (
+    APP_SRC,
     WARMUP,
     Series,
     app_process,
@@ -221,7 +222,13 @@ def process_cpu_seconds(pid: int) -> float:
 def measure_finance(
     args: argparse.Namespace, side: ObservabilitySide, scratch: Path
 ) -> dict[str, Any]:
-    envs = {"on": {"OTEL_EXPORTER_OTLP_ENDPOINT": side.endpoint}, "off": {}}
+    envs: dict[str, dict[str, str]] = {
+        "on": {"OTEL_EXPORTER_OTLP_ENDPOINT": side.endpoint},
+        "off": {},
+    }
+    if args.ops_kit is not None:  # both apps import this ops kit before the installed one
+        for env in envs.values():
+            env["PYTHONPATH"] = os.pathsep.join([str(APP_SRC), str(args.ops_kit)])
     with contextlib.ExitStack() as stack:
         apps = {}
         for mode, extra in envs.items():
@@ -237,6 +244,7 @@ def measure_finance(
         "requests_per_round": args.requests,
         "rounds_each": args.rounds,
         "warmup_submits_each": WARMUP,
+        "ops_kit": str(args.ops_kit) if args.ops_kit else "installed",
         **compare(rounds, "p99_ms"),
         "p50_ms": compare(rounds, "p50_ms")["summary"],
         "app_cpu_ms_per_submit": compare(rounds, "app_cpu_ms")["summary"],
@@ -335,6 +343,12 @@ def main() -> None:
     parser.add_argument("--warmup-deployments", type=int, default=2, help="of each, not counted")
     parser.add_argument("--bake", type=float, default=0.01, help="bake per step, seconds")
     parser.add_argument("--parts", default="finance,engine", help="finance, engine or both")
+    parser.add_argument(
+        "--ops-kit",
+        type=Path,
+        help="run the apps with the ops kit in this folder (its src/, e.g. from an export of an "
+        "older commit) instead of the installed one: a before/after comparison",
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args()
     parts = [p.strip() for p in args.parts.split(",") if p.strip()]
@@ -346,6 +360,8 @@ def main() -> None:
         parser.error("--rate must be 1..5000 and --requests 100..100000")
     if not 0 <= args.bake <= 60 or not 0 <= args.warmup_deployments <= 50:
         parser.error("--bake must be 0..60 s and --warmup-deployments 0..50")
+    if args.ops_kit is not None and not (args.ops_kit / "ops_kit" / "tracing.py").is_file():
+        parser.error(f"--ops-kit {args.ops_kit}: no ops_kit/tracing.py there")
     for name in [n for n in os.environ if n.startswith("OTEL_")]:
         del os.environ[name]  # OFF means no OpenTelemetry configuration anywhere
     metrics_ports = free_port(), free_port()
