@@ -102,8 +102,8 @@ class LocalRuntime:
         }
         self._children: dict[int, subprocess.Popen[bytes]] = {}
         self._scoped: dict[str, LocalRuntime] = {}
-        # (app, slot) -> (record mtime, pid, start time): whose counters cpu_times reads.
-        self._measured: dict[tuple[str, str], tuple[int, int, int | None]] = {}
+        # (app, slot) -> the open /proc files of the recorded process cpu_times reads.
+        self._measured: dict[tuple[str, str], _ProcReader] = {}
 
     def for_environment(self, environment: str) -> LocalRuntime:
         """The runtime of `environment`'s own slots: its ports, records and data folders, so
@@ -183,19 +183,35 @@ class LocalRuntime:
     def cpu_times(self, app: str, slot: str) -> CpuTimes | None:
         """The scheduler's counters of the slot's process (/proc/<pid>/schedstat and stat), for
         the health gate: a process kept from a CPU by a busy machine is not a slow release. The
-        record is read again only when it changes; None when the slot runs nothing of ours."""
-        path = self._record_path(app, slot)
+        gate reads them every tick: the record is read again only when it changes, and the
+        /proc files stay open (read in place: a few microseconds, where opening them costs
+        tens). None when the slot runs nothing of ours."""
+        key = (app, slot)
+        known = self._measured.get(key)
+        path = known.record if known is not None else self._record_path(app, slot)
         try:
             mtime = path.stat().st_mtime_ns
         except OSError:
+            mtime = None
+        if known is not None and known.mtime != mtime:  # another process, or none now
+            known.close()
+            del self._measured[key]
+            known = None
+        if mtime is None:
             return None
-        known = self._measured.get((app, slot))
-        if known is None or known[0] != mtime:
+        if known is None:
             record = _read_record(path)
             if record is None or not self._is_ours(record):
                 return None
-            known = self._measured[(app, slot)] = (mtime, record["pid"], record.get("proc_start"))
-        return _cpu_times(known[1], known[2])
+            known = _ProcReader.open(record["pid"], record.get("proc_start"), path, mtime)
+            if known is None:
+                return None
+            self._measured[key] = known
+        times = known.read()
+        if times is None:  # gone, or the pid is someone else's now
+            known.close()
+            self._measured.pop(key, None)
+        return times
 
     # ------------------------------------------------------------------ steps of provision
 
@@ -534,26 +550,55 @@ def _proc_stat(pid: int) -> list[str] | None:
     return text[text.rindex(")") + 2 :].split()
 
 
-def _cpu_times(pid: int, proc_start: int | None) -> CpuTimes | None:
-    """schedstat: the main thread's ns on a CPU and waiting on a run queue; stat: its state, and
-    user + system time of all threads. None when the pid is gone or is someone else's now."""
-    try:
-        with open(f"/proc/{pid}/schedstat", "rb") as sched_file:
-            sched = sched_file.read().split()
-        with open(f"/proc/{pid}/stat", "rb") as stat_file:
-            stat = stat_file.read()
-    except OSError:
-        return None
-    fields = stat[stat.rindex(b")") + 2 :].split()
-    state = fields[0].decode()
-    if state in ("Z", "X") or (proc_start is not None and int(fields[19]) != proc_start):
-        return None
-    return CpuTimes(
-        waiting_ms=int(sched[1]) / 1e6,
-        running_ms=int(sched[0]) / 1e6,
-        process_cpu_ms=(int(fields[11]) + int(fields[12])) * _TICK_MS,
-        state=state,
-    )
+class _ProcReader:
+    """One process's /proc/<pid>/schedstat and stat, kept open and read in place (procfs makes
+    the text anew at each read from offset 0)."""
+
+    def __init__(
+        self, fds: tuple[int, int], proc_start: int | None, record: Path, mtime: int
+    ) -> None:
+        # The slot's record, and its mtime when the process was looked up from it.
+        self.fds, self.proc_start, self.record, self.mtime = fds, proc_start, record, mtime
+
+    @classmethod
+    def open(cls, pid: int, proc_start: int | None, record: Path, mtime: int) -> _ProcReader | None:
+        try:
+            sched = os.open(f"/proc/{pid}/schedstat", os.O_RDONLY)
+        except OSError:
+            return None
+        try:
+            stat = os.open(f"/proc/{pid}/stat", os.O_RDONLY)
+        except OSError:
+            os.close(sched)
+            return None
+        return cls((sched, stat), proc_start, record, mtime)
+
+    def read(self) -> CpuTimes | None:
+        """schedstat: the main thread's ns on a CPU and waiting on a run queue; stat: its state,
+        and user + system time of all threads. None when the process is gone or is not the one
+        recorded (another start time)."""
+        try:
+            sched = os.pread(self.fds[0], 256, 0).split()
+            stat = os.pread(self.fds[1], 4096, 0)
+        except OSError:
+            return None
+        fields = stat[stat.rindex(b")") + 2 :].split()
+        state = fields[0].decode()
+        if state in ("Z", "X") or (
+            self.proc_start is not None and int(fields[19]) != self.proc_start
+        ):
+            return None
+        return CpuTimes(
+            waiting_ms=int(sched[1]) / 1e6,
+            running_ms=int(sched[0]) / 1e6,
+            process_cpu_ms=(int(fields[11]) + int(fields[12])) * _TICK_MS,
+            state=state,
+        )
+
+    def close(self) -> None:
+        for fd in self.fds:
+            with contextlib.suppress(OSError):
+                os.close(fd)
 
 
 def _proc_start(pid: int) -> int | None:
