@@ -84,24 +84,23 @@ def percentile(values: list[float], q: float) -> float | None:
     return round(ordered[max(0, math.ceil(q * len(ordered)) - 1)], 2) if ordered else None
 
 
+def summary(inside: list[list[Any]]) -> dict[str, Any]:
+    answered = [r[1] for r in inside if r[2]]
+    return {
+        "requests": len(inside),
+        "failed": sum(1 for r in inside if not r[2]),
+        "p50_ms": percentile(answered, 0.5),
+        "p99_ms": percentile(answered, 0.99),
+        "max_ms": round(max(answered), 2) if answered else None,
+    }
+
+
 def around(rows: list[list[Any]], switch: float) -> list[dict[str, Any]]:
     """The requests sent in each bucket of time around the switch (seconds, relative)."""
-    out = []
-    for low, high in BUCKETS:
-        inside = [r for r in rows if low <= r[0] - switch < high]
-        answered = [r[1] for r in inside if r[2]]
-        out.append(
-            {
-                "from_s": low,
-                "to_s": high,
-                "requests": len(inside),
-                "failed": sum(1 for r in inside if not r[2]),
-                "p50_ms": percentile(answered, 0.5),
-                "p99_ms": percentile(answered, 0.99),
-                "max_ms": round(max(answered), 2) if answered else None,
-            }
-        )
-    return out
+    return [
+        {"from_s": low, "to_s": high, **summary([r for r in rows if low <= r[0] - switch < high])}
+        for low, high in BUCKETS
+    ]
 
 
 def counters(text: str, cluster: str) -> dict[str, int]:
@@ -209,6 +208,10 @@ async def bench(rate: float, rounds: int) -> dict[str, Any]:
                     "failed": sum(1 for r in rows if not r[2]),
                     "p50_ms": percentile(answered, 0.5),
                     "p99_ms": percentile(answered, 0.99),
+                    # The same load with nothing being deployed: the second before the
+                    # deployment began, and from 1 s after it ended to the load's end.
+                    "before_deployment": summary([r for r in rows if r[0] < started]),
+                    "after_deployment": summary([r for r in rows if r[0] > ended + 1.0]),
                     "around_switch": around(rows, switch) if switch else [],
                     "envoy_new_colour": {k: after.get(k, 0) - before.get(k, 0) for k in COUNTERS},
                     "app_new_colour": {
@@ -252,6 +255,12 @@ def main() -> None:
             f"round {r['round']} {r['switch']}: {r['outcome']}, {r['requests']} requests, "
             f"{r['failed']} failed, p99 {r['p99_ms']} ms; switch after {r['switch_after_s']} s"
         )
+        for name in ("before_deployment", "after_deployment"):
+            b = r[name]
+            print(
+                f"  {name:<20} {b['requests']:5d} req {b['failed']:4d} failed  "
+                f"p50 {b['p50_ms']}  p99 {b['p99_ms']}"
+            )
         for b in r["around_switch"]:
             print(
                 f"  [{b['from_s']:+.2f}, {b['to_s']:+.2f}) s  {b['requests']:5d} req "

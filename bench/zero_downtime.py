@@ -117,6 +117,7 @@ async def bench(rate: float, repeat: int) -> dict[str, Any]:
     stack = Stack(home=home, config=DEMO_CONFIG)
     await asyncio.to_thread(demo.prepare)
     client = await connect(target_host=stack.temporal_address)
+    deployments: list[dict[str, str | None]] = []  # each engine deployment's outcome and cause
     results: dict[str, list[dict[str, float]]] = {
         k: [] for k in ("canary", "rollback", "blue_green", "naive", "steady", "steady_pharma")
     }
@@ -130,6 +131,7 @@ async def bench(rate: float, repeat: int) -> dict[str, Any]:
                 demo.deploy(client, "finance-trading", good, Strategy.canary, load=False),
             )  # fmt: skip
             results["canary"].append({**load, "promoted": float(s.outcome == "promoted")})
+            deployments.append({"scenario": "canary", "outcome": s.outcome, "cause": s.cause})
             # Steady state: the same load for as long, nothing deployed.
             load, _ = await _under_load(
                 rate, "finance-trading", asyncio.sleep(_deployment_seconds(load, rate))
@@ -148,6 +150,7 @@ async def bench(rate: float, repeat: int) -> dict[str, Any]:
             )  # fmt: skip
             containment = await clock.stop()
             await router.aclose()
+            deployments.append({"scenario": "rollback", "outcome": s.outcome, "cause": s.cause})
             results["rollback"].append(
                 {
                     **load,
@@ -163,6 +166,7 @@ async def bench(rate: float, repeat: int) -> dict[str, Any]:
                 ),
             )  # fmt: skip
             results["blue_green"].append({**load, "promoted": float(s.outcome == "promoted")})
+            deployments.append({"scenario": "blue_green", "outcome": s.outcome, "cause": s.cause})
             load, _ = await _under_load(
                 rate, "pharma-manufacturing", asyncio.sleep(_deployment_seconds(load, rate))
             )
@@ -188,6 +192,7 @@ async def bench(rate: float, repeat: int) -> dict[str, Any]:
         "repeat": repeat,
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
         "scenarios": {name: _stats(runs) for name, runs in results.items()},
+        "deployments": deployments,
     }
 
 
