@@ -125,7 +125,9 @@ async def bench(rate: float, repeat: int) -> dict[str, Any]:
         await demo.deploy(client, "finance-trading", "1.0.0", Strategy.canary, load=False)
         await demo.deploy(client, "pharma-manufacturing", "1.0.0", Strategy.blue_green, load=False)
         for i in range(repeat):
-            good, bad = f"2.{i}.0", f"9.{i}.0"
+            # Every version newer than the last one deployed: the engine refuses a downgrade.
+            # finance-trading: good, bad (rolled back), naive, then the engine's own again.
+            good, bad, naive, again = (f"{4 * i + n}.0.0" for n in (2, 3, 4, 5))
             load, s = await _under_load(
                 rate, "finance-trading",
                 demo.deploy(client, "finance-trading", good, Strategy.canary, load=False),
@@ -162,7 +164,7 @@ async def bench(rate: float, repeat: int) -> dict[str, Any]:
             load, s = await _under_load(
                 rate, "pharma-manufacturing",
                 demo.deploy(
-                    client, "pharma-manufacturing", f"2.{i}.0", Strategy.blue_green, load=False
+                    client, "pharma-manufacturing", f"{i + 2}.0.0", Strategy.blue_green, load=False
                 ),
             )  # fmt: skip
             results["blue_green"].append({**load, "promoted": float(s.outcome == "promoted")})
@@ -173,13 +175,13 @@ async def bench(rate: float, repeat: int) -> dict[str, Any]:
             results["steady_pharma"].append(load)
 
             load, ready = await _under_load(
-                rate, "finance-trading", _naive_redeploy(demo, f"3.{i}.0")
+                rate, "finance-trading", _naive_redeploy(demo, naive)
             )  # fmt: skip
             results["naive"].append({**load, "ready_in_time": float(ready)})
             if not ready:  # start it again without load, for the next round
-                await LocalRuntime(demo.home).provision(_naive_manifest(demo, f"3.{i}.0"), "stable")
+                await LocalRuntime(demo.home).provision(_naive_manifest(demo, naive), "stable")
             # Put the engine back in charge of a healthy stable for the next round.
-            await demo.deploy(client, "finance-trading", f"4.{i}.0", Strategy.canary, load=False)
+            await demo.deploy(client, "finance-trading", again, Strategy.canary, load=False)
     finally:
         await asyncio.to_thread(stack.down)
     # Each scenario's p99 over the steady p99 of its own app in the same repetition.
