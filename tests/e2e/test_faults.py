@@ -38,6 +38,11 @@ from zdp.platforms.envoy.router import EnvoyRouter
 from zdp.stack import Stack
 from zdp.temporal import connect
 
+# Its 0-failed-requests goal is judged under its own load: on a machine also running the other
+# modules side by side, the apps' CPU starvation times requests out (a fresh-clone run lost 28 of
+# them to a fault that is not on the request path). `make test` runs it after them, by itself.
+pytestmark = pytest.mark.alone
+
 
 @pytest.fixture(scope="module")
 def faults_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
