@@ -200,7 +200,10 @@ async def finance_rounds(
                 cpu = process_cpu_seconds(apps[mode][1]) - cpu
                 figures = series.report()
                 app_cpu_ms = round(cpu * 1000 / max(1, figures["count"]), 4)
-                rounds.append({"round": index, "mode": mode, **figures, "app_cpu_ms": app_cpu_ms})
+                rounds.append(
+                    {"round": index, "mode": mode, **figures, "app_cpu_ms": app_cpu_ms,
+                     "load_1m": round(os.getloadavg()[0], 2)}
+                )  # fmt: skip
     finally:
         for client in clients.values():
             await client.aclose()
@@ -251,6 +254,10 @@ def measure_finance(
         "app_cpu_ms_per_submit": compare(rounds, "app_cpu_ms")["summary"],
         "checks": {
             "errors": sum(r["errors"] for r in rounds),
+            # Below the rate asked for, the app (or the client) could not keep up: such a
+            # round's p99 is a queue's, not a request's.
+            "lowest_achieved_rate_per_s": min(r["achieved_rate_per_s"] for r in rounds),
+            "largest_send_lag_ms": max(r["max_send_lag_ms"] for r in rounds),
             "on_log_lines_with_trace_id": _lines_with(scratch / "finance-on.log", '"trace_id"'),
             "off_log_lines_with_trace_id": _lines_with(scratch / "finance-off.log", '"trace_id"'),
             "otlp_posts_from_on_app": exported["otlp_posts"],

@@ -10,6 +10,7 @@ bench/instrumentation.py (`--parts engine` for this half alone).
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import socket
 import subprocess
@@ -232,7 +233,9 @@ async def alternate_deployments(
                 await deploy(mode)
         for index in range(deployments_each):
             for mode in ("on", "off"):
-                runs.append({"deployment": index, **await deploy(mode)})
+                figures = await deploy(mode)
+                load = round(os.getloadavg()[0], 2)
+                runs.append({"deployment": index, **figures, "load_1m": load})
     provider.force_flush()
     spans = stack_home / "traces" / f"{tracing.SERVICE_WORKER}.jsonl"
     samples = [s for m in DEPLOYMENTS.collect() for s in m.samples if s.name.endswith("_total")]
