@@ -39,6 +39,9 @@ from zdp.tracing import worker_interceptors
 
 log = logging.getLogger("zdp.worker")
 
+# The collector's generation thresholds in a running worker (see run_worker).
+GC_THRESHOLDS = (50_000, 20, 100)
+
 
 @dataclass
 class Platform:
@@ -120,6 +123,11 @@ async def run_worker(
     # Everything loaded so far lives as long as the worker: keep it out of the collector's
     # full passes, whose pauses would otherwise land in the middle of health gates.
     gc.freeze()
+    # Collect less often: a deployment allocates freely (payloads, models, protobufs) and
+    # little of it is cyclic. With the default thresholds (700, 10, 10) a worker running 80
+    # deployments at once collected 2257 times and spent 2.8 s in the collector; with these,
+    # 15 times and 0.15 s (bench/scale.py, docs/benchmarks.md).
+    gc.set_threshold(GC_THRESHOLDS[0], GC_THRESHOLDS[1], GC_THRESHOLDS[2])
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
