@@ -725,7 +725,26 @@ async def run_default(args: argparse.Namespace) -> dict[str, Any]:
                     report[f"file_state_{count}_workers"] = part
     finally:
         stop_all()
-    return report
+    # The headline figures, flat, as the issue names them.
+    summary: dict[str, Any] = {
+        "zero_bake_canary_s": {
+            db: part["zero_bake_canary_s"]["median"] for db, part in report["overhead"].items()
+        }
+    }
+    if "one_worker" in report:
+        one = report["one_worker"]
+        summary.update(
+            one_deployment_s=one["one_deployment_s"],
+            **{f"concurrent_{args.apps}_s": one["concurrent_s"]},
+            ratio=one["ratio"],
+            worker_rss_per_deployment_kib=one["worker_rss_per_deployment_kib"],
+            history_events_per_deployment=one["history_events_per_deployment"]["median"],
+        )
+    for count in (1, args.workers):
+        part = report.get(f"file_state_{count}_workers")
+        if part is not None:
+            summary[f"ratio_{count}_workers_file_state"] = part["ratio"]
+    return {**summary, **report}
 
 
 # --------------------------------------------------------------------------- the soak
