@@ -32,6 +32,11 @@ COMPENSATION_RETRY = RetryPolicy(
     maximum_interval=timedelta(seconds=10),
     maximum_attempts=0,
 )
+# Starting or stopping a slot's process heartbeats every second (activities._support): a worker
+# lost in the middle is noticed after this long, and another worker runs the activity again.
+# 30 s before: a worker killed while retiring a rolled-back canary held the rollback's end for
+# 30 s (bench/faults.py: worker_kill_compensations, worker_kill_provision).
+RUNTIME_HEARTBEAT = timedelta(seconds=10)
 
 
 @dataclass(frozen=True)
@@ -97,7 +102,7 @@ class Compensation:
                 RuntimeActivities.retire_version,
                 RetireInput(app=self.app, slot=self.slot, version=self.version, scope=self.scope),
                 start_to_close_timeout=timedelta(minutes=5),
-                heartbeat_timeout=timedelta(seconds=30),
+                heartbeat_timeout=RUNTIME_HEARTBEAT,
                 retry_policy=COMPENSATION_RETRY,
                 summary="rollback: " + self.description,
             )

@@ -24,7 +24,7 @@ with workflow.unsafe.imports_passed_through():
     from activities.risk import RiskActivities
     from activities.runtime import RuntimeActivities
     from activities.traffic import TrafficActivities
-    from workflows.compensation import Compensation, CompensationStack
+    from workflows.compensation import RUNTIME_HEARTBEAT, Compensation, CompensationStack
     from workflows.state import DeploymentState
     from zdp.compliance.identity import request_digest
     from zdp.metrics import DeploymentObserver
@@ -449,7 +449,7 @@ class DeploymentWorkflow:
                 scope=self.scope,
             ),
             start_to_close_timeout=timedelta(minutes=10),
-            heartbeat_timeout=timedelta(seconds=30),
+            heartbeat_timeout=RUNTIME_HEARTBEAT,
             retry_policy=FORWARD_RETRY,
             summary=f"start {release.manifest.version} in slot {new_slot}",
         )
@@ -540,7 +540,7 @@ class DeploymentWorkflow:
                 manifest=manifest, slot="stable", app_env=self._app_env(), scope=self.scope
             ),
             start_to_close_timeout=timedelta(minutes=10),
-            heartbeat_timeout=timedelta(seconds=30),
+            heartbeat_timeout=RUNTIME_HEARTBEAT,
             retry_policy=FORWARD_RETRY,
             summary=f"start {version} in slot stable",
         )
@@ -730,7 +730,7 @@ class DeploymentWorkflow:
             RuntimeActivities.retire_version,
             RetireInput(app=self.request.app, slot=slot, scope=self.scope),
             start_to_close_timeout=timedelta(minutes=5),
-            heartbeat_timeout=timedelta(seconds=30),
+            heartbeat_timeout=RUNTIME_HEARTBEAT,
             retry_policy=FORWARD_RETRY,
             summary=f"retire slot {slot}",
         )

@@ -107,6 +107,13 @@ class Stack:
             "--port", str(temporal_port()),
             "--ui-port", str(temporal_port() + 1000),
             "--db-filename", str(self.home / "temporal.db"),
+            # Write-ahead log, synced at checkpoints: every committed write survives a crash of
+            # the server process (the fault matrix kills it mid-bake); only a crash of the
+            # machine can lose the last ones. The default rollback journal with synchronous=FULL
+            # syncs the file on every transaction: a zero-bake canary took 6.1 s instead of
+            # 2.0 s, and twice the server's CPU (bench/scale.py, docs/benchmarks.md).
+            "--sqlite-pragma", "journal_mode=wal",
+            "--sqlite-pragma", "synchronous=normal",
             "--log-level", "warn",
             # A compensation scheduled by the workflow runs on the same worker at once, without
             # a round trip through the task queue: rollback is on the containment clock.
