@@ -45,9 +45,7 @@ from zdp.signing import generate_key_pair, load_private_key
 pytestmark = pytest.mark.server
 
 BASE = port_base("alert-rollback")
-TARGET_PORT, PROMETHEUS_PORT, ALERTMANAGER_PORT, RECEIVER_PORT = (
-    BASE + 2, BASE + 4, BASE + 5, BASE + 6,
-)  # fmt: skip
+PROMETHEUS_PORT, ALERTMANAGER_PORT, RECEIVER_PORT = BASE + 4, BASE + 5, BASE + 6
 ENVIRONMENT = "dev"
 DEPLOYMENT = f"deploy-{APP}-{ENVIRONMENT}"
 BURN = "ZdpCanaryErrorBudgetBurn"
@@ -95,6 +93,7 @@ class Gauges:
         default_factory=lambda: {"zdp_test_canary_error_budget_burn": 0, "zdp_test_noise": 0}
     )
     lock: threading.Lock = field(default_factory=threading.Lock)
+    port: int = 0  # the kernel's choice, once served: Prometheus' config is written after it
 
     def set(self, name: str, value: int) -> None:
         with self.lock:
@@ -110,7 +109,8 @@ class Gauges:
 @pytest.fixture
 def gauges() -> Iterator[Gauges]:
     state = Gauges()
-    with scrape_target(state.exposition, TARGET_PORT):
+    with scrape_target(state.exposition) as port:
+        state.port = port
         yield state
 
 
@@ -170,7 +170,7 @@ def monitoring(gauges: Gauges, tmp_path: Path) -> Iterator[Monitoring]:
         "alerting:\n  alertmanagers:\n    - static_configs:\n"
         f"        - targets: ['127.0.0.1:{ALERTMANAGER_PORT}']\n"
         "scrape_configs:\n  - job_name: canary\n    static_configs:\n"
-        f"      - targets: ['127.0.0.1:{TARGET_PORT}']\n"
+        f"      - targets: ['127.0.0.1:{gauges.port}']\n"
     )
     (am / "alertmanager.yml").write_text(
         "route:\n  receiver: zdp\n  group_by: [app, environment]\n"
