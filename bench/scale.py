@@ -844,7 +844,6 @@ async def run_soak(args: argparse.Namespace) -> dict[str, Any]:
                 await asyncio.sleep(0.5)
                 for app, generator in generators.items():
                     report = await generator.stop()
-                    report.pop("failure_kinds", None)
                     loads[app].append(report)
             sample_memory(number)
     finally:
@@ -862,6 +861,9 @@ async def run_soak(args: argparse.Namespace) -> dict[str, Any]:
         "deployment_s": spread([d["seconds"] for d in done]) if done else None,
         "requests_sent": sent,
         "requests_failed": failed,
+        "failure_kinds": sorted(
+            {kind for runs in loads.values() for r in runs for kind in r.get("failure_kinds", [])}
+        ),
         "load_p99_ms_per_segment": {
             app: [r.get("p99_ms") for r in runs] for app, runs in loads.items()
         },

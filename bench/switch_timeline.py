@@ -182,7 +182,7 @@ async def bench(rate: float, rounds: int) -> dict[str, Any]:
                 before = counters((await http.get(f"{admin}/stats")).text, cluster)
                 watcher = asyncio.create_task(watch())
                 started = time.time()
-                summary = await demo.deploy(
+                deployed = await demo.deploy(
                     client, APP, f"{number + 2}.0.0", Strategy.blue_green, load=False
                 )
                 ended = time.time()
@@ -201,7 +201,7 @@ async def bench(rate: float, rounds: int) -> dict[str, Any]:
                 {
                     "round": number,
                     "switch": f"{old} -> {new}",
-                    "outcome": summary.outcome,
+                    "outcome": deployed.outcome,
                     "deployment_s": round(ended - started, 2),
                     "switch_after_s": round(switch - started, 2) if switch else None,
                     "requests": len(rows),
