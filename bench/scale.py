@@ -801,7 +801,7 @@ async def run_soak(args: argparse.Namespace) -> dict[str, Any]:
             }
         )
 
-    await asyncio.to_thread(demo.prepare)
+    await asyncio.to_thread(demo.prepare, soak_config)
     try:
         client = await connect(target_host=stack.temporal_address)
         for app, strategy in plan:  # the stable versions the soak starts from

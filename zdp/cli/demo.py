@@ -275,8 +275,9 @@ class Demo:
         if not self.quiet:
             err_console.print(f"\n[bold cyan]==>[/] {text}")
 
-    def prepare(self) -> Stack:
-        stack = Stack(home=self.home, config=DEMO_CONFIG)
+    def prepare(self, config: Path = DEMO_CONFIG) -> Stack:
+        """The stack up with `config` for its worker, the demo's keys, identities and wheels."""
+        stack = Stack(home=self.home, config=config)
         self.say("starting the embedded stack (zdp up): Temporal dev server, Envoy, worker")
         stack.up()
         if not self.key_path.exists():
