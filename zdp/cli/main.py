@@ -108,10 +108,15 @@ def _connection(
     use_flags(address, namespace)
 
 
-def run(work: Callable[[], Awaitable[T]]) -> T:
-    """Run a command's coroutine; any error a user can cause becomes one line, no traceback."""
+def run(
+    work: Callable[[], Awaitable[T]],
+    loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None,
+) -> T:
+    """Run a command's coroutine (on `loop_factory`'s event loop, else asyncio's); any error a
+    user can cause becomes one line, no traceback."""
     try:
-        return asyncio.run(work())  # type: ignore[arg-type]
+        with asyncio.Runner(loop_factory=loop_factory) as runner:
+            return runner.run(work())  # type: ignore[arg-type]
     except ZdpError as err:
         fail(str(err))
     except ValidationError as err:
@@ -909,17 +914,29 @@ def worker(
 
         def ready() -> None:
             target = client.service_client.config.target_host
+            loop = type(asyncio.get_running_loop()).__module__.split(".")[0]  # uvloop, asyncio
             err_console.print(
                 f"worker ready: task queue zdp-deployments on {target}, "
                 f"namespace {client.namespace}; config {config_path}, gate policies {policies}; "
-                f"{telemetry.describe()}",
+                f"{telemetry.describe()}; event loop {loop}",
                 markup=False,
                 highlight=False,
             )
 
         await run_worker(client, on_ready=ready)
 
-    run(work)
+    run(work, loop_factory=_worker_loop())
+
+
+def _worker_loop() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop's event loop for the worker where it is installed (an engine dependency off
+    Windows): a gate's sweep of 100 endpoints measured p99 5.5 ms on it against 10.5 ms on
+    asyncio's, at half the CPU (bench/probes.py, docs/benchmarks.md)."""
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
 
 
 @app.command()
