@@ -35,7 +35,14 @@ from zdp.health.gate import SimpleGateEvaluator
 from zdp.health.policy import GatePolicies, load_gate_policies, thresholds_of
 from zdp.health.prometheus import PrometheusProvider, TemplateRun
 from zdp.models import GateInput, GateResult, GateVerdict, ProbeResult
-from zdp.platforms.base import HealthProbe, ProcessStats, Runtime, TrafficRouter, TrafficStats
+from zdp.platforms.base import (
+    CpuTimes,
+    HealthProbe,
+    ProcessStats,
+    Runtime,
+    TrafficRouter,
+    TrafficStats,
+)
 from zdp.rawhttp import KeepAlivePool
 from zdp.settings import settings
 from zdp.tracing import outbound_header, outbound_span
@@ -88,9 +95,11 @@ class _Side:
     seen: set[str] = field(default_factory=set)
     probes_answered: int = 0
     # The scheduler's readings of the slot's process, where the runtime has them, and (its CPU
-    # time, requests it had handled) at the first reading after the warm-up.
+    # time, requests it had handled) where the warm-up ended: between the last reading before
+    # it (`cpu_before_warm`) and the first after, in proportion to the time.
     cpu: deque[CpuSample] = field(default_factory=deque)
     cpu_mark: tuple[float, int] | None = None
+    cpu_before_warm: tuple[float, float, int] | None = None  # (at, CPU ms, handled)
     # Judgements whose slowness failure was the machine's (waiting for a CPU), and the most
     # taken from one answer: the record of what the rule excused.
     cpu_excused: int = 0
@@ -379,7 +388,7 @@ class GateEngine:
                 elapsed = now - started
                 since = started + policy.latency.warmup_seconds
                 if stats is not None:
-                    _read_cpu(stats, request.app, new, base, reference, warm=now >= since)
+                    _read_cpu(stats, request.app, new, base, reference, since)
                 comparisons = self._comparisons(
                     new,
                     base,
@@ -682,10 +691,10 @@ def _read_cpu(
     new: _Side,
     base: _Side | None,
     reference: _Side | None,
-    warm: bool,
+    since: float,
 ) -> None:
-    """One reading of each slot's process (two /proc reads each on the local runtime); after
-    the warm-up, the first one marks where CPU used and requests handled are counted from."""
+    """One reading of each slot's process (two /proc reads each on the local runtime); the last
+    one before the warm-up's end marks where CPU used and requests handled are counted from."""
     for side in filter(None, (new, base)):
         at = time.monotonic()
         if side.cpu and at - side.cpu[-1].at < READ_CPU_EVERY_S:
@@ -697,11 +706,37 @@ def _read_cpu(
             side.cpu.append(
                 CpuSample(at, times.waiting_ms, times.running_ms, times.process_cpu_ms, times.state)
             )
-            if warm and side.cpu_mark is None:
+            if side.cpu_mark is None:
                 handled = side.handled()
                 if side is new and reference is not None:
                     handled += reference.samples_answered  # the same process answers those
-                side.cpu_mark = (times.process_cpu_ms, handled)
+                if at < since:
+                    side.cpu_before_warm = (at, times.process_cpu_ms, handled)
+                else:
+                    # From the warm-up's end, as the slow answers are counted: a first reading
+                    # after it that came late (a busy machine) would leave out CPU the process
+                    # used for answers already judged.
+                    side.cpu_mark = _at_moment(side.cpu_before_warm, at, times, handled, since)
+
+
+def _at_moment(
+    before: tuple[float, float, int] | None,
+    at: float,
+    times: CpuTimes,
+    handled: int,
+    moment: float,
+) -> tuple[float, int]:
+    """(CPU ms, requests handled) at `moment`, between a reading before it and one at `at`
+    after it, in proportion to the time (both only grow); the later reading alone without an
+    earlier one."""
+    if before is None or at <= before[0]:
+        return times.process_cpu_ms, handled
+    t0, cpu0, handled0 = before
+    share = min(1.0, max(0.0, (moment - t0) / (at - t0)))
+    return (
+        cpu0 + share * (times.process_cpu_ms - cpu0),
+        round(handled0 + share * (handled - handled0)),
+    )
 
 
 def _cpu_evidence(
