@@ -7,7 +7,7 @@ from pathlib import Path
 
 from temporalio import activity
 
-from activities._support import to_application_error
+from activities._support import to_application_error, with_heartbeats
 from zdp.acceptance import Target, accept_release
 from zdp.compliance.registry import load_registry, registry_dir
 from zdp.config import EngineConfig, load_config
@@ -28,7 +28,11 @@ class ReleaseActivities:
     @activity.defn
     async def verify_release(self, request: VerifyReleaseInput) -> VerifiedRelease:
         """Trust the release only if a trusted key signed it, it names this app, and (for a GxP
-        environment) it names its approved validation document."""
+        environment) it names its approved validation document. Heartbeats every second: a
+        worker lost meanwhile is noticed by its heartbeat timeout."""
+        return await with_heartbeats(self._verify_release(request))
+
+    async def _verify_release(self, request: VerifyReleaseInput) -> VerifiedRelease:
         try:
             verified = verify_envelope(request.envelope, load_trusted_keys(self.trusted_keys_dir))
         except ZdpError as err:

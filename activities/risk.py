@@ -8,7 +8,7 @@ from pathlib import Path
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities._support import scoped, to_application_error
+from activities._support import scoped, to_application_error, with_heartbeats
 from zdp.compliance.identity import (
     Expected,
     claim_start,
@@ -86,6 +86,11 @@ class RiskActivities:
 
     @activity.defn
     async def assess_risk(self, request: AssessRiskInput) -> RiskReport:
+        """`_assess_risk`, heartbeating every second: a worker lost meanwhile is noticed by its
+        heartbeat timeout."""
+        return await with_heartbeats(self._assess_risk(request))
+
+    async def _assess_risk(self, request: AssessRiskInput) -> RiskReport:
         """Domain checks, the deterministic score with every factor, and the policy decision.
 
         A blocking domain check does not raise: the report says why (`blocked`) and the workflow

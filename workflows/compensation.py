@@ -32,10 +32,11 @@ COMPENSATION_RETRY = RetryPolicy(
     maximum_interval=timedelta(seconds=10),
     maximum_attempts=0,
 )
-# Starting or stopping a slot's process heartbeats every second (activities._support): a worker
-# lost in the middle is noticed after this long, and another worker runs the activity again.
-# 30 s before: a worker killed while retiring a rolled-back canary held the rollback's end for
-# 30 s (bench/faults.py: worker_kill_compensations, worker_kill_provision).
+# Verifying, scoring, starting or stopping a slot's process heartbeat every second
+# (activities._support): a worker lost in the middle is noticed after this long, and another
+# worker runs the activity again. Before, 30 s (a start-to-close or heartbeat timeout): a
+# worker killed while retiring a rolled-back canary held the rollback's end for 30 s
+# (bench/faults.py: worker_kill_compensations, worker_kill_provision, worker_kill_verify).
 RUNTIME_HEARTBEAT = timedelta(seconds=10)
 
 

@@ -208,6 +208,7 @@ class DeploymentWorkflow:
                     strategy=self.request.strategy,
                 ),
                 start_to_close_timeout=timedelta(seconds=30),
+                heartbeat_timeout=RUNTIME_HEARTBEAT,
                 retry_policy=FORWARD_RETRY,
                 summary=f"verify signed release of {self.request.app}",
             )
@@ -302,6 +303,7 @@ class DeploymentWorkflow:
                 scope=self.scope,
             ),
             start_to_close_timeout=timedelta(seconds=30),
+            heartbeat_timeout=RUNTIME_HEARTBEAT,
             retry_policy=FORWARD_RETRY,
             summary="score risk and apply policy",
         )
