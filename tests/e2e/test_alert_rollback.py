@@ -269,7 +269,9 @@ def receiver(harness: Harness, tmp_path: Path) -> Iterator[Receiver]:
 
 
 def _audit_entries(harness: Harness) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in default_log_path(harness.home).read_text().splitlines()]
+    """The log's complete lines (a line another process is appending has no newline yet)."""
+    text = default_log_path(harness.home).read_text()
+    return [json.loads(line) for line in text.split("\n")[:-1] if line]
 
 
 async def _poll(condition: Any, what: str, describe: Any) -> None:
@@ -323,7 +325,14 @@ async def test_a_firing_alert_rolls_back_the_running_deployment_once(
     ]  # fmt: skip
     assert len(logged) == 1 and logged[0]["actor"] == "alert-receiver"
     assert BURN in logged[0]["message"] and logged[0]["data"]["reason"] == reason
-    sent = [e for e in entries if e["workflow_id"] == "alert-receiver"]
+    # The receiver appends its own entry after the control is sent, and the rollback may end
+    # first: wait for it (bounded), then read the log again.
+    await _poll(
+        lambda: any(e["workflow_id"] == "alert-receiver" for e in _audit_entries(harness)),
+        "the receiver's audit entry",
+        receiver.text,
+    )
+    sent = [e for e in _audit_entries(harness) if e["workflow_id"] == "alert-receiver"]
     assert (
         len(sent) == 1
         and sent[0]["kind"] == "alert_control"
