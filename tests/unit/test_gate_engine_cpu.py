@@ -188,8 +188,8 @@ def test_cpu_is_counted_from_the_warm_ups_end_when_the_first_reading_after_it_is
     # Readings at 1.0 s (100 ms of CPU, 10 requests) and, the machine busy, only at 1.4 s (300 ms,
     # 30): at the warm-up's end (1.1 s) the process had used about 150 ms for 15 requests.
     # Counting from the late reading would leave out what it used for answers already judged.
-    late = CpuTimes(0.0, 0.0, 300.0, "R")
-    cpu, handled = _at_moment((1.0, 100.0, 10), 1.4, late, 30, 1.1)
+    late = (1.4, 300.0, 30)
+    cpu, handled = _at_moment((1.0, 100.0, 10), late, 1.1)
     assert (cpu, handled) == (pytest.approx(150.0), 15)
-    assert _at_moment(None, 1.4, late, 30, 1.1) == (300.0, 30)  # nothing read before it
-    assert _at_moment((1.0, 100.0, 10), 1.4, late, 30, 0.5) == (100.0, 10)  # never before it
+    assert _at_moment(None, late, 1.1) == (300.0, 30)  # nothing read before it
+    assert _at_moment((1.0, 100.0, 10), late, 0.5) == (100.0, 10)  # never before it

@@ -35,14 +35,7 @@ from zdp.health.gate import SimpleGateEvaluator
 from zdp.health.policy import GatePolicies, load_gate_policies, thresholds_of
 from zdp.health.prometheus import PrometheusProvider, TemplateRun
 from zdp.models import GateInput, GateResult, GateVerdict, ProbeResult
-from zdp.platforms.base import (
-    CpuTimes,
-    HealthProbe,
-    ProcessStats,
-    Runtime,
-    TrafficRouter,
-    TrafficStats,
-)
+from zdp.platforms.base import HealthProbe, ProcessStats, Runtime, TrafficRouter, TrafficStats
 from zdp.rawhttp import KeepAlivePool
 from zdp.settings import settings
 from zdp.tracing import outbound_header, outbound_span
@@ -693,8 +686,9 @@ def _read_cpu(
     reference: _Side | None,
     since: float,
 ) -> None:
-    """One reading of each slot's process (two /proc reads each on the local runtime); the last
-    one before the warm-up's end marks where CPU used and requests handled are counted from."""
+    """One reading of each slot's process (two /proc reads each on the local runtime); the
+    readings either side of the warm-up's end give where CPU used and requests handled are
+    counted from (`_at_moment`)."""
     for side in filter(None, (new, base)):
         at = time.monotonic()
         if side.cpu and at - side.cpu[-1].at < READ_CPU_EVERY_S:
@@ -716,27 +710,23 @@ def _read_cpu(
                     # From the warm-up's end, as the slow answers are counted: a first reading
                     # after it that came late (a busy machine) would leave out CPU the process
                     # used for answers already judged.
-                    side.cpu_mark = _at_moment(side.cpu_before_warm, at, times, handled, since)
+                    side.cpu_mark = _at_moment(
+                        side.cpu_before_warm, (at, times.process_cpu_ms, handled), since
+                    )
 
 
 def _at_moment(
-    before: tuple[float, float, int] | None,
-    at: float,
-    times: CpuTimes,
-    handled: int,
-    moment: float,
+    before: tuple[float, float, int] | None, after: tuple[float, float, int], moment: float
 ) -> tuple[float, int]:
-    """(CPU ms, requests handled) at `moment`, between a reading before it and one at `at`
-    after it, in proportion to the time (both only grow); the later reading alone without an
-    earlier one."""
+    """(CPU ms, requests handled) at `moment`, between a reading before it and one after it,
+    each (at, CPU ms, handled), in proportion to the time (both only grow); the later reading
+    alone without an earlier one."""
+    at, cpu, handled = after
     if before is None or at <= before[0]:
-        return times.process_cpu_ms, handled
+        return cpu, handled
     t0, cpu0, handled0 = before
     share = min(1.0, max(0.0, (moment - t0) / (at - t0)))
-    return (
-        cpu0 + share * (times.process_cpu_ms - cpu0),
-        round(handled0 + share * (handled - handled0)),
-    )
+    return cpu0 + share * (cpu - cpu0), round(handled0 + share * (handled - handled0))
 
 
 def _cpu_evidence(
