@@ -64,6 +64,7 @@ sys.path.insert(0, str(REPO))
 from cryptography.hazmat.primitives import serialization  # noqa: E402
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey  # noqa: E402
 
+from tests.ports import free_port  # noqa: E402
 from zdp.models import Artifact, ChangeMetadata, Deployed, ReleaseManifest  # noqa: E402
 
 ENVIRONMENT = "bench"
@@ -295,32 +296,6 @@ def worker_main(state_dir: str, apps: int, loop: str) -> None:
 
 
 # --------------------------------------------------------------------------- the set-up
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def free_port_base(first: int, last: int = 31200) -> tuple[int, int]:
-    """(port base, Temporal port): the first base from `first` (steps of 300) whose stack ports
-    (base to base + 299), Temporal's port (base + 290) and its UI's (+ 1000) nobody listens on
-    now: other benchmarks and test stacks share this machine. Below Linux's ephemeral ports."""
-    for base in range(first, last + 1, 300):
-        ports = [*range(base, base + 300), base + 1290]
-        if ports[-1] < 32768 and all(_bindable(p) for p in ports):
-            return base, base + 290
-    raise SystemExit(f"no free port range between {first} and {last + 300}: set ZDP_PORT_BASE")
-
-
-def _bindable(port: int) -> bool:
-    with socket.socket() as sock:
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
 
 
 def wait_for_port(port: int, process: subprocess.Popen[Any], what: str, timeout: float) -> None:
@@ -756,6 +731,7 @@ async def run_soak(args: argparse.Namespace) -> dict[str, Any]:
     steady load for the whole soak; failed requests, and the worker's and Envoy's RSS."""
     import yaml
 
+    from bench.zero_downtime import free_port_base  # the stack's imports: here, not in workers
     from zdp.cli.demo import DEMO_CONFIG, TARGETS, Demo
     from zdp.loadgen import LoadProcess
     from zdp.models import Strategy

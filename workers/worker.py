@@ -127,7 +127,7 @@ async def run_worker(
     # little of it is cyclic. With the default thresholds (700, 10, 10) a worker running 80
     # deployments at once collected 2257 times and spent 2.8 s in the collector; with these,
     # 15 times and 0.15 s (bench/scale.py, docs/benchmarks.md).
-    gc.set_threshold(GC_THRESHOLDS[0], GC_THRESHOLDS[1], GC_THRESHOLDS[2])
+    gc.set_threshold(*GC_THRESHOLDS)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
