@@ -667,6 +667,10 @@ async def live_gate(
         described = await handle.describe()
     except RPCError as err:
         raise _rpc_error(err, workflow_id, run_id) from None
+    if described.status != WorkflowExecutionStatus.RUNNING:
+        # A closed run can still list the gate it cancelled on its way out (a rollback does
+        # not wait for the cancellation): no gate runs for it any more.
+        return None
     for pending in described.raw_description.pending_activities:
         if pending.activity_type.name != "run_health_gate":
             continue
