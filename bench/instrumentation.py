@@ -13,6 +13,9 @@ finance-trading processes run side by side for the whole part, each with its own
   with `OTEL_TRACES_SAMPLER=parentbased_always_on`;
 - OFF: no OTLP endpoint, so no tracer provider (FastAPI's telemetry stays off and the kit's
   tracing middleware passes requests straight on), and no `traceparent`.
+While an app is measured, a gate's probes reach it too: GET /healthz/ready every 50 ms (the
+gate policies' probe interval), with the round's gate `traceparent` for ON and ALL (each probe
+is then a traced request) and without for OFF; they are not counted in the submits' figures.
 All keep the metrics middleware and request log line, which predate issue 17. Each round sends
 `--requests` submits at `--rate` to each app in turn, the order rotating from round to round
 (ON, ALL, OFF; ALL, OFF, ON; OFF, ON, ALL...), after warm-up submits on each (not counted);
@@ -88,6 +91,7 @@ sys.path.insert(0, str(REPO))
 GOAL = 0.05  # the instrumentation may cost under 5 %
 POOL = 64  # keep-alive connections to each app, as bench/finance_latency.py opens
 SCRAPE_EVERY_S = 1.0  # zdp.monitoring.SCRAPE_INTERVAL, the stack's Prometheus
+PROBE_INTERVAL_S = 0.05  # probe_interval_seconds of every tier in zdp/data/gate-policies.yaml
 
 
 # --------------------------------------------------------------------- the helper process
@@ -191,10 +195,12 @@ async def finance_rounds(
     run = secrets.token_hex(4)
     rounds: list[dict[str, Any]] = []
     pooled: dict[str, list[float]] = {mode: [] for mode in clients}
+    probes = {mode: Series(f"{mode} probes") for mode in clients}
     try:
         for mode, client in clients.items():
             warm = Series("warm-up")
-            submits = order_submit(f"{run}-{mode}-warm", _gate_headers(mode))
+            gate = _gate_headers(mode)
+            submits = order_submit(f"{run}-{mode}-warm", gate if mode == "all" else {})
             await open_loop(client, submits, warm, args.rate, WARMUP, args.seconds, 0, slots)
             if warm.errors:
                 raise SystemExit(f"{warm.errors} of {WARMUP} warm-up submits failed ({mode})")
@@ -203,11 +209,18 @@ async def finance_rounds(
             for mode in modes[index % len(modes) :] + modes[: index % len(modes)]:
                 client = clients[mode]
                 series = Series(mode)
-                submits = order_submit(f"{run}-{mode}-{index}", _gate_headers(mode))
+                gate = _gate_headers(mode)  # this round's gate span
+                submits = order_submit(f"{run}-{mode}-{index}", gate if mode == "all" else {})
+                probing = asyncio.create_task(gate_probes(client, gate, probes[mode]))
                 cpu = process_cpu_seconds(apps[mode][1])
-                await open_loop(
-                    client, submits, series, args.rate, args.requests, args.seconds, 0, slots
-                )
+                try:
+                    await open_loop(
+                        client, submits, series, args.rate, args.requests, args.seconds, 0, slots
+                    )
+                finally:
+                    probing.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await probing
                 cpu = process_cpu_seconds(apps[mode][1]) - cpu
                 pooled[mode].extend(series.latencies_ms)
                 figures = series.report()
@@ -219,7 +232,27 @@ async def finance_rounds(
     finally:
         for client in clients.values():
             await client.aclose()
-    return rounds, {mode: _pooled(latencies) for mode, latencies in pooled.items()}
+    figures = {mode: _pooled(latencies) for mode, latencies in pooled.items()}
+    for mode, series in probes.items():
+        figures[mode]["gate_probes"] = len(series.latencies_ms)
+        figures[mode]["gate_probe_errors"] = series.errors
+    return rounds, figures
+
+
+async def gate_probes(client: httpx.AsyncClient, headers: dict[str, str], series: Series) -> None:
+    """What a gate sends the app while it judges it: GET /healthz/ready every
+    PROBE_INTERVAL_S, with the gate span's `traceparent` (none when OFF), until cancelled."""
+    while True:
+        started = time.perf_counter()
+        try:
+            answer = await client.get("/healthz/ready", headers=headers)
+            if answer.status_code == 200:
+                series.latencies_ms.append((time.perf_counter() - started) * 1000)
+            else:
+                series.errors += 1
+        except httpx.HTTPError:
+            series.errors += 1
+        await asyncio.sleep(max(0.0, PROBE_INTERVAL_S - (time.perf_counter() - started)))
 
 
 def _pooled(latencies: list[float]) -> dict[str, float]:
@@ -232,8 +265,9 @@ def _pooled(latencies: list[float]) -> dict[str, float]:
 
 
 def _gate_headers(mode: str) -> dict[str, str]:
-    """ALL: a sampled W3C traceparent, as one gate's span sends with all its requests."""
-    if mode != "all":
+    """ON and ALL: a sampled W3C traceparent, as one gate's span sends with all its requests
+    (its probes; with ALL, every submit too); OFF: none."""
+    if mode == "off":
         return {}
     return {"traceparent": f"00-{secrets.token_hex(16)}-{secrets.token_hex(8)}-01"}
 
