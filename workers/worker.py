@@ -35,12 +35,19 @@ from zdp.domain import AppQuery
 from zdp.models import TASK_QUEUE
 from zdp.notify import Notifier
 from zdp.platforms.base import HealthProbe, Runtime, TrafficRouter
+from zdp.settings import settings
 from zdp.tracing import worker_interceptors
 
 log = logging.getLogger("zdp.worker")
 
 # The collector's generation thresholds in a running worker (see run_worker).
 GC_THRESHOLDS = (50_000, 20, 100)
+
+# How long a workflow task waits on this worker's own (sticky) queue before the server hands it
+# to any worker on the task queue: the SDK's default, unless ZDP_WORKER_STICKY_TIMEOUT says
+# otherwise. After a worker crash the next task waits this long (the tests that kill workers
+# set a shorter one; a task that misses it is replayed from history by whichever worker polls).
+STICKY_TIMEOUT = timedelta(seconds=10)
 
 
 @dataclass
@@ -99,6 +106,7 @@ def build_worker(
     graceful_shutdown: timedelta = timedelta(seconds=30),
     home: Path | None = None,
     notifier: Notifier | None = None,
+    sticky_timeout: timedelta = STICKY_TIMEOUT,
 ) -> Worker:
     return Worker(
         client,
@@ -108,6 +116,7 @@ def build_worker(
             platform or Platform.from_environment(), config, trusted_keys_dir, home, notifier
         ),
         graceful_shutdown_timeout=graceful_shutdown,
+        sticky_queue_schedule_to_start_timeout=sticky_timeout,
         interceptors=worker_interceptors(client),  # workflow and activity spans (zdp.tracing)
     )
 
@@ -119,7 +128,10 @@ async def run_worker(
     on_ready: Callable[[], None] | None = None,
 ) -> None:
     """Run until SIGTERM or SIGINT, then drain and return."""
-    worker = build_worker(client, platform, graceful_shutdown=graceful_shutdown)
+    sticky = timedelta(seconds=settings().WORKER_STICKY_TIMEOUT)
+    worker = build_worker(
+        client, platform, graceful_shutdown=graceful_shutdown, sticky_timeout=sticky
+    )
     # Everything loaded so far lives as long as the worker: keep it out of the collector's
     # full passes, whose pauses would otherwise land in the middle of health gates.
     gc.freeze()

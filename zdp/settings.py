@@ -89,6 +89,11 @@ class Settings(BaseSettings):
     TEMPORAL_METRICS_ADDRESS: str = Field(
         default="127.0.0.1:9465", description="where the worker serves the Temporal SDK's metrics"
     )
+    WORKER_STICKY_TIMEOUT: float = Field(
+        default=10.0,
+        gt=0,
+        description="seconds a workflow task waits for the worker it last ran on",
+    )
     NOTIFY_WEBHOOK_URL: str | None = Field(
         default=None, repr=False, description="a webhook for notifications"
     )

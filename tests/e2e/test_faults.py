@@ -17,7 +17,6 @@ import json
 import os
 import signal
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -45,13 +44,18 @@ pytestmark = pytest.mark.alone
 
 
 @pytest.fixture(scope="module")
-def faults_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """The module's stack, up, with finance-trading 1.0.0 serving; `zdp down` after."""
+def faults_demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
+    """The module's stack, up, and the demo's keys, identities and wheels (prepared once: the
+    wheels are built here, not again for each test); `zdp down` after."""
     home = tmp_path_factory.mktemp("zdp-faults")
     env = {
         "ZDP_HOME": str(home),
         "ZDP_PORT_BASE": str(port_base("faults")),
         "ZDP_TEMPORAL_PORT": str(free_port()),
+        # The stack's workers hand a workflow task to any worker after 3 s on their own queue
+        # (10 s by default): a killed worker's next task then waits 3 s, not 10, before a new
+        # worker takes it (and replays the history; what is asserted is unchanged).
+        "ZDP_WORKER_STICKY_TIMEOUT": "3",
     }
     with pytest.MonkeyPatch.context() as patch:
         for key, value in env.items():
@@ -60,8 +64,9 @@ def faults_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
             patch.delenv(key)
         stack = Stack(home=home, config=DEMO_CONFIG)
         try:
-            Demo(home, quiet=True).prepare()
-            yield home
+            demo = Demo(home, quiet=True)
+            demo.prepare()
+            yield demo
         finally:
             stack.down()
 
@@ -72,9 +77,12 @@ VERSIONS = {"next": 0}
 
 
 @pytest.fixture
-async def h(faults_home: Path) -> AsyncIterator[Harness]:
-    demo = Demo(faults_home, quiet=True)
-    stack = await asyncio.to_thread(demo.prepare)  # idempotent: the stack is already up
+async def h(faults_demo: Demo) -> AsyncIterator[Harness]:
+    demo = faults_demo
+    faults_home = demo.home
+    # Whatever the last test left down comes up again (each case already ends with `zdp up`).
+    stack = Stack(home=faults_home, config=DEMO_CONFIG)
+    await asyncio.to_thread(stack.up)
     client = await connect(target_host=stack.temporal_address)
     router = EnvoyRouter(faults_home)
     # 100 requests a second: enough to see any failure, light enough that the load itself does

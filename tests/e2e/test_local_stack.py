@@ -57,6 +57,9 @@ def stack_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, st
         "ZDP_PORT_BASE": str(port_base("local-stack")),
         "ZDP_TEMPORAL_PORT": str(free_port()),
         "COLUMNS": "200",
+        # The stack's workers hand a workflow task to any worker after 3 s on their own queue
+        # (10 s by default): the worker killed mid-bake costs 3 s there, not 10.
+        "ZDP_WORKER_STICKY_TIMEOUT": "3",
     }
     with pytest.MonkeyPatch.context() as patch:
         for key, value in env.items():
@@ -99,6 +102,22 @@ def demo_result(stack_env: dict[str, str], up_home: Path) -> dict[str, Any]:
     assert "Traceback" not in run.stderr, run.stderr
     assert run.returncode == 0, run.stdout + run.stderr
     return dict(json.loads(run.stdout))
+
+
+@pytest.fixture(scope="module")
+def demo(demo_result: dict[str, Any], stack_env: dict[str, str]) -> Demo:
+    """The demo's keys, identities and wheels for the tests that deploy after it, prepared once
+    for the module (the wheels are built here, not again in each test)."""
+    prepared = Demo(Path(stack_env["ZDP_HOME"]), quiet=True)
+    prepared.prepare()  # idempotent: the stack is already up
+    return prepared
+
+
+async def _stack_up(home: Path) -> Stack:
+    """The demo's stack, up (a test before may have replaced its worker): `zdp up` is idempotent."""
+    stack = Stack(home=home, config=DEMO_CONFIG)
+    await asyncio.to_thread(stack.up)
+    return stack
 
 
 def test_demo_on_a_busy_machine_promotes_every_healthy_release_and_rolls_back_the_bad_one(
@@ -230,12 +249,10 @@ def test_demo_trust_stays_in_the_demo_home_and_the_zdp_up_home_trusts_no_demo_ke
 
 
 async def test_worker_killed_mid_bake_is_replaced_and_traffic_stays_intact(
-    demo_result: dict[str, Any], stack_env: dict[str, str]
+    demo: Demo, stack_env: dict[str, str]
 ) -> None:
     home = Path(stack_env["ZDP_HOME"])
-    stack = Stack(home=home, config=DEMO_CONFIG)
-    demo = Demo(home, quiet=True)
-    await asyncio.to_thread(demo.prepare)  # idempotent: the stack is already up
+    stack = await _stack_up(home)
     client = await connect(target_host=stack.temporal_address)
 
     async def kill_worker_mid_bake() -> None:
@@ -269,18 +286,13 @@ async def test_worker_killed_mid_bake_is_replaced_and_traffic_stays_intact(
     assert summary.requests_sent > 500
 
 
-async def _demo_client(stack_env: dict[str, str]) -> tuple[Demo, Any]:
-    home = Path(stack_env["ZDP_HOME"])
-    demo = Demo(home, quiet=True)
-    await asyncio.to_thread(demo.prepare)  # idempotent: the stack is already up
-    client = await connect(target_host=Stack(home=home, config=DEMO_CONFIG).temporal_address)
-    return demo, client
+async def _demo_client(demo: Demo) -> Any:
+    stack = await _stack_up(demo.home)
+    return await connect(target_host=stack.temporal_address)
 
 
-async def test_latency_only_fault_is_caught_and_rolled_back(
-    demo_result: dict[str, Any], stack_env: dict[str, str]
-) -> None:
-    demo, client = await _demo_client(stack_env)
+async def test_latency_only_fault_is_caught_and_rolled_back(demo: Demo) -> None:
+    client = await _demo_client(demo)
     summary = await asyncio.wait_for(
         demo.deploy(
             client, "finance-trading", "5.0.0", Strategy.canary, True, FAULT_LATENCY_MS="200"
@@ -292,10 +304,8 @@ async def test_latency_only_fault_is_caught_and_rolled_back(
     assert summary.requests_failed == 0
 
 
-async def test_stable_failing_too_pauses_instead_of_rolling_back(
-    demo_result: dict[str, Any], stack_env: dict[str, str]
-) -> None:
-    demo, client = await _demo_client(stack_env)
+async def test_stable_failing_too_pauses_instead_of_rolling_back(demo: Demo) -> None:
+    client = await _demo_client(demo)
     app = "finance-trading"
     first = await asyncio.wait_for(
         demo.deploy(client, app, "6.0.0", Strategy.canary, False, DRILL_ENDPOINT="1"), 180
@@ -424,7 +434,7 @@ def test_cutting_the_audit_logs_tail_or_its_checkpoints_shows(
 
 
 async def test_github_actions_example_deploys_through_the_stack(
-    demo_result: dict[str, Any], stack_env: dict[str, str], tmp_path: Path
+    demo: Demo, stack_env: dict[str, str], tmp_path: Path
 ) -> None:
     """examples/ci/github-actions.yml's shell steps, extracted and run against the stack."""
     home = Path(stack_env["ZDP_HOME"])
@@ -433,8 +443,7 @@ async def test_github_actions_example_deploys_through_the_stack(
     (home / "trusted-keys" / "release-ci.pub").write_bytes(keys.public_key.read_bytes())
     # The CI system's own identity, registered by the demo's administrator: it signs the start.
     ci = generate_key_pair(tmp_path / "keys", "github-actions", passphrase=b"id passphrase")
-    demo = Demo(home, quiet=True)
-    await asyncio.to_thread(demo.prepare)  # idempotent: the stack is already up
+    await _stack_up(home)
     if "github-actions" not in load_registry(registry_dir(home)):
         register(
             registry_dir(home), "github-actions", "GitHub Actions (finance-trading)",
