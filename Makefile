@@ -53,8 +53,11 @@ lock: $(STAMP)
 # themselves: the busy machine they are judged on is the one they make.
 TEST_WORKERS ?= $(shell echo $$(( $$(nproc 2>/dev/null || echo 1) + 1 )))
 
+# --no-loadscope-reorder: modules are handed out in collection order, the longest first
+# (tests/conftest.py); pytest-xdist would otherwise reorder them by their number of tests and
+# hand out last the single-test module that runs longest (tests/e2e/test_to_production.py).
 test: $(STAMP)
-	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile -m "not alone"
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder -m "not alone"
 	$(PY) -m pytest -q -m alone
 
 # ruff, mypy and the layer contracts of docs/architecture.md (import-linter, pyproject.toml).

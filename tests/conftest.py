@@ -22,6 +22,9 @@ pytest_plugins = ["tests.kit", "tests.cli_checks", "tests.slack.fixtures"]
 # The order modules are handed to the parallel workers (`make test`: pytest-xdist, a module
 # whole on one worker, in collection order): the longest first, so no long module starts last
 # and runs on alone while the other workers idle. Folders in this order, the rest after them.
+# pytest-xdist keeps this order only with --no-loadscope-reorder (the Makefile gives it): by
+# default it hands out the modules with the most tests first, test_to_production.py (one test,
+# the longest module) last.
 LONGEST_FIRST = (
     "tests/e2e/test_to_production.py",
     "tests/e2e/",
