@@ -6,16 +6,19 @@ finance-trading processes run side by side for the whole part, each with its own
 - ON: as a traced deployment runs it: OTEL_EXPORTER_OTLP_ENDPOINT names a loopback OTLP/HTTP
   sink (in the helper process below), so the ops kit configures a tracer provider that exports
   SERVER spans over OTLP, batched, with the kit's sampler; the submits carry no `traceparent`,
-  as users' requests do not, so the kit's sampler traces one in ten
+  as users' requests do not, so the kit's sampler traces one in a hundred
   (`ops_kit.tracing.USER_SAMPLE_RATIO`);
 - ALL, the worst case: the same configuration, and every submit carries a gate's
   `traceparent` (a sampled one, new each round), so every request is traced and exported, as
   with `OTEL_TRACES_SAMPLER=parentbased_always_on`;
 - OFF: no OTLP endpoint, so no tracer provider (FastAPI's telemetry stays off and the kit's
   tracing middleware passes requests straight on), and no `traceparent`.
-While an app is measured, a gate's probes reach it too: GET /healthz/ready every 50 ms (the
-gate policies' probe interval), with the round's gate `traceparent` for ON and ALL (each probe
-is then a traced request) and without for OFF; they are not counted in the submits' figures.
+While an app is measured, a gate's requests reach it too, as while a gate judges a canary: GET
+/healthz/ready every 50 ms and GET /api/quote/AAPL 50 times a second (the gate policies' probe
+interval, sample rate and finance-trading's sample path), with the round's gate `traceparent`
+for ON and ALL, marked sampled on one request a second per URL and not sampled on the others
+(zdp.tracing's rule: the app records a span for the first only), and without for OFF; they are
+not counted in the submits' figures.
 All keep the metrics middleware and request log line, which predate issue 17. Each round sends
 `--requests` submits at `--rate` to each app in turn, the order rotating from round to round
 (ON, ALL, OFF; ALL, OFF, ON; OFF, ON, ALL...), after warm-up submits on each (not counted);
@@ -85,6 +88,8 @@ from finance_latency import (
 )
 from instrumentation_engine import STEPS, DevServer, alternate_deployments
 
+from zdp.tracing import TRACED_EVERY_S
+
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
@@ -92,6 +97,8 @@ GOAL = 0.05  # the instrumentation may cost under 5 %
 POOL = 64  # keep-alive connections to each app, as bench/finance_latency.py opens
 SCRAPE_EVERY_S = 1.0  # zdp.monitoring.SCRAPE_INTERVAL, the stack's Prometheus
 PROBE_INTERVAL_S = 0.05  # probe_interval_seconds of every tier in zdp/data/gate-policies.yaml
+SAMPLE_INTERVAL_S = 1 / 50  # their sample_rate_per_s
+SAMPLE_PATH = "/api/quote/AAPL"  # finance-trading's sample_path there
 
 
 # --------------------------------------------------------------------- the helper process
@@ -234,25 +241,42 @@ async def finance_rounds(
             await client.aclose()
     figures = {mode: _pooled(latencies) for mode, latencies in pooled.items()}
     for mode, series in probes.items():
-        figures[mode]["gate_probes"] = len(series.latencies_ms)
-        figures[mode]["gate_probe_errors"] = series.errors
+        figures[mode]["gate_requests"] = len(series.latencies_ms)
+        figures[mode]["gate_request_errors"] = series.errors
     return rounds, figures
 
 
 async def gate_probes(client: httpx.AsyncClient, headers: dict[str, str], series: Series) -> None:
-    """What a gate sends the app while it judges it: GET /healthz/ready every
-    PROBE_INTERVAL_S, with the gate span's `traceparent` (none when OFF), until cancelled."""
-    while True:
-        started = time.perf_counter()
-        try:
-            answer = await client.get("/healthz/ready", headers=headers)
-            if answer.status_code == 200:
-                series.latencies_ms.append((time.perf_counter() - started) * 1000)
-            else:
+    """What a gate sends the app while it judges it (the module's docstring), until cancelled:
+    readiness probes and sampled requests, with the gate span's `traceparent` (none when OFF)
+    marked sampled once a second per path (zdp.tracing.TRACED_EVERY_S)."""
+    last_sampled: dict[str, float] = {}
+
+    def header_for(path: str) -> dict[str, str]:
+        if not headers:
+            return {}
+        value, now = headers["traceparent"], time.monotonic()
+        if now - last_sampled.get(path, -TRACED_EVERY_S) >= TRACED_EVERY_S:
+            last_sampled[path] = now
+            return {"traceparent": value}
+        return {"traceparent": f"{value[:-2]}{int(value[-2:], 16) & ~1:02x}"}
+
+    async def send(path: str, every: float) -> None:
+        while True:
+            started = time.perf_counter()
+            try:
+                answer = await client.get(path, headers=header_for(path))
+                if answer.status_code == 200:
+                    series.latencies_ms.append((time.perf_counter() - started) * 1000)
+                else:
+                    series.errors += 1
+            except httpx.HTTPError:
                 series.errors += 1
-        except httpx.HTTPError:
-            series.errors += 1
-        await asyncio.sleep(max(0.0, PROBE_INTERVAL_S - (time.perf_counter() - started)))
+            await asyncio.sleep(max(0.0, every - (time.perf_counter() - started)))
+
+    await asyncio.gather(
+        send("/healthz/ready", PROBE_INTERVAL_S), send(SAMPLE_PATH, SAMPLE_INTERVAL_S)
+    )
 
 
 def _pooled(latencies: list[float]) -> dict[str, float]:

@@ -5,7 +5,13 @@ workflow (`root_span`); Temporal's `TracingInterceptor` (on the CLI's client, `z
 .connect`, and on the worker, `worker_interceptors`) carries it in the start's headers to the
 workflow and its activities; the gate activity opens a span of its own (`outbound_span`) and its
 probes and sampled requests name that span in a `traceparent` header (`outbound_header`), which
-the apps' ops kit continues as a server span.
+the apps' ops kit continues as a server span. A gate sends each endpoint (a probe's or a sampled
+request's URL) 20 probes and up to 50 sampled requests a second: one of them a second
+(TRACED_EVERY_S) carries the header marked sampled, and the app records a span for it; the others
+carry the same trace and parent marked not sampled, so the app's log lines still name the trace
+but it records and exports nothing for them. A span for every one would cost the app more than
+the goal allows (about 0.1 ms of CPU each; bench/instrumentation.py, docs/benchmarks.md) and
+fill a 5-minute gate's trace with 20,000 spans of the same probe.
 
 Where a process's finished spans go, decided once by `setup`:
 - OTLP over HTTP when OTEL_EXPORTER_OTLP_ENDPOINT (or OTEL_EXPORTER_OTLP_TRACES_ENDPOINT) is set;
@@ -26,7 +32,8 @@ import logging
 import os
 import re
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextvars import ContextVar
 from datetime import UTC, datetime
 from pathlib import Path
@@ -61,9 +68,31 @@ _TRACEPARENT = re.compile(r"^[0-9a-f]{2}-([0-9a-f]{32})-[0-9a-f]{16}-[0-9a-f]{2}
 
 _provider: TracerProvider | None = None
 _setup_lock = threading.Lock()
-# The `traceparent: ...\r\n` header line requests made inside an outbound span carry, built once
-# per span: the probes and sampled requests of a gate read it, never format it.
-_outbound: ContextVar[bytes] = ContextVar("zdp_traceparent", default=b"")
+TRACED_EVERY_S = 1.0  # per endpoint, a gate's request marked sampled at most this often
+
+
+class _Outbound:
+    """The `traceparent: ...\r\n` header lines of one outbound span, built once per span (the
+    probes and sampled requests of a gate read them, never format them), and when each endpoint
+    was last sent the sampled one."""
+
+    __slots__ = ("last", "sampled", "unsampled")
+
+    def __init__(self, value: str) -> None:
+        flags = int(value[-2:], 16)
+        self.sampled = f"traceparent: {value}\r\n".encode()  # not sampled if the span is not
+        self.unsampled = f"traceparent: {value[:-2]}{flags & ~1:02x}\r\n".encode()
+        self.last: dict[str, float] = {}
+
+    def header(self, endpoint: str, now: float) -> bytes:
+        last = self.last.get(endpoint)
+        if last is None or now - last >= TRACED_EVERY_S:
+            self.last[endpoint] = now
+            return self.sampled
+        return self.unsampled
+
+
+_outbound: ContextVar[_Outbound | None] = ContextVar("zdp_traceparent", default=None)
 
 
 def otlp_endpoint() -> str | None:
@@ -196,24 +225,40 @@ def traceparent(span: trace.Span) -> str | None:
 @contextlib.contextmanager
 def outbound_span(name: str, attributes: Mapping[str, AttributeValue]) -> Iterator[trace.Span]:
     """A child of the current span for work that makes HTTP requests (a gate). While it runs,
-    `outbound_header()` is the `traceparent` line that names it, so every request made in it
-    (in tasks started inside it too: they copy the context) joins the trace for nothing more
-    than a context variable read."""
+    `outbound_header(endpoint)` is the `traceparent` line that names it, so every request made
+    in it (in tasks started inside it too: they copy the context) joins the trace for a context
+    variable read and a clock reading; one a second per endpoint is marked sampled (the
+    module's docstring)."""
     with tracer().start_as_current_span(
         name, kind=trace.SpanKind.CLIENT, attributes=dict(attributes)
     ) as span:
         value = traceparent(span)
-        token = _outbound.set(f"traceparent: {value}\r\n".encode() if value else b"")
+        token = _outbound.set(_Outbound(value) if value else None)
         try:
             yield span
         finally:
             _outbound.reset(token)
 
 
-def outbound_header() -> bytes:
-    """The `traceparent: ...\\r\\n` line for requests made in the current outbound span; b""
-    outside one."""
-    return _outbound.get()
+def outbound_header(endpoint: str) -> bytes:
+    """The `traceparent: ...\\r\\n` line for a request to `endpoint` made in the current
+    outbound span, marked sampled if `endpoint` had no sampled one in the last TRACED_EVERY_S
+    seconds; b"" outside an outbound span."""
+    outbound = _outbound.get()
+    return b"" if outbound is None else outbound.header(endpoint, time.monotonic())
+
+
+def outbound_headers() -> Callable[[str], bytes]:
+    """`outbound_header` bound to the current outbound span, for code that may run outside its
+    context (a sweep's callbacks run in the connections' own)."""
+    outbound = _outbound.get()
+    if outbound is None:
+        return _no_header
+    return lambda endpoint: outbound.header(endpoint, time.monotonic())
+
+
+def _no_header(endpoint: str) -> bytes:
+    return b""
 
 
 # --------------------------------------------------------------------- the local store

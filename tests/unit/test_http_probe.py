@@ -305,5 +305,5 @@ async def test_sweeps_carry_the_gate_spans_traceparent_only_inside_it(
         with tracing.outbound_span("gate canary", {}) as gate:
             assert (await board.sweep(probe, [endpoint]))[0].ok
         assert (await board.sweep(probe, [endpoint]))[0].ok
-    expected = f"traceparent: {tracing.traceparent(gate)}\r\n".encode()
+    expected = f"traceparent: {tracing.traceparent(gate)}\r\n".encode()  # its first: sampled
     assert [expected in head for head in tiny.heads] == [False, True, False]

@@ -194,8 +194,46 @@ async def test_probes_carry_the_gate_spans_traceparent_only_inside_it() -> None:
     finally:
         server.close()
         await server.wait_closed()
-    expected = f"traceparent: {tracing.traceparent(gate)}\r\n".encode()
-    assert [expected in head for head in heads] == [False, True, True, False]
+    value = tracing.traceparent(gate)
+    assert value is not None and int(value[-2:], 16) & 1  # the gate's span is sampled
+    sampled = f"traceparent: {value}\r\n".encode()
+    unsampled = f"traceparent: {value[:-2]}{int(value[-2:], 16) & ~1:02x}\r\n".encode()
+    # The gate's first probe of the endpoint is marked sampled, the next (within a second) not.
+    assert [(sampled in head, unsampled in head) for head in heads] == [
+        (False, False),
+        (True, False),
+        (False, True),
+        (False, False),
+    ]
     ctx = gate.get_span_context()
     flags = int(ctx.trace_flags)
     assert tracing.traceparent(gate) == f"00-{ctx.trace_id:032x}-{ctx.span_id:016x}-{flags:02x}"
+
+
+def test_a_gate_marks_one_request_a_second_per_endpoint_sampled(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """20 probes and 50 sampled requests a second per endpoint: a span each would cost the app
+    more than the instrumentation may (docs/benchmarks.md); the rest carry the trace unsampled."""
+    tracing.setup("zdp-test")
+    now = [100.0]
+    monkeypatch.setattr(tracing.time, "monotonic", lambda: now[0])
+    assert tracing.outbound_header("http://a") == b""  # outside a gate: nothing
+    with tracing.outbound_span("gate canary", {}) as gate:
+        value = tracing.traceparent(gate)
+        assert value is not None
+        flags = int(value[-2:], 16)
+        assert flags & 1
+        sampled = f"traceparent: {value}\r\n".encode()
+        unsampled = f"traceparent: {value[:-2]}{flags & ~1:02x}\r\n".encode()
+        seen = []
+        for i in range(25):  # 1.25 s of probes, 50 ms apart, to two endpoints
+            now[0] = 100.0 + i * 0.05
+            seen.append((tracing.outbound_header("http://a"), tracing.outbound_header("http://b")))
+        bound = tracing.outbound_headers()
+    assert [i for i, (a, _) in enumerate(seen) if a == sampled] == [0, 20]
+    assert [i for i, (_, b) in enumerate(seen) if b == sampled] == [0, 20]
+    assert all(h in (sampled, unsampled) for pair in seen for h in pair)
+    # Bound to the gate's span, for callbacks that run outside its context.
+    assert bound("http://c") == sampled and bound("http://c") == unsampled
+    assert tracing.outbound_headers()("http://c") == b""

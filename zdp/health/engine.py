@@ -181,11 +181,12 @@ class LatencySampler:
         if pool is None:
             # Enough connections for every request still in flight to a hung slot.
             limit = int(self.timeout / self.interval) + 8
-            # The gate span's traceparent (made once a gate): the app's request joins the trace.
-            pool = self._pools[url] = KeepAlivePool(url, limit, headers=outbound_header())
+            pool = self._pools[url] = KeepAlivePool(url, limit)
         try:
             async with asyncio.timeout(self.timeout):
-                status = await pool.get()
+                # The gate span's traceparent: the app's request joins the trace (sampled once
+                # a second per URL, zdp.tracing).
+                status = await pool.get(outbound_header(url))
             error = None if status < 400 else f"HTTP {status}"
         except TimeoutError:
             timed.timed_out = True

@@ -6,7 +6,8 @@ probe costs one request, not a TCP handshake, and a sweep of many endpoints does
 big shared pool: with httpx's shared pool a 100-endpoint sweep had a p99 near 200 ms here
 (docs/benchmarks.md). An unhealthy endpoint is reported, never raised: a refused connection, a
 timeout or a 5xx is a `ProbeResult` with `ok=False` and the reason in `error`. A probe made in a
-gate carries the gate span's W3C `traceparent` (`zdp.tracing.outbound_header`, built once a gate).
+gate carries the gate span's W3C `traceparent` (`zdp.tracing.outbound_header`, built once a gate;
+marked sampled once a second per endpoint).
 
 A sweep (`probe_many`, which `BreakerBoard.sweep` uses) sends each request on an idle kept-alive
 connection from a callback and times it out with a timer: no task, future or stream reader per
@@ -22,7 +23,7 @@ from collections.abc import Sequence
 
 from zdp.models import ProbeResult
 from zdp.rawhttp import HttpConnection, KeepAlivePool
-from zdp.tracing import outbound_header
+from zdp.tracing import outbound_header, outbound_headers
 
 
 class HttpProbe:
@@ -44,7 +45,8 @@ class HttpProbe:
         return pool
 
     async def probe(self, endpoint: str) -> ProbeResult:
-        return await self._probe(endpoint, self.timeout, outbound_header(), time.perf_counter())
+        header = outbound_header(endpoint)
+        return await self._probe(endpoint, self.timeout, header, time.perf_counter())
 
     async def _probe(
         self, endpoint: str, deadline: float, header: bytes, started: float
@@ -77,7 +79,7 @@ class HttpProbe:
             return []
         loop = asyncio.get_running_loop()
         deadline = self.timeout if timeout is None else min(self.timeout, timeout)
-        header = outbound_header()
+        header_for = outbound_headers()  # read here: the callbacks run in other contexts
         clock = time.perf_counter
         results: list[ProbeResult | None] = [None] * count
         in_flight: dict[int, tuple[HttpConnection, asyncio.TimerHandle]] = {}
@@ -96,6 +98,7 @@ class HttpProbe:
                 finished.set_result(None)
 
         def by_coroutine(index: int, started: float) -> None:
+            header = header_for(endpoints[index])
             task = loop.create_task(self._probe(endpoints[index], deadline, header, started))
             tasks.add(task)
 
@@ -146,7 +149,7 @@ class HttpProbe:
             timer = loop.call_later(deadline, expired)
             in_flight[index] = (connection, timer)
             try:
-                connection.send(pool.request_with(header), answered)
+                connection.send(pool.request_with(header_for(endpoint)), answered)
             except Exception as exc:  # a transport that cannot take the request: not a hang
                 timer.cancel()
                 del in_flight[index]

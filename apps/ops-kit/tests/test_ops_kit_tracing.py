@@ -81,6 +81,21 @@ async def test_a_request_with_traceparent_is_a_server_span_of_the_callers_trace(
     assert line["trace_id"] == TRACE_ID
 
 
+async def test_a_request_in_an_unsampled_trace_is_served_in_it_unrecorded(
+    in_process: InProcess, spans: InMemorySpanExporter
+) -> None:
+    """A gate marks most of its requests not sampled (zdp.tracing): the app records no span for
+    them, and their log lines still name the gate's trace."""
+    with json_log_lines("ops_kit_example") as lines:
+        async with in_process() as client:
+            unsampled = f"00-{TRACE_ID}-{PARENT_ID}-02"  # the random flag only
+            answer = await client.get("/api/items/a-1", headers={"traceparent": unsampled})
+    assert answer.status_code == 200
+    assert server_spans(spans) == []
+    [line] = [line for line in lines if line.get("path") == "/api/items/a-1"]
+    assert line["trace_id"] == TRACE_ID
+
+
 async def test_a_traced_request_is_one_span_not_one_per_dependency(
     in_process: InProcess, spans: InMemorySpanExporter
 ) -> None:
@@ -218,16 +233,17 @@ def served_with_an_endpoint(users: int, gates: int, **env: str) -> dict[str, dic
 
 
 def test_with_an_endpoint_users_requests_are_sampled_and_every_traced_callers_is_kept() -> None:
-    seen = served_with_an_endpoint(users=800, gates=40)
+    seen = served_with_an_endpoint(users=3000, gates=40)
     spans, logged = seen["spans"], seen["logged"]
     users = {path: trace_id for path, trace_id in spans.items() if "/user-" in path}
-    # One in USER_SAMPLE_RATIO (0.1) of the 800: 80 expected, sd about 8.5.
-    assert 30 <= len(users) <= 160, len(users)
+    # USER_SAMPLE_RATIO (0.01) of the 3,000: 30 expected, sd about 5.5.
+    assert tracing.USER_SAMPLE_RATIO == 0.01
+    assert 8 <= len(users) <= 80, len(users)
     # Every request of a gate's (sampled) trace has its span, in that trace.
     assert {p: t for p, t in spans.items() if "/gate-" in p} == seen["gate_traces"]
     # A user's request is logged with its trace id when it was traced, with none when not.
     assert {p: t for p, t in logged.items() if "/user-" in p and t is not None} == users
-    assert sum(1 for p in logged if "/user-" in p) == 800
+    assert sum(1 for p in logged if "/user-" in p) == 3000
 
 
 def test_otel_traces_sampler_decides_instead_of_the_kits_ratio() -> None:
