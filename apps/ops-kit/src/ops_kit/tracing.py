@@ -23,14 +23,13 @@ Which requests are traced when spans are exported (`sampler`): every request tha
 sampled trace (a traced caller's; a gate marks one request a second per endpoint sampled, the
 others not, zdp.tracing), and a share of the others, the users' own requests, picked by trace
 id: USER_SAMPLE_RATIO, one in a hundred. A traced request costs the app about 0.1 ms of CPU
-(its span, and encoding and posting it): tracing every order submit cost finance-trading's p99
-17 %, one in ten of them (with a gate's probes all traced) 7 %, against a goal of 5 %
-(bench/instrumentation.py, docs/benchmarks.md). OpenTelemetry's `OTEL_TRACES_SAMPLER` (and
-`OTEL_TRACES_SAMPLER_ARG`) decides instead when set: `parentbased_always_on` traces every
-request, `parentbased_traceidratio` with 0.1 one in ten. A request left out is served as an
-untraced one: no span is made current and its log line carries no trace id, since none would be
-found. A request in a caller's trace that is not sampled is served in that trace, unrecorded:
-its log lines carry the caller's trace id.
+(its span, and encoding and posting it): tracing every order submit cost finance-trading 18.5 %
+more CPU per submit, the kit's default 3 % (bench/instrumentation.py, docs/benchmarks.md).
+OpenTelemetry's `OTEL_TRACES_SAMPLER` (and `OTEL_TRACES_SAMPLER_ARG`) decides instead when set:
+`parentbased_always_on` traces every request, `parentbased_traceidratio` with 0.1 one in ten.
+A request left out is served as an untraced one: no span is made current and its log line
+carries no trace id, since none would be found. A request in a caller's trace that is not
+sampled is served in that trace, unrecorded: its log lines carry the caller's trace id.
 
 Without OpenTelemetry installed (the images install the kit without extras), `install` adds no
 middleware and nothing changes.
@@ -91,11 +90,9 @@ def configure_tracing(service_name: str, version: str, slot: str | None) -> bool
     if slot:
         attributes["zdp.slot"] = slot
     provider = TracerProvider(resource=Resource.create(attributes), sampler=sampler())
-    # Small batches: the encoding of a batch holds the GIL, and the requests served meanwhile
-    # wait. With OpenTelemetry's default of 512 spans, a traced finance-trading's order-submit
-    # p99 was 58 % above an untraced one's (8 of 8 rounds above); with 64, 5-6 %
-    # (bench/instrumentation.py, docs/benchmarks.md). OTEL_BSP_MAX_EXPORT_BATCH_SIZE decides
-    # when it is set.
+    # Small batches: the encoding of a batch holds the GIL (64 spans about 1.2 ms here, 512
+    # about 9), and the requests served meanwhile wait (docs/benchmarks.md).
+    # OTEL_BSP_MAX_EXPORT_BATCH_SIZE decides when it is set.
     batch = None if os.environ.get("OTEL_BSP_MAX_EXPORT_BATCH_SIZE") else EXPORT_BATCH
     provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(), max_export_batch_size=batch))
     trace.set_tracer_provider(provider)
