@@ -72,7 +72,7 @@ TRACED_EVERY_S = 1.0  # per endpoint, a gate's request marked sampled at most th
 
 
 class _Outbound:
-    """The `traceparent: ...\r\n` header lines of one outbound span, built once per span (the
+    """The `traceparent: ...\\r\\n` header lines of one outbound span, built once per span (the
     probes and sampled requests of a gate read them, never format them), and when each endpoint
     was last sent the sampled one."""
 
