@@ -84,7 +84,8 @@ class _Outbound:
         self.unsampled = f"traceparent: {value[:-2]}{flags & ~1:02x}\r\n".encode()
         self.last: dict[str, float] = {}
 
-    def header(self, endpoint: str, now: float) -> bytes:
+    def header(self, endpoint: str) -> bytes:
+        now = time.monotonic()
         last = self.last.get(endpoint)
         if last is None or now - last >= TRACED_EVERY_S:
             self.last[endpoint] = now
@@ -244,17 +245,14 @@ def outbound_header(endpoint: str) -> bytes:
     """The `traceparent: ...\\r\\n` line for a request to `endpoint` made in the current
     outbound span, marked sampled if `endpoint` had no sampled one in the last TRACED_EVERY_S
     seconds; b"" outside an outbound span."""
-    outbound = _outbound.get()
-    return b"" if outbound is None else outbound.header(endpoint, time.monotonic())
+    return outbound_headers()(endpoint)
 
 
 def outbound_headers() -> Callable[[str], bytes]:
     """`outbound_header` bound to the current outbound span, for code that may run outside its
     context (a sweep's callbacks run in the connections' own)."""
     outbound = _outbound.get()
-    if outbound is None:
-        return _no_header
-    return lambda endpoint: outbound.header(endpoint, time.monotonic())
+    return _no_header if outbound is None else outbound.header
 
 
 def _no_header(endpoint: str) -> bytes:
