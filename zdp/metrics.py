@@ -32,6 +32,7 @@ log = logging.getLogger("zdp.metrics")
 REGISTRY = CollectorRegistry(auto_describe=True)
 
 DEPLOYMENT = ("app", "environment")
+PHASE_LABELS = (*DEPLOYMENT, "strategy", "phase")  # zdp_deployment_phase and its timestamp
 
 DEPLOYMENTS_STARTED = Counter(
     "zdp_deployments_started_total",
@@ -57,13 +58,13 @@ PHASE = Gauge(
     "zdp_deployment_phase",
     "1 for the phase each running deployment is in (one series per running deployment; it "
     "goes when the deployment ends).",
-    [*DEPLOYMENT, "strategy", "phase"],
+    PHASE_LABELS,
     registry=REGISTRY,
 )
 PHASE_ENTERED = Gauge(
     "zdp_deployment_phase_entered_timestamp_seconds",
     "Unix time at which each running deployment entered its current phase.",
-    [*DEPLOYMENT, "strategy", "phase"],
+    PHASE_LABELS,
     registry=REGISTRY,
 )
 TRAFFIC = Gauge(
@@ -217,6 +218,7 @@ class DeploymentObserver:
             self.started_at = at
             if live:
                 DEPLOYMENTS_STARTED.labels(*labels, self.strategy).inc()
+                _forget_earlier_run(self.app, self.environment)
         elif kind == "phase":
             self.before_pause = None
             self._enter(phase, at, live, outcome, approval_deadline)
@@ -301,6 +303,24 @@ class DeploymentObserver:
                     max(0.0, (at - self.started_at).total_seconds())
                 )
         _remove(APPROVAL_DEADLINE, *labels)
+
+
+def _forget_earlier_run(app: str, environment: str) -> None:
+    """Drop the phase and approval-deadline series an earlier run of this deployment left in this
+    process. One run of an app in an environment runs at a time (its workflow id is
+    deploy-<app>-<environment>), so a run starting means the earlier one ended: one that never
+    reached `done` here (terminated, or finished on another worker) would otherwise show its
+    last phase for good, and an alert on a phase's age would fire on it."""
+    for gauge in (PHASE, PHASE_ENTERED):
+        left = {
+            tuple(sample.labels[name] for name in PHASE_LABELS)
+            for family in gauge.collect()
+            for sample in family.samples
+            if (sample.labels["app"], sample.labels["environment"]) == (app, environment)
+        }
+        for values in left:
+            _remove(gauge, *values)
+    _remove(APPROVAL_DEADLINE, app, environment)
 
 
 def _remove(metric: Gauge, *labels: str) -> None:
